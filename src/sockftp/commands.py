@@ -1,0 +1,397 @@
+"""The native protocol's commands: one small function each, in a registry.
+
+The handler looks a request's ``cmd`` up in :data:`COMMANDS` and nowhere
+else, so no client-supplied name can reach a method it was not meant to
+(the seed's ``getattr(self, cmd)`` let ``{"cmd": "handle"}`` re-enter the
+handler). Each command declares whether it needs a logged-in session and
+whether it writes; the dispatcher enforces both before the command runs.
+
+Commands speak to the client through a :class:`~sockftp.wire.Wire` and to
+files through the session's :class:`~sockftp.storage.Storage`; they know
+nothing of sockets or of the local filesystem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import __version__, checksum as checksums, protocol
+from .errors import (
+    BadRequest,
+    ChecksumMismatch,
+    NotADirectory,
+    OffsetMismatch,
+    PathRefused,
+    SockftpError,
+    UnknownCommand,
+    UnsupportedVersion,
+)
+from .frames import encoded_size
+from .limits import (
+    LIST_BATCH_ENTRIES,
+    MAX_DRAIN,
+    MAX_FILE_SIZE,
+    MAX_HEADER_SIZE,
+    MAX_NAME_LENGTH,
+    MAX_PATH_DEPTH,
+    MAX_PATH_LENGTH,
+    PROTOCOL_VERSIONS,
+)
+from .paths import is_within
+from .session import Session
+from .storage import DIRECTORY
+from .wire import ConnectionClosed, Wire
+
+log = logging.getLogger(__name__)
+
+#: What ``hello`` announces. A client checks for a feature before using it.
+FEATURES = (
+    "resume",  # put with offset, the resume command, get with offset
+    "checksum",  # checksums on get replies and put requests or trailers
+    "ls-stream",  # listings come in several frames
+    "pipelining",  # requests may be sent before earlier replies arrive
+    "mkdir-parents",
+)
+
+
+@dataclass
+class Context:
+    """What a command may use, and what it reports for the log."""
+
+    session: Session
+    wire: Wire
+    path: str | None = None  # the client path it acted on
+    bytes: int = 0  # raw bytes moved
+    close: bool = False  # close the connection after the reply
+    #: raw bytes were promised to the peer: an error now cannot be sent as a
+    #: frame (the peer is reading file bytes), only by closing.
+    wire_dirty: bool = False
+
+
+Handler = Callable[[Context, dict], dict | None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+    needs_login: bool
+    writes: bool
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *, needs_login: bool = True, writes: bool = False):
+    """Register *handler* as command *name*.
+
+    A handler returns the reply header, or None if it sent its replies
+    itself (listings, downloads).
+    """
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, handler, needs_login, writes)
+        return handler
+
+    return register
+
+
+def dispatch(ctx: Context, header: dict) -> dict | None:
+    """Run the command *header* asks for. Raises SockftpError on refusal."""
+    name = protocol.command_name(header)
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise UnknownCommand(f"unknown command {name[:64]!r}")
+    if cmd.needs_login:
+        ctx.session.require_login()
+    if cmd.writes:
+        ctx.session.require_write()
+    return cmd.handler(ctx, header)
+
+
+# -- session ------------------------------------------------------------------
+
+
+@command("hello", needs_login=False)
+def hello(ctx: Context, req: dict) -> dict:
+    offered = req.get("versions", [req.get("version", 1)])
+    if not isinstance(offered, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in offered):
+        raise BadRequest("field 'versions' must be a list of integers")
+    common = set(offered) & set(PROTOCOL_VERSIONS)
+    if not common:
+        raise UnsupportedVersion(
+            f"this server speaks protocol versions {list(PROTOCOL_VERSIONS)}", versions=list(PROTOCOL_VERSIONS)
+        )
+    ctx.session.protocol_version = max(common)
+    return protocol.ok(
+        server=f"sockftp/{__version__}",
+        version=ctx.session.protocol_version,
+        versions=list(PROTOCOL_VERSIONS),
+        features=list(FEATURES),
+        checksums=list(checksums.ALGORITHMS),
+        commands=sorted(COMMANDS),
+        user=ctx.session.identity.name if ctx.session.identity else None,
+        limits={
+            "max_header_size": MAX_HEADER_SIZE,
+            "max_path_length": MAX_PATH_LENGTH,
+            "max_name_length": MAX_NAME_LENGTH,
+            "max_path_depth": MAX_PATH_DEPTH,
+            "max_file_size": MAX_FILE_SIZE,
+        },
+    )
+
+
+@command("ping", needs_login=False)
+def ping(ctx: Context, req: dict) -> dict:
+    return protocol.ok()
+
+
+@command("quit", needs_login=False)
+def quit_(ctx: Context, req: dict) -> dict:
+    ctx.close = True
+    return protocol.ok(message="bye")
+
+
+# -- navigation and metadata ---------------------------------------------------------
+
+
+@command("pwd")
+def pwd(ctx: Context, req: dict) -> dict:
+    return protocol.ok(path=ctx.session.display(ctx.session.resolve("")))
+
+
+@command("cd")
+def cd(ctx: Context, req: dict) -> dict:
+    target = _path(ctx, req, default="/")
+    entry = ctx.session.storage.stat(target)
+    if entry.type != DIRECTORY:
+        raise NotADirectory(f"not a directory: {ctx.path}")
+    ctx.session.cwd = ctx.session.relative(target)
+    return protocol.ok(path=ctx.session.display(target))
+
+
+@command("stat")
+def stat(ctx: Context, req: dict) -> dict:
+    target = _path(ctx, req)
+    entry = ctx.session.storage.stat(target)
+    reply = protocol.ok(path=ctx.session.display(target), **entry.to_wire())
+    if target == ctx.session.identity.home:
+        reply["name"] = "/"
+    if protocol.boolean(req, "checksum") and entry.type == "file":
+        reply["checksum"] = ctx.session.storage.checksum(target)
+    return reply
+
+
+@command("ls")
+def ls(ctx: Context, req: dict) -> None:
+    target = _path(ctx, req, default="")
+    storage = ctx.session.storage
+    entry = storage.stat(target)
+    if entry.type != DIRECTORY:
+        ctx.wire.send_header(protocol.ok(path=ctx.session.display(target), entries=[entry.to_wire()], more=False))
+        return None
+    # Frames stay well under the header limit whatever the names: each
+    # entry is at most a few hundred bytes, and we cut before the budget.
+    budget = MAX_HEADER_SIZE - 1024
+    batch: list[dict] = []
+    used = 0
+    count = 0
+    for item in storage.list(target):
+        wire_entry = item.to_wire()
+        size = encoded_size(wire_entry) + 1
+        if batch and (len(batch) >= LIST_BATCH_ENTRIES or used + size > budget):
+            ctx.wire.send_header(protocol.ok(entries=batch, more=True))
+            batch, used = [], 0
+        batch.append(wire_entry)
+        used += size
+        count += 1
+    ctx.wire.send_header(protocol.ok(path=ctx.session.display(target), entries=batch, more=False))
+    ctx.bytes = count
+    return None
+
+
+# -- changing the tree ------------------------------------------------------------
+
+
+@command("mkdir", writes=True)
+def mkdir(ctx: Context, req: dict) -> dict:
+    target = _path(ctx, req)
+    ctx.session.storage.mkdir(target, parents=protocol.boolean(req, "parents"))
+    return protocol.ok(path=ctx.session.display(target))
+
+
+@command("rmdir", writes=True)
+def rmdir(ctx: Context, req: dict) -> dict:
+    target = _path(ctx, req)
+    _refuse_home(ctx, target, "removed")
+    ctx.session.storage.rmdir(target)
+    removed = ctx.session.relative(target)
+    if is_within(ctx.session.cwd, removed):
+        ctx.session.cwd = removed[:-1]
+    return protocol.ok(path=ctx.session.display(target))
+
+
+@command("rm", writes=True)
+def rm(ctx: Context, req: dict) -> dict:
+    target = _path(ctx, req)
+    _refuse_home(ctx, target, "removed")
+    ctx.session.storage.remove(target)
+    return protocol.ok(path=ctx.session.display(target))
+
+
+@command("mv", writes=True)
+def mv(ctx: Context, req: dict) -> dict:
+    source = _path(ctx, req, field="source", aliases=("from",))
+    target = ctx.session.resolve(protocol.string(req, "target", aliases=("to",)))
+    _refuse_home(ctx, source, "renamed")
+    _refuse_home(ctx, target, "replaced")
+    ctx.session.storage.rename(source, target)
+    return protocol.ok(source=ctx.session.display(source), target=ctx.session.display(target))
+
+
+# -- transfers ---------------------------------------------------------------------
+
+
+@command("resume")
+def resume(ctx: Context, req: dict) -> dict:
+    """How much of an interrupted upload of this path and size is held."""
+    target = _path(ctx, req)
+    size = protocol.integer(req, "size")
+    ctx.session.require_write()
+    return protocol.ok(path=ctx.session.display(target), offset=ctx.session.storage.partial_size(target, size))
+
+
+@command("get")
+def get(ctx: Context, req: dict) -> None:
+    target = _path(ctx, req, aliases=("filename",))
+    offset = protocol.integer(req, "offset", default=0)
+    with ctx.session.storage.open_read(target) as download:
+        if offset > download.size:
+            raise OffsetMismatch(
+                f"offset {offset} is past the end of {ctx.path} ({download.size} bytes)", size=download.size
+            )
+        count = download.size - offset
+        ctx.wire.send_header(
+            protocol.ok(
+                path=ctx.session.display(target),
+                size=download.size,
+                offset=offset,
+                filesize=count,  # the seed's name for "bytes that follow"
+                checksum=download.checksum(),
+            )
+        )
+        ctx.wire_dirty = True
+        fd = download.fileno()
+        if fd is not None and ctx.wire.use_sendfile and not ctx.wire.tls:
+            ctx.wire.send_file(fd, offset, count)
+        else:
+            ctx.wire.send_from(download.readinto, offset, count)
+        ctx.bytes = count
+    return None
+
+
+# put checks login itself: it must drop the bytes of a refused upload.
+@command("put", needs_login=False)
+def put(ctx: Context, req: dict) -> dict:
+    """Receive a file. The raw bytes follow the header at once, so every
+    refusal below must first read and drop them to keep the stream in step."""
+    try:
+        size = protocol.integer(req, "size", aliases=("filesize",))
+        offset = protocol.integer(req, "offset", default=0, maximum=size)
+    except SockftpError:
+        # Without a trustworthy count we cannot find the next header.
+        ctx.close = True
+        raise
+    count = size - offset
+    try:
+        expected = protocol.string(req, "checksum", default=None)
+        if expected is not None and expected != "trailer" and not checksums.is_valid(expected):
+            raise BadRequest(f"field 'checksum' must be 'trailer' or one of {list(checksums.ALGORITHMS)} 'ALG:HEX'")
+        ctx.session.require_write()
+        target = _path(ctx, req, aliases=("filename",))
+        if target == ctx.session.identity.home:
+            raise PathRefused("a file name is needed")
+        upload = ctx.session.storage.open_upload(target, size, offset)
+    except SockftpError:
+        _skip_upload(ctx, count, trailer=req.get("checksum") == "trailer")
+        raise
+    return _receive_upload(ctx, upload, count, expected)
+
+
+def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> dict:
+    hasher = checksums.Hasher() if expected is not None else None
+    failures: list[SockftpError] = []
+
+    def write(chunk) -> None:
+        # A storage failure (disk full) must not desynchronise the stream:
+        # note it, drop the rest of the bytes, and report it afterwards.
+        if not failures:
+            try:
+                upload.write(chunk)
+            except SockftpError as exc:
+                failures.append(exc)
+
+    committed = False
+    try:
+        if hasher is not None and upload.offset:
+            upload.hash_existing(hasher)
+        ctx.wire.receive(count, write, hasher)
+        ctx.bytes = count
+        if expected == "trailer":
+            expected = _read_trailer(ctx)
+        if failures:
+            raise failures[0]
+        actual = hasher.value() if hasher is not None else None
+        if actual != expected:
+            upload.discard()
+            raise ChecksumMismatch(
+                f"upload of {ctx.path} arrived damaged: expected {expected}, got {actual}; nothing was stored",
+                checksum=actual,
+            )
+        upload.commit(actual)
+        committed = True
+    finally:
+        if not committed:
+            upload.keep()  # no-op after discard; keeps a resumable partial otherwise
+    return protocol.ok(path=ctx.session.display(upload.path), size=upload.size, checksum=actual)
+
+
+def _read_trailer(ctx: Context) -> str:
+    trailer = ctx.wire.read_header()
+    if trailer is None:
+        raise ConnectionClosed("peer closed the connection before the checksum trailer")
+    value = trailer.get("checksum")
+    if not checksums.is_valid(value):
+        raise BadRequest("the trailer after an upload must be {\"checksum\": \"ALG:HEX\"}")
+    return value
+
+
+def _skip_upload(ctx: Context, count: int, trailer: bool) -> None:
+    """Drop a refused upload's bytes, or close if there are too many."""
+    if count > MAX_DRAIN:
+        ctx.close = True
+        return
+    ctx.wire.discard(count)
+    if trailer:
+        try:
+            ctx.wire.read_header()
+        except SockftpError:
+            pass
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _path(ctx: Context, req: dict, field: str = "path", default=None, aliases: tuple[str, ...] = ()):
+    raw = protocol.string(req, field, aliases=aliases) if default is None else protocol.string(
+        req, field, default=default, aliases=aliases
+    )
+    ctx.path = raw
+    return ctx.session.resolve(raw)
+
+
+def _refuse_home(ctx: Context, target, verb: str) -> None:
+    if target == ctx.session.identity.home:
+        raise PathRefused(f"the root directory cannot be {verb}")

@@ -1,0 +1,337 @@
+"""The server: socketserver's accept loop, bounded, with one thread per session.
+
+The design is the seed's: ``serve_forever()`` waits on a selector for the
+listening socket, ``_handle_request_noblock()`` accepts, ``verify_request()``
+decides, ``process_request()`` starts a thread and ``finish_request()``
+runs a :class:`SessionHandler`, whose ``handle()`` reads frames and runs
+commands. What differs from the seed, and why:
+
+* the listen backlog is 1024, not 5 (a burst of connects is not dropped);
+* ``verify_request`` enforces a cap on sessions in total and per address,
+  answering ``too_many_sessions`` past either;
+* sessions run in daemon threads tracked in a dict, not ThreadingMixIn's
+  list, which is scanned on every accept and slows accepting to a crawl
+  with thousands of sessions open;
+* :meth:`SockftpServer.stop` shuts down gracefully: stop accepting, end
+  idle sessions, give busy ones a grace period, then cut them (an upload
+  cut short stays a resumable partial, never a visible file).
+
+The server decides how sessions arrive and are scheduled; the handler
+decides what a session does. Neither knows the other's details.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import commands
+from .config import ServerConfig
+from .errors import FATAL_CODES, Internal, ShuttingDown, SockftpError, TooManySessions
+from .frames import encode_header
+from .limits import LISTEN_BACKLOG, SESSION_STACK_SIZE
+from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
+from .storage import LocalStorage, Storage
+from .wire import ConnectionClosed, Wire
+
+log = logging.getLogger("sockftp.server")
+
+
+@dataclass(eq=False)
+class SessionRecord:
+    """What the server tracks of a live session."""
+
+    sock: socket.socket
+    ip: str
+    started: float = field(default_factory=time.monotonic)
+    busy: bool = False  # running a command (as opposed to waiting for one)
+
+
+class SessionRegistry:
+    """Live sessions, with their count per address, under one lock."""
+
+    def __init__(self, max_total: int, max_per_ip: int):
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self._lock = threading.Lock()
+        self._sessions: set[SessionRecord] = set()
+        self._per_ip: dict[str, int] = {}
+        self._empty = threading.Condition(self._lock)
+
+    def admit(self, sock: socket.socket, ip: str) -> SessionRecord:
+        """Register a new session. Raises TooManySessions past a cap."""
+        with self._lock:
+            if len(self._sessions) >= self.max_total:
+                raise TooManySessions(f"the server is full ({self.max_total} sessions); try again later")
+            if self._per_ip.get(ip, 0) >= self.max_per_ip:
+                raise TooManySessions(f"too many sessions from {ip} (limit {self.max_per_ip})")
+            record = SessionRecord(sock, ip)
+            self._sessions.add(record)
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+            return record
+
+    def release(self, record: SessionRecord) -> None:
+        with self._lock:
+            if record in self._sessions:
+                self._sessions.remove(record)
+                left = self._per_ip[record.ip] - 1
+                if left:
+                    self._per_ip[record.ip] = left
+                else:
+                    del self._per_ip[record.ip]
+            if not self._sessions:
+                self._empty.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def interrupt(self, idle_only: bool) -> None:
+        """Wake sessions blocked on their socket so they end.
+
+        Idle sessions get their read side shut: their pending read returns
+        end-of-stream and they say goodbye. Otherwise both sides are cut.
+        """
+        with self._lock:
+            targets = [r for r in self._sessions if not (idle_only and r.busy)]
+        for record in targets:
+            try:
+                record.sock.shutdown(socket.SHUT_RD if idle_only else socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def wait_empty(self, timeout: float) -> bool:
+        with self._lock:
+            return self._empty.wait_for(lambda: not self._sessions, timeout)
+
+
+class SockftpServer(socketserver.TCPServer):
+    """A sockftp server. ``serve_forever()`` runs it; ``stop()`` ends it."""
+
+    request_queue_size = LISTEN_BACKLOG
+    allow_reuse_address = True
+
+    def __init__(self, config: ServerConfig, storage: Storage | None = None):
+        self.config = config
+        self.storage = storage or LocalStorage(config.root, fsync=config.fsync)
+        self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
+        self.stopping = threading.Event()
+        self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
+        family, address = _resolve(config.host, config.port)
+        self.address_family = family
+        super().__init__(address, SessionHandler)
+        if config.anonymous:
+            self.storage.mkdir(ANONYMOUS_HOME, parents=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def display_address(self) -> str:
+        host = self.server_address[0]
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    # -- socketserver's template steps ------------------------------------------
+
+    def verify_request(self, request, client_address) -> bool:
+        try:
+            self._admitted[request] = self.sessions.admit(request, client_address[0])
+            return True
+        except TooManySessions as exc:
+            log.warning("refused %s: %s", _peer(client_address), exc.message)
+            _refuse(request, exc)
+            return False
+
+    def process_request(self, request, client_address) -> None:
+        record = self._admitted.pop(request)
+        thread = threading.Thread(
+            target=self._run_session, args=(request, client_address, record), name=f"session {_peer(client_address)}"
+        )
+        thread.daemon = True
+        thread.start()
+
+    def _run_session(self, request, client_address, record: SessionRecord) -> None:
+        try:
+            self.RequestHandlerClass(request, client_address, self, record)
+        except Exception:  # noqa: BLE001 - one session's bug must not reach the others
+            log.exception("session %s failed", _peer(client_address))
+        finally:
+            self.sessions.release(record)
+            self.shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        log.exception("error accepting %s", _peer(client_address))
+
+    def server_activate(self) -> None:
+        # Sessions need far less than the default 8 MiB of stack address space.
+        threading.stack_size(SESSION_STACK_SIZE)
+        super().server_activate()
+
+    # -- stopping ------------------------------------------------------------------
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully. Call from a thread other than ``serve_forever``'s.
+
+        Stops accepting, ends idle sessions at once, lets busy ones finish for
+        *grace* seconds, then cuts the rest.
+        """
+        grace = self.config.shutdown_grace if grace is None else grace
+        self.stopping.set()
+        self.shutdown()  # returns once serve_forever has stopped accepting
+        self.server_close()
+        log.info("stopping: %d sessions open", len(self.sessions))
+        self.sessions.interrupt(idle_only=True)
+        if not self.sessions.wait_empty(grace):
+            log.info("stopping: cutting %d busy sessions", len(self.sessions))
+            self.sessions.interrupt(idle_only=False)
+            self.sessions.wait_empty(5.0)
+        self.storage.close()
+        log.info("stopped")
+
+
+class SessionHandler(socketserver.BaseRequestHandler):
+    """One connection: read a frame, run its command, reply; until done."""
+
+    server: SockftpServer
+
+    def __init__(self, request, client_address, server: SockftpServer, record: SessionRecord):
+        self.record = record
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        config = self.server.config
+        self.peer = _peer(self.client_address)
+        self.wire = Wire(self.request, config.idle_timeout, config.header_timeout)
+        self.wire.use_sendfile = config.sendfile
+        self.session = Session(self.server.storage, self.peer)
+        if config.anonymous:
+            self.session.login(Identity(ANONYMOUS, ANONYMOUS_HOME))
+
+    def handle(self) -> None:
+        log.info("%s session start", self.peer)
+        started = time.monotonic()
+        try:
+            while self._serve_one():
+                pass
+        finally:
+            log.info(
+                "%s session end user=%s in=%d out=%d %.3fs",
+                self.peer,
+                self.session.user,
+                self.wire.bytes_in,
+                self.wire.bytes_out,
+                time.monotonic() - started,
+            )
+
+    def _serve_one(self) -> bool:
+        """Serve one request. False when the session is over."""
+        stopping = self.server.stopping
+        if stopping.is_set():
+            return self._goodbye(ShuttingDown("the server is shutting down"))
+        try:
+            header = self.wire.read_header()
+        except SockftpError as exc:  # bad frame, bad JSON, timeout
+            if exc.code in FATAL_CODES:
+                log.info("%s %s", self.peer, exc)
+                return self._goodbye(exc)
+            return self._reply_error(None, exc)
+        except ConnectionClosed as exc:
+            log.info("%s connection lost: %s", self.peer, exc)
+            return False
+        if header is None:
+            if stopping.is_set():
+                return self._goodbye(ShuttingDown("the server is shutting down"))
+            return False
+        return self._run(header)
+
+    def _run(self, header: dict) -> bool:
+        ctx = commands.Context(self.session, self.wire)
+        name = header.get("cmd") if isinstance(header.get("cmd"), str) else "?"
+        started = time.monotonic()
+        self.record.busy = True
+        result = "ok"
+        try:
+            reply = commands.dispatch(ctx, header)
+            if reply is not None:
+                self.wire.send_header(reply)
+        except SockftpError as exc:
+            result = str(exc.code)
+            if exc.code in FATAL_CODES:
+                ctx.close = True
+            if ctx.wire_dirty:
+                ctx.close = True
+            elif not self._send_error(exc):
+                return False
+        except ConnectionClosed as exc:
+            result = "connection_lost"
+            log.info("%s connection lost during %s: %s", self.peer, name[:32], exc)
+            return False
+        except Exception:  # noqa: BLE001 - a bug in one command must not end the server
+            result = "internal"
+            log.exception("%s %s failed", self.peer, name[:32])
+            ctx.close = ctx.close or ctx.wire_dirty
+            if not ctx.wire_dirty and not self._send_error(Internal("internal server error; see the server log")):
+                return False
+        finally:
+            self.record.busy = False
+            log.info(
+                "%s %s %s path=%r bytes=%d %s %.3fs",
+                self.peer,
+                self.session.user,
+                name[:32],
+                ctx.path,
+                ctx.bytes,
+                result,
+                time.monotonic() - started,
+            )
+        if ctx.close:
+            self.wire.linger_close()
+            return False
+        return True
+
+    def _reply_error(self, name, exc: SockftpError) -> bool:
+        log.info("%s request refused: %s", self.peer, exc)
+        return self._send_error(exc)
+
+    def _send_error(self, exc: SockftpError) -> bool:
+        try:
+            self.wire.send_header(exc.to_reply())
+            return True
+        except (ConnectionClosed, SockftpError):
+            return False
+
+    def _goodbye(self, exc: SockftpError) -> bool:
+        if self._send_error(exc):
+            self.wire.linger_close()
+        return False
+
+
+def _resolve(host: str, port: int):
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    return family, address[:2]
+
+
+def _peer(address) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _refuse(sock: socket.socket, error: SockftpError) -> None:
+    """Tell a refused client why, without blocking the accept loop."""
+    try:
+        sock.setblocking(False)
+        sock.send(encode_header(error.to_reply()))
+        # Read what the client already sent, so closing does not answer
+        # with a reset that could destroy our reply before it is read.
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+__all__ = ["ServerConfig", "SessionHandler", "SockftpServer"]

@@ -1,0 +1,161 @@
+"""The storage interface: what commands may ask of where files live.
+
+Commands and front ends (the native protocol now, FTP later) talk to a
+:class:`Storage` in :data:`~sockftp.paths.RemotePath` terms only. A backend
+turns those into local files, objects in a bucket, or anything else; it
+never sees a socket, a session or a user, and it raises only
+:class:`~sockftp.errors.SockftpError` subclasses.
+
+Uploads are two-phase by contract: bytes go to an :class:`Upload` that
+no reader can see, and appear under their name only on :meth:`Upload.commit`,
+atomically. An upload that is neither committed nor discarded stays as a
+partial that a later upload of the same path and size may resume.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..paths import RemotePath
+
+FILE = "file"
+DIRECTORY = "dir"
+LINK = "link"
+OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file or directory as listings and ``stat`` show it."""
+
+    name: str
+    type: str  # FILE, DIRECTORY, LINK or OTHER
+    size: int
+    mtime: float  # seconds since the epoch
+
+    def to_wire(self) -> dict:
+        return {"name": self.name, "type": self.type, "size": self.size, "mtime": self.mtime}
+
+
+class Download(ABC):
+    """A file opened for reading. Its content and size stay fixed while open,
+    even if the name is replaced by a new upload meanwhile."""
+
+    size: int
+
+    @abstractmethod
+    def checksum(self) -> str:
+        """The whole file's checksum (see :mod:`sockftp.checksum`)."""
+
+    def fileno(self) -> int | None:
+        """A file descriptor for zero-copy sending, or None if there is none."""
+        return None
+
+    @abstractmethod
+    def readinto(self, buffer, offset: int) -> int:
+        """Read into *buffer* from byte *offset*; 0 only at the end."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Upload(ABC):
+    """An upload in progress, invisible until committed.
+
+    ``offset`` is where the next :meth:`write` lands: 0 for a new upload,
+    the resumed length otherwise.
+    """
+
+    path: RemotePath
+    size: int
+    offset: int
+
+    @abstractmethod
+    def hash_existing(self, hasher) -> None:
+        """Feed *hasher* with the bytes already held (before ``offset``)."""
+
+    @abstractmethod
+    def write(self, data) -> None:
+        """Append *data* at ``offset`` and advance it."""
+
+    @abstractmethod
+    def commit(self, checksum: str | None) -> None:
+        """Make the file visible under its name, atomically.
+
+        *checksum* is the verified checksum of the whole file, kept so that
+        downloads need not hash it again; None if it was not computed.
+        """
+
+    @abstractmethod
+    def keep(self) -> None:
+        """Stop without committing and keep the bytes for a later resume."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Stop without committing and drop the bytes."""
+
+
+class Storage(ABC):
+    """Where files live. Paths are tuples of validated names from the root."""
+
+    @abstractmethod
+    def stat(self, path: RemotePath) -> Entry:
+        """Raises NotFound, PathRefused (a symlink on the way)."""
+
+    @abstractmethod
+    def list(self, path: RemotePath) -> Iterator[Entry]:
+        """The entries of a directory, in no particular order, without the
+        server's own files."""
+
+    @abstractmethod
+    def mkdir(self, path: RemotePath, parents: bool = False) -> None:
+        """Raises Exists (unless *parents* and it is a directory), NotFound."""
+
+    @abstractmethod
+    def rmdir(self, path: RemotePath) -> None:
+        """Remove an empty directory. Raises NotEmpty, NotADirectory."""
+
+    @abstractmethod
+    def remove(self, path: RemotePath) -> None:
+        """Remove a file. Raises IsADirectory, NotFound."""
+
+    @abstractmethod
+    def rename(self, source: RemotePath, target: RemotePath) -> None:
+        """Rename atomically, replacing a file at *target*.
+
+        Raises IsADirectory if *target* is an existing directory, PathRefused
+        if it would move a directory into itself.
+        """
+
+    @abstractmethod
+    def open_read(self, path: RemotePath) -> Download:
+        """Raises NotFound, IsADirectory, PathRefused."""
+
+    @abstractmethod
+    def partial_size(self, path: RemotePath, size: int) -> int:
+        """Bytes held from an interrupted upload of *path* announced with
+        *size* bytes in all; 0 if none."""
+
+    @abstractmethod
+    def open_upload(self, path: RemotePath, size: int, offset: int = 0) -> Upload:
+        """Start (offset 0) or resume (offset > 0) an upload.
+
+        Raises Busy if another upload of *path* is under way, OffsetMismatch
+        if fewer than *offset* bytes are held, IsADirectory, NotFound (no
+        parent directory).
+        """
+
+    @abstractmethod
+    def checksum(self, path: RemotePath) -> str:
+        """The checksum of a stored file."""
+
+    def close(self) -> None:
+        """Release what the backend holds open."""

@@ -1,0 +1,515 @@
+"""Storage on a local filesystem, confined to one root directory.
+
+Every path is walked one name at a time from an open descriptor of the
+root, with ``O_NOFOLLOW``: a symbolic link anywhere on the way is refused,
+never followed, so no link (and no link swapped in between a check and a
+use) can lead outside the root. Names are validated before they get here
+(:mod:`sockftp.paths`); this module trusts them to be single components.
+
+Uploads go to a hidden partial file beside their target
+(``.sockftp-part-<hash of the name>``), locked with ``flock`` so two
+uploads of one name never interleave, and are renamed over the target
+only once complete. The partial carries its announced size in an extended
+attribute, and a committed file carries its checksum, keyed by size and
+mtime, so downloads need not hash it again. Where the filesystem has no
+extended attributes, both degrade: resumes rely on the final checksum and
+downloads hash on demand.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import stat as statmod
+from collections.abc import Iterator
+
+from .. import checksum as checksums
+from ..errors import (
+    Busy,
+    Exists,
+    IOFailure,
+    IsADirectory,
+    NoSpace,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    OffsetMismatch,
+    PathRefused,
+    SockftpError,
+)
+from ..limits import RESERVED_PREFIX
+from ..paths import RemotePath, to_text
+from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload
+
+log = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = RESERVED_PREFIX + "-part-"
+_XATTR_CHECKSUM = "user.sockftp.checksum"
+_XATTR_UPLOAD_SIZE = "user.sockftp.upload-size"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_HASH_BUFFER = 4 * 1024 * 1024
+
+
+def partial_name(name: str) -> str:
+    """The hidden partial file for *name*: fixed length whatever the name."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return PARTIAL_PREFIX + digest
+
+
+def _error(exc: OSError, path: RemotePath) -> SockftpError:
+    """The protocol error for an OS error on *path*."""
+    where = to_text(path)
+    code = exc.errno
+    if code == errno.ENOENT:
+        return NotFound(f"no such file or directory: {where}")
+    if code == errno.EEXIST:
+        return Exists(f"already exists: {where}")
+    if code == errno.ENOTDIR:
+        return NotADirectory(f"not a directory: {where}")
+    if code == errno.EISDIR:
+        return IsADirectory(f"is a directory: {where}")
+    if code == errno.ENOTEMPTY:
+        return NotEmpty(f"directory not empty: {where}")
+    if code == errno.ELOOP:
+        return PathRefused(f"symbolic links are not followed: {where}")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"no space left on the server for {where}")
+    if code == errno.ENAMETOOLONG:
+        return PathRefused(f"name too long for the server's filesystem: {where}")
+    if code == errno.EINVAL:
+        return PathRefused(f"invalid operation on {where}")
+    log.warning("storage error on %s: %s", where, exc)
+    return IOFailure(f"storage error on {where}: {exc.strerror}")
+
+
+def _entry(name: str, st: os.stat_result) -> Entry:
+    mode = st.st_mode
+    if statmod.S_ISREG(mode):
+        kind = FILE
+    elif statmod.S_ISDIR(mode):
+        kind = DIRECTORY
+    elif statmod.S_ISLNK(mode):
+        kind = LINK
+    else:
+        kind = OTHER
+    return Entry(name, kind, st.st_size if kind == FILE else 0, st.st_mtime_ns / 1e9)
+
+
+def _display_name(name: str) -> str:
+    # Names that are not UTF-8 on disk arrive with surrogate escapes, which
+    # JSON cannot carry; show the raw bytes escaped instead.
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+class LocalStorage(Storage):
+    """Files under *root*, which is created if missing."""
+
+    def __init__(self, root: str | os.PathLike, fsync: bool = False):
+        os.makedirs(root, exist_ok=True)
+        self.root = os.path.abspath(root)
+        self.fsync = fsync
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.xattrs = _probe_xattrs(self._root_fd)
+
+    def close(self) -> None:
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    # -- walking ---------------------------------------------------------------
+
+    def _open_dir(self, path: RemotePath) -> int:
+        """A descriptor of directory *path*, reached without following links."""
+        fd = os.dup(self._root_fd)
+        for depth, name in enumerate(path):
+            try:
+                next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise _error(exc, path[: depth + 1]) from None
+            finally:
+                os.close(fd)
+            fd = next_fd
+        return fd
+
+    def _parent(self, path: RemotePath) -> int:
+        if not path:
+            raise PathRefused("the root itself cannot be used here")
+        return self._open_dir(path[:-1])
+
+    # -- metadata -------------------------------------------------------------
+
+    def stat(self, path: RemotePath) -> Entry:
+        if not path:
+            return _entry("/", os.fstat(self._root_fd))
+        fd = self._parent(path)
+        try:
+            return _entry(path[-1], os.stat(path[-1], dir_fd=fd, follow_symlinks=False))
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(fd)
+
+    def list(self, path: RemotePath) -> Iterator[Entry]:
+        fd = self._open_dir(path)
+        try:
+            with os.scandir(fd) as entries:
+                for item in entries:
+                    if item.name.startswith(RESERVED_PREFIX):
+                        continue
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed while we listed
+                    yield _entry(_display_name(item.name), st)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(fd)
+
+    def checksum(self, path: RemotePath) -> str:
+        with self.open_read(path) as download:
+            return download.checksum()
+
+    # -- directories ----------------------------------------------------------
+
+    def mkdir(self, path: RemotePath, parents: bool = False) -> None:
+        if not path:
+            if parents:
+                return
+            raise Exists("the root already exists")
+        if parents:
+            for depth in range(1, len(path)):
+                try:
+                    self.mkdir(path[:depth])
+                except Exists:
+                    pass
+        fd = self._parent(path)
+        try:
+            os.mkdir(path[-1], 0o755, dir_fd=fd)
+        except FileExistsError:
+            if parents and statmod.S_ISDIR(os.stat(path[-1], dir_fd=fd, follow_symlinks=False).st_mode):
+                return
+            raise Exists(f"already exists: {to_text(path)}") from None
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(fd)
+
+    def rmdir(self, path: RemotePath) -> None:
+        fd = self._parent(path)
+        try:
+            try:
+                os.rmdir(path[-1], dir_fd=fd)
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY or not self._drop_partials(fd, path):
+                    raise
+                os.rmdir(path[-1], dir_fd=fd)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(fd)
+
+    def _drop_partials(self, parent_fd: int, path: RemotePath) -> bool:
+        """Remove the partial uploads in a directory that holds nothing else.
+
+        A directory the client sees as empty must be removable even if an
+        abandoned upload left a partial in it. True if anything was removed.
+        """
+        fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            names = os.listdir(fd)
+            if not names or any(not n.startswith(PARTIAL_PREFIX) for n in names):
+                return False
+            for name in names:
+                os.unlink(name, dir_fd=fd)
+            return True
+        finally:
+            os.close(fd)
+
+    # -- files -----------------------------------------------------------------
+
+    def remove(self, path: RemotePath) -> None:
+        fd = self._parent(path)
+        try:
+            st = os.stat(path[-1], dir_fd=fd, follow_symlinks=False)
+            if statmod.S_ISDIR(st.st_mode):
+                raise IsADirectory(f"is a directory (use rmdir): {to_text(path)}")
+            os.unlink(path[-1], dir_fd=fd)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(fd)
+
+    def rename(self, source: RemotePath, target: RemotePath) -> None:
+        if not source or not target:
+            raise PathRefused("the root cannot be renamed or replaced")
+        if target[: len(source)] == source and target != source:
+            raise PathRefused(f"cannot move {to_text(source)} into itself")
+        source_fd = self._parent(source)
+        try:
+            target_fd = self._parent(target)
+        except BaseException:
+            os.close(source_fd)
+            raise
+        try:
+            os.stat(source[-1], dir_fd=source_fd, follow_symlinks=False)
+            try:
+                existing = os.stat(target[-1], dir_fd=target_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                existing = None
+            if existing is not None and statmod.S_ISDIR(existing.st_mode) and source != target:
+                raise IsADirectory(f"target is a directory: {to_text(target)}")
+            os.rename(source[-1], target[-1], src_dir_fd=source_fd, dst_dir_fd=target_fd)
+        except FileNotFoundError:
+            raise NotFound(f"no such file or directory: {to_text(source)}") from None
+        except OSError as exc:
+            raise _error(exc, target) from None
+        finally:
+            os.close(source_fd)
+            os.close(target_fd)
+
+    def open_read(self, path: RemotePath) -> Download:
+        fd = self._parent(path)
+        try:
+            # O_NONBLOCK so that a FIFO placed in the tree cannot block us.
+            file_fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(fd)
+        try:
+            st = os.fstat(file_fd)
+            if statmod.S_ISDIR(st.st_mode):
+                raise IsADirectory(f"is a directory: {to_text(path)}")
+            if not statmod.S_ISREG(st.st_mode):
+                raise PathRefused(f"not a regular file: {to_text(path)}")
+            os.set_blocking(file_fd, True)
+        except BaseException:
+            os.close(file_fd)
+            raise
+        return LocalDownload(file_fd, st, self.xattrs)
+
+    def partial_size(self, path: RemotePath, size: int) -> int:
+        try:
+            fd = self._parent(path)
+        except (NotFound, NotADirectory):
+            return 0
+        try:
+            name = partial_name(path[-1])
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not statmod.S_ISREG(st.st_mode) or st.st_size > size:
+                return 0
+            if self.xattrs:
+                pfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    if _read_upload_size(pfd) not in (None, size):
+                        return 0
+                finally:
+                    os.close(pfd)
+            return st.st_size
+        except OSError:
+            return 0
+        finally:
+            os.close(fd)
+
+    def open_upload(self, path: RemotePath, size: int, offset: int = 0) -> Upload:
+        parent_fd = self._parent(path)
+        try:
+            try:
+                existing = os.stat(path[-1], dir_fd=parent_fd, follow_symlinks=False)
+                if statmod.S_ISDIR(existing.st_mode):
+                    raise IsADirectory(f"is a directory: {to_text(path)}")
+            except FileNotFoundError:
+                pass
+            partial_fd = self._lock_partial(parent_fd, path)
+        except OSError as exc:
+            os.close(parent_fd)
+            raise _error(exc, path) from None
+        except BaseException:
+            os.close(parent_fd)
+            raise
+        try:
+            held = os.fstat(partial_fd).st_size
+            if offset:
+                announced = _read_upload_size(partial_fd) if self.xattrs else None
+                if offset > held or announced not in (None, size):
+                    usable = held if announced in (None, size) and held <= size else 0
+                    raise OffsetMismatch(
+                        f"cannot resume {to_text(path)} at {offset}: the server holds {usable} bytes",
+                        offset=usable,
+                    )
+            if held != offset:
+                os.ftruncate(partial_fd, offset)
+            if self.xattrs and not offset:
+                os.setxattr(partial_fd, _XATTR_UPLOAD_SIZE, str(size).encode())
+            os.lseek(partial_fd, offset, os.SEEK_SET)
+        except OSError as exc:
+            os.close(partial_fd)
+            os.close(parent_fd)
+            raise _error(exc, path) from None
+        except BaseException:
+            os.close(partial_fd)
+            os.close(parent_fd)
+            raise
+        return LocalUpload(self, path, size, offset, parent_fd, partial_fd)
+
+    def _lock_partial(self, parent_fd: int, path: RemotePath) -> int:
+        """Open and lock the partial of *path*, making sure the lock is on
+        the file the name still points to (a committing upload may have
+        renamed it away between our open and our lock)."""
+        name = partial_name(path[-1])
+        for _ in range(10):
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent_fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Busy(f"another upload of {to_text(path)} is under way") from None
+            try:
+                current = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(fd)
+            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+                return fd
+            os.close(fd)
+        raise Busy(f"uploads of {to_text(path)} keep racing; try again")
+
+
+def _probe_xattrs(fd: int) -> bool:
+    try:
+        os.listxattr(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _read_upload_size(fd: int) -> int | None:
+    try:
+        return int(os.getxattr(fd, _XATTR_UPLOAD_SIZE))
+    except (OSError, ValueError):
+        return None
+
+
+class LocalDownload(Download):
+    def __init__(self, fd: int, st: os.stat_result, xattrs: bool):
+        self._fd = fd
+        self._st = st
+        self._xattrs = xattrs
+        self.size = st.st_size
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer, offset: int) -> int:
+        return os.preadv(self._fd, [buffer], offset)
+
+    def checksum(self) -> str:
+        key = f"{self._st.st_size}:{self._st.st_mtime_ns}:"
+        if self._xattrs:
+            try:
+                cached = os.getxattr(self._fd, _XATTR_CHECKSUM).decode()
+                if cached.startswith(key) and checksums.is_valid(cached[len(key) :]):
+                    return cached[len(key) :]
+            except (OSError, UnicodeDecodeError):
+                pass
+        hasher = checksums.Hasher()
+        buf = bytearray(_HASH_BUFFER)
+        view = memoryview(buf)
+        position = 0
+        while position < self.size:
+            n = os.preadv(self._fd, [view[: min(_HASH_BUFFER, self.size - position)]], position)
+            if not n:
+                break
+            hasher.update(view[:n])
+            position += n
+        value = hasher.value()
+        if self._xattrs:
+            try:
+                os.setxattr(self._fd, _XATTR_CHECKSUM, (key + value).encode())
+            except OSError:
+                pass  # read-only file or filesystem: hash again next time
+        return value
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class LocalUpload(Upload):
+    def __init__(self, storage: LocalStorage, path, size, offset, parent_fd, fd):
+        self._storage = storage
+        self.path = path
+        self.size = size
+        self.offset = offset
+        self._parent_fd = parent_fd
+        self._fd = fd
+
+    def hash_existing(self, hasher) -> None:
+        buf = bytearray(min(_HASH_BUFFER, max(self.offset, 1)))
+        view = memoryview(buf)
+        position = 0
+        while position < self.offset:
+            n = os.preadv(self._fd, [view[: min(len(buf), self.offset - position)]], position)
+            if not n:
+                raise IOFailure(f"partial upload of {to_text(self.path)} shrank while resuming")
+            hasher.update(view[:n])
+            position += n
+
+    def write(self, data) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.offset += written
+        except OSError as exc:
+            raise _error(exc, self.path) from None
+
+    def commit(self, checksum: str | None) -> None:
+        name = self.path[-1]
+        try:
+            if self._storage.fsync:
+                os.fsync(self._fd)
+            if checksum and self._storage.xattrs:
+                st = os.fstat(self._fd)
+                os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
+            try:
+                os.removexattr(self._fd, _XATTR_UPLOAD_SIZE)
+            except OSError:
+                pass
+            os.rename(partial_name(name), name, src_dir_fd=self._parent_fd, dst_dir_fd=self._parent_fd)
+            if self._storage.fsync:
+                os.fsync(self._parent_fd)
+        except OSError as exc:
+            raise _error(exc, self.path) from None
+        finally:
+            self._close()
+
+    def keep(self) -> None:
+        self._close()
+
+    def discard(self) -> None:
+        try:
+            os.unlink(partial_name(self.path[-1]), dir_fd=self._parent_fd)
+        except OSError:
+            pass
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # also releases the flock
+            self._fd = -1
+        if self._parent_fd >= 0:
+            os.close(self._parent_fd)
+            self._parent_fd = -1

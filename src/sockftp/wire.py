@@ -1,0 +1,265 @@
+"""Socket I/O for frames and raw file bytes, shared by server and client.
+
+This is the only module that reads or writes a connected socket. Frames are
+parsed by :mod:`sockftp.frames`; here we only move bytes: whole headers
+in and out, and the raw bytes that follow a header, through the fast paths
+(large reused buffers, ``sendfile``) with hashing on the way.
+
+Peer failures surface as two exceptions: :class:`ConnectionClosed` (the
+peer went away or the socket broke, at any byte) and
+:class:`~sockftp.errors.Timeout`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import time
+
+from .errors import Timeout
+from .frames import FrameDecoder, encode_header
+from .limits import TRANSFER_BUFFER_SIZE
+
+_RECV_CHUNK = 256 * 1024
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection or it broke."""
+
+
+class BufferPool:
+    """Transfer buffers lent to whichever session is moving data.
+
+    Idle sessions hold no buffer, so thousands of them cost little memory,
+    while a transfer reuses a large buffer instead of allocating one per
+    chunk.
+    """
+
+    def __init__(self, size: int = TRANSFER_BUFFER_SIZE, keep: int = 16):
+        self.size = size
+        self._keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(self.size)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(buffer)
+
+
+BUFFERS = BufferPool()
+
+
+class Wire:
+    """Frames and raw bytes over one connected socket.
+
+    Args:
+        sock: a connected stream socket (plain or TLS).
+        idle_timeout: seconds any single wait for the peer may last.
+        header_timeout: seconds a header may take from its first byte to
+            its last; None for no such limit.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout: float | None = None, header_timeout: float | None = None):
+        self.sock = sock
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.decoder = FrameDecoder()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: Send files with sendfile(). Off by default: on loopback here a
+        #: readinto + sendall loop with 4 MiB buffers measured 15-40% faster
+        #: (docs/BENCHMARKS.md). Never on TLS, where the kernel cannot encrypt.
+        self.use_sendfile = False
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        sock.settimeout(idle_timeout)
+
+    # -- headers -----------------------------------------------------------
+
+    def send_header(self, header: dict, payload: bytes = b"") -> None:
+        """Send one frame, and *payload* raw bytes in the same write."""
+        self._sendall(encode_header(header) + payload if payload else encode_header(header))
+
+    def read_header(self) -> dict | None:
+        """The next header, or None if the peer closed cleanly between frames.
+
+        Raises:
+            BadFrame, BadJson, BadRequest: from the decoder.
+            ConnectionClosed: the peer left in the middle of a header.
+            Timeout: the idle or header deadline passed.
+        """
+        deadline = None
+        while True:
+            header = self.decoder.next_header()
+            if header is not None:
+                return header
+            pending = self.decoder.header_pending()
+            if pending and deadline is None and self.header_timeout is not None:
+                deadline = time.monotonic() + self.header_timeout
+            wait = self.idle_timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(f"header not complete within {self.header_timeout:g} s")
+                wait = left if wait is None else min(wait, left)
+            data = self._recv(wait)
+            if not data:
+                if pending:
+                    raise ConnectionClosed("peer closed the connection in the middle of a header")
+                return None
+            self.decoder.feed(data)
+
+    def _recv(self, wait: float | None) -> bytes:
+        if wait != self.sock.gettimeout():
+            self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(_RECV_CHUNK)
+        except TimeoutError:
+            raise Timeout(f"no data from the peer for {wait:g} s") from None
+        except OSError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        self.bytes_in += len(data)
+        return data
+
+    # -- raw bytes in -------------------------------------------------------------
+
+    def receive(self, count: int, write, hasher=None) -> None:
+        """Receive exactly *count* raw bytes, handing each chunk to *write*
+        (and first to *hasher*). Bytes already buffered behind the header
+        come first. Chunks are views of a reused buffer: *write* must not
+        keep them."""
+        head = self.decoder.take_raw(count)
+        if head:
+            count -= len(head)
+            if hasher is not None:
+                hasher.update(head)
+            write(head)
+        if not count:
+            return
+        buffer = BUFFERS.take()
+        try:
+            view = memoryview(buffer)
+            self._restore_idle_timeout()
+            recv_into = self.sock.recv_into
+            size = len(buffer)
+            while count:
+                try:
+                    n = recv_into(view, min(size, count))
+                except TimeoutError:
+                    raise Timeout(f"no data from the peer for {self.idle_timeout:g} s") from None
+                except OSError as exc:
+                    raise ConnectionClosed(str(exc)) from None
+                if not n:
+                    raise ConnectionClosed(f"peer closed the connection with {count} bytes still to come")
+                count -= n
+                self.bytes_in += n
+                chunk = view[:n]
+                if hasher is not None:
+                    hasher.update(chunk)
+                write(chunk)
+        finally:
+            BUFFERS.give(buffer)
+
+    def discard(self, count: int) -> None:
+        """Read and drop *count* raw bytes."""
+        self.receive(count, _ignore)
+
+    # -- raw bytes out ------------------------------------------------------------
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send *count* bytes of file *fd* from *offset*, zero-copy."""
+        self._restore_idle_timeout()
+        try:
+            sent = self.sock.sendfile(_FdFile(fd), offset, count)
+        except TimeoutError:
+            raise Timeout(f"the peer read nothing for {self.idle_timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        self.bytes_out += sent
+        if sent != count:
+            raise ConnectionClosed(f"file ended after {sent} of {count} bytes")
+
+    def send_from(self, readinto, offset: int, count: int, hasher=None) -> None:
+        """Send *count* bytes read by ``readinto(view, position)`` from *offset*."""
+        buffer = BUFFERS.take()
+        try:
+            view = memoryview(buffer)
+            size = len(buffer)
+            position = offset
+            end = offset + count
+            while position < end:
+                n = readinto(view[: min(size, end - position)], position)
+                if not n:
+                    raise ConnectionClosed(f"source ended after {position - offset} of {count} bytes")
+                chunk = view[:n]
+                if hasher is not None:
+                    hasher.update(chunk)
+                self._sendall(chunk)
+                position += n
+        finally:
+            BUFFERS.give(buffer)
+
+    def _sendall(self, data) -> None:
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise Timeout(f"the peer read nothing for {self.idle_timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        self.bytes_out += len(data)
+
+    def _restore_idle_timeout(self) -> None:
+        if self.sock.gettimeout() != self.idle_timeout:
+            self.sock.settimeout(self.idle_timeout)
+
+    # -- closing ------------------------------------------------------------------
+
+    def linger_close(self, seconds: float = 2.0) -> None:
+        """Close so that our last reply reaches the peer even if it is still
+        sending: half-close, read and drop what comes for a while, then close.
+        (Closing with unread input makes the kernel send RST, which can
+        destroy the reply before the peer reads it.)"""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(_RECV_CHUNK):
+                    break
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _FdFile:
+    """The minimum of a file object that ``socket.sendfile`` needs."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return os.lseek(self._fd, offset, whence)
+
+
+def _ignore(_chunk) -> None:
+    pass
