@@ -21,7 +21,9 @@ from . import __version__, checksum as checksums, protocol
 from .errors import (
     BadRequest,
     ChecksumMismatch,
+    IsADirectory,
     NotADirectory,
+    NotFound,
     OffsetMismatch,
     PathRefused,
     SockftpError,
@@ -108,7 +110,11 @@ def dispatch(ctx: Context, header: dict) -> dict | None:
         ctx.session.require_login()
     if cmd.writes:
         ctx.session.require_write()
-    return cmd.handler(ctx, header)
+    try:
+        return cmd.handler(ctx, header)
+    except SockftpError as exc:
+        exc.localize(ctx.session.display)
+        raise
 
 
 # -- session ------------------------------------------------------------------
@@ -260,6 +266,16 @@ def resume(ctx: Context, req: dict) -> dict:
     target = _path(ctx, req)
     size = protocol.integer(req, "size")
     ctx.session.require_write()
+    # Refuse now what put would refuse, before the client sends the bytes.
+    if target == ctx.session.identity.home:
+        raise PathRefused("a file name is needed")
+    if ctx.session.storage.stat(target[:-1]).type != DIRECTORY:
+        raise NotADirectory(f"not a directory: {ctx.session.display(target[:-1])}")
+    try:
+        if ctx.session.storage.stat(target).type == DIRECTORY:
+            raise IsADirectory(f"is a directory: {ctx.path}")
+    except NotFound:
+        pass
     return protocol.ok(path=ctx.session.display(target), offset=ctx.session.storage.partial_size(target, size))
 
 
@@ -279,6 +295,7 @@ def get(ctx: Context, req: dict) -> None:
                 size=download.size,
                 offset=offset,
                 filesize=count,  # the seed's name for "bytes that follow"
+                mtime=download.mtime,
                 checksum=download.checksum(),
             )
         )

@@ -70,17 +70,29 @@ class SockftpError(Exception):
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str, code: ErrorCode | str | None = None, **details):
+    def __init__(self, message: str, code: ErrorCode | str | None = None, *, path=None, **details):
         super().__init__(message)
         if code is not None:
             self.code = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
         self.message = message
+        #: A storage path that the message names as ``{path}``. Storage does
+        #: not know how the client sees it (the session's home is hidden), so
+        #: the session fills it in with :meth:`localize`.
+        self.path = path
         self.details = details
 
+    def localize(self, display) -> None:
+        """Write the path into the message, as ``display(path)`` shows it."""
+        if self.path is not None:
+            self.message = self.message.replace("{path}", display(self.path))
+            self.path = None
+
     def __str__(self) -> str:
+        self.localize(lambda parts: "/" + "/".join(parts))
         return f"{self.message} [{self.code}]"
 
     def to_reply(self) -> dict:
+        self.localize(lambda parts: "/" + "/".join(parts))
         reply = {"ok": False, "error": str(self.code), "message": self.message}
         reply.update(self.details)
         return reply

@@ -44,6 +44,7 @@ class Download(ABC):
     even if the name is replaced by a new upload meanwhile."""
 
     size: int
+    mtime: float
 
     @abstractmethod
     def checksum(self) -> str:

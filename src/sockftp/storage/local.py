@@ -41,7 +41,7 @@ from ..errors import (
     SockftpError,
 )
 from ..limits import RESERVED_PREFIX
-from ..paths import RemotePath, to_text
+from ..paths import RemotePath
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload
 
 log = logging.getLogger(__name__)
@@ -62,28 +62,27 @@ def partial_name(name: str) -> str:
 
 def _error(exc: OSError, path: RemotePath) -> SockftpError:
     """The protocol error for an OS error on *path*."""
-    where = to_text(path)
     code = exc.errno
     if code == errno.ENOENT:
-        return NotFound(f"no such file or directory: {where}")
+        return NotFound("no such file or directory: {path}", path=path)
     if code == errno.EEXIST:
-        return Exists(f"already exists: {where}")
+        return Exists("already exists: {path}", path=path)
     if code == errno.ENOTDIR:
-        return NotADirectory(f"not a directory: {where}")
+        return NotADirectory("not a directory: {path}", path=path)
     if code == errno.EISDIR:
-        return IsADirectory(f"is a directory: {where}")
+        return IsADirectory("is a directory: {path}", path=path)
     if code == errno.ENOTEMPTY:
-        return NotEmpty(f"directory not empty: {where}")
+        return NotEmpty("directory not empty: {path}", path=path)
     if code == errno.ELOOP:
-        return PathRefused(f"symbolic links are not followed: {where}")
+        return PathRefused("symbolic links are not followed: {path}", path=path)
     if code in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpace(f"no space left on the server for {where}")
+        return NoSpace("no space left on the server for {path}", path=path)
     if code == errno.ENAMETOOLONG:
-        return PathRefused(f"name too long for the server's filesystem: {where}")
+        return PathRefused("name too long for the server's filesystem: {path}", path=path)
     if code == errno.EINVAL:
-        return PathRefused(f"invalid operation on {where}")
-    log.warning("storage error on %s: %s", where, exc)
-    return IOFailure(f"storage error on {where}: {exc.strerror}")
+        return PathRefused("invalid operation on {path}", path=path)
+    log.warning("storage error on %s: %s", "/".join(path), exc)
+    return IOFailure(f"storage error on {{path}}: {exc.strerror}", path=path)
 
 
 def _entry(name: str, st: os.stat_result) -> Entry:
@@ -197,7 +196,7 @@ class LocalStorage(Storage):
         except FileExistsError:
             if parents and statmod.S_ISDIR(os.stat(path[-1], dir_fd=fd, follow_symlinks=False).st_mode):
                 return
-            raise Exists(f"already exists: {to_text(path)}") from None
+            raise Exists("already exists: {path}", path=path) from None
         except OSError as exc:
             raise _error(exc, path) from None
         finally:
@@ -241,7 +240,7 @@ class LocalStorage(Storage):
         try:
             st = os.stat(path[-1], dir_fd=fd, follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):
-                raise IsADirectory(f"is a directory (use rmdir): {to_text(path)}")
+                raise IsADirectory("is a directory (use rmdir): {path}", path=path)
             os.unlink(path[-1], dir_fd=fd)
         except OSError as exc:
             raise _error(exc, path) from None
@@ -252,7 +251,7 @@ class LocalStorage(Storage):
         if not source or not target:
             raise PathRefused("the root cannot be renamed or replaced")
         if target[: len(source)] == source and target != source:
-            raise PathRefused(f"cannot move {to_text(source)} into itself")
+            raise PathRefused("cannot move {path} into itself", path=source)
         source_fd = self._parent(source)
         try:
             target_fd = self._parent(target)
@@ -266,10 +265,10 @@ class LocalStorage(Storage):
             except FileNotFoundError:
                 existing = None
             if existing is not None and statmod.S_ISDIR(existing.st_mode) and source != target:
-                raise IsADirectory(f"target is a directory: {to_text(target)}")
+                raise IsADirectory("target is a directory: {path}", path=target)
             os.rename(source[-1], target[-1], src_dir_fd=source_fd, dst_dir_fd=target_fd)
         except FileNotFoundError:
-            raise NotFound(f"no such file or directory: {to_text(source)}") from None
+            raise NotFound("no such file or directory: {path}", path=source) from None
         except OSError as exc:
             raise _error(exc, target) from None
         finally:
@@ -288,9 +287,9 @@ class LocalStorage(Storage):
         try:
             st = os.fstat(file_fd)
             if statmod.S_ISDIR(st.st_mode):
-                raise IsADirectory(f"is a directory: {to_text(path)}")
+                raise IsADirectory("is a directory: {path}", path=path)
             if not statmod.S_ISREG(st.st_mode):
-                raise PathRefused(f"not a regular file: {to_text(path)}")
+                raise PathRefused("not a regular file: {path}", path=path)
             os.set_blocking(file_fd, True)
         except BaseException:
             os.close(file_fd)
@@ -326,7 +325,7 @@ class LocalStorage(Storage):
             try:
                 existing = os.stat(path[-1], dir_fd=parent_fd, follow_symlinks=False)
                 if statmod.S_ISDIR(existing.st_mode):
-                    raise IsADirectory(f"is a directory: {to_text(path)}")
+                    raise IsADirectory("is a directory: {path}", path=path)
             except FileNotFoundError:
                 pass
             partial_fd = self._lock_partial(parent_fd, path)
@@ -343,7 +342,8 @@ class LocalStorage(Storage):
                 if offset > held or announced not in (None, size):
                     usable = held if announced in (None, size) and held <= size else 0
                     raise OffsetMismatch(
-                        f"cannot resume {to_text(path)} at {offset}: the server holds {usable} bytes",
+                        f"cannot resume {{path}} at {offset}: the server holds {usable} bytes",
+                        path=path,
                         offset=usable,
                     )
             if held != offset:
@@ -372,7 +372,7 @@ class LocalStorage(Storage):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise Busy(f"another upload of {to_text(path)} is under way") from None
+                raise Busy("another upload of {path} is under way", path=path) from None
             try:
                 current = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -381,7 +381,7 @@ class LocalStorage(Storage):
             if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
                 return fd
             os.close(fd)
-        raise Busy(f"uploads of {to_text(path)} keep racing; try again")
+        raise Busy("uploads of {path} keep racing; try again", path=path)
 
 
 def _probe_xattrs(fd: int) -> bool:
@@ -405,6 +405,7 @@ class LocalDownload(Download):
         self._st = st
         self._xattrs = xattrs
         self.size = st.st_size
+        self.mtime = st.st_mtime_ns / 1e9
 
     def fileno(self) -> int:
         return self._fd
@@ -461,7 +462,7 @@ class LocalUpload(Upload):
         while position < self.offset:
             n = os.preadv(self._fd, [view[: min(len(buf), self.offset - position)]], position)
             if not n:
-                raise IOFailure(f"partial upload of {to_text(self.path)} shrank while resuming")
+                raise IOFailure("partial upload of {path} shrank while resuming", path=self.path)
             hasher.update(view[:n])
             position += n
 

@@ -1,0 +1,456 @@
+"""The Python client library: one method per command, resumable verified transfers.
+
+    from sockftp import Client
+
+    with Client("127.0.0.1", 9999) as ftp:
+        ftp.put("report.pdf", "inbox/report.pdf")
+        for entry in ftp.ls("inbox"):
+            print(entry.name, entry.size)
+        ftp.get("inbox/report.pdf", "copy.pdf")
+
+Every failure is a :class:`~sockftp.errors.SockftpError` subclass carrying the
+server's code and message (``NotFound``, ``PathRefused``, ...), or
+:class:`~sockftp.errors.ConnectionLost` when the connection broke.
+
+Transfers are verified end to end with the checksum the protocol carries,
+and resumed automatically: an interrupted ``put`` continues from what the
+server holds, an interrupted ``get`` from the local partial file
+(``.NAME.sockftp-part`` beside the target), which becomes the target only
+once complete and verified.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat as statmod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from . import checksum as checksums
+from .errors import (
+    BadRequest,
+    ChecksumMismatch,
+    ConnectionLost,
+    Exists,
+    OffsetMismatch,
+    PathRefused,
+    SockftpError,
+    error_from_reply,
+)
+from .limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
+from .storage.base import DIRECTORY, FILE, Entry
+from .wire import ConnectionClosed, Wire
+
+#: progress(done, total): bytes of the current file moved so far, and its size.
+Progress = Callable[[int, int], None]
+
+#: Uploads at least this large first ask the server what it holds, to resume;
+#: smaller ones are sent whole in one write, header and bytes together.
+RESUME_THRESHOLD = 1024 * 1024
+
+#: Suffix of a download in progress, beside its target.
+PARTIAL_SUFFIX = ".sockftp-part"
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    path: str  # the remote path
+    local: str
+    size: int  # the whole file
+    sent: int  # bytes moved this time (less than size after a resume)
+    resumed_from: int
+    checksum: str | None
+
+
+class Client:
+    """A connection to a sockftp server.
+
+    Args:
+        host, port: the server.
+        timeout: seconds any wait for the server may last.
+        retries: times a transfer reconnects and resumes after the connection
+            breaks, before giving up.
+    """
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        timeout: float = 60.0,
+        retries: int = 0,
+        connect: bool = True,
+    ):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.retries = retries
+        self.server_info: dict = {}
+        self._wire: Wire | None = None
+        self._cwd = "/"
+        if connect:
+            self.connect()
+
+    # -- connection --------------------------------------------------------------
+
+    def connect(self) -> dict:
+        """Connect and say hello. Returns the server's hello reply."""
+        self.close()
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._wire = Wire(sock, idle_timeout=self.timeout)
+        self.server_info = self.hello()
+        if self._cwd != "/":
+            self.cd(self._cwd)
+        return self.server_info
+
+    def close(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._wire is not None and exc[0] is None:
+            try:
+                self.quit()
+            except SockftpError:
+                pass
+        self.close()
+
+    @property
+    def wire(self) -> Wire:
+        if self._wire is None:
+            raise ConnectionLost("not connected")
+        return self._wire
+
+    # -- requests ------------------------------------------------------------------
+
+    def request(self, header: dict) -> dict:
+        """Send *header*, return the reply. Raises the reply's error."""
+        self._send(header)
+        return self._reply()
+
+    def _send(self, header: dict, payload: bytes = b"") -> None:
+        try:
+            self.wire.send_header(header, payload)
+        except ConnectionClosed as exc:
+            self._lost(exc)
+
+    def _reply(self) -> dict:
+        try:
+            reply = self.wire.read_header()
+        except ConnectionClosed as exc:
+            self._lost(exc)
+        if reply is None:
+            self._lost("the server closed the connection")
+        if reply.get("ok") is not True:
+            error = error_from_reply(reply)
+            if error.code in ("bad_frame", "timeout", "too_many_sessions", "shutting_down"):
+                self.close()
+            raise error
+        return reply
+
+    def _lost(self, why) -> None:
+        self.close()
+        raise ConnectionLost(f"connection to {self.host}:{self.port} lost: {why}")
+
+    # -- commands ------------------------------------------------------------------
+
+    def hello(self) -> dict:
+        return self.request({"cmd": "hello", "versions": list(PROTOCOL_VERSIONS), "client": "sockftp-python"})
+
+    def ping(self) -> None:
+        self.request({"cmd": "ping"})
+
+    def quit(self) -> None:
+        try:
+            self.request({"cmd": "quit"})
+        finally:
+            self.close()
+
+    def pwd(self) -> str:
+        return self.request({"cmd": "pwd"})["path"]
+
+    def cd(self, path: str) -> str:
+        self._cwd = self.request({"cmd": "cd", "path": path})["path"]
+        return self._cwd
+
+    def stat(self, path: str, checksum: bool = False) -> Entry:
+        reply = self.request({"cmd": "stat", "path": path, "checksum": checksum})
+        return _entry(reply)
+
+    def checksum(self, path: str) -> str:
+        return self.request({"cmd": "stat", "path": path, "checksum": True})["checksum"]
+
+    def iter_ls(self, path: str = "") -> Iterator[Entry]:
+        """The entries of a directory (or the file itself), as they arrive."""
+        self._send({"cmd": "ls", "path": path})
+        while True:
+            reply = self._reply()
+            for item in reply.get("entries", []):
+                yield _entry(item)
+            if not reply.get("more"):
+                return
+
+    def ls(self, path: str = "") -> list[Entry]:
+        """The entries of a directory, sorted by name."""
+        return sorted(self.iter_ls(path), key=lambda e: e.name)
+
+    def mkdir(self, path: str, parents: bool = False) -> str:
+        return self.request({"cmd": "mkdir", "path": path, "parents": parents})["path"]
+
+    def rmdir(self, path: str) -> None:
+        self.request({"cmd": "rmdir", "path": path})
+
+    def rm(self, path: str) -> None:
+        self.request({"cmd": "rm", "path": path})
+
+    def mv(self, source: str, target: str) -> None:
+        self.request({"cmd": "mv", "source": source, "target": target})
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.stat(path)
+            return True
+        except SockftpError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+
+    # -- transfers -------------------------------------------------------------------
+
+    def put(
+        self, local: str | os.PathLike, remote: str | None = None, *, resume: bool = True, progress: Progress | None = None
+    ) -> TransferResult:
+        """Upload file *local* to *remote* (default: its name, in the current
+        remote directory). Resumes an interrupted upload of the same path and
+        size; the server commits the file only if its checksum matches."""
+        local = os.fspath(local)
+        remote = remote if remote is not None else os.path.basename(local)
+        return self._with_retries(lambda: self._put_once(local, remote, resume, progress))
+
+    def _put_once(self, local: str, remote: str, resume: bool, progress: Progress | None) -> TransferResult:
+        with open(local, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if not statmod.S_ISREG(st.st_mode):
+                raise BadRequest(f"not a regular file: {local}")
+            size = st.st_size
+            offset = 0
+            if resume and size >= RESUME_THRESHOLD:
+                offset = self.request({"cmd": "resume", "path": remote, "size": size})["offset"]
+            try:
+                return self._send_file(f, local, remote, size, offset, progress)
+            except ChecksumMismatch:
+                if not offset:
+                    raise
+                # The held part came from another file: start over, once.
+                return self._send_file(f, local, remote, size, 0, progress)
+
+    def _send_file(self, f, local: str, remote: str, size: int, offset: int, progress) -> TransferResult:
+        hasher = checksums.Hasher()
+        header = {"cmd": "put", "path": remote, "size": size, "offset": offset, "checksum": "trailer"}
+        if size < RESUME_THRESHOLD:
+            data = f.read()
+            if len(data) != size:
+                raise SockftpError(f"{local} changed size while being read", code="local_error")
+            hasher.update(data)
+            self._send(header, data)
+        else:
+            if offset:
+                f.seek(0)
+                checksums.hash_file_into(hasher, f, limit=offset)
+            self._send(header)
+            fd = f.fileno()
+
+            def readinto(view, position):
+                n = os.preadv(fd, [view], position)
+                if progress is not None:
+                    progress(position + n, size)
+                return n
+
+            try:
+                self.wire.send_from(readinto, offset, size - offset, hasher)
+            except ConnectionClosed as exc:
+                self._salvage_reply(exc)
+        self._send({"checksum": hasher.value()})
+        if progress is not None:
+            progress(size, size)
+        reply = self._reply()
+        return TransferResult(remote, local, size, size - offset, offset, reply.get("checksum"))
+
+    def _salvage_reply(self, exc: ConnectionClosed):
+        """The server cut an upload short: it may have said why first."""
+        wire = self._wire
+        try:
+            wire.sock.settimeout(2.0)
+            reply = wire.read_header()
+        except (ConnectionClosed, SockftpError, OSError):
+            reply = None
+        if reply and reply.get("ok") is False:
+            self.close()
+            raise error_from_reply(reply)
+        self._lost(exc)
+
+    def get(
+        self, remote: str, local: str | os.PathLike | None = None, *, resume: bool = True, progress: Progress | None = None
+    ) -> TransferResult:
+        """Download *remote* to *local* (default: its name, in the current
+        directory; a directory means a file of that name inside it). The file
+        appears under its name only once complete and verified."""
+        local = os.fspath(local) if local is not None else remote.rstrip("/").rsplit("/", 1)[-1]
+        if os.path.isdir(local):
+            local = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1])
+        return self._with_retries(lambda: self._get_once(remote, local, resume, progress))
+
+    def _get_once(self, remote: str, local: str, resume: bool, progress) -> TransferResult:
+        partial = partial_path(local)
+        offset = 0
+        if resume:
+            try:
+                offset = os.stat(partial).st_size
+            except FileNotFoundError:
+                pass
+        try:
+            return self._receive_file(remote, local, partial, offset, progress)
+        except (ChecksumMismatch, OffsetMismatch):
+            if not offset:
+                raise
+            # The local part no longer matches the remote file: start over, once.
+            return self._receive_file(remote, local, partial, 0, progress)
+
+    def _receive_file(self, remote: str, local: str, partial: str, offset: int, progress) -> TransferResult:
+        reply = self.request({"cmd": "get", "path": remote, "offset": offset})
+        size, count, expected = reply["size"], reply["filesize"], reply.get("checksum")
+        hasher = checksums.Hasher()
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if offset:
+                with open(partial, "rb", buffering=0) as held:
+                    checksums.hash_file_into(hasher, held, limit=offset)
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+            done = offset
+
+            def write(chunk):
+                nonlocal done
+                view = chunk
+                while view:
+                    view = view[os.write(fd, view) :]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, size)
+
+            try:
+                self.wire.receive(count, write, hasher)
+            except ConnectionClosed as exc:
+                self._lost(exc)
+        finally:
+            os.close(fd)
+        if progress is not None and not count:
+            progress(size, size)
+        actual = hasher.value()
+        if expected is not None and actual != expected:
+            os.unlink(partial)
+            raise ChecksumMismatch(f"download of {remote} arrived damaged (expected {expected}, got {actual})")
+        os.replace(partial, local)
+        mtime = reply.get("mtime")
+        if isinstance(mtime, (int, float)):
+            os.utime(local, (mtime, mtime))
+        return TransferResult(reply.get("path", remote), local, size, count, offset, actual)
+
+    def _with_retries(self, attempt):
+        for tries_left in range(self.retries, -1, -1):
+            try:
+                return attempt()
+            except ConnectionLost:
+                if not tries_left:
+                    raise
+                self.connect()
+        raise AssertionError("unreachable")
+
+    # -- directories -----------------------------------------------------------------
+
+    def put_tree(self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None) -> list[TransferResult]:
+        """Upload directory *local_dir* as *remote_dir*, recursively.
+
+        Symbolic links to directories are skipped (they could loop).
+        *on_file(local, remote)* is called before each file.
+        """
+        local_dir = os.fspath(local_dir)
+        results = []
+        self.mkdir(remote_dir, parents=True)
+        for root, dirs, files in os.walk(local_dir):
+            rel = os.path.relpath(root, local_dir)
+            base = remote_dir if rel == "." else _join(remote_dir, *rel.split(os.sep))
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+            for d in dirs:
+                self.mkdir(_join(base, d), parents=True)
+            for name in sorted(files):
+                source = os.path.join(root, name)
+                if not os.path.isfile(source):
+                    continue
+                target = _join(base, name)
+                if on_file is not None:
+                    on_file(source, target)
+                results.append(self.put(source, target, progress=progress))
+        return results
+
+    def walk(self, remote_dir: str) -> Iterator[tuple[str, list[Entry], list[Entry]]]:
+        """Like os.walk: (directory, subdirectories, files), top down."""
+        entries = self.ls(remote_dir)
+        for entry in entries:
+            _check_remote_name(entry.name)
+        dirs = [e for e in entries if e.type == DIRECTORY]
+        files = [e for e in entries if e.type == FILE]
+        yield remote_dir, dirs, files
+        for d in dirs:
+            yield from self.walk(_join(remote_dir, d.name))
+
+    def get_tree(self, remote_dir: str, local_dir: str | os.PathLike, *, progress=None, on_file=None) -> list[TransferResult]:
+        """Download directory *remote_dir* into *local_dir*, recursively."""
+        local_dir = os.fspath(local_dir)
+        results = []
+        prefix = remote_dir.rstrip("/")
+        for directory, _dirs, files in self.walk(remote_dir):
+            rel = directory[len(prefix) :].strip("/")
+            target_dir = os.path.join(local_dir, *rel.split("/")) if rel else local_dir
+            os.makedirs(target_dir, exist_ok=True)
+            for entry in files:
+                source = _join(directory, entry.name)
+                target = os.path.join(target_dir, entry.name)
+                if on_file is not None:
+                    on_file(source, target)
+                results.append(self.get(source, target, progress=progress))
+        return results
+
+
+def partial_path(local: str) -> str:
+    """Where a download to *local* is kept until complete."""
+    head, tail = os.path.split(local)
+    return os.path.join(head, f".{tail}{PARTIAL_SUFFIX}")
+
+
+def _entry(item: dict) -> Entry:
+    return Entry(item["name"], item["type"], item["size"], item["mtime"])
+
+
+def _join(base: str, *names: str) -> str:
+    base = base.rstrip("/")
+    return "/".join([base, *names]) if base else "/".join(names)
+
+
+def _check_remote_name(name: str) -> None:
+    # A listing comes from the server: never let a hostile one make us write
+    # outside the local directory.
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise PathRefused(f"the server sent an unsafe name: {name!r}")
+
+
+__all__ = ["Client", "Entry", "Exists", "Progress", "TransferResult", "partial_path"]
