@@ -227,7 +227,12 @@ class Client:
     # -- transfers -------------------------------------------------------------------
 
     def put(
-        self, local: str | os.PathLike, remote: str | None = None, *, resume: bool = True, progress: Progress | None = None
+        self,
+        local: str | os.PathLike,
+        remote: str | None = None,
+        *,
+        resume: bool = True,
+        progress: Progress | None = None,
     ) -> TransferResult:
         """Upload file *local* to *remote* (default: its name, in the current
         remote directory). Resumes an interrupted upload of the same path and
@@ -299,7 +304,12 @@ class Client:
         self._lost(exc)
 
     def get(
-        self, remote: str, local: str | os.PathLike | None = None, *, resume: bool = True, progress: Progress | None = None
+        self,
+        remote: str,
+        local: str | os.PathLike | None = None,
+        *,
+        resume: bool = True,
+        progress: Progress | None = None,
     ) -> TransferResult:
         """Download *remote* to *local* (default: its name, in the current
         directory; a directory means a file of that name inside it). The file
@@ -334,7 +344,11 @@ class Client:
             if offset:
                 with open(partial, "rb", buffering=0) as held:
                     checksums.hash_file_into(hasher, held, limit=offset)
-            os.ftruncate(fd, offset)
+            if os.fstat(fd).st_size != offset:
+                # Only when needed: ext4 flushes a file on close once it has
+                # been truncated (auto_da_alloc), which costs a large download
+                # a synchronous write-out.
+                os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
             done = offset
 
@@ -377,7 +391,9 @@ class Client:
 
     # -- directories -----------------------------------------------------------------
 
-    def put_tree(self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None) -> list[TransferResult]:
+    def put_tree(
+        self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None
+    ) -> list[TransferResult]:
         """Upload directory *local_dir* as *remote_dir*, recursively.
 
         Symbolic links to directories are skipped (they could loop).
@@ -413,7 +429,9 @@ class Client:
         for d in dirs:
             yield from self.walk(_join(remote_dir, d.name))
 
-    def get_tree(self, remote_dir: str, local_dir: str | os.PathLike, *, progress=None, on_file=None) -> list[TransferResult]:
+    def get_tree(
+        self, remote_dir: str, local_dir: str | os.PathLike, *, progress=None, on_file=None
+    ) -> list[TransferResult]:
         """Download directory *remote_dir* into *local_dir*, recursively."""
         local_dir = os.fspath(local_dir)
         results = []

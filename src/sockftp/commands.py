@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import __version__, checksum as checksums, protocol
+from . import __version__, protocol
+from . import checksum as checksums
 from .errors import (
     BadRequest,
     ChecksumMismatch,
@@ -381,7 +382,7 @@ def _read_trailer(ctx: Context) -> str:
         raise ConnectionClosed("peer closed the connection before the checksum trailer")
     value = trailer.get("checksum")
     if not checksums.is_valid(value):
-        raise BadRequest("the trailer after an upload must be {\"checksum\": \"ALG:HEX\"}")
+        raise BadRequest('the trailer after an upload must be {"checksum": "ALG:HEX"}')
     return value
 
 
@@ -402,8 +403,10 @@ def _skip_upload(ctx: Context, count: int, trailer: bool) -> None:
 
 
 def _path(ctx: Context, req: dict, field: str = "path", default=None, aliases: tuple[str, ...] = ()):
-    raw = protocol.string(req, field, aliases=aliases) if default is None else protocol.string(
-        req, field, default=default, aliases=aliases
+    raw = (
+        protocol.string(req, field, aliases=aliases)
+        if default is None
+        else protocol.string(req, field, default=default, aliases=aliases)
     )
     ctx.path = raw
     return ctx.session.resolve(raw)

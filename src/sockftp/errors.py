@@ -107,9 +107,7 @@ Timeout = _subclass("Timeout", ErrorCode.TIMEOUT, "The peer was idle for too lon
 BadJson = _subclass("BadJson", ErrorCode.BAD_JSON, "The header is not UTF-8 JSON.")
 BadRequest = _subclass("BadRequest", ErrorCode.BAD_REQUEST, "A field is missing or has the wrong type.")
 UnknownCommand = _subclass("UnknownCommand", ErrorCode.UNKNOWN_COMMAND, "No such command.")
-UnsupportedVersion = _subclass(
-    "UnsupportedVersion", ErrorCode.UNSUPPORTED_VERSION, "No protocol version in common."
-)
+UnsupportedVersion = _subclass("UnsupportedVersion", ErrorCode.UNSUPPORTED_VERSION, "No protocol version in common.")
 AuthRequired = _subclass("AuthRequired", ErrorCode.AUTH_REQUIRED, "Log in first.")
 AuthFailed = _subclass("AuthFailed", ErrorCode.AUTH_FAILED, "Wrong user name or password.")
 PermissionDenied = _subclass("PermissionDenied", ErrorCode.PERMISSION_DENIED, "Not allowed.")
@@ -120,9 +118,7 @@ NotADirectory = _subclass("NotADirectory", ErrorCode.NOT_A_DIRECTORY, "A directo
 IsADirectory = _subclass("IsADirectory", ErrorCode.IS_A_DIRECTORY, "A file was expected.")
 NotEmpty = _subclass("NotEmpty", ErrorCode.NOT_EMPTY, "The directory is not empty.")
 Busy = _subclass("Busy", ErrorCode.BUSY, "Another upload to this path is under way.")
-ChecksumMismatch = _subclass(
-    "ChecksumMismatch", ErrorCode.CHECKSUM_MISMATCH, "The data does not match its checksum."
-)
+ChecksumMismatch = _subclass("ChecksumMismatch", ErrorCode.CHECKSUM_MISMATCH, "The data does not match its checksum.")
 OffsetMismatch = _subclass(
     "OffsetMismatch", ErrorCode.OFFSET_MISMATCH, "The resume offset does not match what is held."
 )

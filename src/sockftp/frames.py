@@ -156,9 +156,7 @@ class FrameDecoder:
 
 
 def _json_type(value) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def _first_line(exc: Exception) -> str:

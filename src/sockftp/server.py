@@ -119,6 +119,7 @@ class SockftpServer(socketserver.TCPServer):
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
+        self._serving = threading.Event()
         self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
         family, address = _resolve(config.host, config.port)
         self.address_family = family
@@ -171,6 +172,14 @@ class SockftpServer(socketserver.TCPServer):
         threading.stack_size(SESSION_STACK_SIZE)
         super().server_activate()
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._serving.set()
+        try:
+            if not self.stopping.is_set():
+                super().serve_forever(poll_interval)
+        finally:
+            self._serving.clear()
+
     # -- stopping ------------------------------------------------------------------
 
     def stop(self, grace: float | None = None) -> None:
@@ -181,7 +190,8 @@ class SockftpServer(socketserver.TCPServer):
         """
         grace = self.config.shutdown_grace if grace is None else grace
         self.stopping.set()
-        self.shutdown()  # returns once serve_forever has stopped accepting
+        if self._serving.is_set():
+            self.shutdown()  # returns once serve_forever has stopped accepting
         self.server_close()
         log.info("stopping: %d sessions open", len(self.sessions))
         self.sessions.interrupt(idle_only=True)
