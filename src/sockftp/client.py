@@ -24,18 +24,24 @@ from __future__ import annotations
 import os
 import socket
 import stat as statmod
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 from . import checksum as checksums
 from .errors import (
+    FATAL_CODES,
     BadRequest,
     ChecksumMismatch,
     ConnectionLost,
     Exists,
+    NotADirectory,
     OffsetMismatch,
     PathRefused,
     SockftpError,
+    Timeout,
     error_from_reply,
 )
 from .limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
@@ -105,7 +111,12 @@ class Client:
         self._wire = Wire(sock, idle_timeout=self.timeout)
         self.server_info = self.hello()
         if self._cwd != "/":
-            self.cd(self._cwd)
+            try:
+                self.cd(self._cwd)
+            except SockftpError as exc:
+                if exc.code not in ("not_found", "not_a_directory"):
+                    raise
+                self._cwd = "/"  # removed meanwhile, by us or another session
         return self.server_info
 
     def close(self) -> None:
@@ -137,27 +148,37 @@ class Client:
         self._send(header)
         return self._reply()
 
-    def _send(self, header: dict, payload: bytes = b"") -> None:
+    @contextmanager
+    def _io(self):
+        """Turn a broken or silent connection into ConnectionLost.
+
+        After a local timeout the connection is out of step (a late reply
+        would answer the next request), so it is closed either way.
+        """
         try:
-            self.wire.send_header(header, payload)
+            yield
         except ConnectionClosed as exc:
             self._lost(exc)
+        except Timeout:
+            self._lost(f"no answer for {self.timeout:g} s")
+
+    def _send(self, header: dict, payload: bytes = b"") -> None:
+        with self._io():
+            self.wire.send_header(header, payload)
 
     def _reply(self) -> dict:
-        try:
+        with self._io():
             reply = self.wire.read_header()
-        except ConnectionClosed as exc:
-            self._lost(exc)
         if reply is None:
             self._lost("the server closed the connection")
         if reply.get("ok") is not True:
             error = error_from_reply(reply)
-            if error.code in ("bad_frame", "timeout", "too_many_sessions", "shutting_down"):
+            if error.code in FATAL_CODES:
                 self.close()
             raise error
         return reply
 
-    def _lost(self, why) -> None:
+    def _lost(self, why) -> NoReturn:
         self.close()
         raise ConnectionLost(f"connection to {self.host}:{self.port} lost: {why}")
 
@@ -182,9 +203,8 @@ class Client:
         self._cwd = self.request({"cmd": "cd", "path": path})["path"]
         return self._cwd
 
-    def stat(self, path: str, checksum: bool = False) -> Entry:
-        reply = self.request({"cmd": "stat", "path": path, "checksum": checksum})
-        return _entry(reply)
+    def stat(self, path: str) -> Entry:
+        return _entry(self.request({"cmd": "stat", "path": path}))
 
     def checksum(self, path: str) -> str:
         return self.request({"cmd": "stat", "path": path, "checksum": True})["checksum"]
@@ -208,6 +228,8 @@ class Client:
 
     def rmdir(self, path: str) -> None:
         self.request({"cmd": "rmdir", "path": path})
+        if self._cwd != "/":
+            self._cwd = self.pwd()  # the server moves us out of a removed cwd
 
     def rm(self, path: str) -> None:
         self.request({"cmd": "rm", "path": path})
@@ -257,12 +279,18 @@ class Client:
                     raise
                 # The held part came from another file: start over, once.
                 return self._send_file(f, local, remote, size, 0, progress)
+            except OffsetMismatch as exc:
+                # The partial changed between resume and put: use what is held.
+                held = exc.details.get("offset")
+                if not isinstance(held, int) or held == offset or not 0 <= held <= size:
+                    raise
+                return self._send_file(f, local, remote, size, held, progress)
 
     def _send_file(self, f, local: str, remote: str, size: int, offset: int, progress) -> TransferResult:
         hasher = checksums.Hasher()
         header = {"cmd": "put", "path": remote, "size": size, "offset": offset, "checksum": "trailer"}
         if size < RESUME_THRESHOLD:
-            data = f.read()
+            data = os.pread(f.fileno(), size + 1, 0)
             if len(data) != size:
                 raise SockftpError(f"{local} changed size while being read", code="local_error")
             hasher.update(data)
@@ -284,11 +312,13 @@ class Client:
                 self.wire.send_from(readinto, offset, size - offset, hasher)
             except ConnectionClosed as exc:
                 self._salvage_reply(exc)
+            except Timeout:
+                self._lost(f"the server accepted nothing for {self.timeout:g} s")
         self._send({"checksum": hasher.value()})
         if progress is not None:
             progress(size, size)
         reply = self._reply()
-        return TransferResult(remote, local, size, size - offset, offset, reply.get("checksum"))
+        return TransferResult(reply.get("path", remote), local, size, size - offset, offset, reply.get("checksum"))
 
     def _salvage_reply(self, exc: ConnectionClosed):
         """The server cut an upload short: it may have said why first."""
@@ -361,10 +391,8 @@ class Client:
                 if progress is not None:
                     progress(done, size)
 
-            try:
+            with self._io():
                 self.wire.receive(count, write, hasher)
-            except ConnectionClosed as exc:
-                self._lost(exc)
         finally:
             os.close(fd)
         if progress is not None and not count:
@@ -380,14 +408,21 @@ class Client:
         return TransferResult(reply.get("path", remote), local, size, count, offset, actual)
 
     def _with_retries(self, attempt):
-        for tries_left in range(self.retries, -1, -1):
+        """Run a transfer; after a lost connection, reconnect and run it
+        again (it resumes), up to ``retries`` times, backing off."""
+        tries_left = self.retries
+        delay = 0.2
+        while True:
             try:
+                if self._wire is None:
+                    self.connect()
                 return attempt()
             except ConnectionLost:
-                if not tries_left:
+                if tries_left <= 0:
                     raise
-                self.connect()
-        raise AssertionError("unreachable")
+                tries_left -= 1
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- directories -----------------------------------------------------------------
 
@@ -420,6 +455,8 @@ class Client:
 
     def walk(self, remote_dir: str) -> Iterator[tuple[str, list[Entry], list[Entry]]]:
         """Like os.walk: (directory, subdirectories, files), top down."""
+        if self.stat(remote_dir).type != DIRECTORY:
+            raise NotADirectory(f"not a directory: {remote_dir}")
         entries = self.ls(remote_dir)
         for entry in entries:
             _check_remote_name(entry.name)
@@ -460,7 +497,9 @@ def _entry(item: dict) -> Entry:
 
 
 def _join(base: str, *names: str) -> str:
-    base = base.rstrip("/")
+    """Remote path *names* inside *base*; ``_join("/", "a")`` is ``/a``."""
+    if base.endswith("/"):
+        return base + "/".join(names)
     return "/".join([base, *names]) if base else "/".join(names)
 
 

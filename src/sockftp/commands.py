@@ -22,6 +22,7 @@ from . import checksum as checksums
 from .errors import (
     BadRequest,
     ChecksumMismatch,
+    Internal,
     IsADirectory,
     NotADirectory,
     NotFound,
@@ -123,7 +124,10 @@ def dispatch(ctx: Context, header: dict) -> dict | None:
 
 @command("hello", needs_login=False)
 def hello(ctx: Context, req: dict) -> dict:
-    offered = req.get("versions", [req.get("version", 1)])
+    offered = req.get("versions")
+    if offered is None:
+        single = req.get("version")
+        offered = [1 if single is None else single]
     if not isinstance(offered, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in offered):
         raise BadRequest("field 'versions' must be a list of integers")
     common = set(offered) & set(PROTOCOL_VERSIONS)
@@ -174,7 +178,7 @@ def cd(ctx: Context, req: dict) -> dict:
     target = _path(ctx, req, default="/")
     entry = ctx.session.storage.stat(target)
     if entry.type != DIRECTORY:
-        raise NotADirectory(f"not a directory: {ctx.path}")
+        raise NotADirectory(f"not a directory: {ctx.session.display(target)}")
     ctx.session.cwd = ctx.session.relative(target)
     return protocol.ok(path=ctx.session.display(target))
 
@@ -274,7 +278,7 @@ def resume(ctx: Context, req: dict) -> dict:
         raise NotADirectory(f"not a directory: {ctx.session.display(target[:-1])}")
     try:
         if ctx.session.storage.stat(target).type == DIRECTORY:
-            raise IsADirectory(f"is a directory: {ctx.path}")
+            raise IsADirectory(f"is a directory: {ctx.session.display(target)}")
     except NotFound:
         pass
     return protocol.ok(path=ctx.session.display(target), offset=ctx.session.storage.partial_size(target, size))
@@ -287,7 +291,8 @@ def get(ctx: Context, req: dict) -> None:
     with ctx.session.storage.open_read(target) as download:
         if offset > download.size:
             raise OffsetMismatch(
-                f"offset {offset} is past the end of {ctx.path} ({download.size} bytes)", size=download.size
+                f"offset {offset} is past the end of {ctx.session.display(target)} ({download.size} bytes)",
+                size=download.size,
             )
         count = download.size - offset
         ctx.wire.send_header(
@@ -350,11 +355,20 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
                 upload.write(chunk)
             except SockftpError as exc:
                 failures.append(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug, but the stream must stay in step
+                log.exception("writing %s failed", ctx.path)
+                failures.append(Internal(f"writing {ctx.path} failed; see the server log"))
+
+    if hasher is not None and upload.offset:
+        try:
+            upload.hash_existing(hasher)
+        except Exception:
+            upload.keep()
+            _skip_upload(ctx, count, trailer=expected == "trailer")
+            raise
 
     committed = False
     try:
-        if hasher is not None and upload.offset:
-            upload.hash_existing(hasher)
         ctx.wire.receive(count, write, hasher)
         ctx.bytes = count
         if expected == "trailer":

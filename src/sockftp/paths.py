@@ -67,6 +67,11 @@ def resolve(cwd: RemotePath, raw: str) -> RemotePath:
         parts.append(name)
     if len(parts) > MAX_PATH_DEPTH:
         raise PathRefused(f"path is {len(parts)} levels deep; the limit is {MAX_PATH_DEPTH}")
+    # A short relative path from a deep cwd can still make a long path, and
+    # replies echo the full path: bound that too.
+    full = len("/".join(parts).encode("utf-8"))
+    if full > MAX_PATH_LENGTH:
+        raise PathRefused(f"path would be {full} bytes long; the limit is {MAX_PATH_LENGTH}")
     return tuple(parts)
 
 

@@ -215,6 +215,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def setup(self) -> None:
         config = self.server.config
         self.peer = _peer(self.client_address)
+        # Replies are small writes answering small reads; without this,
+        # Nagle's algorithm meets delayed ACKs and a small get waits ~40 ms.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.wire = Wire(self.request, config.idle_timeout, config.header_timeout)
         self.wire.use_sendfile = config.sendfile
         self.session = Session(self.server.storage, self.peer)

@@ -22,7 +22,9 @@ from .errors import Timeout
 from .frames import FrameDecoder, encode_header
 from .limits import TRANSFER_BUFFER_SIZE
 
-_RECV_CHUNK = 256 * 1024
+# Reads between transfers. Below glibc's mmap threshold (128 KiB), so the
+# buffer recv() allocates comes from the heap rather than a fresh mapping.
+_RECV_CHUNK = 64 * 1024
 
 
 class ConnectionClosed(Exception):
@@ -110,7 +112,12 @@ class Wire:
                 if left <= 0:
                     raise Timeout(f"header not complete within {self.header_timeout:g} s")
                 wait = left if wait is None else min(wait, left)
-            data = self._recv(wait)
+            try:
+                data = self._recv(wait)
+            except Timeout:
+                if deadline is not None and deadline - time.monotonic() <= 0.001:
+                    raise Timeout(f"header not complete within {self.header_timeout:g} s") from None
+                raise
             if not data:
                 if pending:
                     raise ConnectionClosed("peer closed the connection in the middle of a header")
@@ -208,8 +215,17 @@ class Wire:
             BUFFERS.give(buffer)
 
     def _sendall(self, data) -> None:
+        """sendall, with the idle timeout applying to each wait for the peer.
+
+        (socket.sendall applies its timeout to the whole call, which would
+        cut off a client reading a 4 MiB chunk slower than 4 MiB per timeout.)
+        """
+        self._restore_idle_timeout()
+        view = memoryview(data)
+        send = self.sock.send
         try:
-            self.sock.sendall(data)
+            while view:
+                view = view[send(view) :]
         except TimeoutError:
             raise Timeout(f"the peer read nothing for {self.idle_timeout:g} s") from None
         except OSError as exc:

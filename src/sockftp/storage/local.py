@@ -228,7 +228,17 @@ class LocalStorage(Storage):
             if not names or any(not n.startswith(PARTIAL_PREFIX) for n in names):
                 return False
             for name in names:
-                os.unlink(name, dir_fd=fd)
+                partial_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    # A locked partial is an upload under way, not debris.
+                    # Unlink while holding the lock, so no upload takes it
+                    # over in between (uploads check the name after locking).
+                    fcntl.flock(partial_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(name, dir_fd=fd)
+                except BlockingIOError:
+                    raise Busy("an upload into {path} is under way", path=path) from None
+                finally:
+                    os.close(partial_fd)
             return True
         finally:
             os.close(fd)
