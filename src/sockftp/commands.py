@@ -45,7 +45,7 @@ from .limits import (
 )
 from .paths import is_within
 from .session import Session
-from .storage import DIRECTORY
+from .storage import DIRECTORY, FILE, LINK
 from .wire import ConnectionClosed, Wire
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,8 @@ def pwd(ctx: Context, req: dict) -> dict:
 def cd(ctx: Context, req: dict) -> dict:
     target = _path(ctx, req, default="/")
     entry = ctx.session.storage.stat(target)
+    if entry.type == LINK:
+        raise PathRefused(f"symbolic links are not followed: {ctx.session.display(target)}")
     if entry.type != DIRECTORY:
         raise NotADirectory(f"not a directory: {ctx.session.display(target)}")
     ctx.session.cwd = ctx.session.relative(target)
@@ -190,7 +192,9 @@ def stat(ctx: Context, req: dict) -> dict:
     reply = protocol.ok(path=ctx.session.display(target), **entry.to_wire())
     if target == ctx.session.identity.home:
         reply["name"] = "/"
-    if protocol.boolean(req, "checksum") and entry.type == "file":
+    if protocol.boolean(req, "checksum"):
+        if entry.type != FILE:
+            raise IsADirectory(f"only files have a checksum: {ctx.session.display(target)}")
         reply["checksum"] = ctx.session.storage.checksum(target)
     return reply
 
@@ -203,9 +207,11 @@ def ls(ctx: Context, req: dict) -> None:
     if entry.type != DIRECTORY:
         ctx.wire.send_header(protocol.ok(path=ctx.session.display(target), entries=[entry.to_wire()], more=False))
         return None
-    # Frames stay well under the header limit whatever the names: each
-    # entry is at most a few hundred bytes, and we cut before the budget.
-    budget = MAX_HEADER_SIZE - 1024
+    # Frames stay under the header limit whatever the names: each entry is
+    # at most a few hundred bytes, and we cut before the budget, which leaves
+    # room for the last frame's path and fields.
+    shown = ctx.session.display(target)
+    budget = MAX_HEADER_SIZE - 1024 - encoded_size(shown)
     batch: list[dict] = []
     used = 0
     count = 0
@@ -218,7 +224,7 @@ def ls(ctx: Context, req: dict) -> None:
         batch.append(wire_entry)
         used += size
         count += 1
-    ctx.wire.send_header(protocol.ok(path=ctx.session.display(target), entries=batch, more=False))
+    ctx.wire.send_header(protocol.ok(path=shown, entries=batch, more=False))
     ctx.bytes = count
     return None
 

@@ -120,6 +120,8 @@ class SockftpServer(socketserver.TCPServer):
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
         self._serving = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
         self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
         family, address = _resolve(config.host, config.port)
         self.address_family = family
@@ -188,7 +190,13 @@ class SockftpServer(socketserver.TCPServer):
         Stops accepting, ends idle sessions at once, lets busy ones finish for
         *grace* seconds, then cuts the rest.
         """
-        grace = self.config.shutdown_grace if grace is None else grace
+        with self._stop_lock:  # a second signal waits for the first stop
+            if self._stopped:
+                return
+            self._stop(self.config.shutdown_grace if grace is None else grace)
+            self._stopped = True
+
+    def _stop(self, grace: float) -> None:
         self.stopping.set()
         if self._serving.is_set():
             self.shutdown()  # returns once serve_forever has stopped accepting
@@ -198,7 +206,10 @@ class SockftpServer(socketserver.TCPServer):
         if not self.sessions.wait_empty(grace):
             log.info("stopping: cutting %d busy sessions", len(self.sessions))
             self.sessions.interrupt(idle_only=False)
-            self.sessions.wait_empty(5.0)
+            if not self.sessions.wait_empty(5.0):
+                # Leave storage open for the stragglers; the process is ending.
+                log.warning("stopping: %d sessions did not end", len(self.sessions))
+                return
         self.storage.close()
         log.info("stopped")
 

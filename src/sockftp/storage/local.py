@@ -119,9 +119,9 @@ class LocalStorage(Storage):
         self.xattrs = _probe_xattrs(self._root_fd)
 
     def close(self) -> None:
-        if self._root_fd >= 0:
-            os.close(self._root_fd)
-            self._root_fd = -1
+        fd, self._root_fd = self._root_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     # -- walking ---------------------------------------------------------------
 
@@ -132,6 +132,9 @@ class LocalStorage(Storage):
             try:
                 next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
+                if exc.errno == errno.ENOTDIR and _is_link(name, fd):
+                    # O_DIRECTORY answers ENOTDIR before O_NOFOLLOW's ELOOP.
+                    exc = OSError(errno.ELOOP, "symbolic link")
                 raise _error(exc, path[: depth + 1]) from None
             finally:
                 os.close(fd)
@@ -351,6 +354,9 @@ class LocalStorage(Storage):
                 announced = _read_upload_size(partial_fd) if self.xattrs else None
                 if offset > held or announced not in (None, size):
                     usable = held if announced in (None, size) and held <= size else 0
+                    if not held:
+                        # We just created it to lock it: leave no debris.
+                        os.unlink(partial_name(path[-1]), dir_fd=parent_fd)
                     raise OffsetMismatch(
                         f"cannot resume {{path}} at {offset}: the server holds {usable} bytes",
                         path=path,
@@ -392,6 +398,13 @@ class LocalStorage(Storage):
                 return fd
             os.close(fd)
         raise Busy("uploads of {path} keep racing; try again", path=path)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return statmod.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _probe_xattrs(fd: int) -> bool:

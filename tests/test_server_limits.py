@@ -1,0 +1,209 @@
+"""Session caps, timeouts, IPv6 and connect bursts."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from conftest import (
+    assert_closed,
+    have_ipv6_loopback,
+    partials_in,
+    recv_frame,
+    round_trip,
+    send_frame,
+)
+
+import sockftp
+from sockftp.client import Client
+from sockftp.frames import encode_header
+
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
+
+def assert_refused(sock: socket.socket) -> None:
+    reply = recv_frame(sock)
+    assert reply["ok"] is False and reply["error"] == "too_many_sessions", reply
+    assert_closed(sock)
+
+
+# --- session caps -------------------------------------------------------------------------------
+
+
+def test_connection_past_max_sessions_is_refused_and_a_slot_frees_when_one_closes(server):
+    srv = server(max_sessions=3)
+    clients = [srv.client() for _ in range(3)]
+    with srv.raw() as extra:
+        assert_refused(extra)
+    with pytest.raises(sockftp.TooManySessions):
+        Client(srv.host, srv.port, timeout=5)
+    for c in clients:
+        c.ping()  # the admitted ones are unaffected
+    clients[0].quit()
+    srv.wait_idle(sessions=2)
+    with srv.client() as again:
+        again.ping()
+    srv.wait_idle(sessions=2)
+    with srv.raw() as extra:
+        round_trip(extra)
+        with srv.raw() as one_too_many:
+            assert_refused(one_too_many)
+
+
+def test_per_address_cap_refuses_that_address_only(server):
+    srv = server(max_sessions=10, max_sessions_per_ip=2)
+    first, second = srv.raw(), srv.raw()
+    round_trip(first)
+    round_trip(second)
+    with srv.raw() as third:
+        assert_refused(third)
+    # Another loopback address is another client.
+    try:
+        other = srv.raw(source="127.0.0.2")
+    except OSError:
+        pytest.skip("cannot bind 127.0.0.2")
+    round_trip(other)
+    other.close()
+    first.close()
+    srv.wait_idle(sessions=1)
+    with srv.raw() as fourth:
+        round_trip(fourth)
+
+
+def test_refused_connections_do_not_leak_session_slots(server):
+    srv = server(max_sessions=2)
+    held = [srv.raw() for _ in range(2)]
+    for sock in held:
+        round_trip(sock)
+    for _ in range(20):
+        with srv.raw() as extra:
+            assert_refused(extra)
+    assert srv.session_count == 2
+    for sock in held:
+        sock.close()
+    srv.wait_idle()
+    with srv.raw() as a, srv.raw() as b:
+        round_trip(a)
+        round_trip(b)
+
+
+def test_refusal_reaches_a_client_that_already_sent_a_request(server):
+    srv = server(max_sessions=1)
+    with srv.client():
+        with srv.raw() as extra:
+            send_frame(extra, {"cmd": "ping"})
+            assert_refused(extra)
+
+
+# --- timeouts -----------------------------------------------------------------------------------
+
+
+def test_idle_session_is_closed_with_a_timeout_error(server):
+    srv = server(idle_timeout=0.5)
+    with srv.raw() as sock:
+        round_trip(sock)
+        started = time.monotonic()
+        reply = recv_frame(sock)
+        waited = time.monotonic() - started
+        assert reply["ok"] is False and reply["error"] == "timeout", reply
+        assert_closed(sock)
+    assert 0.4 <= waited < 3
+
+
+def test_active_session_outlives_the_idle_timeout(server):
+    srv = server(idle_timeout=0.6)
+    with srv.raw() as sock:
+        for _ in range(6):
+            time.sleep(0.15)  # 0.9 s in all, never 0.6 s without a request
+            round_trip(sock)
+
+
+def test_client_library_reports_the_idle_timeout(server):
+    srv = server(idle_timeout=0.3)
+    c = srv.client()
+    time.sleep(0.8)
+    with pytest.raises(sockftp.Timeout):
+        c.ping()
+
+
+def test_half_a_header_is_cut_off_by_the_header_timeout(server):
+    srv = server(header_timeout=0.5)
+    frame = encode_header({"cmd": "ls", "path": "/"})
+    with srv.raw() as sock:
+        round_trip(sock)
+        sock.sendall(frame[: len(frame) // 2])
+        started = time.monotonic()
+        reply = recv_frame(sock)
+        waited = time.monotonic() - started
+        assert reply["error"] == "timeout", reply
+        assert_closed(sock)
+    assert waited < 3  # the idle timeout (300 s) did not apply
+
+
+def test_header_trickled_byte_by_byte_is_cut_off_by_the_header_timeout(server):
+    srv = server(header_timeout=0.5)
+    frame = encode_header({"cmd": "ping", "pad": "x" * 20})
+    with srv.raw() as sock:
+        started = time.monotonic()
+        reply = None
+        for byte in frame:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.15)
+            try:
+                reply = recv_frame(sock)
+                break
+            except TimeoutError:
+                continue
+        assert reply is not None and reply["error"] == "timeout", reply
+        assert time.monotonic() - started < 3
+    round_trip(srv.raw())
+
+
+def test_upload_stalled_past_the_idle_timeout_keeps_a_partial(server):
+    srv = server(idle_timeout=0.5)
+    with srv.raw() as sock:
+        send_frame(sock, {"cmd": "put", "path": "stall.bin", "size": 10_000}, b"s" * 4000)
+        reply = recv_frame(sock)
+        assert reply["error"] == "timeout"
+    srv.wait_idle()
+    assert not (srv.anon_dir / "stall.bin").exists()
+    assert [p.stat().st_size for p in partials_in(srv.anon_dir)] == [4000]
+
+
+# --- addresses and bursts ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not have_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_loopback_server_serves_a_round_trip(server, files, tmp_path):
+    srv = server(host="::1")
+    assert srv.server.address_family == socket.AF_INET6
+    assert srv.server.display_address == f"[::1]:{srv.port}"
+    data = b"over ipv6\n" * 500
+    with Client("::1", srv.port, timeout=5) as c:
+        c.put(files("v6.txt", data), "v6.txt")
+        c.get("v6.txt", tmp_path / "back.txt")
+    assert (tmp_path / "back.txt").read_bytes() == data
+    with srv.raw() as sock:
+        assert sock.family == socket.AF_INET6
+        round_trip(sock)
+
+
+def test_burst_of_200_connects_all_succeed(srv):
+    socks = []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection((srv.host, srv.port), timeout=10)
+            socks.append(sock)
+        for sock in socks:
+            send_frame(sock, {"cmd": "ping"})
+        for sock in socks:
+            assert recv_frame(sock) == {"ok": True}
+        assert srv.session_count == 200
+    finally:
+        for sock in socks:
+            sock.close()
+    srv.wait_idle(timeout=10)

@@ -1,0 +1,398 @@
+"""LocalStorage on a tmp dir, without a server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import have_xattrs
+
+from sockftp import checksum, errors
+from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
+from sockftp.storage.local import PARTIAL_PREFIX, partial_name
+
+
+@pytest.fixture
+def store(tmp_path):
+    storage = LocalStorage(tmp_path / "root")
+    yield storage
+    storage.close()
+
+
+@pytest.fixture
+def root(store):
+    from pathlib import Path
+
+    return Path(store.root)
+
+
+def upload(store, path, data: bytes, offset: int = 0, size: int | None = None):
+    up = store.open_upload(path, len(data) if size is None else size, offset)
+    up.write(data)
+    return up
+
+
+def put(store, path, data: bytes) -> None:
+    up = upload(store, path, data)
+    up.commit(checksum.of_bytes(data))
+
+
+def names(root) -> list[str]:
+    return sorted(os.listdir(root))
+
+
+# --- construction, stat, list ------------------------------------------------------------------
+
+
+def test_root_is_created_if_missing(tmp_path):
+    storage = LocalStorage(tmp_path / "a" / "b")
+    try:
+        assert (tmp_path / "a" / "b").is_dir()
+        assert storage.stat(()).type == DIRECTORY
+    finally:
+        storage.close()
+
+
+def test_stat_reports_type_size_and_mtime(store, root):
+    (root / "f").write_bytes(b"12345")
+    (root / "d").mkdir()
+    os.symlink("f", root / "l")
+    os.mkfifo(root / "p")
+    f = store.stat(("f",))
+    assert (f.name, f.type, f.size) == ("f", FILE, 5)
+    assert f.mtime == pytest.approx(os.stat(root / "f").st_mtime, abs=1e-6)
+    assert store.stat(("d",)).type == DIRECTORY
+    assert store.stat(("l",)).type == LINK
+    assert store.stat(("p",)).type == OTHER
+    with pytest.raises(errors.NotFound):
+        store.stat(("missing",))
+    with pytest.raises(errors.NotFound):
+        store.stat(("missing", "x"))
+    with pytest.raises(errors.NotADirectory):
+        store.stat(("f", "x"))
+
+
+def test_list_hides_partials(store, root):
+    (root / "a").write_bytes(b"")
+    (root / "d").mkdir()
+    upload(store, ("hidden",), b"xx", size=10).keep()
+    assert any(n.startswith(PARTIAL_PREFIX) for n in names(root))
+    assert sorted(e.name for e in store.list(())) == ["a", "d"]
+
+
+def test_list_shows_undecodable_names_escaped(store, root):
+    os.mkdir(os.path.join(os.fsencode(root), b"bad\xffname"))
+    [entry] = list(store.list(()))
+    assert entry.name == "bad\\xffname"
+    entry.name.encode("utf-8")  # JSON can carry it
+
+
+def test_list_of_missing_or_file_fails(store, root):
+    (root / "f").write_bytes(b"")
+    with pytest.raises(errors.NotFound):
+        list(store.list(("nope",)))
+    with pytest.raises(errors.NotADirectory):
+        list(store.list(("f",)))
+
+
+# --- mkdir, rmdir, remove, rename ------------------------------------------------------------------
+
+
+def test_mkdir_semantics(store, root):
+    store.mkdir(("a",))
+    assert (root / "a").is_dir()
+    with pytest.raises(errors.Exists):
+        store.mkdir(("a",))
+    store.mkdir(("a",), parents=True)
+    store.mkdir(("x", "y", "z"), parents=True)
+    assert (root / "x" / "y" / "z").is_dir()
+    with pytest.raises(errors.NotFound):
+        store.mkdir(("m", "n"))
+    (root / "f").write_bytes(b"")
+    with pytest.raises(errors.Exists):
+        store.mkdir(("f",), parents=True)
+    with pytest.raises(errors.NotADirectory):
+        store.mkdir(("f", "sub"), parents=True)
+    with pytest.raises(errors.Exists):
+        store.mkdir(())
+    store.mkdir((), parents=True)
+
+
+def test_rmdir_semantics(store, root):
+    (root / "empty").mkdir()
+    (root / "full").mkdir()
+    (root / "full" / "x").write_bytes(b"")
+    (root / "f").write_bytes(b"")
+    store.rmdir(("empty",))
+    assert not (root / "empty").exists()
+    with pytest.raises(errors.NotEmpty):
+        store.rmdir(("full",))
+    with pytest.raises(errors.NotADirectory):
+        store.rmdir(("f",))
+    with pytest.raises(errors.NotFound):
+        store.rmdir(("gone",))
+    with pytest.raises(errors.PathRefused):
+        store.rmdir(())
+
+
+def test_rmdir_drops_abandoned_partials_only_when_nothing_else_is_there(store, root):
+    (root / "d").mkdir()
+    upload(store, ("d", "x"), b"abc", size=10).keep()
+    upload(store, ("d", "y"), b"abc", size=10).keep()
+    (root / "d" / "visible").write_bytes(b"")
+    with pytest.raises(errors.NotEmpty):
+        store.rmdir(("d",))
+    assert len([n for n in names(root / "d") if n.startswith(PARTIAL_PREFIX)]) == 2
+    (root / "d" / "visible").unlink()
+    store.rmdir(("d",))
+    assert not (root / "d").exists()
+
+
+def test_remove_semantics(store, root):
+    (root / "f").write_bytes(b"")
+    (root / "d").mkdir()
+    os.symlink("d", root / "link")
+    store.remove(("f",))
+    assert not (root / "f").exists()
+    with pytest.raises(errors.NotFound):
+        store.remove(("f",))
+    with pytest.raises(errors.IsADirectory):
+        store.remove(("d",))
+    store.remove(("link",))  # the link, not its target
+    assert (root / "d").is_dir() and not os.path.lexists(root / "link")
+
+
+def test_rename_semantics(store, root):
+    (root / "a").write_bytes(b"A")
+    (root / "b").write_bytes(b"B")
+    (root / "d").mkdir()
+    (root / "d" / "sub").mkdir()
+    (root / "e").mkdir()
+    store.rename(("a",), ("b",))  # replaces a file
+    assert (root / "b").read_bytes() == b"A" and not (root / "a").exists()
+    store.rename(("b",), ("d", "b2"))
+    assert (root / "d" / "b2").read_bytes() == b"A"
+    with pytest.raises(errors.NotFound):
+        store.rename(("ghost",), ("x",))
+    with pytest.raises(errors.NotFound):
+        store.rename(("d", "b2"), ("nodir", "x"))
+    with pytest.raises(errors.PathRefused):
+        store.rename(("d",), ("d", "sub", "d"))
+    with pytest.raises(errors.IsADirectory):
+        store.rename(("d", "b2"), ("e",))
+    with pytest.raises(errors.IsADirectory):
+        store.rename(("d",), ("e",))
+    with pytest.raises(errors.PathRefused):
+        store.rename((), ("x",))
+    store.rename(("d",), ("e", "moved"))
+    assert (root / "e" / "moved" / "sub").is_dir()
+    store.rename(("e",), ("e",))  # onto itself: nothing happens
+    assert (root / "e").is_dir()
+
+
+# --- uploads ------------------------------------------------------------------------------------------
+
+
+def test_upload_is_invisible_until_commit(store, root):
+    up = upload(store, ("f",), b"hello")
+    assert names(root) == [partial_name("f")]
+    with pytest.raises(errors.NotFound):
+        store.stat(("f",))
+    up.commit(checksum.of_bytes(b"hello"))
+    assert names(root) == ["f"]
+    assert (root / "f").read_bytes() == b"hello"
+
+
+def test_commit_replaces_atomically_an_open_download_keeps_old_content(store, root):
+    put(store, ("f",), b"old content")
+    with store.open_read(("f",)) as download:
+        put(store, ("f",), b"new")
+        buf = bytearray(100)
+        n = download.readinto(memoryview(buf), 0)
+        assert bytes(buf[:n]) == b"old content"
+        assert download.size == len(b"old content")
+    assert (root / "f").read_bytes() == b"new"
+
+
+def test_discard_drops_the_bytes(store, root):
+    up = upload(store, ("f",), b"abc", size=10)
+    up.discard()
+    assert names(root) == []
+    assert store.partial_size(("f",), 10) == 0
+
+
+def test_keep_leaves_a_resumable_partial(store, root):
+    upload(store, ("f",), b"abcd", size=10).keep()
+    assert store.partial_size(("f",), 10) == 4
+    up = store.open_upload(("f",), 10, offset=4)
+    assert up.offset == 4
+    hasher = checksum.Hasher()
+    up.hash_existing(hasher)
+    assert hasher.value() == checksum.of_bytes(b"abcd")
+    up.write(b"efghij")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"abcdefghij"
+    assert store.partial_size(("f",), 10) == 0
+
+
+def test_resume_at_a_smaller_offset_truncates_the_partial(store, root):
+    upload(store, ("f",), b"abcdef", size=10).keep()
+    up = store.open_upload(("f",), 10, offset=2)
+    up.write(b"XXXXXXXX")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"abXXXXXXXX"
+
+
+def test_new_upload_at_offset_zero_restarts(store, root):
+    upload(store, ("f",), b"abcdef", size=10).keep()
+    up = store.open_upload(("f",), 3, offset=0)
+    up.write(b"xyz")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"xyz"
+
+
+def test_partial_size_of_unknown_paths_is_zero(store):
+    assert store.partial_size(("nothing",), 5) == 0
+    assert store.partial_size(("no", "dir"), 5) == 0
+
+
+def test_open_upload_offset_mismatch(store):
+    with pytest.raises(errors.OffsetMismatch) as info:
+        store.open_upload(("f",), 10, offset=3)
+    assert info.value.details["offset"] == 0
+    upload(store, ("f",), b"abcd", size=10).keep()
+    with pytest.raises(errors.OffsetMismatch) as info:
+        store.open_upload(("f",), 10, offset=5)
+    assert info.value.details["offset"] == 4
+    assert store.partial_size(("f",), 10) == 4  # a refused resume keeps what is held
+
+
+def test_open_upload_refuses_a_resume_announced_with_another_size(store, root):
+    if not store.xattrs:
+        pytest.skip("no extended attributes: the announced size is not recorded")
+    upload(store, ("f",), b"abcd", size=10).keep()
+    assert store.partial_size(("f",), 11) == 0
+    with pytest.raises(errors.OffsetMismatch) as info:
+        store.open_upload(("f",), 11, offset=4)
+    assert info.value.details["offset"] == 0
+
+
+def test_second_upload_of_a_path_is_busy_until_the_first_ends(store, root):
+    first = upload(store, ("f",), b"one", size=3)
+    with pytest.raises(errors.Busy):
+        store.open_upload(("f",), 3)
+    first.commit(None)
+    second = store.open_upload(("f",), 3)
+    second.write(b"two")
+    second.commit(None)
+    assert (root / "f").read_bytes() == b"two"
+
+
+def test_open_upload_refusals(store, root):
+    (root / "d").mkdir()
+    (root / "f").write_bytes(b"")
+    with pytest.raises(errors.IsADirectory):
+        store.open_upload(("d",), 1)
+    with pytest.raises(errors.NotFound):
+        store.open_upload(("nodir", "x"), 1)
+    with pytest.raises(errors.NotADirectory):
+        store.open_upload(("f", "x"), 1)
+    with pytest.raises(errors.PathRefused):
+        store.open_upload((), 1)
+
+
+def test_open_read_refusals(store, root):
+    (root / "d").mkdir()
+    os.symlink("d", root / "l")
+    os.mkfifo(root / "p")
+    with pytest.raises(errors.IsADirectory):
+        store.open_read(("d",))
+    with pytest.raises(errors.PathRefused):
+        store.open_read(("l",))
+    with pytest.raises(errors.PathRefused):
+        store.open_read(("p",))
+    with pytest.raises(errors.NotFound):
+        store.open_read(("x",))
+
+
+# --- the checksum cache -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def xattr_store(store, root):
+    if not store.xattrs or not have_xattrs(root):
+        pytest.skip("the filesystem has no user extended attributes")
+    return store
+
+
+def test_commit_records_the_checksum_in_an_xattr(xattr_store, root):
+    put(xattr_store, ("f",), b"payload")
+    st = os.stat(root / "f")
+    cached = os.getxattr(root / "f", "user.sockftp.checksum").decode()
+    assert cached == f"{st.st_size}:{st.st_mtime_ns}:{checksum.of_bytes(b'payload')}"
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"payload")
+
+
+def test_checksum_cache_is_used_when_size_and_mtime_match(xattr_store, root):
+    (root / "f").write_bytes(b"payload")
+    st = os.stat(root / "f")
+    planted = "xxh3-128:" + "ab" * 16  # not the real checksum: only the cache can give it
+    os.setxattr(root / "f", "user.sockftp.checksum", f"{st.st_size}:{st.st_mtime_ns}:{planted}".encode())
+    assert xattr_store.checksum(("f",)) == planted
+
+
+def test_checksum_is_computed_and_cached_on_first_use(xattr_store, root):
+    (root / "f").write_bytes(b"first use")
+    with pytest.raises(OSError):
+        os.getxattr(root / "f", "user.sockftp.checksum")
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"first use")
+    assert os.getxattr(root / "f", "user.sockftp.checksum").decode().endswith(checksum.of_bytes(b"first use"))
+
+
+def test_checksum_cache_is_invalidated_when_the_file_changes_on_disk(xattr_store, root):
+    put(xattr_store, ("f",), b"version 1")
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 1")
+    st = os.stat(root / "f")
+    with open(root / "f", "r+b") as f:  # same size, new content, in place
+        f.write(b"version 2")
+    os.utime(root / "f", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 2")
+    with open(root / "f", "ab") as f:  # a new size
+        f.write(b"!")
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 2!")
+
+
+def test_checksum_cache_with_garbage_is_ignored(xattr_store, root):
+    (root / "f").write_bytes(b"data")
+    st = os.stat(root / "f")
+    os.setxattr(root / "f", "user.sockftp.checksum", f"{st.st_size}:{st.st_mtime_ns}:not-a-checksum".encode())
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"data")
+
+
+def test_checksum_of_a_large_file_matches(store, root):
+    data = os.urandom(9 * 1024 * 1024 + 3)  # more than one hash buffer
+    (root / "big").write_bytes(data)
+    assert store.checksum(("big",)) == checksum.of_bytes(data)
+
+
+# --- symlinks never followed ---------------------------------------------------------------------------
+
+
+def test_storage_never_walks_through_a_symlink(store, root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "s").write_bytes(b"secret")
+    os.symlink(outside, root / "ld")
+    for call in (
+        lambda: store.stat(("ld", "s")),
+        lambda: store.open_read(("ld", "s")),
+        lambda: list(store.list(("ld",))),
+        lambda: store.open_upload(("ld", "new"), 1),
+        lambda: store.mkdir(("ld", "new")),
+        lambda: store.remove(("ld", "s")),
+        lambda: store.rename(("ld", "s"), ("stolen",)),
+    ):
+        with pytest.raises(errors.SockftpError):
+            call()
+    assert sorted(os.listdir(outside)) == ["s"]
+    assert not (root / "stolen").exists()
