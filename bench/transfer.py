@@ -90,8 +90,20 @@ class ServerProcess:
 
     def __init__(self, root: str, *extra: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sockftp", "serve", "--port", "0", "--root", root, "--anonymous",
-             "--log-level", "warning", *extra],
+            [
+                sys.executable,
+                "-m",
+                "sockftp",
+                "serve",
+                "--port",
+                "0",
+                "--root",
+                root,
+                "--anonymous",
+                "--log-level",
+                "warning",
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

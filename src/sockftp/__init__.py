@@ -9,13 +9,78 @@ is the other end.
 
 __version__ = "0.1.0"
 
-from .errors import *  # noqa: E402,F401,F403 - the exception classes are part of the API
-from .errors import ErrorCode, SockftpError  # noqa: E402
+from .errors import (  # noqa: E402 - after __version__, which commands.py imports
+    FATAL_CODES,
+    AuthFailed,
+    AuthRequired,
+    BadFrame,
+    BadJson,
+    BadRequest,
+    Busy,
+    ChecksumMismatch,
+    ConnectionLost,
+    ErrorCode,
+    Exists,
+    Internal,
+    IOFailure,
+    IsADirectory,
+    NoSpace,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    OffsetMismatch,
+    PathRefused,
+    PermissionDenied,
+    QuotaExceeded,
+    ShuttingDown,
+    SockftpError,
+    Timeout,
+    TooManySessions,
+    UnknownCommand,
+    UnsupportedVersion,
+    error_from_reply,
+)
+
+__all__ = [
+    "Client",
+    "Entry",
+    "TransferResult",
+    "__version__",
+    "ErrorCode",
+    "FATAL_CODES",
+    "SockftpError",
+    "ConnectionLost",
+    "error_from_reply",
+    "BadFrame",
+    "Timeout",
+    "BadJson",
+    "BadRequest",
+    "UnknownCommand",
+    "UnsupportedVersion",
+    "AuthRequired",
+    "AuthFailed",
+    "PermissionDenied",
+    "PathRefused",
+    "NotFound",
+    "Exists",
+    "NotADirectory",
+    "IsADirectory",
+    "NotEmpty",
+    "Busy",
+    "ChecksumMismatch",
+    "OffsetMismatch",
+    "NoSpace",
+    "QuotaExceeded",
+    "TooManySessions",
+    "ShuttingDown",
+    "IOFailure",
+    "Internal",
+]
 
 
 def __getattr__(name):
     # The client pulls in more than the server needs; load it on first use.
-    if name in ("Client", "Entry"):
+    if name in ("Client", "Entry", "TransferResult"):
         from . import client
 
         return getattr(client, name)

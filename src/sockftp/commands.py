@@ -361,7 +361,7 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
                 upload.write(chunk)
             except SockftpError as exc:
                 failures.append(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug, but the stream must stay in step
+            except Exception:  # noqa: BLE001 - a bug, but the stream must stay in step
                 log.exception("writing %s failed", ctx.path)
                 failures.append(Internal(f"writing {ctx.path} failed; see the server log"))
 
