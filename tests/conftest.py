@@ -340,3 +340,31 @@ def have_xattrs(path: Path) -> bool:
         return False
     finally:
         probe.unlink()
+
+
+# -- fixtures for the client-side tests (command line, shell) -----------------------
+
+
+@pytest.fixture
+def anonymous_server(tmp_path):
+    """A bare SockftpServer with anonymous access, polled quickly."""
+    server = SockftpServer(ServerConfig(root=str(tmp_path / "root"), port=0, anonymous=True))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.stop(0)
+
+
+@pytest.fixture
+def remote_root(tmp_path, anonymous_server) -> Path:
+    """The directory on disk that anonymous clients see as /."""
+    return tmp_path / "root" / "anonymous"
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch) -> Path:
+    """An empty local working directory, made the current one (lcd and the
+    command line act on it); the original is restored afterwards."""
+    path = tmp_path / "local"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    return path

@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -21,39 +20,14 @@ from click.testing import CliRunner
 
 from sockftp.cli import main
 from sockftp.client import partial_path
-from sockftp.config import ServerConfig
 from sockftp.progress import human_size
-from sockftp.server import SockftpServer
 
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def server(tmp_path):
-    srv = SockftpServer(ServerConfig(root=str(tmp_path / "root"), port=0, anonymous=True))
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.stop(0)
-
-
-@pytest.fixture
-def remote_root(tmp_path, server):
-    """The directory on disk that anonymous clients see as /."""
-    return tmp_path / "root" / "anonymous"
-
-
-@pytest.fixture
-def local(tmp_path, monkeypatch):
-    """An empty local working directory."""
-    path = tmp_path / "local"
-    path.mkdir()
-    monkeypatch.chdir(path)
-    return path
-
-
-def cli(server, *args):
+def cli(anonymous_server, *args):
     """Run a command in-process; its output, whatever the exit status."""
-    return CliRunner().invoke(main, [*args, "--port", str(server.port)], catch_exceptions=False)
+    return CliRunner().invoke(main, [*args, "--port", str(anonymous_server.port)], catch_exceptions=False)
 
 
 def run(*args, env=None):
@@ -73,65 +47,65 @@ def unused_port() -> int:
 # -- transfers ---------------------------------------------------------------------------
 
 
-def test_put_then_get_round_trip_is_byte_identical(server, remote_root, local):
+def test_put_then_get_round_trip_is_byte_identical(anonymous_server, remote_root, local):
     # Above the client's resume threshold, so the streamed path is taken.
     data = os.urandom(3 * MiB + 17)
     (local / "report.bin").write_bytes(data)
 
-    put = cli(server, "put", "report.bin")
+    put = cli(anonymous_server, "put", "report.bin")
     assert put.exit_code == 0, put.output
     assert (remote_root / "report.bin").read_bytes() == data
     assert put.stdout.startswith("put report.bin -> /report.bin  3.0 MiB in ")
     assert put.stdout.rstrip().endswith("verified xxh3-128")
 
-    got = cli(server, "get", "/report.bin", "copy.bin")
+    got = cli(anonymous_server, "get", "/report.bin", "copy.bin")
     assert got.exit_code == 0, got.output
     assert (local / "copy.bin").read_bytes() == data
     assert got.stdout.startswith("get /report.bin -> copy.bin  3.0 MiB in ")
 
 
-def test_put_into_existing_remote_directory_keeps_the_file_name(server, remote_root, local):
+def test_put_into_existing_remote_directory_keeps_the_file_name(anonymous_server, remote_root, local):
     (local / "a.txt").write_text("alpha")
     (remote_root / "inbox").mkdir()
 
-    assert cli(server, "put", "a.txt", "inbox").exit_code == 0
-    assert cli(server, "put", "a.txt", "/new/").exit_code == 1  # no such directory: nothing guessed
-    assert cli(server, "put", "a.txt", "renamed.txt").exit_code == 0
+    assert cli(anonymous_server, "put", "a.txt", "inbox").exit_code == 0
+    assert cli(anonymous_server, "put", "a.txt", "/new/").exit_code == 1  # no such directory: nothing guessed
+    assert cli(anonymous_server, "put", "a.txt", "renamed.txt").exit_code == 0
 
     assert (remote_root / "inbox" / "a.txt").read_text() == "alpha"
     assert (remote_root / "renamed.txt").read_text() == "alpha"
     assert not (remote_root / "new").exists()
 
 
-def test_put_to_a_name_ending_in_slash_goes_inside_that_directory(server, remote_root, local):
+def test_put_to_a_name_ending_in_slash_goes_inside_that_directory(anonymous_server, remote_root, local):
     (local / "a.txt").write_text("alpha")
     (remote_root / "box").mkdir()
 
-    result = cli(server, "put", "a.txt", "box/")
+    result = cli(anonymous_server, "put", "a.txt", "box/")
 
     assert result.exit_code == 0, result.output
     assert (remote_root / "box" / "a.txt").read_text() == "alpha"
 
 
-def test_get_into_existing_local_directory_keeps_the_file_name(server, remote_root, local):
+def test_get_into_existing_local_directory_keeps_the_file_name(anonymous_server, remote_root, local):
     (remote_root / "b.txt").write_text("beta")
     (local / "downloads").mkdir()
 
-    result = cli(server, "get", "b.txt", "downloads")
+    result = cli(anonymous_server, "get", "b.txt", "downloads")
 
     assert result.exit_code == 0, result.output
     assert (local / "downloads" / "b.txt").read_text() == "beta"
 
 
-def test_get_without_local_name_writes_to_the_current_directory(server, remote_root, local):
+def test_get_without_local_name_writes_to_the_current_directory(anonymous_server, remote_root, local):
     (remote_root / "docs").mkdir()
     (remote_root / "docs" / "c.txt").write_text("gamma")
 
-    assert cli(server, "get", "docs/c.txt").exit_code == 0
+    assert cli(anonymous_server, "get", "docs/c.txt").exit_code == 0
     assert (local / "c.txt").read_text() == "gamma"
 
 
-def test_recursive_round_trip_keeps_the_tree_with_unicode_and_spaces(server, remote_root, local):
+def test_recursive_round_trip_keeps_the_tree_with_unicode_and_spaces(anonymous_server, remote_root, local):
     tree = local / "project"
     (tree / "sub dir" / "déjà vu").mkdir(parents=True)
     (tree / "empty").mkdir()
@@ -143,10 +117,10 @@ def test_recursive_round_trip_keeps_the_tree_with_unicode_and_spaces(server, rem
     for name, data in files.items():
         (tree / name).write_bytes(data)
 
-    put = cli(server, "put", "-r", "project", "/backup")
+    put = cli(anonymous_server, "put", "-r", "project", "/backup")
     assert put.exit_code == 0, put.output
     assert "3 files" in put.stdout
-    got = cli(server, "get", "-r", "/backup", "restored")
+    got = cli(anonymous_server, "get", "-r", "/backup", "restored")
     assert got.exit_code == 0, got.output
 
     for name, data in files.items():
@@ -155,36 +129,36 @@ def test_recursive_round_trip_keeps_the_tree_with_unicode_and_spaces(server, rem
     assert (remote_root / "backup" / "empty").is_dir()
 
 
-def test_recursive_put_defaults_to_the_directory_name_and_adds_to_it(server, remote_root, local):
+def test_recursive_put_defaults_to_the_directory_name_and_adds_to_it(anonymous_server, remote_root, local):
     (local / "photos").mkdir()
     (local / "photos" / "1.jpg").write_bytes(b"one")
-    assert cli(server, "put", "-r", "photos").exit_code == 0
+    assert cli(anonymous_server, "put", "-r", "photos").exit_code == 0
     (local / "photos" / "2.jpg").write_bytes(b"two")
 
     # Run again (as after an interruption): same target, not photos/photos.
-    assert cli(server, "put", "-r", "photos").exit_code == 0
+    assert cli(anonymous_server, "put", "-r", "photos").exit_code == 0
 
     assert sorted(p.name for p in (remote_root / "photos").iterdir()) == ["1.jpg", "2.jpg"]
 
 
-def test_interrupted_download_resumes_and_says_so(server, remote_root, local):
+def test_interrupted_download_resumes_and_says_so(anonymous_server, remote_root, local):
     data = os.urandom(2 * MiB)
     (remote_root / "big.bin").write_bytes(data)
     # What an interrupted get leaves behind: the first half, beside the target.
     with open(partial_path(str(local / "big.bin")), "wb") as part:
         part.write(data[:MiB])
 
-    result = cli(server, "get", "big.bin")
+    result = cli(anonymous_server, "get", "big.bin")
 
     assert result.exit_code == 0, result.output
     assert (local / "big.bin").read_bytes() == data
     assert "(resumed at 1.0 MiB)" in result.stdout
 
 
-def test_quiet_transfer_prints_nothing(server, remote_root, local):
+def test_quiet_transfer_prints_nothing(anonymous_server, remote_root, local):
     (local / "q.txt").write_text("quiet")
 
-    result = cli(server, "put", "-q", "q.txt")
+    result = cli(anonymous_server, "put", "-q", "q.txt")
 
     assert result.exit_code == 0
     assert result.stdout == "" and result.stderr == ""
@@ -194,14 +168,14 @@ def test_quiet_transfer_prints_nothing(server, remote_root, local):
 # -- listing and changing the tree ---------------------------------------------------------------
 
 
-def test_ls_prints_one_sorted_line_per_entry_like_ls_l(server, remote_root):
+def test_ls_prints_one_sorted_line_per_entry_like_ls_l(anonymous_server, remote_root):
     (remote_root / "zeta").mkdir()
     (remote_root / "alpha.txt").write_bytes(b"x" * 2048)
     (remote_root / "Mid.txt").write_bytes(b"12345")
     stamp = time.mktime((2024, 5, 17, 13, 45, 30, 0, 0, -1))
     os.utime(remote_root / "alpha.txt", (stamp, stamp))
 
-    result = cli(server, "ls")
+    result = cli(anonymous_server, "ls")
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -211,11 +185,11 @@ def test_ls_prints_one_sorted_line_per_entry_like_ls_l(server, remote_root):
     assert re.fullmatch(r"d +0 B \d{4}-\d\d-\d\d \d\d:\d\d zeta/", lines[2])
 
 
-def test_ls_json_prints_one_object_per_line(server, remote_root):
+def test_ls_json_prints_one_object_per_line(anonymous_server, remote_root):
     (remote_root / "d").mkdir()
     (remote_root / "d" / "f.txt").write_bytes(b"abc")
 
-    result = cli(server, "ls", "--json", "/d")
+    result = cli(anonymous_server, "ls", "--json", "/d")
 
     assert result.exit_code == 0, result.output
     [entry] = [json.loads(line) for line in result.stdout.splitlines()]
@@ -223,11 +197,11 @@ def test_ls_json_prints_one_object_per_line(server, remote_root):
     assert entry["mtime"] == pytest.approx(os.stat(remote_root / "d" / "f.txt").st_mtime)
 
 
-def test_stat_prints_fields_and_the_checksum_only_when_asked(server, remote_root):
+def test_stat_prints_fields_and_the_checksum_only_when_asked(anonymous_server, remote_root):
     (remote_root / "s.txt").write_bytes(b"hello")
 
-    plain = cli(server, "stat", "s.txt")
-    summed = cli(server, "stat", "--checksum", "s.txt")
+    plain = cli(anonymous_server, "stat", "s.txt")
+    summed = cli(anonymous_server, "stat", "--checksum", "s.txt")
 
     assert plain.exit_code == 0 and summed.exit_code == 0
     assert "path:     /s.txt" in plain.stdout
@@ -237,33 +211,33 @@ def test_stat_prints_fields_and_the_checksum_only_when_asked(server, remote_root
     assert re.search(r"^checksum: xxh3-128:[0-9a-f]{32}$", summed.stdout, re.M)
 
 
-def test_mkdir_mv_rm_rmdir_change_the_remote_tree(server, remote_root):
-    assert cli(server, "mkdir", "-p", "a/b/c").exit_code == 0
+def test_mkdir_mv_rm_rmdir_change_the_remote_tree(anonymous_server, remote_root):
+    assert cli(anonymous_server, "mkdir", "-p", "a/b/c").exit_code == 0
     assert (remote_root / "a" / "b" / "c").is_dir()
-    assert cli(server, "mkdir", "a").exit_code == 1  # exists, and no -p
+    assert cli(anonymous_server, "mkdir", "a").exit_code == 1  # exists, and no -p
     (remote_root / "a" / "f.txt").write_text("f")
 
-    assert cli(server, "mv", "a/f.txt", "a/g.txt").exit_code == 0
+    assert cli(anonymous_server, "mv", "a/f.txt", "a/g.txt").exit_code == 0
     assert (remote_root / "a" / "g.txt").read_text() == "f"
-    assert cli(server, "rm", "a/g.txt").exit_code == 0
+    assert cli(anonymous_server, "rm", "a/g.txt").exit_code == 0
     assert not (remote_root / "a" / "g.txt").exists()
-    assert cli(server, "rmdir", "a/b").exit_code == 1  # not empty
-    assert cli(server, "rmdir", "a/b/c").exit_code == 0
+    assert cli(anonymous_server, "rmdir", "a/b").exit_code == 1  # not empty
+    assert cli(anonymous_server, "rmdir", "a/b/c").exit_code == 0
     assert not (remote_root / "a" / "b" / "c").exists()
 
 
-def test_mv_into_an_existing_directory_moves_inside_it(server, remote_root):
+def test_mv_into_an_existing_directory_moves_inside_it(anonymous_server, remote_root):
     (remote_root / "f.txt").write_text("f")
     (remote_root / "dest").mkdir()
 
-    result = cli(server, "mv", "f.txt", "dest")
+    result = cli(anonymous_server, "mv", "f.txt", "dest")
 
     assert result.exit_code == 0, result.output
     assert (remote_root / "dest" / "f.txt").read_text() == "f"
 
 
-def test_ping_names_the_server(server):
-    result = cli(server, "ping")
+def test_ping_names_the_server(anonymous_server):
+    result = cli(anonymous_server, "ping")
 
     assert result.exit_code == 0
     assert "sockftp/" in result.stdout
@@ -272,8 +246,8 @@ def test_ping_names_the_server(server):
 # -- failures, as a real process sees them -------------------------------------------------------
 
 
-def test_get_of_missing_file_exits_1_with_one_line(server, local):
-    result = run("get", "/missing.txt", "--port", str(server.port))
+def test_get_of_missing_file_exits_1_with_one_line(anonymous_server, local):
+    result = run("get", "/missing.txt", "--port", str(anonymous_server.port))
 
     assert result.returncode == 1
     assert result.stderr == "sockftp: no such file or directory: /missing.txt\n"
@@ -290,17 +264,17 @@ def test_connection_refused_exits_3_with_one_line():
     assert result.stderr.count("\n") == 1
 
 
-def test_missing_local_file_exits_4_with_one_line(server, local):
-    result = run("put", "nothing-here.txt", "--port", str(server.port))
+def test_missing_local_file_exits_4_with_one_line(anonymous_server, local):
+    result = run("put", "nothing-here.txt", "--port", str(anonymous_server.port))
 
     assert result.returncode == 4
     assert result.stderr == "sockftp: nothing-here.txt: No such file or directory\n"
 
 
-def test_put_of_a_directory_without_r_exits_4(server, local):
+def test_put_of_a_directory_without_r_exits_4(anonymous_server, local):
     (local / "folder").mkdir()
 
-    result = run("put", "folder", "--port", str(server.port))
+    result = run("put", "folder", "--port", str(anonymous_server.port))
 
     assert result.returncode == 4
     assert result.stderr.count("\n") == 1 and "use -r" in result.stderr
@@ -311,21 +285,21 @@ def test_bad_usage_exits_2():
     assert run("ls", "--port", "notanumber").returncode == 2
 
 
-def test_host_and_port_come_from_the_environment(server):
-    good = run("ping", env={"SOCKFTP_HOST": "127.0.0.1", "SOCKFTP_PORT": str(server.port)})
+def test_host_and_port_come_from_the_environment(anonymous_server):
+    good = run("ping", env={"SOCKFTP_HOST": "127.0.0.1", "SOCKFTP_PORT": str(anonymous_server.port)})
     # 127.0.0.2 is loopback too, but the server listens on 127.0.0.1 only.
-    wrong_host = run("ping", env={"SOCKFTP_HOST": "127.0.0.2", "SOCKFTP_PORT": str(server.port)})
+    wrong_host = run("ping", env={"SOCKFTP_HOST": "127.0.0.2", "SOCKFTP_PORT": str(anonymous_server.port)})
 
     assert good.returncode == 0, good.stderr
     assert wrong_host.returncode == 3
     assert "127.0.0.2" in wrong_host.stderr
 
 
-def test_transfers_show_no_progress_when_not_on_a_terminal(server, local):
+def test_transfers_show_no_progress_when_not_on_a_terminal(anonymous_server, local):
     (local / "big.bin").write_bytes(os.urandom(8 * MiB))
 
-    put = run("put", "big.bin", "--port", str(server.port))
-    get = run("get", "big.bin", "copy.bin", "--port", str(server.port))
+    put = run("put", "big.bin", "--port", str(anonymous_server.port))
+    get = run("get", "big.bin", "copy.bin", "--port", str(anonymous_server.port))
 
     for result in (put, get):
         assert result.returncode == 0, result.stderr
@@ -335,10 +309,10 @@ def test_transfers_show_no_progress_when_not_on_a_terminal(server, local):
     assert (local / "copy.bin").read_bytes() == (local / "big.bin").read_bytes()
 
 
-def test_progress_flag_forces_bars_on(server, local):
+def test_progress_flag_forces_bars_on(anonymous_server, local):
     (local / "big.bin").write_bytes(os.urandom(4 * MiB))
 
-    result = run("put", "--progress", "big.bin", "--port", str(server.port))
+    result = run("put", "--progress", "big.bin", "--port", str(anonymous_server.port))
 
     assert result.returncode == 0
     assert "big.bin" in result.stderr and "MiB" in result.stderr

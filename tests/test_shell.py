@@ -1,5 +1,5 @@
 """``sockftp shell``: piped into a real process, and driven in-process through
-:class:`~sockftp.shell.Shell` (commands and Tab completion) on a real server."""
+:class:`~sockftp.shell.Shell` (commands and Tab completion) on a real anonymous_server."""
 
 from __future__ import annotations
 
@@ -7,36 +7,11 @@ import io
 import os
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from sockftp.client import Client
-from sockftp.config import ServerConfig
-from sockftp.server import SockftpServer
 from sockftp.shell import Shell
-
-
-@pytest.fixture
-def server(tmp_path):
-    srv = SockftpServer(ServerConfig(root=str(tmp_path / "root"), port=0, anonymous=True))
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.stop(0)
-
-
-@pytest.fixture
-def remote_root(tmp_path, server):
-    """The directory on disk that anonymous clients see as /."""
-    return tmp_path / "root" / "anonymous"
-
-
-@pytest.fixture
-def local(tmp_path, monkeypatch):
-    path = tmp_path / "local"
-    path.mkdir()
-    monkeypatch.chdir(path)  # lcd changes the process's directory; restore it
-    return path
 
 
 class Session:
@@ -64,8 +39,8 @@ class Session:
 
 
 @pytest.fixture
-def session(server, local):
-    s = Session(server.port)
+def session(anonymous_server, local):
+    s = Session(anonymous_server.port)
     yield s
     s.client.close()
 
@@ -83,8 +58,8 @@ def run_shell(port: int, script: str):
 # -- piped -------------------------------------------------------------------------------
 
 
-def test_piped_commands_run_in_order_and_exit_0(server, remote_root):
-    result = run_shell(server.port, "mkdir a\nls\n")
+def test_piped_commands_run_in_order_and_exit_0(anonymous_server, remote_root):
+    result = run_shell(anonymous_server.port, "mkdir a\nls\n")
 
     assert result.returncode == 0, result.stderr
     assert (remote_root / "a").is_dir()
@@ -93,21 +68,21 @@ def test_piped_commands_run_in_order_and_exit_0(server, remote_root):
     assert result.stderr == ""
 
 
-def test_piped_error_prints_one_line_continues_and_exits_1(server, remote_root):
-    result = run_shell(server.port, "rm nothing\nmkdir after\n")
+def test_piped_error_prints_one_line_continues_and_exits_1(anonymous_server, remote_root):
+    result = run_shell(anonymous_server.port, "rm nothing\nmkdir after\n")
 
     assert result.returncode == 1
     assert result.stderr == "error: no such file or directory: /nothing\n"
     assert (remote_root / "after").is_dir()
 
 
-def test_piped_transfer_with_quoted_names_is_byte_identical(server, remote_root, local):
+def test_piped_transfer_with_quoted_names_is_byte_identical(anonymous_server, remote_root, local):
     data = os.urandom(1024 * 1024 + 5)
     (local / "my file.bin").write_bytes(data)
 
     script = "mkdir 'in box'\ncd \"in box\"\nput 'my file.bin'\nget \"my file.bin\" copy.bin\n"
     result = subprocess.run(
-        [sys.executable, "-m", "sockftp", "shell", "--port", str(server.port)],
+        [sys.executable, "-m", "sockftp", "shell", "--port", str(anonymous_server.port)],
         input=script,
         capture_output=True,
         text=True,
@@ -195,11 +170,11 @@ def test_quit_exit_and_end_of_input_end_the_session(session):
     assert session.shell.onecmd("pwd") is False
 
 
-def test_a_lost_connection_reconnects_on_the_next_command_in_the_same_directory(server, session, remote_root):
+def test_a_lost_connection_reconnects_on_the_next_command_in_the_same_directory(anonymous_server, session, remote_root):
     session("mkdir d")
     session("cd d")
 
-    server.sessions.interrupt(idle_only=False)  # the server cuts every connection
+    anonymous_server.sessions.interrupt(idle_only=False)  # the server cuts every connection
     session("ls")
     assert "error: " in session.err.getvalue()
 
@@ -208,14 +183,14 @@ def test_a_lost_connection_reconnects_on_the_next_command_in_the_same_directory(
     assert (remote_root / "d" / "again").is_dir()
 
 
-def test_removing_the_working_directory_moves_to_its_parent_and_reconnects_there(server, session):
+def test_removing_the_working_directory_moves_to_its_parent_and_reconnects_there(anonymous_server, session):
     session("mkdir -p a/b")
     session("cd a/b")
 
     session("rmdir /a/b")
     assert session.shell.prompt == "sockftp:/a> "
 
-    server.sessions.interrupt(idle_only=False)
+    anonymous_server.sessions.interrupt(idle_only=False)
     session("ls")  # fails: the connection is gone
     assert session("pwd") == "/a\n"
 
