@@ -473,3 +473,19 @@ def test_download_in_progress_keeps_its_content_when_the_file_is_replaced(srv, f
     rest = recv_exact(sock, reply["filesize"] - 1000)
     assert first + rest == old
     assert (srv.anon_dir / "r.bin").read_bytes() == new
+
+
+def test_trees_at_the_root_are_the_root_whatever_the_cwd(srv, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "inner").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"alpha")
+    (tree / "inner" / "b.txt").write_bytes(b"beta")
+    with srv.client() as client:
+        client.mkdir("elsewhere")
+        client.cd("elsewhere")
+        client.put_tree(tree, "/")
+        client.get_tree("/", tmp_path / "back")
+    assert (srv.anon_dir / "a.txt").read_bytes() == b"alpha"
+    assert (srv.anon_dir / "inner" / "b.txt").read_bytes() == b"beta"
+    assert not (srv.anon_dir / "elsewhere" / "a.txt").exists()
+    assert (tmp_path / "back" / "inner" / "b.txt").read_bytes() == b"beta"

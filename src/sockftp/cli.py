@@ -251,12 +251,6 @@ def is_remote_directory(client, path: str) -> bool:
         return False
 
 
-def _tree_path(path: str, absolute: str) -> str:
-    # Client.put_tree/get_tree build "/" + name as "name", which is relative
-    # to the remote cwd; "/." names the root but keeps the slash.
-    return "/." if absolute == "/" else path
-
-
 # -- what the commands do, shared with the shell -------------------------------------------------
 
 
@@ -272,8 +266,7 @@ def upload(client, local: str, remote: str | None, *, recursive: bool, display: 
         display.counter, display.files = True, count_local_files(local)
         started = time.monotonic()
         with display:
-            tree = _tree_path(target, remote_absolute(cwd, target))
-            results = client.put_tree(local, tree, progress=display, on_file=display.start_file)
+            results = client.put_tree(local, target, progress=display, on_file=display.start_file)
     else:
         if os.path.isdir(local):
             raise IsADirectoryError(errno.EISDIR, "Is a directory (use -r)", local)
@@ -305,7 +298,7 @@ def download(client, remote: str, local: str | None, *, recursive: bool, display
         display.counter = True
         started = time.monotonic()
         with display:
-            results = client.get_tree(_tree_path(remote, source), target, progress=display, on_file=display.start_file)
+            results = client.get_tree(remote, target, progress=display, on_file=display.start_file)
     else:
         started = time.monotonic()
         with display:
