@@ -259,10 +259,25 @@ class ServerProcess:
         return (self.stdout_seen + self.proc.stdout.read()).decode(errors="replace")
 
 
-def _start_serve_process(root: Path, log: Path, extra: tuple[str, ...] = (), timeout: float = 15.0) -> ServerProcess:
+def _start_serve_process(
+    root: Path, log: Path, extra: tuple[str, ...] = (), timeout: float = 15.0, max_files: int | None = None
+) -> ServerProcess:
     cmd = [sys.executable, "-m", "sockftp", "serve", "--port", "0", "--root", str(root), "--anonymous", *extra]
+
+    def limit_files():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
     with open(log, "ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, bufsize=0)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            bufsize=0,
+            preexec_fn=limit_files if max_files else None,
+        )
     fd = proc.stdout.fileno()
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
@@ -291,13 +306,14 @@ def _start_serve_process(root: Path, log: Path, extra: tuple[str, ...] = (), tim
 
 @pytest.fixture
 def spawn_server(tmp_path):
-    """Factory: ``spawn_server(root, *extra_cli_args)`` -> a running ``sockftp serve`` process."""
+    """Factory: ``spawn_server(root, *extra_cli_args, max_files=None)`` -> a
+    running ``sockftp serve`` process (*max_files* caps its open files)."""
     procs: list[subprocess.Popen] = []
     counter = iter(range(1000))
 
-    def spawn(root: Path | None = None, *extra: str) -> ServerProcess:
+    def spawn(root: Path | None = None, *extra: str, max_files: int | None = None) -> ServerProcess:
         root = root or tmp_path / "serve-root"
-        handle = _start_serve_process(Path(root), tmp_path / f"serve-{next(counter)}.log", extra)
+        handle = _start_serve_process(Path(root), tmp_path / f"serve-{next(counter)}.log", extra, max_files=max_files)
         procs.append(handle.proc)
         return handle
 

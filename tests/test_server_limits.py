@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -207,3 +208,37 @@ def test_burst_of_200_connects_all_succeed(srv):
         for sock in socks:
             sock.close()
     srv.wait_idle(timeout=10)
+
+
+def test_out_of_file_descriptors_the_server_neither_spins_nor_stops_serving(spawn_server):
+    # With its descriptors used up, accept() fails and the connection stays
+    # queued; the accept loop must pause instead of retrying at full speed,
+    # and serve again once descriptors are free.
+    handle = spawn_server(None, "--log-level", "warning", max_files=40)
+    process = cpu_seconds_of(handle.proc.pid)
+    held = []
+    try:
+        for _ in range(60):
+            held.append(socket.create_connection(("127.0.0.1", handle.port), timeout=5))
+        before = process()
+        time.sleep(1.5)
+        spent = process() - before
+        assert spent < 0.5, f"accept loop burned {spent:.2f} s of CPU in 1.5 s"
+    finally:
+        for sock in held:
+            sock.close()
+    with Client(port=handle.port, timeout=10) as client:
+        client.ping()
+    assert "cannot accept connections" in handle.stderr()
+
+
+def cpu_seconds_of(pid: int):
+    """A function returning the CPU seconds process *pid* has used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    return read

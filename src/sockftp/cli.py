@@ -45,25 +45,65 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default=limits.DEFAULT_HOST, show_default=True, help="Address to listen on (IPv4 or IPv6).")
-@click.option("--port", default=limits.DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on; 0 picks a free one.")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Data directory (created if missing). Default: $SOCKFTP_ROOT or the per-user data directory.")
+@click.option(
+    "--port",
+    default=limits.DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free one.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data directory (created if missing). Default: $SOCKFTP_ROOT or the per-user data directory.",
+)
 @click.option("--anonymous", is_flag=True, help="Let clients that never log in read and write ROOT/anonymous.")
 @click.option("--max-sessions", default=limits.MAX_SESSIONS, show_default=True, type=click.IntRange(1))
 @click.option("--max-sessions-per-ip", default=limits.MAX_SESSIONS_PER_IP, show_default=True, type=click.IntRange(1))
-@click.option("--idle-timeout", default=limits.IDLE_TIMEOUT, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds a session may wait for its client.")
-@click.option("--header-timeout", default=limits.HEADER_TIMEOUT, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds a request header may take to arrive once started.")
-@click.option("--shutdown-grace", default=limits.SHUTDOWN_GRACE, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds running transfers get to finish on SIGTERM/SIGINT.")
+@click.option(
+    "--idle-timeout",
+    default=limits.IDLE_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a session may wait for its client.",
+)
+@click.option(
+    "--header-timeout",
+    default=limits.HEADER_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request header may take to arrive once started.",
+)
+@click.option(
+    "--shutdown-grace",
+    default=limits.SHUTDOWN_GRACE,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds running transfers get to finish on SIGTERM/SIGINT.",
+)
 @click.option("--fsync", is_flag=True, help="fsync every upload before it becomes visible (durable, slower).")
 @click.option("--sendfile", is_flag=True, help="Send downloads with sendfile() instead of a buffered copy loop.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-def serve(host, port, root, anonymous, max_sessions, max_sessions_per_ip, idle_timeout, header_timeout,
-          shutdown_grace, fsync, sendfile, log_level) -> None:
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def serve(
+    host,
+    port,
+    root,
+    anonymous,
+    max_sessions,
+    max_sessions_per_ip,
+    idle_timeout,
+    header_timeout,
+    shutdown_grace,
+    fsync,
+    sendfile,
+    log_level,
+) -> None:
     """Run a server until SIGINT or SIGTERM."""
     from .server import SockftpServer
 

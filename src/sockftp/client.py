@@ -46,7 +46,7 @@ from .errors import (
 )
 from .limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
 from .storage.base import DIRECTORY, FILE, Entry
-from .wire import ConnectionClosed, Wire
+from .wire import ConnectionClosed, SourceEnded, Wire
 
 #: progress(done, total): bytes of the current file moved so far, and its size.
 Progress = Callable[[int, int], None]
@@ -137,8 +137,10 @@ class Client:
 
     @property
     def wire(self) -> Wire:
+        """The connection, made again on demand if it was lost or closed
+        (a new session: hello, then back to the remote cwd)."""
         if self._wire is None:
-            raise ConnectionLost("not connected")
+            self.connect()
         return self._wire
 
     # -- requests ------------------------------------------------------------------
@@ -167,8 +169,11 @@ class Client:
             self.wire.send_header(header, payload)
 
     def _reply(self) -> dict:
+        wire = self._wire  # never a new connection: the reply belongs to this one
+        if wire is None:
+            raise ConnectionLost("the connection closed before the reply")
         with self._io():
-            reply = self.wire.read_header()
+            reply = wire.read_header()
         if reply is None:
             self._lost("the server closed the connection")
         if reply.get("ok") is not True:
@@ -210,14 +215,23 @@ class Client:
         return self.request({"cmd": "stat", "path": path, "checksum": True})["checksum"]
 
     def iter_ls(self, path: str = "") -> Iterator[Entry]:
-        """The entries of a directory (or the file itself), as they arrive."""
+        """The entries of a directory (or the file itself), as they arrive.
+
+        Leaving the loop early reads the rest of the listing, so the
+        connection stays in step."""
         self._send({"cmd": "ls", "path": path})
-        while True:
-            reply = self._reply()
-            for item in reply.get("entries", []):
-                yield _entry(item)
-            if not reply.get("more"):
-                return
+        more = True
+        try:
+            while more:
+                more = False  # an error reply ends a listing too
+                reply = self._reply()
+                more = bool(reply.get("more"))
+                for item in reply.get("entries", []):
+                    yield _entry(item)
+        finally:
+            while more and self._wire is not None:
+                more = False
+                more = bool(self._reply().get("more"))
 
     def ls(self, path: str = "") -> list[Entry]:
         """The entries of a directory, sorted by name."""
@@ -272,19 +286,21 @@ class Client:
             offset = 0
             if resume and size >= RESUME_THRESHOLD:
                 offset = self.request({"cmd": "resume", "path": remote, "size": size})["offset"]
-            try:
-                return self._send_file(f, local, remote, size, offset, progress)
-            except ChecksumMismatch:
-                if not offset:
-                    raise
-                # The held part came from another file: start over, once.
-                return self._send_file(f, local, remote, size, 0, progress)
-            except OffsetMismatch as exc:
-                # The partial changed between resume and put: use what is held.
-                held = exc.details.get("offset")
-                if not isinstance(held, int) or held == offset or not 0 <= held <= size:
-                    raise
-                return self._send_file(f, local, remote, size, held, progress)
+            restarted = False
+            while True:
+                try:
+                    return self._send_file(f, local, remote, size, offset, progress)
+                except ChecksumMismatch:
+                    if not offset or restarted:
+                        raise
+                    # The held part came from another file: start over, once.
+                    offset, restarted = 0, True
+                except OffsetMismatch as exc:
+                    # The partial changed between resume and put: use what is held.
+                    held = exc.details.get("offset")
+                    if restarted or not isinstance(held, int) or held == offset or not 0 <= held <= size:
+                        raise
+                    offset, restarted = held, True
 
     def _send_file(self, f, local: str, remote: str, size: int, offset: int, progress) -> TransferResult:
         hasher = checksums.Hasher()
@@ -299,7 +315,6 @@ class Client:
             if offset:
                 f.seek(0)
                 checksums.hash_file_into(hasher, f, limit=offset)
-            self._send(header)
             fd = f.fileno()
 
             def readinto(view, position):
@@ -308,24 +323,37 @@ class Client:
                     progress(position + n, size)
                 return n
 
-            try:
-                self.wire.send_from(readinto, offset, size - offset, hasher)
-            except ConnectionClosed as exc:
-                self._salvage_reply(exc)
-            except Timeout:
-                self._lost(f"the server accepted nothing for {self.timeout:g} s")
+            self._send(header)
+            with self._raw_transfer():
+                try:
+                    self.wire.send_from(readinto, offset, size - offset, hasher)
+                except ConnectionClosed as exc:
+                    self._salvage_reply(exc)
+                except SourceEnded:
+                    raise SockftpError(f"{local} shrank while being sent", code="local_error") from None
         self._send({"checksum": hasher.value()})
         if progress is not None:
             progress(size, size)
         reply = self._reply()
         return TransferResult(reply.get("path", remote), local, size, size - offset, offset, reply.get("checksum"))
 
-    def _salvage_reply(self, exc: ConnectionClosed):
-        """The server cut an upload short: it may have said why first."""
-        wire = self._wire
+    @contextmanager
+    def _raw_transfer(self):
+        """While raw bytes move, any failure leaves the stream out of step
+        (bytes announced but not sent, or sent but not read): close the
+        connection before passing the failure on, whatever it is, even an
+        exception from a progress callback or Ctrl-C."""
         try:
-            wire.sock.settimeout(2.0)
-            reply = wire.read_header()
+            with self._io():
+                yield
+        except BaseException:
+            self.close()
+            raise
+
+    def _salvage_reply(self, exc: ConnectionClosed) -> NoReturn:
+        """The server cut an upload short: it may have said why first."""
+        try:
+            reply = self.wire.read_header(timeout=2.0)
         except (ConnectionClosed, SockftpError, OSError):
             reply = None
         if reply and reply.get("ok") is False:
@@ -366,13 +394,13 @@ class Client:
             return self._receive_file(remote, local, partial, 0, progress)
 
     def _receive_file(self, remote: str, local: str, partial: str, offset: int, progress) -> TransferResult:
-        reply = self.request({"cmd": "get", "path": remote, "offset": offset})
-        size, count, expected = reply["size"], reply["filesize"], reply.get("checksum")
+        # Everything local that can fail is done before asking: once the
+        # server starts sending, a local failure would leave its bytes unread.
         hasher = checksums.Hasher()
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             if offset:
-                with open(partial, "rb", buffering=0) as held:
+                with open(fd, "rb", buffering=0, closefd=False) as held:
                     checksums.hash_file_into(hasher, held, limit=offset)
             if os.fstat(fd).st_size != offset:
                 # Only when needed: ext4 flushes a file on close once it has
@@ -380,6 +408,13 @@ class Client:
                 # a synchronous write-out.
                 os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
+            try:
+                reply = self.request({"cmd": "get", "path": remote, "offset": offset})
+            except SockftpError:
+                if not offset:
+                    os.unlink(partial)  # ours, and empty: leave nothing behind
+                raise
+            size, count, expected = reply["size"], reply["filesize"], reply.get("checksum")
             done = offset
 
             def write(chunk):
@@ -391,7 +426,7 @@ class Client:
                 if progress is not None:
                     progress(done, size)
 
-            with self._io():
+            with self._raw_transfer():
                 self.wire.receive(count, write, hasher)
         finally:
             os.close(fd)
@@ -417,8 +452,11 @@ class Client:
                 if self._wire is None:
                     self.connect()
                 return attempt()
-            except ConnectionLost:
-                if tries_left <= 0:
+            except SockftpError as exc:
+                # A lost connection, or one the server has just ended (idle
+                # timeout, shutdown): reconnect and resume.
+                lost = isinstance(exc, ConnectionLost) or (exc.code in FATAL_CODES and self._wire is None)
+                if not lost or tries_left <= 0:
                     raise
                 tries_left -= 1
                 time.sleep(delay)

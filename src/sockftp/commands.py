@@ -352,10 +352,14 @@ def put(ctx: Context, req: dict) -> dict:
 def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> dict:
     hasher = checksums.Hasher() if expected is not None else None
     failures: list[SockftpError] = []
+    received = 0
 
     def write(chunk) -> None:
         # A storage failure (disk full) must not desynchronise the stream:
-        # note it, drop the rest of the bytes, and report it afterwards.
+        # note it, drop the rest of the bytes, and report it afterwards; or,
+        # if too much is still to come, report it now and close.
+        nonlocal received
+        received += len(chunk)
         if not failures:
             try:
                 upload.write(chunk)
@@ -364,6 +368,9 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
             except Exception:  # noqa: BLE001 - a bug, but the stream must stay in step
                 log.exception("writing %s failed", ctx.path)
                 failures.append(Internal(f"writing {ctx.path} failed; see the server log"))
+        if failures and count - received > MAX_DRAIN:
+            ctx.close = True
+            raise failures[0]
 
     if hasher is not None and upload.offset:
         try:

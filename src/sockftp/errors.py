@@ -141,8 +141,11 @@ _BY_CODE: dict[str, type[SockftpError]] = {
 def error_from_reply(reply: dict) -> SockftpError:
     """The exception for a failed reply, of the class for its code."""
     code = reply.get("error")
-    message = reply.get("message") if isinstance(reply.get("message"), str) else str(code)
-    details = {k: v for k, v in reply.items() if k not in ("ok", "error", "message")}
+    if not isinstance(code, str):
+        code = "unknown"  # a broken server; still an error, never a crash
+    message = reply.get("message") if isinstance(reply.get("message"), str) else code
+    # "code" and "path" would collide with our own arguments.
+    details = {k: v for k, v in reply.items() if k not in ("ok", "error", "message", "code", "path")}
     cls = _BY_CODE.get(code, SockftpError)
     err = cls(message, code=code if cls is SockftpError else None, **details)
     return err

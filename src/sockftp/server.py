@@ -22,6 +22,7 @@ decides what a session does. Neither knows the other's details.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import socketserver
@@ -122,6 +123,8 @@ class SockftpServer(socketserver.TCPServer):
         self._serving = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._last_accept_warning = 0.0
+        _raise_file_limit(config.max_sessions)
         self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
         family, address = _resolve(config.host, config.port)
         self.address_family = family
@@ -155,7 +158,13 @@ class SockftpServer(socketserver.TCPServer):
             target=self._run_session, args=(request, client_address, record), name=f"session {_peer(client_address)}"
         )
         thread.daemon = True
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            # No thread, no session: give its slot back (socketserver closes
+            # the socket after handle_error).
+            self.sessions.release(record)
+            raise
 
     def _run_session(self, request, client_address, record: SessionRecord) -> None:
         try:
@@ -168,6 +177,20 @@ class SockftpServer(socketserver.TCPServer):
 
     def handle_error(self, request, client_address) -> None:
         log.exception("error accepting %s", _peer(client_address))
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # The connection stays queued and the listener stays readable:
+                # without a pause the accept loop would spin at full CPU.
+                now = time.monotonic()
+                if now - self._last_accept_warning > 10:
+                    self._last_accept_warning = now
+                    log.warning("cannot accept connections: %s; pausing", exc.strerror)
+                time.sleep(0.1)
+            raise
 
     def server_activate(self) -> None:
         # Sessions need far less than the default 8 MiB of stack address space.
@@ -332,6 +355,29 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._send_error(exc):
             self.wire.linger_close()
         return False
+
+
+def _raise_file_limit(max_sessions: int) -> None:
+    """Raise the soft limit on open files as far as allowed: a session uses
+    one descriptor, three while it uploads."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * max_sessions + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            new = soft
+        if new < want:
+            log.warning(
+                "open-file limit %d is low for %d sessions; raise it (ulimit -n) or lower --max-sessions",
+                new,
+                max_sessions,
+            )
 
 
 def _resolve(host: str, port: int):

@@ -31,30 +31,43 @@ class ConnectionClosed(Exception):
     """The peer closed the connection or it broke."""
 
 
+class SourceEnded(Exception):
+    """A file being sent ended before the count announced to the peer."""
+
+
 class BufferPool:
     """Transfer buffers lent to whichever session is moving data.
 
-    Idle sessions hold no buffer, so thousands of them cost little memory,
-    while a transfer reuses a large buffer instead of allocating one per
-    chunk.
+    Idle sessions hold no buffer, so thousands of them cost little memory.
+    At most *large_count* transfers at a time get a large buffer (reused,
+    not allocated per transfer); the others, and transfers too small to
+    need one, get a small buffer of their own. So a crowd of clients that
+    start transfers and then stall pins at most
+    ``large_count * size + sessions * small_size`` bytes, not 4 MiB each.
     """
 
-    def __init__(self, size: int = TRANSFER_BUFFER_SIZE, keep: int = 16):
+    def __init__(self, size: int = TRANSFER_BUFFER_SIZE, large_count: int = 64, small_size: int = 128 * 1024):
         self.size = size
-        self._keep = keep
+        self.small_size = small_size
+        self._large = threading.BoundedSemaphore(large_count)
         self._free: list[bytearray] = []
         self._lock = threading.Lock()
 
-    def take(self) -> bytearray:
+    def take(self, want: int) -> bytearray:
+        """A buffer for a transfer of *want* bytes."""
+        if want <= self.small_size or not self._large.acquire(blocking=False):
+            return bytearray(max(1, min(want, self.small_size)))
         with self._lock:
             if self._free:
                 return self._free.pop()
         return bytearray(self.size)
 
     def give(self, buffer: bytearray) -> None:
+        if len(buffer) != self.size:
+            return
         with self._lock:
-            if len(self._free) < self._keep:
-                self._free.append(buffer)
+            self._free.append(buffer)
+        self._large.release()
 
 
 BUFFERS = BufferPool()
@@ -90,14 +103,17 @@ class Wire:
         """Send one frame, and *payload* raw bytes in the same write."""
         self._sendall(encode_header(header) + payload if payload else encode_header(header))
 
-    def read_header(self) -> dict | None:
+    def read_header(self, timeout: float | None = None) -> dict | None:
         """The next header, or None if the peer closed cleanly between frames.
+
+        *timeout* replaces the idle timeout for this read, if given.
 
         Raises:
             BadFrame, BadJson, BadRequest: from the decoder.
             ConnectionClosed: the peer left in the middle of a header.
             Timeout: the idle or header deadline passed.
         """
+        idle = self.idle_timeout if timeout is None else timeout
         deadline = None
         while True:
             header = self.decoder.next_header()
@@ -106,7 +122,7 @@ class Wire:
             pending = self.decoder.header_pending()
             if pending and deadline is None and self.header_timeout is not None:
                 deadline = time.monotonic() + self.header_timeout
-            wait = self.idle_timeout
+            wait = idle
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -138,11 +154,12 @@ class Wire:
 
     # -- raw bytes in -------------------------------------------------------------
 
-    def receive(self, count: int, write, hasher=None) -> None:
+    def receive(self, count: int, write, hasher=None, pooled: bool = True) -> None:
         """Receive exactly *count* raw bytes, handing each chunk to *write*
         (and first to *hasher*). Bytes already buffered behind the header
         come first. Chunks are views of a reused buffer: *write* must not
-        keep them."""
+        keep them. *pooled* False uses a small private buffer instead of the
+        shared pool's large ones (for bytes that are only thrown away)."""
         head = self.decoder.take_raw(count)
         if head:
             count -= len(head)
@@ -151,7 +168,7 @@ class Wire:
             write(head)
         if not count:
             return
-        buffer = BUFFERS.take()
+        buffer = BUFFERS.take(count) if pooled else bytearray(min(count, 64 * 1024))
         try:
             view = memoryview(buffer)
             self._restore_idle_timeout()
@@ -173,11 +190,12 @@ class Wire:
                     hasher.update(chunk)
                 write(chunk)
         finally:
-            BUFFERS.give(buffer)
+            if pooled:
+                BUFFERS.give(buffer)
 
     def discard(self, count: int) -> None:
         """Read and drop *count* raw bytes."""
-        self.receive(count, _ignore)
+        self.receive(count, _ignore, pooled=False)
 
     # -- raw bytes out ------------------------------------------------------------
 
@@ -196,7 +214,7 @@ class Wire:
 
     def send_from(self, readinto, offset: int, count: int, hasher=None) -> None:
         """Send *count* bytes read by ``readinto(view, position)`` from *offset*."""
-        buffer = BUFFERS.take()
+        buffer = BUFFERS.take(count)
         try:
             view = memoryview(buffer)
             size = len(buffer)
@@ -205,7 +223,9 @@ class Wire:
             while position < end:
                 n = readinto(view[: min(size, end - position)], position)
                 if not n:
-                    raise ConnectionClosed(f"source ended after {position - offset} of {count} bytes")
+                    # The stream promised more bytes than exist: our side's
+                    # fault, and the connection can no longer be used.
+                    raise SourceEnded(f"source ended after {position - offset} of {count} bytes")
                 chunk = view[:n]
                 if hasher is not None:
                     hasher.update(chunk)

@@ -188,22 +188,40 @@ class LocalStorage(Storage):
                 return
             raise Exists("the root already exists")
         if parents:
-            for depth in range(1, len(path)):
-                try:
-                    self.mkdir(path[:depth])
-                except Exists:
-                    pass
+            os.close(self._make_dirs(path))
+            return
         fd = self._parent(path)
         try:
             os.mkdir(path[-1], 0o755, dir_fd=fd)
-        except FileExistsError:
-            if parents and statmod.S_ISDIR(os.stat(path[-1], dir_fd=fd, follow_symlinks=False).st_mode):
-                return
-            raise Exists("already exists: {path}", path=path) from None
         except OSError as exc:
             raise _error(exc, path) from None
         finally:
             os.close(fd)
+
+    def _make_dirs(self, path: RemotePath) -> int:
+        """Walk *path* once, creating what is missing; return its descriptor."""
+        fd = os.dup(self._root_fd)
+        for depth, name in enumerate(path):
+            try:
+                try:
+                    next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # made by someone else meanwhile
+                    next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ENOTDIR:
+                    if _is_link(name, fd):
+                        exc = OSError(errno.ELOOP, "symbolic link")
+                    elif depth == len(path) - 1:
+                        exc = OSError(errno.EEXIST, "exists")  # the target is a file
+                raise _error(exc, path[: depth + 1]) from None
+            finally:
+                os.close(fd)
+            fd = next_fd
+        return fd
 
     def rmdir(self, path: RemotePath) -> None:
         fd = self._parent(path)

@@ -1,0 +1,107 @@
+"""The client library stays in step with the server whatever goes wrong on
+its side: local failures, callbacks that raise, listings left early, and
+connections the server has ended."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import sockftp
+import sockftp.limits
+from sockftp.errors import error_from_reply
+
+MiB = 1024 * 1024
+
+
+def test_get_into_a_missing_local_directory_leaves_the_connection_usable(srv, tmp_path):
+    (srv.anon_dir / "f.bin").write_bytes(os.urandom(3 * MiB))
+    with srv.client() as client:
+        with pytest.raises(FileNotFoundError):
+            client.get("f.bin", str(tmp_path / "no-such-dir" / "f.bin"))
+        assert client.pwd() == "/"
+        assert client.get("f.bin", tmp_path / "ok.bin").size == 3 * MiB
+
+
+def test_a_progress_callback_that_raises_does_not_desynchronise_the_client(srv, tmp_path):
+    data = os.urandom(12 * MiB)
+    (srv.anon_dir / "f.bin").write_bytes(data)
+    source = tmp_path / "up.bin"
+    source.write_bytes(data)
+
+    def explode(done, total):
+        raise KeyboardInterrupt
+
+    with srv.client() as client:
+        with pytest.raises(KeyboardInterrupt):
+            client.get("f.bin", tmp_path / "down.bin", progress=explode)
+        assert client.pwd() == "/"  # a fresh connection, not stale file bytes
+        with pytest.raises(KeyboardInterrupt):
+            client.put(source, "up.bin", progress=explode)
+        assert client.pwd() == "/"
+        assert client.get("f.bin", tmp_path / "down.bin").resumed_from > 0
+        assert client.put(source, "up.bin").resumed_from >= 0
+    assert (tmp_path / "down.bin").read_bytes() == data
+    assert (srv.anon_dir / "up.bin").read_bytes() == data
+
+
+def test_leaving_a_listing_early_keeps_the_connection_in_step(srv):
+    for i in range(1500):
+        (srv.anon_dir / f"f{i:04}").write_bytes(b"")
+    with srv.client() as client:
+        for _entry in client.iter_ls("/"):
+            break
+        assert client.stat("f0001").name == "f0001"
+
+
+def test_a_transfer_retries_after_the_server_timed_the_session_out(server, tmp_path):
+    srv = server(idle_timeout=0.3)
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"after a nap")
+    with srv.client(retries=1) as client:
+        # The server times the session out, says so, and lingers before
+        # closing: the client's next request meets that stale "timeout".
+        time.sleep(0.8)
+        assert client.put(source, "a.txt").size == len(b"after a nap")
+    assert (srv.anon_dir / "a.txt").read_bytes() == b"after a nap"
+
+
+def test_a_file_that_shrinks_while_being_put_is_a_local_error(srv, tmp_path):
+    source = tmp_path / "shrinking.bin"
+    source.write_bytes(os.urandom(16 * MiB))
+
+    def shrink(done, total):
+        os.truncate(source, 1 * MiB)
+
+    with srv.client() as client:
+        with pytest.raises(sockftp.SockftpError) as caught:
+            client.put(source, "shrinking.bin", progress=shrink)
+        assert caught.value.code == "local_error"
+        assert client.pwd() == "/"
+    assert not (srv.anon_dir / "shrinking.bin").exists()
+
+
+def test_a_refused_upload_too_large_to_drain_reports_the_servers_reason(srv, tmp_path):
+    # Past MAX_DRAIN the server answers and closes instead of reading the
+    # bytes; the client must still show why, not just "connection lost".
+    (srv.anon_dir / "target").mkdir()
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as f:
+        f.truncate(sockftp.limits.MAX_DRAIN + 8 * MiB)
+    with srv.client(timeout=30) as client:
+        with pytest.raises(sockftp.IsADirectory):
+            client.put(source, "target", resume=False)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"ok": False, "error": ["not", "a", "string"]},
+        {"ok": False, "error": "not_found", "code": 7, "path": 3, "message": None},
+        {"ok": False},
+    ],
+)
+def test_a_malformed_error_reply_still_becomes_a_sockftp_error(reply):
+    assert isinstance(error_from_reply(reply), sockftp.SockftpError)
