@@ -154,6 +154,15 @@ def hello(ctx: Context, req: dict) -> dict:
     )
 
 
+@command("auth", needs_login=False)
+def auth(ctx: Context, req: dict) -> dict:
+    """Log in. A failure looks the same whether or not the user exists."""
+    name = protocol.string(req, "user")
+    password = protocol.string(req, "password")
+    identity = ctx.session.authenticate(name, password)
+    return protocol.ok(user=identity.name, read_only=not identity.can_write)
+
+
 @command("ping", needs_login=False)
 def ping(ctx: Context, req: dict) -> dict:
     return protocol.ok()

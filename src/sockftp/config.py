@@ -1,7 +1,9 @@
 """Server settings and where the server keeps its data.
 
 The data directory (``--root``) holds the files clients see, each session
-jailed to a subtree of it: ``anonymous/`` is the shared anonymous area.
+jailed to a subtree of it: ``anonymous/`` is the shared anonymous area and
+``users/NAME/`` is the home of user NAME. The server's own state (the
+account database) lives in ``.sockftp/``, a name no client can reach.
 Without ``--root`` it is the platform's per-user data directory, created
 on first start, or ``$SOCKFTP_ROOT`` when set.
 """
@@ -12,6 +14,19 @@ import os
 from dataclasses import dataclass
 
 from . import limits
+
+#: The server's own files inside the data directory.
+STATE_DIR = limits.RESERVED_PREFIX
+USERS_DIR = "users"
+
+
+def users_db(root: str) -> str:
+    return os.path.join(root, STATE_DIR, "users.db")
+
+
+def user_home(name: str) -> tuple[str, ...]:
+    """The storage path of user *name*'s home."""
+    return (USERS_DIR, name)
 
 
 def default_root() -> str:
@@ -36,6 +51,20 @@ class ServerConfig:
     shutdown_grace: float = limits.SHUTDOWN_GRACE
     fsync: bool = False  # fsync each upload before it becomes visible
     sendfile: bool = False  # zero-copy downloads (see Wire.use_sendfile)
+    log_level: str = "info"
+    # -- TLS: both or neither
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # -- bandwidth, bytes per second; None for no limit
+    session_rate: int | None = None  # each session
+    user_rate: int | None = None  # all sessions of one user together
+    # -- brute-force defence
+    login_failure_delay: float = limits.LOGIN_FAILURE_DELAY
+    ban_failures: int = limits.BAN_FAILURES  # failed logins from one address...
+    ban_window: float = limits.BAN_WINDOW  # ...within this many seconds...
+    ban_time: float = limits.BAN_TIME  # ...refuse it for this many seconds
+    # -- audit log: a file, or None for the main log
+    audit_log: str | None = None
 
     def __post_init__(self):
         if not self.root:

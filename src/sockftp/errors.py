@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     # -- access --
     AUTH_REQUIRED = "auth_required"
     AUTH_FAILED = "auth_failed"
+    BANNED = "banned"  # too many failed logins from this address
+    TLS_REQUIRED = "tls_required"  # plaintext sent to a TLS server
     PERMISSION_DENIED = "permission_denied"
     # -- paths and files --
     PATH_REFUSED = "path_refused"  # invalid name, escapes the root, symlink
@@ -57,6 +59,8 @@ FATAL_CODES = frozenset(
         ErrorCode.TIMEOUT,
         ErrorCode.TOO_MANY_SESSIONS,
         ErrorCode.SHUTTING_DOWN,
+        ErrorCode.BANNED,
+        ErrorCode.TLS_REQUIRED,
     }
 )
 
@@ -110,6 +114,8 @@ UnknownCommand = _subclass("UnknownCommand", ErrorCode.UNKNOWN_COMMAND, "No such
 UnsupportedVersion = _subclass("UnsupportedVersion", ErrorCode.UNSUPPORTED_VERSION, "No protocol version in common.")
 AuthRequired = _subclass("AuthRequired", ErrorCode.AUTH_REQUIRED, "Log in first.")
 AuthFailed = _subclass("AuthFailed", ErrorCode.AUTH_FAILED, "Wrong user name or password.")
+Banned = _subclass("Banned", ErrorCode.BANNED, "Too many failed logins from this address.")
+TlsRequired = _subclass("TlsRequired", ErrorCode.TLS_REQUIRED, "This server speaks only TLS.")
 PermissionDenied = _subclass("PermissionDenied", ErrorCode.PERMISSION_DENIED, "Not allowed.")
 PathRefused = _subclass("PathRefused", ErrorCode.PATH_REFUSED, "The path is invalid or leaves the root.")
 NotFound = _subclass("NotFound", ErrorCode.NOT_FOUND, "No such file or directory.")

@@ -82,6 +82,16 @@ MAX_DRAIN = 64 * 1024 * 1024
 #: Seconds a graceful shutdown waits for sessions before closing them.
 SHUTDOWN_GRACE = 5.0
 
+#: Seconds a failed login waits before its answer.
+LOGIN_FAILURE_DELAY = 1.0
+
+#: After BAN_FAILURES failed logins from one address within BAN_WINDOW
+#: seconds, that address is refused for BAN_TIME seconds (vsftpd and
+#: ProFTPD default to similar counts; fail2ban's default ban is 10 minutes).
+BAN_FAILURES = 5
+BAN_WINDOW = 300.0
+BAN_TIME = 900.0
+
 #: Per-thread stack size for session threads. Python's default thread stack
 #: is 8 MiB of address space; sessions need far less.
 SESSION_STACK_SIZE = 512 * 1024

@@ -31,8 +31,10 @@ import time
 from dataclasses import dataclass, field
 
 from . import commands
-from .config import ServerConfig
-from .errors import FATAL_CODES, Internal, ShuttingDown, SockftpError, TooManySessions
+from .accounts import Account, SqliteUserStore, UserStore
+from .auth import Authenticator
+from .config import ServerConfig, user_home, users_db
+from .errors import FATAL_CODES, Banned, Internal, ShuttingDown, SockftpError, TooManySessions
 from .frames import encode_header
 from .limits import LISTEN_BACKLOG, SESSION_STACK_SIZE
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
@@ -115,9 +117,11 @@ class SockftpServer(socketserver.TCPServer):
     request_queue_size = LISTEN_BACKLOG
     allow_reuse_address = True
 
-    def __init__(self, config: ServerConfig, storage: Storage | None = None):
+    def __init__(self, config: ServerConfig, storage: Storage | None = None, users: UserStore | None = None):
         self.config = config
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync)
+        self.users = users or SqliteUserStore(users_db(config.root))
+        self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
         self._serving = threading.Event()
@@ -143,11 +147,18 @@ class SockftpServer(socketserver.TCPServer):
 
     # -- socketserver's template steps ------------------------------------------
 
+    def identity_for(self, account: Account) -> Identity:
+        """The identity of a user who just logged in."""
+        home = user_home(account.name)
+        self.storage.mkdir(home, parents=True)
+        return Identity(account.name, home, can_write=not account.read_only)
+
     def verify_request(self, request, client_address) -> bool:
         try:
+            self.authenticator.bans.check(client_address[0])
             self._admitted[request] = self.sessions.admit(request, client_address[0])
             return True
-        except TooManySessions as exc:
+        except (TooManySessions, Banned) as exc:
             log.warning("refused %s: %s", _peer(client_address), exc.message)
             _refuse(request, exc)
             return False
@@ -234,6 +245,7 @@ class SockftpServer(socketserver.TCPServer):
                 log.warning("stopping: %d sessions did not end", len(self.sessions))
                 return
         self.storage.close()
+        self.users.close()
         log.info("stopped")
 
 
@@ -254,7 +266,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.wire = Wire(self.request, config.idle_timeout, config.header_timeout)
         self.wire.use_sendfile = config.sendfile
-        self.session = Session(self.server.storage, self.peer)
+        self.session = Session(
+            self.server.storage, self.peer, address=self.client_address[0], authenticator=self.server.authenticator
+        )
         if config.anonymous:
             self.session.login(Identity(ANONYMOUS, ANONYMOUS_HOME))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import paths
-from .errors import AuthRequired, PermissionDenied
+from .errors import AuthFailed, AuthRequired, PermissionDenied
 from .paths import RemotePath
 from .storage import Storage
 
@@ -24,6 +24,11 @@ class Identity:
     name: str
     home: RemotePath  # the jail, as a storage path
     can_write: bool = True
+    #: The storage this identity sees (e.g. one that enforces its quota);
+    #: None for the server's storage as it is.
+    storage: Storage | None = None
+    #: Bandwidth shared by all of this identity's sessions, or None.
+    rate_limit: object | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -38,12 +43,21 @@ ANONYMOUS_HOME: RemotePath = ("anonymous",)
 
 @dataclass
 class Session:
-    storage: Storage
+    server_storage: Storage
     peer: str  # "host:port", for logs
+    address: str = ""  # the client's IP address
+    authenticator: object | None = None  # an auth.Authenticator; None: no accounts
     identity: Identity | None = None
     cwd: RemotePath = ()  # relative to the home
     protocol_version: int | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage as the logged-in identity sees it."""
+        if self.identity is not None and self.identity.storage is not None:
+            return self.identity.storage
+        return self.server_storage
 
     @property
     def user(self) -> str:
@@ -53,14 +67,21 @@ class Session:
         self.identity = identity
         self.cwd = ()
 
+    def authenticate(self, name: str, password: str) -> Identity:
+        """Log in with a password. Raises AuthFailed, Banned."""
+        if self.authenticator is None:
+            raise AuthFailed("this server has no user accounts")
+        self.login(self.authenticator.login(self.address, name, password))
+        return self.identity
+
     def require_login(self) -> Identity:
         if self.identity is None:
-            raise AuthRequired("log in first: this server does not allow anonymous access")
+            raise AuthRequired("log in first (the auth command): this server does not allow anonymous access")
         return self.identity
 
     def require_write(self) -> None:
         if not self.require_login().can_write:
-            raise PermissionDenied(f"{self.user} may not change anything here")
+            raise PermissionDenied(f"{self.user} has read-only access")
 
     def resolve(self, raw: str) -> RemotePath:
         """The storage path for client path *raw*, inside the home."""

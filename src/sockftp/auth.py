@@ -1,0 +1,122 @@
+"""Logging in: checking passwords, slowing guessers down, banning addresses.
+
+Shared by every protocol front end. The :class:`Authenticator` turns a user
+name and a password into an :class:`~sockftp.session.Identity`, or refuses
+with the same answer whether the user exists or not, after the same work
+(a full argon2 verification against a dummy hash) and the same delay.
+
+:class:`BanList` counts failures per client address: past
+``ban_failures`` within ``ban_window`` seconds the address is refused for
+``ban_time`` seconds, at connect and at login. Other addresses are not
+affected. Bans live in memory: a restart forgives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from .accounts import UserStore, verify_password
+from .accounts.passwords import hash_password, needs_rehash
+from .config import ServerConfig, user_home
+from .errors import AuthFailed, Banned
+from .session import Identity
+
+log = logging.getLogger("sockftp.auth")
+audit = logging.getLogger("sockftp.audit")
+
+
+class BanList:
+    """Failed logins per address, and the addresses refused because of them."""
+
+    def __init__(self, failures: int, window: float, ban_time: float, clock=time.monotonic):
+        self.failures = failures
+        self.window = window
+        self.ban_time = ban_time
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._recent: dict[str, deque[float]] = {}
+        self._banned_until: dict[str, float] = {}
+
+    def check(self, address: str) -> None:
+        """Raises Banned if *address* is refused now."""
+        with self._lock:
+            until = self._banned_until.get(address)
+            if until is None:
+                return
+            left = until - self._clock()
+            if left <= 0:
+                del self._banned_until[address]
+                return
+        raise Banned(f"too many failed logins from {address}; try again in {left:.0f} s", retry_after=round(left))
+
+    def failed(self, address: str) -> bool:
+        """Count a failed login. True if it got *address* banned."""
+        now = self._clock()
+        with self._lock:
+            recent = self._recent.setdefault(address, deque())
+            recent.append(now)
+            while recent and recent[0] <= now - self.window:
+                recent.popleft()
+            if len(recent) < self.failures:
+                return False
+            del self._recent[address]
+            self._banned_until[address] = now + self.ban_time
+        log.warning("banned %s for %.0f s after %d failed logins", address, self.ban_time, self.failures)
+        return True
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._recent.pop(address, None)
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        # Bound the tables: drop addresses whose failures and bans are over.
+        now = self._clock()
+        with self._lock:
+            for address in [a for a, until in self._banned_until.items() if until <= now]:
+                del self._banned_until[address]
+            for address in [a for a, times in self._recent.items() if not times or times[-1] <= now - self.window]:
+                del self._recent[address]
+
+
+class Authenticator:
+    """Checks logins against a :class:`~sockftp.accounts.UserStore`.
+
+    *make_identity(account)* builds the identity of a logged-in account (the
+    server adds its quota ledger and bandwidth limit there).
+    """
+
+    def __init__(self, users: UserStore, config: ServerConfig, make_identity=None):
+        self.users = users
+        self.delay = config.login_failure_delay
+        self.bans = BanList(config.ban_failures, config.ban_window, config.ban_time)
+        self._make_identity = make_identity or _plain_identity
+
+    def login(self, address: str, name: str, password: str) -> Identity:
+        """The identity for *name*, or AuthFailed after the failure delay.
+
+        Raises Banned if *address* is refused, before any password work.
+        """
+        self.bans.check(address)
+        account = self.users.get(name) if isinstance(name, str) else None
+        ok = verify_password(account.password_hash if account else None, password)
+        if not ok:
+            banned = self.bans.failed(address)
+            audit.info("login-failed user=%r ip=%s banned=%s", name, address, banned)
+            time.sleep(self.delay)
+            if banned:
+                self.bans.check(address)
+            raise AuthFailed("wrong user name or password")
+        self.bans.succeeded(address)
+        if needs_rehash(account.password_hash):
+            # The parameters were raised since this hash was made.
+            self.users.update(account.name, password_hash=hash_password(password))
+        audit.info("login user=%s ip=%s", account.name, address)
+        return self._make_identity(account)
+
+
+def _plain_identity(account) -> Identity:
+    return Identity(account.name, user_home(account.name), can_write=not account.read_only)
