@@ -12,11 +12,11 @@ __version__ = "0.1.0"
 from .errors import (  # noqa: E402 - after __version__, which commands.py imports
     FATAL_CODES,
     AuthFailed,
-    Banned,
     AuthRequired,
     BadFrame,
     BadJson,
     BadRequest,
+    Banned,
     Busy,
     ChecksumMismatch,
     ConnectionLost,

@@ -87,11 +87,21 @@ class Client:
         timeout: float = 60.0,
         retries: int = 0,
         connect: bool = True,
+        user: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        tls_ca: str | None = None,
+        insecure: bool = False,
     ):
         self.host = host
         self.port = port
         self.timeout = timeout
         self.retries = retries
+        self.user = user
+        self.password = password
+        self.tls = tls
+        self.tls_ca = tls_ca
+        self.insecure = insecure
         self.server_info: dict = {}
         self._wire: Wire | None = None
         self._cwd = "/"
@@ -108,8 +118,12 @@ class Client:
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls:
+            sock = self._wrap_tls(sock)
         self._wire = Wire(sock, idle_timeout=self.timeout)
         self.server_info = self.hello()
+        if self.user is not None:
+            self._login()
         if self._cwd != "/":
             try:
                 self.cd(self._cwd)
@@ -118,6 +132,14 @@ class Client:
                     raise
                 self._cwd = "/"  # removed meanwhile, by us or another session
         return self.server_info
+
+    def _wrap_tls(self, sock: socket.socket) -> socket.socket:
+        """TLS over *sock*, verifying the server (see tls, tls_ca, insecure)."""
+        raise NotImplementedError  # TODO(tls)
+
+    def _login(self) -> None:
+        """Log in as self.user with self.password (after hello)."""
+        raise NotImplementedError  # TODO(auth)
 
     def close(self) -> None:
         if self._wire is not None:
