@@ -199,7 +199,7 @@ def server(tmp_path_factory):
 
     def start(**overrides) -> RunningServer:
         root = overrides.pop("root", None) or tmp_path_factory.mktemp("root")
-        config = ServerConfig(root=str(root), port=0, anonymous=True, **{"host": "127.0.0.1", **overrides})
+        config = ServerConfig(root=str(root), port=0, **{"host": "127.0.0.1", "anonymous": True, **overrides})
         srv = SockftpServer(config)
         thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         thread.start()
@@ -384,3 +384,26 @@ def local(tmp_path, monkeypatch) -> Path:
     path.mkdir()
     monkeypatch.chdir(path)
     return path
+
+
+# -- accounts ---------------------------------------------------------------------------
+
+
+def add_user(root, name: str, password: str = "secret", **limits) -> None:
+    """Create account *name* in the server at *root* (limits: quota_bytes,
+    max_files, read_only)."""
+    from sockftp.accounts import Account, SqliteUserStore, hash_password
+    from sockftp.config import users_db
+
+    store = SqliteUserStore(users_db(str(root)))
+    try:
+        store.add(Account(name, hash_password(password), **limits))
+    finally:
+        store.close()
+
+
+def login(running: RunningServer, name: str, password: str = "secret", **kwargs) -> Client:
+    """A client of *running* logged in as *name*."""
+    client = running.client(**kwargs)
+    client.request({"cmd": "auth", "user": name, "password": password})
+    return client

@@ -44,6 +44,7 @@ from .limits import (
     PROTOCOL_VERSIONS,
 )
 from .paths import is_within
+from .quota import QuotaLedger
 from .session import Session
 from .storage import DIRECTORY, FILE, LINK
 from .wire import ConnectionClosed, Wire
@@ -161,6 +162,23 @@ def auth(ctx: Context, req: dict) -> dict:
     password = protocol.string(req, "password")
     identity = ctx.session.authenticate(name, password)
     return protocol.ok(user=identity.name, read_only=not identity.can_write)
+
+
+@command("quota")
+def quota(ctx: Context, req: dict) -> dict:
+    """Usage and limits of the logged-in user."""
+    return protocol.ok(**_ledger(ctx).to_wire())
+
+
+COMMANDS["df"] = COMMANDS["quota"]  # the name Unix users reach for
+
+
+def _ledger(ctx: Context):
+    ledger = getattr(ctx.session.storage, "ledger", None)
+    if ledger is None:  # a storage without accounting: measure it now
+        usage = ctx.session.storage.usage(ctx.session.identity.home)
+        return QuotaLedger(ctx.session.user, usage.bytes, usage.files)
+    return ledger
 
 
 @command("ping", needs_login=False)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from . import commands
 from .accounts import Account, SqliteUserStore, UserStore
 from .auth import Authenticator
+from .quota import QuotaRegistry, QuotaStorage
 from .config import ServerConfig, user_home, users_db
 from .errors import FATAL_CODES, Banned, Internal, ShuttingDown, SockftpError, TooManySessions
 from .frames import encode_header
@@ -122,6 +123,7 @@ class SockftpServer(socketserver.TCPServer):
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync)
         self.users = users or SqliteUserStore(users_db(config.root))
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
+        self.quotas = QuotaRegistry(self.storage)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
         self._serving = threading.Event()
@@ -148,10 +150,17 @@ class SockftpServer(socketserver.TCPServer):
     # -- socketserver's template steps ------------------------------------------
 
     def identity_for(self, account: Account) -> Identity:
-        """The identity of a user who just logged in."""
+        """The identity of a user who just logged in: their home, created if
+        missing, seen through their quota."""
         home = user_home(account.name)
         self.storage.mkdir(home, parents=True)
-        return Identity(account.name, home, can_write=not account.read_only)
+        ledger = self.quotas.ledger(account.name, home, account.quota_bytes, account.max_files)
+        return Identity(account.name, home, can_write=not account.read_only, storage=QuotaStorage(self.storage, ledger))
+
+    def anonymous_identity(self) -> Identity:
+        """The shared identity of sessions that never log in (--anonymous)."""
+        ledger = self.quotas.ledger(ANONYMOUS, ANONYMOUS_HOME)
+        return Identity(ANONYMOUS, ANONYMOUS_HOME, storage=QuotaStorage(self.storage, ledger))
 
     def verify_request(self, request, client_address) -> bool:
         try:
@@ -270,7 +279,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.storage, self.peer, address=self.client_address[0], authenticator=self.server.authenticator
         )
         if config.anonymous:
-            self.session.login(Identity(ANONYMOUS, ANONYMOUS_HOME))
+            self.session.login(self.server.anonymous_identity())
 
     def handle(self) -> None:
         log.info("%s session start", self.peer)

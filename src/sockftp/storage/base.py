@@ -27,6 +27,15 @@ OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """What a subtree holds: bytes (partial uploads included) and files
+    (complete ones only)."""
+
+    bytes: int = 0
+    files: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One file or directory as listings and ``stat`` show it."""
 
@@ -78,6 +87,8 @@ class Upload(ABC):
     path: RemotePath
     size: int
     offset: int
+    #: Bytes an earlier partial held beyond ``offset``, dropped on opening.
+    dropped: int = 0
 
     @abstractmethod
     def hash_existing(self, hasher) -> None:
@@ -121,8 +132,11 @@ class Storage(ABC):
         """Raises Exists (unless *parents* and it is a directory), NotFound."""
 
     @abstractmethod
-    def rmdir(self, path: RemotePath) -> None:
-        """Remove an empty directory. Raises NotEmpty, NotADirectory."""
+    def rmdir(self, path: RemotePath) -> int:
+        """Remove an empty directory. Raises NotEmpty, NotADirectory.
+
+        Returns the bytes freed: abandoned partial uploads inside it, which
+        clients cannot see, go with it."""
 
     @abstractmethod
     def remove(self, path: RemotePath) -> None:
@@ -157,6 +171,10 @@ class Storage(ABC):
     @abstractmethod
     def checksum(self, path: RemotePath) -> str:
         """The checksum of a stored file."""
+
+    @abstractmethod
+    def usage(self, path: RemotePath) -> Usage:
+        """What the subtree at *path* holds (nothing if it does not exist)."""
 
     def close(self) -> None:
         """Release what the backend holds open."""

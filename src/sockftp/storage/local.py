@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..limits import RESERVED_PREFIX
 from ..paths import RemotePath
-from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload
+from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,36 @@ class LocalStorage(Storage):
         with self.open_read(path) as download:
             return download.checksum()
 
+    def usage(self, path: RemotePath) -> Usage:
+        try:
+            top = self._open_dir(path)
+        except (NotFound, NotADirectory):
+            return Usage()
+        total = files = 0
+        pending = [top]
+        try:
+            while pending:
+                fd = pending.pop()
+                try:
+                    with os.scandir(fd) as entries:
+                        for item in entries:
+                            st = item.stat(follow_symlinks=False)
+                            if statmod.S_ISREG(st.st_mode):
+                                total += st.st_size
+                                files += not item.name.startswith(RESERVED_PREFIX)
+                            elif statmod.S_ISDIR(st.st_mode):
+                                try:
+                                    pending.append(os.open(item.name, _DIR_FLAGS, dir_fd=fd))
+                                except OSError:
+                                    pass  # removed meanwhile
+                finally:
+                    os.close(fd)
+        except BaseException:
+            for fd in pending:
+                os.close(fd)
+            raise
+        return Usage(total, files)
+
     # -- directories ----------------------------------------------------------
 
     def mkdir(self, path: RemotePath, parents: bool = False) -> None:
@@ -223,31 +253,38 @@ class LocalStorage(Storage):
             fd = next_fd
         return fd
 
-    def rmdir(self, path: RemotePath) -> None:
+    def rmdir(self, path: RemotePath) -> int:
         fd = self._parent(path)
+        freed = 0
         try:
             try:
                 os.rmdir(path[-1], dir_fd=fd)
             except OSError as exc:
-                if exc.errno != errno.ENOTEMPTY or not self._drop_partials(fd, path):
+                if exc.errno != errno.ENOTEMPTY:
+                    raise
+                freed = self._drop_partials(fd, path)
+                if freed is None:
                     raise
                 os.rmdir(path[-1], dir_fd=fd)
         except OSError as exc:
             raise _error(exc, path) from None
         finally:
             os.close(fd)
+        return freed
 
-    def _drop_partials(self, parent_fd: int, path: RemotePath) -> bool:
+    def _drop_partials(self, parent_fd: int, path: RemotePath) -> int | None:
         """Remove the partial uploads in a directory that holds nothing else.
 
         A directory the client sees as empty must be removable even if an
-        abandoned upload left a partial in it. True if anything was removed.
+        abandoned upload left a partial in it. Returns the bytes freed, or
+        None if the directory holds anything else.
         """
         fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent_fd)
         try:
             names = os.listdir(fd)
             if not names or any(not n.startswith(PARTIAL_PREFIX) for n in names):
-                return False
+                return None
+            freed = 0
             for name in names:
                 partial_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 try:
@@ -255,12 +292,13 @@ class LocalStorage(Storage):
                     # Unlink while holding the lock, so no upload takes it
                     # over in between (uploads check the name after locking).
                     fcntl.flock(partial_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    freed += os.fstat(partial_fd).st_size
                     os.unlink(name, dir_fd=fd)
                 except BlockingIOError:
                     raise Busy("an upload into {path} is under way", path=path) from None
                 finally:
                     os.close(partial_fd)
-            return True
+            return freed
         finally:
             os.close(fd)
 
@@ -393,7 +431,9 @@ class LocalStorage(Storage):
             os.close(partial_fd)
             os.close(parent_fd)
             raise
-        return LocalUpload(self, path, size, offset, parent_fd, partial_fd)
+        upload = LocalUpload(self, path, size, offset, parent_fd, partial_fd)
+        upload.dropped = max(0, held - offset)
+        return upload
 
     def _lock_partial(self, parent_fd: int, path: RemotePath) -> int:
         """Open and lock the partial of *path*, making sure the lock is on

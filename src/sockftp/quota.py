@@ -1,0 +1,265 @@
+"""Per-user quotas: bytes and files, enforced when an upload is announced.
+
+A :class:`QuotaLedger` holds one user's usage (what their home holds on
+disk, partial uploads included) and reservations (bytes announced by
+uploads under way and not yet written). :class:`QuotaStorage` wraps the
+storage a user sees and keeps the ledger right on every change, so every
+front end gets quotas for free.
+
+The rules, all under the ledger's lock, so N parallel uploads that together
+exceed the quota cannot all pass:
+
+* An upload reserves ``size - offset`` bytes when it starts, and one file if
+  its name is new. It passes if usage + reservations + this, minus the size
+  of the file it replaces, fit the limits: replacing a file at the quota's
+  edge with one of the same size is allowed.
+* Written bytes move from the reservation to usage as they land, so an
+  upload cut short leaves usage equal to what its partial holds, ready to
+  resume; the rest of its reservation is released.
+* On commit the replaced file's bytes leave usage; a discarded upload's
+  partial leaves usage; deletes and renames over files adjust it too.
+
+Usage is never stored: it is measured from the storage when a user first
+logs in after a start, so it is right after restarts and crashes, and kept
+exact in memory from then on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import NotFound, QuotaExceeded
+from .paths import RemotePath
+from .storage import FILE, Download, Entry, Storage, Upload, Usage
+
+
+def human(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class QuotaLedger:
+    """One user's usage, reservations and limits (None: no limit)."""
+
+    name: str
+    used_bytes: int
+    used_files: int
+    quota_bytes: int | None = None
+    max_files: int | None = None
+    reserved_bytes: int = 0
+    reserved_files: int = 0
+
+    def __post_init__(self):
+        self.lock = threading.Lock()
+
+    def reserve(self, size: int, new_file: bool, replaces: int = 0) -> None:
+        """Reserve room for an upload of *size* more bytes. Raises QuotaExceeded."""
+        files = 1 if new_file else 0
+        with self.lock:
+            if self.quota_bytes is not None:
+                after = self.used_bytes + self.reserved_bytes + size - replaces
+                if after > self.quota_bytes:
+                    free = max(0, self.quota_bytes - self.used_bytes - self.reserved_bytes)
+                    raise QuotaExceeded(
+                        f"quota of {human(self.quota_bytes)} exceeded: {human(size)} announced, "
+                        f"{human(free)} free",
+                        quota_bytes=self.quota_bytes,
+                        used_bytes=self.used_bytes,
+                    )
+            if self.max_files is not None and files:
+                if self.used_files + self.reserved_files + files > self.max_files:
+                    raise QuotaExceeded(
+                        f"file limit of {self.max_files} reached", max_files=self.max_files, used_files=self.used_files
+                    )
+            self.reserved_bytes += size
+            self.reserved_files += files
+
+    def wrote(self, count: int) -> None:
+        """*count* reserved bytes were written: they are usage now."""
+        with self.lock:
+            self.reserved_bytes -= count
+            self.used_bytes += count
+
+    def release(self, size: int, new_file: bool) -> None:
+        """Give back what a finished or failed upload did not use."""
+        with self.lock:
+            self.reserved_bytes -= size
+            self.reserved_files -= 1 if new_file else 0
+
+    def adjust(self, bytes_delta: int, files_delta: int = 0) -> None:
+        with self.lock:
+            self.used_bytes += bytes_delta
+            self.used_files += files_delta
+
+    def to_wire(self) -> dict:
+        with self.lock:
+            return {
+                "user": self.name,
+                "used_bytes": self.used_bytes,
+                "used_files": self.used_files,
+                "reserved_bytes": self.reserved_bytes,
+                "quota_bytes": self.quota_bytes,
+                "max_files": self.max_files,
+            }
+
+
+class QuotaRegistry:
+    """The ledgers of the users who logged in since the server started."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._ledgers: dict[str, QuotaLedger] = {}
+        self._lock = threading.Lock()
+
+    def ledger(self, name: str, home: RemotePath, quota_bytes=None, max_files=None) -> QuotaLedger:
+        """The ledger of *name*, measured from *home* on first use. Its
+        limits are refreshed from the account at every login."""
+        with self._lock:
+            ledger = self._ledgers.get(name)
+            if ledger is None:
+                usage = self.storage.usage(home)
+                ledger = self._ledgers[name] = QuotaLedger(name, usage.bytes, usage.files)
+            ledger.quota_bytes = quota_bytes
+            ledger.max_files = max_files
+            return ledger
+
+
+class QuotaStorage(Storage):
+    """*inner*, with every change accounted in *ledger*."""
+
+    def __init__(self, inner: Storage, ledger: QuotaLedger):
+        self.inner = inner
+        self.ledger = ledger
+
+    # -- reading: as it is --------------------------------------------------------
+
+    def stat(self, path: RemotePath) -> Entry:
+        return self.inner.stat(path)
+
+    def list(self, path: RemotePath) -> Iterator[Entry]:
+        return self.inner.list(path)
+
+    def open_read(self, path: RemotePath) -> Download:
+        return self.inner.open_read(path)
+
+    def partial_size(self, path: RemotePath, size: int) -> int:
+        return self.inner.partial_size(path, size)
+
+    def checksum(self, path: RemotePath) -> str:
+        return self.inner.checksum(path)
+
+    def usage(self, path: RemotePath) -> Usage:
+        return self.inner.usage(path)
+
+    def mkdir(self, path: RemotePath, parents: bool = False) -> None:
+        self.inner.mkdir(path, parents)
+
+    # -- changes: accounted ------------------------------------------------------------
+
+    def _file_size(self, path: RemotePath) -> int | None:
+        try:
+            entry = self.inner.stat(path)
+        except NotFound:
+            return None
+        return entry.size if entry.type == FILE else None
+
+    def rmdir(self, path: RemotePath) -> int:
+        freed = self.inner.rmdir(path)
+        self.ledger.adjust(-freed)
+        return freed
+
+    def remove(self, path: RemotePath) -> None:
+        size = self._file_size(path)
+        self.inner.remove(path)
+        if size is not None:
+            self.ledger.adjust(-size, -1)
+
+    def rename(self, source: RemotePath, target: RemotePath) -> None:
+        replaced = self._file_size(target) if source != target else None
+        self.inner.rename(source, target)
+        if replaced is not None:
+            self.ledger.adjust(-replaced, -1)
+
+    def open_upload(self, path: RemotePath, size: int, offset: int = 0) -> Upload:
+        replaces = self._file_size(path)
+        self.ledger.reserve(size - offset, new_file=replaces is None, replaces=replaces or 0)
+        try:
+            upload = self.inner.open_upload(path, size, offset)
+        except BaseException:
+            self.ledger.release(size - offset, new_file=replaces is None)
+            raise
+        self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
+        return QuotaUpload(upload, self.ledger, replaces is None, self.inner)
+
+    def close(self) -> None:
+        pass  # the inner storage belongs to the server
+
+
+class QuotaUpload(Upload):
+    def __init__(self, inner: Upload, ledger: QuotaLedger, new_file: bool, storage: Storage):
+        self.inner = inner
+        self.storage = storage
+        self.ledger = ledger
+        self.new_file = new_file
+        self.path = inner.path
+        self.size = inner.size
+        self._reserved = inner.size - inner.offset
+        self._open = True
+
+    @property
+    def offset(self) -> int:
+        return self.inner.offset
+
+    def hash_existing(self, hasher) -> None:
+        self.inner.hash_existing(hasher)
+
+    def write(self, data) -> None:
+        before = self.inner.offset
+        try:
+            self.inner.write(data)
+        finally:
+            written = self.inner.offset - before
+            self._reserved -= written
+            self.ledger.wrote(written)
+
+    def commit(self, checksum: str | None) -> None:
+        try:
+            # Measured now, not when the upload began: the file may have been
+            # replaced or removed meanwhile. (Uploads of one name are
+            # serialised by the partial's lock.)
+            try:
+                entry = self.storage.stat(self.path)
+                replaced = entry.size if entry.type == FILE else None
+            except NotFound:
+                replaced = None
+            self.inner.commit(checksum)
+        finally:
+            self._finish()
+        # The file that was there (if any) is gone; a new name is one more file.
+        self.ledger.adjust(-(replaced or 0), 0 if replaced is not None else 1)
+
+    def keep(self) -> None:
+        try:
+            self.inner.keep()
+        finally:
+            self._finish()
+
+    def discard(self) -> None:
+        held = self.inner.offset
+        try:
+            self.inner.discard()
+        finally:
+            self._finish()
+        self.ledger.adjust(-held)
+
+    def _finish(self) -> None:
+        if self._open:
+            self._open = False
+            self.ledger.release(self._reserved, self.new_file)
+            self._reserved = 0

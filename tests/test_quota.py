@@ -1,0 +1,163 @@
+"""Quotas: enforced when an upload is announced, exact under races, right
+after deletes, renames, aborted uploads and restarts."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from conftest import add_user, encode_frame, login, recv_frame, wait_until
+
+import sockftp
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def usage(client) -> dict:
+    return client.request({"cmd": "quota"})
+
+
+def on_disk(home) -> tuple[int, int]:
+    """Bytes (partials included) and complete files under *home*."""
+    total = files = 0
+    for root, _dirs, names in os.walk(home):
+        for name in names:
+            total += os.path.getsize(os.path.join(root, name))
+            files += not name.startswith(".sockftp")
+    return total, files
+
+
+@pytest.fixture
+def quota_server(server, tmp_path):
+    def start(**limits):
+        srv = server(anonymous=False, login_failure_delay=0.01)
+        add_user(srv.root, "alice", **limits)
+        return srv
+
+    return start
+
+
+def test_an_upload_past_the_quota_is_refused_before_anything_is_stored(quota_server, files):
+    srv = quota_server(quota_bytes=100 * KiB)
+    client = login(srv, "alice")
+    client.put(files("a.bin", os.urandom(60 * KiB)), "a.bin")
+    with pytest.raises(sockftp.QuotaExceeded):
+        client.put(files("b.bin", os.urandom(60 * KiB)), "b.bin")
+    assert not (srv.root / "users" / "alice" / "b.bin").exists()
+    assert usage(client)["used_bytes"] == 60 * KiB
+    assert client.pwd() == "/"  # the refused bytes were drained: still in step
+
+
+def test_twenty_parallel_uploads_at_the_quotas_edge_never_pass_it(quota_server, files):
+    size = 50 * KiB
+    srv = quota_server(quota_bytes=7 * size + size // 2)  # room for 7 of 20
+    clients = [login(srv, "alice") for _ in range(20)]
+    sources = [files(f"s{i}.bin", os.urandom(size)) for i in range(20)]
+    results: list = [None] * 20
+    start = threading.Barrier(20)
+
+    def upload(i):
+        start.wait()
+        try:
+            clients[i].put(sources[i], f"f{i}.bin")
+            results[i] = "ok"
+        except sockftp.QuotaExceeded:
+            results[i] = "quota"
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results.count("ok") == 7 and results.count("quota") == 13
+    reply = usage(clients[0])
+    home = srv.root / "users" / "alice"
+    assert reply["used_bytes"] == on_disk(home)[0] == 7 * size <= reply["quota_bytes"]
+    assert reply["used_files"] == 7 and reply["reserved_bytes"] == 0
+
+
+def test_replacing_a_file_at_the_quotas_edge_is_allowed(quota_server, files):
+    srv = quota_server(quota_bytes=100 * KiB)
+    client = login(srv, "alice")
+    client.put(files("a.bin", os.urandom(100 * KiB)), "a.bin")
+    client.put(files("b.bin", os.urandom(100 * KiB)), "a.bin")
+    reply = usage(client)
+    assert (reply["used_bytes"], reply["used_files"]) == (100 * KiB, 1)
+
+
+def test_the_file_limit_counts_new_names_only(quota_server, files):
+    srv = quota_server(max_files=2)
+    client = login(srv, "alice")
+    source = files("x", b"x")
+    client.put(source, "one")
+    client.put(source, "two")
+    client.put(source, "two")  # a replacement is not a new file
+    with pytest.raises(sockftp.QuotaExceeded):
+        client.put(source, "three")
+    client.rm("one")
+    client.put(source, "three")
+    assert usage(client)["used_files"] == 2
+
+
+def test_deletes_renames_and_rmdir_keep_usage_exact(quota_server, files):
+    srv = quota_server(quota_bytes=10 * MiB)
+    client = login(srv, "alice")
+    client.mkdir("d")
+    client.put(files("a", os.urandom(3000)), "d/a")
+    client.put(files("b", os.urandom(5000)), "b")
+    client.mv("b", "d/a")  # replaces a: 3000 bytes and a file gone
+    assert (usage(client)["used_bytes"], usage(client)["used_files"]) == (5000, 1)
+    client.rm("d/a")
+    client.rmdir("d")
+    assert (usage(client)["used_bytes"], usage(client)["used_files"]) == (0, 0)
+
+
+def test_an_aborted_upload_counts_what_it_left_and_resumes_within_the_quota(quota_server, files):
+    srv = quota_server(quota_bytes=4 * MiB)
+    data = os.urandom(3 * MiB)
+    client = login(srv, "alice")
+    # A raw session uploads half the file, then dies.
+    sock = srv.raw()
+    sock.sendall(encode_frame({"cmd": "auth", "user": "alice", "password": "secret"}))
+    assert recv_frame(sock)["ok"]
+    header = {"cmd": "put", "path": "big.bin", "size": len(data), "checksum": "trailer"}
+    sock.sendall(encode_frame(header) + data[: len(data) // 2])
+    wait_until(lambda: usage(client)["used_bytes"] >= len(data) // 2, what="half the upload accounted")
+    sock.close()
+    wait_until(lambda: usage(client)["reserved_bytes"] == 0, what="the reservation released")
+    home = srv.root / "users" / "alice"
+    assert usage(client)["used_bytes"] == on_disk(home)[0] == len(data) // 2
+    result = client.put(files("big.bin", data), "big.bin")
+    assert result.resumed_from == len(data) // 2
+    reply = usage(client)
+    assert (reply["used_bytes"], reply["used_files"]) == (len(data), 1) == on_disk(home)
+
+
+def test_usage_is_right_after_a_restart(server, files):
+    srv = server(anonymous=False)
+    add_user(srv.root, "alice", quota_bytes=1 * MiB)
+    client = login(srv, "alice")
+    client.put(files("a", os.urandom(300 * KiB)), "a")
+    client.put(files("b", os.urandom(200 * KiB)), "b")
+    client.rm("a")
+    client.close()
+    srv.stop()
+
+    again = server(root=srv.root, anonymous=False)
+    client = login(again, "alice")
+    reply = usage(client)
+    assert (reply["used_bytes"], reply["used_files"]) == (200 * KiB, 1)
+    with pytest.raises(sockftp.QuotaExceeded):
+        client.put(files("c", os.urandom(900 * KiB)), "c")
+
+
+def test_quota_and_df_answer_the_same(quota_server):
+    srv = quota_server(quota_bytes=5 * MiB, max_files=10)
+    client = login(srv, "alice")
+    quota, df = usage(client), client.request({"cmd": "df"})
+    assert quota == df
+    assert (quota["quota_bytes"], quota["max_files"], quota["user"]) == (5 * MiB, 10, "alice")
+
+
