@@ -161,3 +161,15 @@ def test_quota_and_df_answer_the_same(quota_server):
     assert (quota["quota_bytes"], quota["max_files"], quota["user"]) == (5 * MiB, 10, "alice")
 
 
+def test_usage_is_measured_again_when_the_user_comes_back(quota_server, files):
+    # Files removed behind the server's back (an admin, a re-created
+    # account) must not stay counted once the user's sessions have ended.
+    srv = quota_server(quota_bytes=1 * MiB)
+    client = login(srv, "alice")
+    client.put(files("a", os.urandom(600 * KiB)), "a")
+    client.quit()
+    srv.wait_idle()
+    (srv.root / "users" / "alice" / "a").unlink()
+    client = login(srv, "alice")
+    assert usage(client)["used_bytes"] == 0
+    client.put(files("b", os.urandom(600 * KiB)), "b")

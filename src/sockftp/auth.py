@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 
+from . import audit
 from .accounts import UserStore, verify_password
 from .accounts.passwords import hash_password, needs_rehash
 from .config import ServerConfig, user_home
@@ -25,7 +26,6 @@ from .errors import AuthFailed, Banned
 from .session import Identity
 
 log = logging.getLogger("sockftp.auth")
-audit = logging.getLogger("sockftp.audit")
 
 
 class BanList:
@@ -100,12 +100,16 @@ class Authenticator:
 
         Raises Banned if *address* is refused, before any password work.
         """
-        self.bans.check(address)
+        try:
+            self.bans.check(address)
+        except Banned:
+            audit.login_failed(name, address, Banned.code, banned=True)
+            raise
         account = self.users.get(name) if isinstance(name, str) else None
         ok = verify_password(account.password_hash if account else None, password)
         if not ok:
             banned = self.bans.failed(address)
-            audit.info("login-failed user=%r ip=%s banned=%s", name, address, banned)
+            audit.login_failed(name, address, AuthFailed.code, banned=banned)
             time.sleep(self.delay)
             if banned:
                 self.bans.check(address)
@@ -114,7 +118,7 @@ class Authenticator:
         if needs_rehash(account.password_hash):
             # The parameters were raised since this hash was made.
             self.users.update(account.name, password_hash=hash_password(password))
-        audit.info("login user=%s ip=%s", account.name, address)
+        audit.login(account.name, address)
         return self._make_identity(account)
 
 

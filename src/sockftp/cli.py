@@ -16,6 +16,7 @@ import os
 import posixpath
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ import time
 import click
 
 from . import __version__, limits
-from .config import ServerConfig, default_root
+from .config import MAX_SIZE, default_root, parse_size
 from .errors import ConnectionLost, NotADirectory, NotFound, SockftpError, Timeout
 from .progress import TransferDisplay, bars_wanted, describe_transfer, human_size
 from .storage.base import DIRECTORY, FILE, LINK, Entry
@@ -44,6 +45,14 @@ def main() -> None:
 
 
 @main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file of settings, keys named like these options (max_sessions = 100). "
+    "Options given here override it. See docs/CONFIG.md.",
+)
 @click.option("--host", default=limits.DEFAULT_HOST, show_default=True, help="Address to listen on (IPv4 or IPv6).")
 @click.option(
     "--port",
@@ -58,7 +67,11 @@ def main() -> None:
     default=None,
     help="Data directory (created if missing). Default: $SOCKFTP_ROOT or the per-user data directory.",
 )
-@click.option("--anonymous", is_flag=True, help="Let clients that never log in read and write ROOT/anonymous.")
+@click.option(
+    "--anonymous/--no-anonymous",
+    default=False,
+    help="Let clients that never log in read and write ROOT/anonymous.  [default: no]",
+)
 @click.option("--max-sessions", default=limits.MAX_SESSIONS, show_default=True, type=click.IntRange(1))
 @click.option("--max-sessions-per-ip", default=limits.MAX_SESSIONS_PER_IP, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -82,51 +95,114 @@ def main() -> None:
     type=click.FloatRange(min=0),
     help="Seconds running transfers get to finish on SIGTERM/SIGINT.",
 )
-@click.option("--fsync", is_flag=True, help="fsync every upload before it becomes visible (durable, slower).")
-@click.option("--sendfile", is_flag=True, help="Send downloads with sendfile() instead of a buffered copy loop.")
+@click.option(
+    "--fsync/--no-fsync",
+    default=False,
+    help="fsync every upload before it becomes visible (durable, slower).  [default: no]",
+)
+@click.option(
+    "--sendfile/--no-sendfile",
+    default=False,
+    help="Send downloads with sendfile() instead of a buffered copy loop.  [default: no]",
+)
 @click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def serve(
-    host,
-    port,
-    root,
-    anonymous,
-    max_sessions,
-    max_sessions_per_ip,
-    idle_timeout,
-    header_timeout,
-    shutdown_grace,
-    fsync,
-    sendfile,
-    log_level,
-) -> None:
-    """Run a server until SIGINT or SIGTERM."""
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Serve TLS with this certificate (PEM, chain after it); needs --tls-key.  [default: no TLS]",
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="The private key (PEM) of --tls-cert.")
+@click.option(
+    "--session-rate",
+    metavar="SIZE",
+    default=None,
+    help="Bandwidth of each session, bytes per second: 500K, 10M, 1.5G; 0 for no limit.  [default: no limit]",
+)
+@click.option(
+    "--user-rate",
+    metavar="SIZE",
+    default=None,
+    help="Bandwidth of all of one user's sessions together, as --session-rate.  [default: no limit]",
+)
+@click.option(
+    "--login-failure-delay",
+    default=limits.LOGIN_FAILURE_DELAY,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a failed login waits before its answer.",
+)
+@click.option(
+    "--ban-failures",
+    default=limits.BAN_FAILURES,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Ban an address after this many failed logins...",
+)
+@click.option(
+    "--ban-window",
+    default=limits.BAN_WINDOW,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="...within this many seconds...",
+)
+@click.option(
+    "--ban-time",
+    default=limits.BAN_TIME,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="...for this many seconds.",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the audit log (logins, transfers, deletions, renames) to this file.  [default: the main log]",
+)
+def serve(config_file, **settings) -> None:
+    """Run a server until SIGINT or SIGTERM.
+
+    Settings come from the defaults, then the --config file, then the
+    options given here.
+    """
+    import shlex
+
+    from . import audit
+    from .config import ConfigError, load_config
     from .server import SockftpServer
+    from .tls import TlsSetupError
+
+    ctx = click.get_current_context()
+    given = {
+        name: value
+        for name, value in settings.items()
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    try:
+        config = load_config(config_file, given)
+    except ConfigError as exc:
+        if exc.option:  # a bad value on the command line
+            raise click.UsageError(str(exc), ctx) from None
+        raise click.ClickException(str(exc)) from None
 
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    config = ServerConfig(
-        root=root or default_root(),
-        host=host,
-        port=port,
-        anonymous=anonymous,
-        max_sessions=max_sessions,
-        max_sessions_per_ip=max_sessions_per_ip,
-        idle_timeout=idle_timeout,
-        header_timeout=header_timeout,
-        shutdown_grace=shutdown_grace,
-        fsync=fsync,
-        sendfile=sendfile,
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        server = SockftpServer(config)
+        audit.configure(config.audit_log)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot open audit log {config.audit_log}: {exc.strerror or exc}") from None
+    try:
+        server = SockftpServer(config)
+    except TlsSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
 
     def on_signal(signum, _frame):
         logging.getLogger("sockftp").info("received %s, shutting down", signal.Signals(signum).name)
@@ -138,13 +214,20 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
 
     click.echo(f"sockftp {__version__}: data directory {config.root}")
-    if anonymous:
-        click.echo(f"anonymous access is on: clients share {config.root}/anonymous")
+    users = server.users.count()
+    accounts = f"{users} user{'' if users == 1 else 's'}"
+    if config.anonymous:
+        also = f"; {accounts} can log in" if users else ""
+        click.echo(f"anonymous access is on: clients share {config.root}/anonymous{also}")
+    elif users:
+        click.echo(f"{accounts}; clients must log in (anonymous access is off)")
     else:
         click.echo(
-            "anonymous access is off and no accounts exist yet: clients can only ping.\n"
-            "Restart with --anonymous to share ROOT/anonymous with every client."
+            f"no users yet: add one with  sockftp user add NAME --root {shlex.quote(config.root)}"
+            f"  (or restart with --anonymous to share {config.root}/anonymous)"
         )
+    if config.audit_log:
+        click.echo(f"audit log: {config.audit_log}")
     click.echo(f"sockftp listening on {server.display_address}", nl=True)
     sys.stdout.flush()
     server.serve_forever()
@@ -181,7 +264,7 @@ def error_message(exc: BaseException) -> str:
 
 
 def exit_status(exc: BaseException) -> int:
-    if isinstance(exc, (ConnectionLost, Timeout)):
+    if isinstance(exc, (ConnectionLost, Timeout, ssl.SSLError)):  # SSLError is an OSError, but not a local one
         return EXIT_CONNECTION
     if isinstance(exc, OSError) or getattr(exc, "code", None) == "local_error":
         return EXIT_LOCAL
@@ -192,25 +275,69 @@ def exit_status(exc: BaseException) -> int:
 
 
 class ServerAddress:
-    """Where the client commands connect, from --host, --port and --timeout."""
+    """Where and how the client commands connect: --host, --port, --timeout,
+    --user (with the password from ``SOCKFTP_PASSWORD`` or a prompt), --tls,
+    --tls-ca and --insecure."""
 
-    def __init__(self, host: str, port: int, timeout: float):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        user: str | None = None,
+        tls: bool = False,
+        tls_ca: str | None = None,
+        insecure: bool = False,
+    ):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.user = user
+        self.tls = tls or tls_ca is not None or insecure  # either one means TLS
+        self.tls_ca = tls_ca
+        self.insecure = insecure
+        self._password: str | None = None
+
+    def password(self) -> str | None:
+        """The password of --user (asked for at most once), or None without --user."""
+        if self.user is not None and self._password is None:
+            self._password = read_password(self.user, f"{self.host}:{self.port}")
+        return self._password
 
     def connect(self):
         # Imported here: the client library is not needed for --help or serve.
         from .client import Client
 
-        return Client(self.host, self.port, timeout=self.timeout, retries=TRANSFER_RETRIES)
+        return Client(
+            self.host,
+            self.port,
+            timeout=self.timeout,
+            retries=TRANSFER_RETRIES,
+            user=self.user,
+            password=self.password(),
+            tls=self.tls,
+            tls_ca=self.tls_ca,
+            insecure=self.insecure,
+        )
+
+
+def read_password(user: str, where: str) -> str:
+    """The password of *user*: ``$SOCKFTP_PASSWORD``, else asked for without
+    echo when stdin is a terminal. Never an option: a command line is
+    visible to every local user (``ps``) and lands in shell history."""
+    password = os.environ.get("SOCKFTP_PASSWORD")
+    if password:
+        return password
+    if sys.stdin.isatty():
+        return click.prompt(f"Password for {user} at {where}", hide_input=True, err=True)
+    raise Failure(f"no password for {user}: set SOCKFTP_PASSWORD or run interactively", EXIT_USAGE)
 
 
 def client_command(func):
-    """Give a command --host, --port and --timeout (passed on as a
-    :class:`ServerAddress` named *server*), and turn its failures into one
-    line on stderr and an ``EXIT_*`` status. Put it right above the ``def``,
-    so that these options come last in the help."""
+    """Give a command --host, --port, --timeout, --user, --tls, --tls-ca and
+    --insecure (passed on as a :class:`ServerAddress` named *server*), and
+    turn its failures into one line on stderr and an ``EXIT_*`` status. Put
+    it right above the ``def``, so that these options come last in the help."""
 
     @click.option(
         "--host",
@@ -236,12 +363,37 @@ def client_command(func):
         type=click.FloatRange(min=0, min_open=True),
         help="Seconds to wait for the server at any step.",
     )
+    @click.option(
+        "--user",
+        "-u",
+        envvar="SOCKFTP_USER",
+        show_envvar=True,
+        help="Log in as USER. The password comes from $SOCKFTP_PASSWORD, or is asked for on a terminal.",
+    )
+    @click.option(
+        "--tls", is_flag=True, envvar="SOCKFTP_TLS", show_envvar=True, help="Speak TLS, verifying the server."
+    )
+    @click.option(
+        "--tls-ca",
+        envvar="SOCKFTP_TLS_CA",
+        show_envvar=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Trust the CA certificates in this PEM file (a private CA). Implies --tls.",
+    )
+    @click.option(
+        "--insecure", is_flag=True, help="TLS without checking the server's certificate (anyone can pose as it)."
+    )
     @functools.wraps(func)
-    def run(host, port, timeout, **kwargs):
+    def run(host, port, timeout, user, tls, tls_ca, insecure, **kwargs):
+        if insecure and tls_ca is not None:
+            raise click.UsageError("--insecure and --tls-ca contradict each other: choose one")
         try:
-            return func(ServerAddress(host, port, timeout), **kwargs)
+            return func(ServerAddress(host, port, timeout, user, tls, tls_ca, insecure), **kwargs)
         except (SockftpError, OSError) as exc:
-            raise Failure(error_message(exc), exit_status(exc)) from None
+            message = error_message(exc)
+            if getattr(exc, "code", None) == "auth_required":
+                message = "this server needs a login: use --user NAME or set SOCKFTP_USER"
+            raise Failure(message, exit_status(exc)) from None
 
     return run
 
@@ -389,6 +541,24 @@ def format_stat(path: str, entry: Entry, checksum: str | None = None) -> list[st
     return [f"{key + ':':<10}{value}" for key, value in fields]
 
 
+def format_quota(reply: dict) -> list[str]:
+    """The ``quota`` reply for people: what is used, and the limits."""
+    quota, max_files = reply.get("quota_bytes"), reply.get("max_files")
+    used, files = reply.get("used_bytes", 0), reply.get("used_files", 0)
+    if quota is None:
+        limit = "unlimited"
+    else:
+        share = f"{used / quota:.0%} used" if quota else "nothing may be stored"
+        limit = f"{human_size(quota)} ({share}, {human_size(max(quota - used, 0))} free)"
+    fields = [
+        ("user", _UNPRINTABLE.sub("?", str(reply.get("user")))),
+        ("used", f"{human_size(used)} in {files} file{'' if files == 1 else 's'}"),
+        ("quota", limit),
+        ("max files", "unlimited" if max_files is None else f"{max_files} ({max(max_files - files, 0)} more allowed)"),
+    ]
+    return [f"{key + ':':<11}{value}" for key, value in fields]
+
+
 def stat_lines(client, path: str, checksum: bool, cwd: str = "/") -> list[str]:
     entry = client.stat(path)
     # Client.stat drops the checksum from its reply, so ask for it apart.
@@ -509,6 +679,20 @@ def ping(server) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="The server's reply as one JSON object.")
+@client_command
+def quota(server, as_json) -> None:
+    """Show how much you store and your limits."""
+    with server.connect() as client:
+        reply = client.quota()
+    if as_json:
+        click.echo(json.dumps({key: value for key, value in reply.items() if key != "ok"}))
+    else:
+        for line in format_quota(reply):
+            click.echo(line)
+
+
+@main.command()
 @display_options
 @client_command
 def shell(server, quiet, force_progress) -> None:
@@ -521,6 +705,317 @@ def shell(server, quiet, force_progress) -> None:
     with server.connect() as client:
         status = run_shell(client, quiet=quiet, force_progress=force_progress)
     click.get_current_context().exit(status)
+
+
+# -- administration: sockftp user ... ----------------------------------------------------------
+# These change the account database in the data directory directly, so they
+# run on the server's machine and need no server. A running server sees the
+# changes from each user's next login. A password is read from a terminal
+# without echo or from stdin, never from the command line, and never printed.
+# SIZE arguments are read by config.parse_size, as the config file's are.
+
+#: The value of ``--quota none`` and ``--max-files none``: take the limit away.
+NO_LIMIT = "none"
+
+
+class Limit(click.ParamType):
+    """A limit: parsed by *parse*, or ``none`` for no limit (:data:`NO_LIMIT`)."""
+
+    def __init__(self, name: str, parse):
+        self.name = name
+        self.parse = parse
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() in (NO_LIMIT, "unlimited"):
+            return NO_LIMIT
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _parse_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if not 0 <= count <= MAX_SIZE:
+        raise ValueError(f"{text!r} is not between 0 and {MAX_SIZE}")
+    return count
+
+
+def _limit_value(value):
+    """A --quota or --max-files value as an account stores it."""
+    return None if value == NO_LIMIT else value
+
+
+def _check_user_name(ctx, param, value: str) -> str:
+    from .accounts import check_user_name
+
+    try:
+        return check_user_name(value)
+    except SockftpError as exc:
+        raise click.BadParameter(exc.message, ctx, param) from None
+
+
+def admin_command(func):
+    """Give a ``sockftp user`` command the same --root as serve (passed on
+    as *root*, never None), and turn its failures into one line on stderr:
+    status 1 when the account database refuses (no such user, exists), 4
+    when a local file or the database itself fails."""
+
+    @click.option(
+        "--root",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="The server's data directory. Default: $SOCKFTP_ROOT or the per-user data directory.",
+    )
+    @functools.wraps(func)
+    def run(root, **kwargs):
+        import sqlite3
+
+        root = root or default_root()
+        try:
+            return func(root=root, **kwargs)
+        except (SockftpError, OSError) as exc:
+            raise Failure(error_message(exc), exit_status(exc)) from None
+        except sqlite3.Error as exc:
+            raise Failure(f"account database in {root}: {exc}", EXIT_LOCAL) from None
+
+    return run
+
+
+class _Accounts:
+    """The account store of data directory *root*, opened on entry (and
+    created only if *create*) and closed on exit."""
+
+    def __init__(self, root: str, create: bool = False):
+        self.root = root
+        self.create = create
+        self.store = None
+
+    def __enter__(self):
+        from .accounts import SqliteUserStore
+        from .config import users_db
+
+        path = users_db(self.root)
+        if self.create or os.path.exists(path):
+            self.store = SqliteUserStore(path)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def get(self, name: str):
+        """The account *name*. Raises NotFound."""
+        account = self.store.get(name) if self.store is not None else None
+        if account is None:
+            raise NotFound(f"no such user: {name} (in {self.root})")
+        return account
+
+    def list(self) -> list:
+        return self.store.list() if self.store is not None else []
+
+
+def home_directory(root: str, name: str) -> str:
+    """Where user *name*'s files are on disk."""
+    from .config import user_home
+
+    return os.path.join(root, *user_home(name))
+
+
+def read_new_password(from_stdin: bool) -> str:
+    """A new password: one line of stdin (without its line ending) with
+    *from_stdin*, else typed twice without echo on a terminal."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+    elif sys.stdin.isatty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt="Repeat the password", err=True)
+    else:
+        raise click.UsageError("no terminal to ask for the password on: use --password-stdin")
+    if not password:
+        raise click.UsageError("refusing an empty password")
+    return password
+
+
+def describe_limits(account) -> str:
+    """An account's limits and flags, in a few words."""
+    quota = "unlimited" if account.quota_bytes is None else human_size(account.quota_bytes)
+    files = "unlimited" if account.max_files is None else str(account.max_files)
+    return f"quota {quota}, max files {files}, {'read-only' if account.read_only else 'read-write'}"
+
+
+password_stdin_option = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin instead of asking."
+)
+quota_option = click.option(
+    "--quota",
+    type=Limit("SIZE", parse_size),
+    help="Most bytes the user may store: 500M, 2G, 1.5G, 10k (K = 1024) or none.",
+)
+max_files_option = click.option(
+    "--max-files", type=Limit("N", _parse_count), help="Most files the user may store, or none."
+)
+name_argument = click.argument("name", callback=_check_user_name)
+
+
+@main.group()
+def user() -> None:
+    """Manage user accounts: add, del, list, passwd, set.
+
+    These change the account database in the server's data directory
+    (--root) directly, so run them on the server's machine. No server needs
+    to run; a running one sees the changes at each user's next login.
+    """
+
+
+@user.command("add")
+@name_argument
+@quota_option
+@max_files_option
+@click.option("--read-only", is_flag=True, help="The user may read but not change anything.")
+@password_stdin_option
+@admin_command
+def user_add(root, name, quota, max_files, read_only, password_stdin) -> None:
+    """Add user NAME, whose files live in ROOT/users/NAME.
+
+    The password is asked for twice on a terminal, or read from stdin with
+    --password-stdin (e.g. from a secrets manager). It never goes on the
+    command line.
+    """
+    from .accounts import Account, hash_password
+
+    with _Accounts(root, create=True) as accounts:
+        if accounts.store.get(name) is not None:
+            raise Failure(f"user {name} already exists (in {root})", EXIT_SERVER_ERROR)
+        password = read_new_password(password_stdin)
+        home = home_directory(root, name)
+        existed = os.path.isdir(home)
+        os.makedirs(home, exist_ok=True)
+        account = Account(name, hash_password(password), _limit_value(quota), _limit_value(max_files), read_only)
+        accounts.store.add(account)
+    click.echo(f"added user {name}: {describe_limits(account)}")
+    click.echo(f"home: {home}{' (already there; its files are kept)' if existed else ''}")
+
+
+@user.command("del")
+@name_argument
+@click.option("--delete-files", is_flag=True, help="Also delete the user's home and every file in it.")
+@admin_command
+def user_del(root, name, delete_files) -> None:
+    """Delete user NAME. Their files stay, unless --delete-files.
+
+    Sessions already logged in as NAME go on until they end.
+    """
+    import shutil
+
+    home = home_directory(root, name)
+    with _Accounts(root) as accounts:
+        accounts.get(name)
+        accounts.store.delete(name)
+    if not os.path.lexists(home):
+        click.echo(f"deleted user {name} (they had no home directory)")
+    elif delete_files:
+        shutil.rmtree(home)  # refuses a symbolic link
+        click.echo(f"deleted user {name} and their files ({home})")
+    else:
+        click.echo(f"deleted user {name}; their files stay in {home} (--delete-files removes them)")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per user and line.")
+@admin_command
+def user_list(root, as_json) -> None:
+    """List the users with their limits and what they store.
+
+    Usage is measured by reading each home, partial uploads included.
+    """
+    from .config import user_home
+    from .storage import LocalStorage
+
+    with _Accounts(root) as accounts:
+        users = accounts.list()
+    if not users:
+        if not as_json:
+            click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)
+        return
+    storage = LocalStorage(root)
+    try:
+        usages = [storage.usage(user_home(account.name)) for account in users]
+    finally:
+        storage.close()
+    if as_json:
+        for account, usage in zip(users, usages, strict=True):
+            record = {
+                "name": account.name,
+                "quota_bytes": account.quota_bytes,
+                "max_files": account.max_files,
+                "read_only": account.read_only,
+                "used_bytes": usage.bytes,
+                "used_files": usage.files,
+            }
+            click.echo(json.dumps(record))
+        return
+    rows = [("NAME", "QUOTA", "USED", "FILES", "MAX FILES", "FLAGS")]
+    for account, usage in zip(users, usages, strict=True):
+        quota = "unlimited" if account.quota_bytes is None else human_size(account.quota_bytes)
+        max_files = "unlimited" if account.max_files is None else str(account.max_files)
+        flags = "read-only" if account.read_only else "-"
+        rows.append((account.name, quota, human_size(usage.bytes), str(usage.files), max_files, flags))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@user.command("passwd")
+@name_argument
+@password_stdin_option
+@admin_command
+def user_passwd(root, name, password_stdin) -> None:
+    """Change the password of user NAME.
+
+    The new password is asked for twice on a terminal, or read from stdin
+    with --password-stdin. Sessions already logged in go on; the old
+    password stops working at once.
+    """
+    from .accounts import hash_password
+
+    with _Accounts(root) as accounts:
+        accounts.get(name)
+        password = read_new_password(password_stdin)
+        accounts.store.update(name, password_hash=hash_password(password))
+    click.echo(f"changed the password of {name}")
+
+
+@user.command("set")
+@name_argument
+@quota_option
+@max_files_option
+@click.option("--read-only/--read-write", default=None, help="Whether the user may change anything.")
+@admin_command
+def user_set(root, name, quota, max_files, read_only) -> None:
+    """Change the limits or access of user NAME.
+
+    Give any of --quota, --max-files (none for no limit), --read-only or
+    --read-write; the others stay as they are.
+    """
+    changes = {}
+    if quota is not None:
+        changes["quota_bytes"] = _limit_value(quota)
+    if max_files is not None:
+        changes["max_files"] = _limit_value(max_files)
+    if read_only is not None:
+        changes["read_only"] = read_only
+    if not changes:
+        raise click.UsageError("nothing to change: give --quota, --max-files, --read-only or --read-write")
+    with _Accounts(root) as accounts:
+        accounts.get(name)
+        account = accounts.store.update(name, **changes)
+    click.echo(f"user {name}: {describe_limits(account)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import stat as statmod
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from .errors import (
 )
 from .limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
 from .storage.base import DIRECTORY, FILE, Entry
+from .tls import TlsSetupError, client_context, describe_error
 from .wire import ConnectionClosed, SourceEnded, Wire
 
 #: progress(done, total): bytes of the current file moved so far, and its size.
@@ -57,6 +59,9 @@ RESUME_THRESHOLD = 1024 * 1024
 
 #: Suffix of a download in progress, beside its target.
 PARTIAL_SUFFIX = ".sockftp-part"
+
+#: OpenSSL's verify code for a certificate that does not name the host.
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,17 @@ class Client:
         timeout: seconds any wait for the server may last.
         retries: times a transfer reconnects and resumes after the connection
             breaks, before giving up.
+        connect: connect now (else at the first request).
+        user, password: log in as *user* after every connect (so a
+            reconnect logs in again). Both or neither; the library never
+            prompts for a password.
+        tls, tls_ca, insecure: speak TLS, verifying the server's certificate
+            against the system's CAs, or against *tls_ca* (a PEM file); with
+            *insecure*, not at all.
+
+    Raises:
+        ValueError: *user* without *password*, or the other way round.
+        AuthFailed, Banned: when connecting, if the login is refused.
     """
 
     def __init__(
@@ -93,6 +109,12 @@ class Client:
         tls_ca: str | None = None,
         insecure: bool = False,
     ):
+        # The library never prompts: reading a password is the caller's
+        # business (the command line takes SOCKFTP_PASSWORD or asks).
+        if user is not None and password is None:
+            raise ValueError(f"Client(user={user!r}) needs password= too: the library never prompts for one")
+        if password is not None and user is None:
+            raise ValueError("Client(password=...) needs user= too")
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -123,7 +145,13 @@ class Client:
         self._wire = Wire(sock, idle_timeout=self.timeout)
         self.server_info = self.hello()
         if self.user is not None:
-            self._login()
+            try:
+                self._login()
+            except SockftpError:
+                # Never leave a connection that is open but not logged in:
+                # its next request would fail with a confusing auth_required.
+                self.close()
+                raise
         if self._cwd != "/":
             try:
                 self.cd(self._cwd)
@@ -134,12 +162,53 @@ class Client:
         return self.server_info
 
     def _wrap_tls(self, sock: socket.socket) -> socket.socket:
-        """TLS over *sock*, verifying the server (see tls, tls_ca, insecure)."""
-        raise NotImplementedError  # TODO(tls)
+        """TLS over *sock*, verifying the server (see tls, tls_ca, insecure).
 
-    def _login(self) -> None:
-        """Log in as self.user with self.password (after hello)."""
-        raise NotImplementedError  # TODO(auth)
+        Raises ConnectionLost saying why the handshake failed: an untrusted
+        certificate, one for another host, or a server that does not speak
+        TLS. (A plaintext client meeting a TLS server instead gets
+        ``tls_required`` as the answer to its hello.)
+        """
+        where = f"{self.host}:{self.port}"
+        try:
+            context = client_context(self.tls_ca, self.insecure)
+        except TlsSetupError as exc:
+            sock.close()
+            raise SockftpError(str(exc), code="local_error") from None
+        sock.settimeout(self.timeout)
+        try:
+            return context.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            why = describe_error(exc)
+            if exc.verify_code == _X509_V_ERR_HOSTNAME_MISMATCH or "mismatch" in why.lower():
+                hint = f"certificate of {where} is for another host ({why}); connect by a name it was issued for"
+                raise ConnectionLost(f"{hint}, or use --insecure") from None
+            hint = f"certificate of {where} not trusted: {why}"
+            raise ConnectionLost(f"{hint}; use --tls-ca FILE for a private CA or --insecure") from None
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no TLS handshake from {where} within {self.timeout:g} s: the server does not speak TLS?"
+            ) from None
+        except ssl.SSLError as exc:
+            if exc.reason != "WRONG_VERSION_NUMBER":
+                raise ConnectionLost(
+                    f"TLS handshake with {where} failed ({describe_error(exc)}): the server does not speak TLS?"
+                ) from None
+            # The server answered in plaintext. A TLS server does that only
+            # when it refuses a connection before TLS starts.
+            raise ConnectionLost(
+                f"{where} answered the TLS handshake in plaintext: the server does not speak TLS, or it refused"
+                " the connection (too many sessions, or this address is banned)"
+            ) from None
+        except OSError as exc:
+            raise ConnectionLost(
+                f"TLS handshake with {where} failed ({describe_error(exc)}): the server does not speak TLS?"
+            ) from None
+
+    def _login(self) -> dict:
+        """Log in as self.user with self.password (after hello). Returns the
+        ``auth`` reply (``user``, ``read_only``)."""
+        return self.request({"cmd": "auth", "user": self.user, "password": self.password})
 
     def close(self) -> None:
         if self._wire is not None:
@@ -216,6 +285,26 @@ class Client:
 
     def ping(self) -> None:
         self.request({"cmd": "ping"})
+
+    def auth(self, user: str, password: str) -> dict:
+        """Log in as *user* on this connection (switching from whoever was
+        logged in), and again after every reconnect. The remote directory
+        goes back to ``/``. Returns the reply (``user``, ``read_only``).
+
+        Raises AuthFailed (the previous login, if any, stays in force),
+        Banned."""
+        if not isinstance(user, str) or not isinstance(password, str):
+            raise ValueError("auth needs a user name and a password")
+        reply = self.request({"cmd": "auth", "user": user, "password": password})
+        self.user, self.password = user, password
+        self._cwd = "/"
+        return reply
+
+    def quota(self) -> dict:
+        """The logged-in user's usage and limits: the ``quota`` reply, with
+        ``user``, ``used_bytes``, ``used_files``, and ``quota_bytes`` and
+        ``max_files`` (None for no limit)."""
+        return self.request({"cmd": "quota"})
 
     def quit(self) -> None:
         try:

@@ -410,7 +410,6 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
     committed = False
     try:
         ctx.wire.receive(count, write, hasher)
-        ctx.bytes = count
         if expected == "trailer":
             expected = _read_trailer(ctx)
         if failures:
@@ -425,6 +424,7 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
         upload.commit(actual)
         committed = True
     finally:
+        ctx.bytes = received  # what arrived, even if the upload was cut short
         if not committed:
             upload.keep()  # no-op after discard; keeps a resumable partial otherwise
     return protocol.ok(path=ctx.session.display(upload.path), size=upload.size, checksum=actual)

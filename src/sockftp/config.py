@@ -6,12 +6,26 @@ jailed to a subtree of it: ``anonymous/`` is the shared anonymous area and
 account database) lives in ``.sockftp/``, a name no client can reach.
 Without ``--root`` it is the platform's per-user data directory, created
 on first start, or ``$SOCKFTP_ROOT`` when set.
+
+Settings (:class:`ServerConfig`) come from three places, each overriding
+the one before: the defaults, a TOML file (``serve --config FILE``, keys
+named like the fields) and the command line. :func:`load_config` merges
+them and checks every value, so that an unknown key or a bad value stops
+the server at start-up with a :class:`ConfigError` that names the key and
+where it came from. This module reads the config file and nothing else:
+it never opens a socket. docs/CONFIG.md documents every key.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
 import os
-from dataclasses import dataclass
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from decimal import Decimal
 
 from . import limits
 
@@ -69,11 +83,252 @@ class ServerConfig:
     def __post_init__(self):
         if not self.root:
             self.root = default_root()
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not between 0 and 65535")
-        for name in ("max_sessions", "max_sessions_per_ip"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("idle_timeout", "header_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        for name in ("session_rate", "user_rate"):
+            if getattr(self, name) == 0:  # 0 is how a file says "no limit"
+                setattr(self, name, None)
+        for name, setting in SETTINGS.items():
+            value = getattr(self, name, None)
+            if value is not None:
+                setting.check_range(name, value)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            raise ConfigError(f"{given} is set but {missing} is not: TLS needs both a certificate and its key")
+
+
+# -- sizes --------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtp])(?:i?b)?|b)?$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+#: The largest size: accounts keep sizes as signed 64-bit integers (SQL BIGINT).
+MAX_SIZE = (1 << 63) - 1
+
+
+def parse_size(text: str | int) -> int:
+    """The number of bytes *text* names: ``123``, ``64K``, ``10M``, ``1.5G``, ``2TiB``.
+
+    Units are binary (``K`` is 1024, then ``M``, ``G``, ``T``, ``P``) and
+    case-insensitive, and may be followed by ``B`` or ``iB``. A fraction of
+    a unit is rounded down to whole bytes; a number of bytes must be whole.
+    An ``int`` is taken as bytes. Shared by the config file and every
+    command-line option that takes a size.
+
+    Raises:
+        ValueError: *text* is not a size, is negative, or is larger than
+            :data:`MAX_SIZE`.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    elif isinstance(text, str) and (match := _SIZE.match(text.strip())):
+        number, unit = match.groups()
+        exact = Decimal(number) * _SIZE_UNITS[unit.lower() if unit else None]
+        if unit is None and exact != int(exact):
+            raise ValueError(f"not a size: {text!r} (a number of bytes must be whole)")
+        value = int(exact)
+    else:
+        raise ValueError(f"not a size: {text!r} (a number of bytes, or with a unit: 64K, 10M, 1.5G, 2T)")
+    if value < 0:
+        raise ValueError(f"a size cannot be negative: {text!r}")
+    if value > MAX_SIZE:
+        raise ValueError(f"size {text!r} is too large (at most {MAX_SIZE} bytes)")
+    return value
+
+
+# -- the config file ---------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used. The message is one line that names
+    the setting and where it came from (the file, or the command-line
+    option in *option*)."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one ServerConfig field is read from a file or a flag, and its valid range."""
+
+    kind: str  # "str", "int", "seconds", "bool", "size", "path", "file", "choice"
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False  # the minimum itself is not allowed
+    choices: tuple[str, ...] = ()
+
+    def convert(self, value, base_dir: str | None):
+        """*value* (from TOML or click) as the field's value. Raises ValueError
+        whose message says what was expected."""
+        kind = self.kind
+        if kind in ("int", "seconds"):
+            ok_types = (int,) if kind == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, ok_types) or not math.isfinite(value):
+                raise ValueError(f"expected {self.describe()}, got {_show(value)}")
+            self.check_range(None, value)
+            return value if kind == "int" else float(value)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {_show(value)}")
+            return value
+        if kind == "size":
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError(f'expected a size (bytes, or a string such as "10M"), got {_show(value)}')
+            return parse_size(value) or None  # 0: no limit
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected {self.describe()}, got {_show(value)}")
+        if kind == "choice":
+            if value.lower() not in self.choices:
+                raise ValueError(f"expected {self.describe()}, got {_show(value)}")
+            return value.lower()
+        if kind in ("path", "file"):
+            value = os.path.expanduser(value)
+            if base_dir is not None:
+                value = os.path.join(base_dir, value)  # an absolute value stays as it is
+            value = os.path.abspath(value)
+            if kind == "file" and not os.path.isfile(value):
+                raise ValueError(f"no such file: {value}")
+        return value
+
+    def check_range(self, name: str | None, value) -> None:
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{name}: expected {self.describe()}, got {_show(value)}")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        low_ok = self.minimum is None or (value > self.minimum if self.above else value >= self.minimum)
+        high_ok = self.maximum is None or value <= self.maximum
+        if not (low_ok and high_ok):
+            message = f"expected {self.describe()}, got {_show(value)}"
+            raise ConfigError(f"{name}: {message}" if name else message)
+
+    def describe(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        if self.kind in ("path", "file"):
+            return "a path (a string)"
+        if self.kind == "str":
+            return "a non-empty string"
+        what = "an integer" if self.kind == "int" else "a number of seconds"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{what} from {_number(self.minimum)} to {_number(self.maximum)}"
+        if self.minimum is not None:
+            return f"{what} {'above' if self.above else 'of at least'} {_number(self.minimum)}"
+        return what
+
+
+#: Every setting, by ServerConfig field name (which is also its key in the
+#: file and, with "-" for "_", its command-line option). A field missing
+#: here is read by the type of its default (see _setting_for).
+SETTINGS: dict[str, Setting] = {
+    "root": Setting("path"),
+    "host": Setting("str"),
+    "port": Setting("int", 0, 65535),
+    "anonymous": Setting("bool"),
+    "max_sessions": Setting("int", 1),
+    "max_sessions_per_ip": Setting("int", 1),
+    "idle_timeout": Setting("seconds", 0, above=True),
+    "header_timeout": Setting("seconds", 0, above=True),
+    "shutdown_grace": Setting("seconds", 0),
+    "fsync": Setting("bool"),
+    "sendfile": Setting("bool"),
+    "log_level": Setting("choice", choices=("debug", "info", "warning", "error")),
+    "tls_cert": Setting("file"),
+    "tls_key": Setting("file"),
+    "session_rate": Setting("size"),
+    "user_rate": Setting("size"),
+    "login_failure_delay": Setting("seconds", 0),
+    "ban_failures": Setting("int", 1),
+    "ban_window": Setting("seconds", 0, above=True),
+    "ban_time": Setting("seconds", 0),
+    "audit_log": Setting("path"),
+}
+
+
+def _setting_for(name: str) -> Setting:
+    if name in SETTINGS:
+        return SETTINGS[name]
+    default = next(f.default for f in fields(ServerConfig) if f.name == name)
+    kind = {bool: "bool", int: "int", float: "seconds"}.get(type(default), "str")
+    return Setting(kind)
+
+
+def load_config(path: str | None = None, overrides: dict | None = None) -> ServerConfig:
+    """The server's settings: the defaults, then the TOML file *path* (if
+    any), then *overrides* (command-line values by field name; None values
+    are ignored).
+
+    Relative paths in the file are taken from the file's directory, those
+    in *overrides* from the current directory. A size may be an integer
+    (bytes) or a string such as ``"10M"``; a rate of 0 means no limit.
+
+    Raises:
+        ConfigError: the file cannot be read or is not TOML, it has an
+            unknown key, or a value has the wrong type or is out of range.
+            The message names the file or the option and the key.
+    """
+    names = [f.name for f in fields(ServerConfig)]
+    values = {}
+    if path is not None:
+        for key, value in _read_toml(path).items():
+            if key not in names:
+                raise ConfigError(f"{path}: {_unknown_key(key, value, names)}")
+            try:
+                values[key] = _setting_for(key).convert(value, os.path.dirname(os.path.abspath(path)))
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {key}: {exc}") from None
+    for key, value in (overrides or {}).items():
+        option = "--" + key.replace("_", "-")
+        if key not in names:
+            raise ConfigError(f"{option}: no such setting", option=option)
+        if value is None:
+            continue
+        try:
+            values[key] = _setting_for(key).convert(value, None)
+        except ValueError as exc:
+            raise ConfigError(f"{option}: {exc}", option=option) from None
+    try:
+        return ServerConfig(**values)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pragma: no cover - every field is checked above
+        raise ConfigError(str(exc)) from None
+
+
+def _read_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _unknown_key(key: str, value, names: list[str]) -> str:
+    if isinstance(value, dict):
+        flat = [f"{key}_{sub}" for sub in value if f"{key}_{sub}" in names]
+        hint = f", e.g. {flat[0]} = ..." if flat else ""
+        return f"unknown section [{key}]: settings are top-level keys{hint}"
+    wanted = key.replace("-", "_")
+    swapped = [name for name in names if sorted(name) == sorted(wanted)]  # "prot" for "port"
+    close = swapped or difflib.get_close_matches(wanted, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def _show(value) -> str:
+    """*value* as it would be written in TOML, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string, on one line
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)

@@ -54,6 +54,7 @@ class QuotaLedger:
     max_files: int | None = None
     reserved_bytes: int = 0
     reserved_files: int = 0
+    sessions: int = 0  # logged-in sessions using this ledger
 
     def __post_init__(self):
         self.lock = threading.Lock()
@@ -67,8 +68,7 @@ class QuotaLedger:
                 if after > self.quota_bytes:
                     free = max(0, self.quota_bytes - self.used_bytes - self.reserved_bytes)
                     raise QuotaExceeded(
-                        f"quota of {human(self.quota_bytes)} exceeded: {human(size)} announced, "
-                        f"{human(free)} free",
+                        f"quota of {human(self.quota_bytes)} exceeded: {human(size)} announced, {human(free)} free",
                         quota_bytes=self.quota_bytes,
                         used_bytes=self.used_bytes,
                     )
@@ -117,17 +117,31 @@ class QuotaRegistry:
         self._ledgers: dict[str, QuotaLedger] = {}
         self._lock = threading.Lock()
 
-    def ledger(self, name: str, home: RemotePath, quota_bytes=None, max_files=None) -> QuotaLedger:
-        """The ledger of *name*, measured from *home* on first use. Its
-        limits are refreshed from the account at every login."""
+    def login(self, name: str, home: RemotePath, quota_bytes=None, max_files=None) -> QuotaLedger:
+        """The ledger of *name* for one more session; :meth:`logout` when it
+        ends. Usage is measured from *home* whenever the user has no other
+        session and no upload under way, so changes made behind the server's
+        back (an admin deleting files, an account re-created) are picked up.
+        Limits are refreshed from the account at every login."""
+        with self._lock:
+            ledger = self._ledgers.get(name)
+            idle = ledger is None or (ledger.sessions == 0 and ledger.reserved_bytes == 0)
+        usage = self.storage.usage(home) if idle else None  # a walk: not under the lock
         with self._lock:
             ledger = self._ledgers.get(name)
             if ledger is None:
-                usage = self.storage.usage(home)
                 ledger = self._ledgers[name] = QuotaLedger(name, usage.bytes, usage.files)
+            elif usage is not None and ledger.sessions == 0 and ledger.reserved_bytes == 0:
+                with ledger.lock:
+                    ledger.used_bytes, ledger.used_files = usage.bytes, usage.files
             ledger.quota_bytes = quota_bytes
             ledger.max_files = max_files
+            ledger.sessions += 1
             return ledger
+
+    def logout(self, ledger: QuotaLedger) -> None:
+        with self._lock:
+            ledger.sessions -= 1
 
 
 class QuotaStorage(Storage):

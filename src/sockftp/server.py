@@ -14,7 +14,10 @@ commands. What differs from the seed, and why:
   with thousands of sessions open;
 * :meth:`SockftpServer.stop` shuts down gracefully: stop accepting, end
   idle sessions, give busy ones a grace period, then cut them (an upload
-  cut short stays a resumable partial, never a visible file).
+  cut short stays a resumable partial, never a visible file);
+* with TLS, each session's thread does its own handshake, under the header
+  timeout, so a slow or silent client never holds up the accept loop;
+* bandwidth limits throttle each session, and each user's sessions together.
 
 The server decides how sessions arrive and are scheduled; the handler
 decides what a session does. Neither knows the other's details.
@@ -26,18 +29,20 @@ import errno
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 
-from . import commands
+from . import audit, commands, tls
 from .accounts import Account, SqliteUserStore, UserStore
 from .auth import Authenticator
-from .quota import QuotaRegistry, QuotaStorage
 from .config import ServerConfig, user_home, users_db
-from .errors import FATAL_CODES, Banned, Internal, ShuttingDown, SockftpError, TooManySessions
+from .errors import FATAL_CODES, Banned, ErrorCode, Internal, ShuttingDown, SockftpError, TlsRequired, TooManySessions
 from .frames import encode_header
 from .limits import LISTEN_BACKLOG, SESSION_STACK_SIZE
+from .quota import QuotaRegistry, QuotaStorage
+from .ratelimit import RateLimit
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
 from .storage import LocalStorage, Storage
 from .wire import ConnectionClosed, Wire
@@ -103,7 +108,10 @@ class SessionRegistry:
             targets = [r for r in self._sessions if not (idle_only and r.busy)]
         for record in targets:
             try:
-                record.sock.shutdown(socket.SHUT_RD if idle_only else socket.SHUT_RDWR)
+                # socket.socket's own shutdown, even for a TLS socket: the
+                # SSLSocket one would drop the TLS layer under the session's
+                # thread, and its goodbye frame would go out unencrypted.
+                socket.socket.shutdown(record.sock, socket.SHUT_RD if idle_only else socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -120,6 +128,14 @@ class SockftpServer(socketserver.TCPServer):
 
     def __init__(self, config: ServerConfig, storage: Storage | None = None, users: UserStore | None = None):
         self.config = config
+        # Settings that can be wrong are checked before anything is opened.
+        #: The TLS context of every session's handshake; None: plaintext.
+        self.tls_context: ssl.SSLContext | None = _tls_context(config)
+        for name in ("session_rate", "user_rate"):
+            if getattr(config, name) is not None and not getattr(config, name) > 0:
+                raise ValueError(f"{name} must be above 0 bytes per second (or None for no limit)")
+        self._user_rates: dict[str, RateLimit] = {}
+        self._user_rates_lock = threading.Lock()
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync)
         self.users = users or SqliteUserStore(users_db(config.root))
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
@@ -147,6 +163,20 @@ class SockftpServer(socketserver.TCPServer):
         host = self.server_address[0]
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
+    def user_rate_limit(self, name: str) -> RateLimit | None:
+        """The bandwidth limit all of user *name*'s sessions share, or None
+        without ``user_rate``. One per user name, for the server's lifetime.
+
+        Sessions apply it unless their :class:`Identity` carries a
+        ``rate_limit`` of its own."""
+        if self.config.user_rate is None:
+            return None
+        with self._user_rates_lock:
+            limit = self._user_rates.get(name)
+            if limit is None:
+                limit = self._user_rates[name] = RateLimit(self.config.user_rate)
+            return limit
+
     # -- socketserver's template steps ------------------------------------------
 
     def identity_for(self, account: Account) -> Identity:
@@ -154,13 +184,24 @@ class SockftpServer(socketserver.TCPServer):
         missing, seen through their quota."""
         home = user_home(account.name)
         self.storage.mkdir(home, parents=True)
-        ledger = self.quotas.ledger(account.name, home, account.quota_bytes, account.max_files)
-        return Identity(account.name, home, can_write=not account.read_only, storage=QuotaStorage(self.storage, ledger))
+        ledger = self.quotas.login(account.name, home, account.quota_bytes, account.max_files)
+        return Identity(
+            account.name,
+            home,
+            can_write=not account.read_only,
+            storage=QuotaStorage(self.storage, ledger),
+            on_logout=lambda: self.quotas.logout(ledger),
+        )
 
     def anonymous_identity(self) -> Identity:
         """The shared identity of sessions that never log in (--anonymous)."""
-        ledger = self.quotas.ledger(ANONYMOUS, ANONYMOUS_HOME)
-        return Identity(ANONYMOUS, ANONYMOUS_HOME, storage=QuotaStorage(self.storage, ledger))
+        ledger = self.quotas.login(ANONYMOUS, ANONYMOUS_HOME)
+        return Identity(
+            ANONYMOUS,
+            ANONYMOUS_HOME,
+            storage=QuotaStorage(self.storage, ledger),
+            on_logout=lambda: self.quotas.logout(ledger),
+        )
 
     def verify_request(self, request, client_address) -> bool:
         try:
@@ -273,15 +314,92 @@ class SessionHandler(socketserver.BaseRequestHandler):
         # Replies are small writes answering small reads; without this,
         # Nagle's algorithm meets delayed ACKs and a small get waits ~40 ms.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.wire = None
+        if self.server.tls_context is not None:
+            tls_sock = self._start_tls()
+            if tls_sock is None:
+                return  # refused or failed, and logged; handle() does nothing
+            self.request = tls_sock
         self.wire = Wire(self.request, config.idle_timeout, config.header_timeout)
         self.wire.use_sendfile = config.sendfile
+        self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
+        self._rated_identity = None
         self.session = Session(
             self.server.storage, self.peer, address=self.client_address[0], authenticator=self.server.authenticator
         )
         if config.anonymous:
             self.session.login(self.server.anonymous_identity())
+        self._apply_rate_limits()
+
+    def _start_tls(self) -> ssl.SSLSocket | None:
+        """The connection wrapped in TLS, or None if it was refused or the
+        handshake failed (logged in one line, never a traceback).
+
+        Everything here, from the first byte to the end of the handshake,
+        must happen within the header timeout. A client whose first bytes
+        are not a TLS record speaks plaintext: it gets a plaintext
+        ``tls_required`` frame and the connection closes.
+        """
+        sock = self.request
+        timeout = self.server.config.header_timeout
+        deadline = time.monotonic() + timeout
+        sock.settimeout(timeout)
+        try:
+            opening = sock.recv(2, socket.MSG_PEEK)
+        except TimeoutError:
+            log.info("%s sent nothing within %g s; closing", self.peer, timeout)
+            return None
+        except OSError as exc:
+            log.info("%s connection lost before TLS: %s", self.peer, tls.describe_error(exc))
+            return None
+        if not opening:
+            log.info("%s closed before TLS", self.peer)
+            return None
+        if not tls.looks_like_tls(opening):
+            log.info("%s plaintext client on a TLS port; refused", self.peer)
+            wire = Wire(sock, timeout)
+            try:
+                wire.send_header(TlsRequired("this server speaks TLS only: connect with --tls").to_reply())
+            except (ConnectionClosed, SockftpError):
+                return None
+            wire.linger_close()
+            return None
+        try:
+            tls_sock = self.server.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            log.info("%s TLS failed: %s", self.peer, tls.describe_error(exc))
+            return None
+        # The accepted socket is now tls_sock's: a shutdown must reach this one.
+        self.record.sock = tls_sock
+        try:
+            tls.handshake(tls_sock, max(deadline - time.monotonic(), 0.001))
+        except (OSError, ValueError) as exc:
+            log.info("%s TLS handshake failed: %s", self.peer, tls.describe_error(exc))
+            _close(tls_sock)
+            return None
+        log.debug("%s TLS %s %s", self.peer, tls_sock.version(), tls_sock.cipher()[0])
+        return tls_sock
+
+    def _apply_rate_limits(self) -> None:
+        """Throttle the wire by this session's limit and its user's. Checked
+        before each command, since ``auth`` can change the user."""
+        identity = self.session.identity
+        if identity is self._rated_identity:
+            return
+        self._rated_identity = identity
+        user_rate = None
+        if identity is not None:
+            user_rate = identity.rate_limit or self.server.user_rate_limit(identity.name)
+        self.wire.limits = [limit for limit in (self.session_rate, user_rate) if limit is not None]
+
+    def finish(self) -> None:
+        # socketserver closes the socket it accepted, but TLS took that over.
+        if isinstance(self.request, ssl.SSLSocket):
+            _close(self.request)
 
     def handle(self) -> None:
+        if self.wire is None:
+            return
         log.info("%s session start", self.peer)
         started = time.monotonic()
         try:
@@ -296,6 +414,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 self.wire.bytes_out,
                 time.monotonic() - started,
             )
+            audit.logout(self.session, self.wire.bytes_in, self.wire.bytes_out, time.monotonic() - started)
+            self.session.logout()
 
     def _serve_one(self) -> bool:
         """Serve one request. False when the session is over."""
@@ -305,6 +425,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
         try:
             header = self.wire.read_header()
         except SockftpError as exc:  # bad frame, bad JSON, timeout
+            if exc.code == ErrorCode.BAD_FRAME and not self.wire.tls and tls.looks_like_tls(self.wire.opening):
+                # A frame in reply would only confuse its TLS library: close,
+                # and the client reports a failed handshake.
+                log.info("%s client tried TLS on a plaintext port; closing", self.peer)
+                return False
             if exc.code in FATAL_CODES:
                 log.info("%s %s", self.peer, exc)
                 return self._goodbye(exc)
@@ -316,10 +441,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
             if stopping.is_set():
                 return self._goodbye(ShuttingDown("the server is shutting down"))
             return False
+        self._apply_rate_limits()
         return self._run(header)
 
     def _run(self, header: dict) -> bool:
         ctx = commands.Context(self.session, self.wire)
+        cwd = self.session.cwd  # the audit log resolves paths from where the command started
         name = header.get("cmd") if isinstance(header.get("cmd"), str) else "?"
         started = time.monotonic()
         self.record.busy = True
@@ -358,6 +485,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 result,
                 time.monotonic() - started,
             )
+            audit.command(self.session, name, header, cwd, ctx.bytes, result)
         if ctx.close:
             self.wire.linger_close()
             return False
@@ -412,6 +540,26 @@ def _resolve(host: str, port: int):
 def _peer(address) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _close(sock: socket.socket) -> None:
+    """Half-close and close, as socketserver's shutdown_request does."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert and not config.tls_key:
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ValueError("TLS needs both a certificate (tls_cert) and its private key (tls_key)")
+    return tls.server_context(config.tls_cert, config.tls_key)
 
 
 def _refuse(sock: socket.socket, error: SockftpError) -> None:

@@ -29,6 +29,8 @@ class Identity:
     storage: Storage | None = None
     #: Bandwidth shared by all of this identity's sessions, or None.
     rate_limit: object | None = None
+    #: Called once when a session stops using this identity.
+    on_logout: object | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -64,8 +66,15 @@ class Session:
         return self.identity.name if self.identity else "-"
 
     def login(self, identity: Identity) -> None:
+        self.logout()
         self.identity = identity
         self.cwd = ()
+
+    def logout(self) -> None:
+        """Drop the identity (at the session's end, or to log in again)."""
+        identity, self.identity = self.identity, None
+        if identity is not None and identity.on_logout is not None:
+            identity.on_logout()
 
     def authenticate(self, name: str, password: str) -> Identity:
         """Log in with a password. Raises AuthFailed, Banned."""

@@ -23,7 +23,7 @@ import sys
 
 import click
 
-from .cli import download, error_message, format_entry, make_display, move, stat_lines, upload
+from .cli import download, error_message, format_entry, format_quota, make_display, move, stat_lines, upload
 from .errors import FATAL_CODES, ConnectionLost, SockftpError, Timeout
 from .storage.base import DIRECTORY, FILE, LINK, OTHER, Entry
 
@@ -198,6 +198,12 @@ class Shell(cmd.Cmd):
         """stat [-c] PATH\n\nShow a remote file's type, size and time (-c: and checksum)."""
         flags, words = self._args("stat", arg, 1, 1, flags="c")
         for line in stat_lines(self._remote(), words[0], "c" in flags, cwd=self.cwd):
+            self._print(line)
+
+    def do_quota(self, arg: str) -> None:
+        """quota\n\nShow how much you store and your limits."""
+        self._args("quota", arg, 0, 0)
+        for line in format_quota(self._remote().quota()):
             self._print(line)
 
     # -- transfers --------------------------------------------------------------------

@@ -8,6 +8,12 @@ in and out, and the raw bytes that follow a header, through the fast paths
 Peer failures surface as two exceptions: :class:`ConnectionClosed` (the
 peer went away or the socket broke, at any byte) and
 :class:`~sockftp.errors.Timeout`.
+
+The socket may be a TLS one (:class:`ssl.SSLSocket`): everything works the
+same, except that ``sendfile`` cannot be used (the kernel cannot encrypt),
+so :meth:`Wire.send_file` copies instead. Raw bytes may be throttled by
+bandwidth limits (:attr:`Wire.limits`); without any, the fast paths are
+untouched.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from .errors import Timeout
 from .frames import FrameDecoder, encode_header
 from .limits import TRANSFER_BUFFER_SIZE
+from .ratelimit import chunk_size, throttle
 
 # Reads between transfers. Below glibc's mmap threshold (128 KiB), so the
 # buffer recv() allocates comes from the heap rather than a fresh mapping.
@@ -95,12 +102,19 @@ class Wire:
         #: (docs/BENCHMARKS.md). Never on TLS, where the kernel cannot encrypt.
         self.use_sendfile = False
         self.tls = isinstance(sock, ssl.SSLSocket)
+        #: Bandwidth limits (:class:`~sockftp.ratelimit.RateLimit`) that every
+        #: raw byte, in or out, is charged to. Empty: no throttling at all.
+        self.limits: list = []
+        #: The peer's first two bytes, to tell a TLS client from a plaintext one.
+        self.opening = b""
         sock.settimeout(idle_timeout)
 
     # -- headers -----------------------------------------------------------
 
     def send_header(self, header: dict, payload: bytes = b"") -> None:
         """Send one frame, and *payload* raw bytes in the same write."""
+        if payload and self.limits:
+            throttle(self.limits, len(payload))
         self._sendall(encode_header(header) + payload if payload else encode_header(header))
 
     def read_header(self, timeout: float | None = None) -> dict | None:
@@ -149,6 +163,8 @@ class Wire:
             raise Timeout(f"no data from the peer for {wait:g} s") from None
         except OSError as exc:
             raise ConnectionClosed(str(exc)) from None
+        if self.bytes_in < 2:
+            self.opening = (self.opening + data)[:2]
         self.bytes_in += len(data)
         return data
 
@@ -160,20 +176,24 @@ class Wire:
         come first. Chunks are views of a reused buffer: *write* must not
         keep them. *pooled* False uses a small private buffer instead of the
         shared pool's large ones (for bytes that are only thrown away)."""
+        limits = self.limits
         head = self.decoder.take_raw(count)
         if head:
             count -= len(head)
             if hasher is not None:
                 hasher.update(head)
             write(head)
+            if limits:
+                throttle(limits, len(head))
         if not count:
             return
-        buffer = BUFFERS.take(count) if pooled else bytearray(min(count, 64 * 1024))
+        want = chunk_size(limits, count) if limits else count
+        buffer = BUFFERS.take(want) if pooled else bytearray(min(want, 64 * 1024))
         try:
             view = memoryview(buffer)
             self._restore_idle_timeout()
             recv_into = self.sock.recv_into
-            size = len(buffer)
+            size = min(len(buffer), want) if limits else len(buffer)
             while count:
                 try:
                     n = recv_into(view, min(size, count))
@@ -189,6 +209,10 @@ class Wire:
                 if hasher is not None:
                     hasher.update(chunk)
                 write(chunk)
+                if limits:
+                    # Paid after the bytes arrive: while we wait, TCP's flow
+                    # control holds the sender back.
+                    throttle(limits, n)
         finally:
             if pooled:
                 BUFFERS.give(buffer)
@@ -200,7 +224,16 @@ class Wire:
     # -- raw bytes out ------------------------------------------------------------
 
     def send_file(self, fd: int, offset: int, count: int) -> None:
-        """Send *count* bytes of file *fd* from *offset*, zero-copy."""
+        """Send *count* bytes of file *fd* from *offset*, zero-copy.
+
+        Over TLS, or when throttled, the bytes are copied through a buffer
+        instead (sendfile cannot encrypt, nor send in measured slices)."""
+        if self.tls or self.limits:
+            try:
+                self.send_from(lambda view, position: os.preadv(fd, [view], position), offset, count)
+            except SourceEnded as exc:
+                raise ConnectionClosed(str(exc)) from None
+            return
         self._restore_idle_timeout()
         try:
             sent = self.sock.sendfile(_FdFile(fd), offset, count)
@@ -214,10 +247,12 @@ class Wire:
 
     def send_from(self, readinto, offset: int, count: int, hasher=None) -> None:
         """Send *count* bytes read by ``readinto(view, position)`` from *offset*."""
-        buffer = BUFFERS.take(count)
+        limits = self.limits
+        want = chunk_size(limits, count) if limits else count
+        buffer = BUFFERS.take(want)
         try:
             view = memoryview(buffer)
-            size = len(buffer)
+            size = min(len(buffer), want) if limits else len(buffer)
             position = offset
             end = offset + count
             while position < end:
@@ -229,6 +264,8 @@ class Wire:
                 chunk = view[:n]
                 if hasher is not None:
                     hasher.update(chunk)
+                if limits:
+                    throttle(limits, n)
                 self._sendall(chunk)
                 position += n
         finally:
@@ -262,9 +299,16 @@ class Wire:
         """Close so that our last reply reaches the peer even if it is still
         sending: half-close, read and drop what comes for a while, then close.
         (Closing with unread input makes the kernel send RST, which can
-        destroy the reply before the peer reads it.)"""
+        destroy the reply before the peer reads it.)
+
+        On TLS the half-close skips TLS's close_notify (the peer sees the
+        end of the stream, which is all it needs); the rest is drained as
+        raw records."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
+        except OSError:  # ssl.SSLError too; or the peer has already gone
+            pass
+        try:
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0:
                 self.sock.settimeout(left)

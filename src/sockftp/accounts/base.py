@@ -32,9 +32,7 @@ class Account:
 def check_user_name(name: str) -> str:
     """*name* if it may name an account. Raises BadRequest."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise BadRequest(
-            "a user name is 1 to 64 letters, digits, '.', '_' or '-', and starts with a letter or digit"
-        )
+        raise BadRequest("a user name is 1 to 64 letters, digits, '.', '_' or '-', and starts with a letter or digit")
     if name in RESERVED_NAMES:
         raise BadRequest(f"{name!r} is reserved")
     return name

@@ -1,0 +1,142 @@
+"""The audit log: who did what to which file, one line per event.
+
+Events are logins, failed logins, logouts, transfers (``put``, ``get``),
+deletions (``rm``, ``rmdir``), renames (``mv``) and ``mkdir``. Each line is
+``key=value`` pairs after the time, always starting with ``event=``::
+
+    2026-11-27 10:00:00,123 event=login user=alice ip=127.0.0.1 result=ok
+    2026-11-27 10:00:01,456 event=put user=alice ip=127.0.0.1 path='/a.txt' bytes=123 result=ok
+    2026-11-27 10:00:09,789 event=logout user=alice ip=127.0.0.1 in=187 out=412 duration=9.666
+
+``result`` is ``ok`` or the error code the client got. Paths (``path``,
+``target``) are always quoted; other values are quoted only when they hold
+more than letters, digits and ``.:_@/+-``. Quoting is Python's ``repr``,
+which escapes newlines and every other unprintable character, so no name a
+client chooses can start a line of its own or look like another field.
+
+The log is the ``sockftp.audit`` logger: by default its lines go to the
+main log, whatever its level; :func:`configure` sends them to a file of
+their own instead. This module never logs a password, and no caller may
+hand it a request header whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from . import paths
+from .errors import SockftpError
+
+log = logging.getLogger("sockftp.audit")
+
+#: Commands that leave a line, and the request fields that hold their path
+#: and, for a rename, their target (the first field present wins, as in
+#: :mod:`sockftp.protocol`).
+AUDITED = {
+    "put": (("path", "filename"), ()),
+    "get": (("path", "filename"), ()),
+    "rm": (("path",), ()),
+    "rmdir": (("path",), ()),
+    "mkdir": (("path",), ()),
+    "mv": (("source", "from"), ("target", "to")),
+}
+
+_BARE = re.compile(r"[A-Za-z0-9._:@/+-]+")
+_QUOTED_KEYS = frozenset({"path", "target"})
+
+#: Marks the handler configure() installs, so that a second call replaces it.
+_HANDLER_NAME = "sockftp-audit-file"
+
+
+def configure(path: str | None) -> None:
+    """Send audit lines to the file *path* (appended to, UTF-8), or with
+    None to the main log. Lines are written whatever the main log's level.
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    handler = None
+    if path is not None:
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")  # flushed after every line
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    for old in [h for h in log.handlers if h.get_name() == _HANDLER_NAME]:
+        log.removeHandler(old)
+        old.close()
+    log.setLevel(logging.INFO)
+    if handler is None:
+        log.propagate = True
+    else:
+        log.addHandler(handler)
+        log.propagate = False
+
+
+def record(event: str, **fields) -> None:
+    """Write one audit line: ``event=EVENT`` and then *fields* in order."""
+    pairs = [f"event={_value('event', event)}"]
+    pairs += [f"{key}={_value(key, value)}" for key, value in fields.items()]
+    log.info(" ".join(pairs))
+
+
+def login(user: str, ip: str) -> None:
+    record("login", user=user, ip=ip, result="ok")
+
+
+def login_failed(user, ip: str, result: str, banned: bool = False) -> None:
+    """A refused login. *user* is whatever name the client sent."""
+    record("login-failed", user=user, ip=ip, result=result, banned="yes" if banned else "no")
+
+
+def logout(session, bytes_in: int, bytes_out: int, seconds: float) -> None:
+    """The end of *session*, if a user logged in to it (anonymous sessions
+    never logged in, so they do not log out)."""
+    identity = session.identity
+    if identity is None or identity.anonymous:
+        return
+    record("logout", user=identity.name, ip=session.address, **{"in": bytes_in, "out": bytes_out}, duration=seconds)
+
+
+def command(session, name: str, header: dict, cwd: paths.RemotePath, bytes_moved: int, result: str) -> None:
+    """The line for command *name* if it is audited (see :data:`AUDITED`).
+
+    *header* is the request, *cwd* the session's directory when the command
+    started (a command may change it): paths are logged as absolute paths
+    in the user's tree, or as sent if they are not valid.
+    """
+    fields = AUDITED.get(name)
+    if fields is None:
+        return
+    path_fields, target_fields = fields
+    pairs = {"user": session.user, "ip": session.address, "path": _path(header, path_fields, cwd)}
+    if target_fields:
+        pairs["target"] = _path(header, target_fields, cwd)
+    if name in ("put", "get"):
+        pairs["bytes"] = bytes_moved
+    record(name, **pairs, result=result)
+
+
+def _path(header: dict, names: tuple[str, ...], cwd: paths.RemotePath):
+    raw = next((header[n] for n in names if n in header), None)
+    if not isinstance(raw, str):
+        return None  # missing, or not a path at all: logged as "-"
+    try:
+        return paths.to_text(paths.resolve(cwd, raw))
+    except SockftpError:
+        return raw
+
+
+def _value(key: str, value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = str(value)
+    if key in _QUOTED_KEYS or not _BARE.fullmatch(text):
+        return repr(text)
+    return text
+
+
+__all__ = ["AUDITED", "command", "configure", "login", "login_failed", "logout", "record"]
