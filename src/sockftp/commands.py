@@ -58,6 +58,8 @@ FEATURES = (
     "ls-stream",  # listings come in several frames
     "pipelining",  # requests may be sent before earlier replies arrive
     "mkdir-parents",
+    "accounts",  # the auth command; homes per user
+    "quota",  # the quota (df) command; quota_exceeded on put
 )
 
 
