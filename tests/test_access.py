@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import add_user, encode_frame, login, recv_frame
+from conftest import add_user, assert_closed, encode_frame, login, recv_frame
 
 import sockftp
 from sockftp.commands import COMMANDS
@@ -49,15 +49,37 @@ def test_every_command_is_covered_here():
     assert set(REQUESTS) == set(COMMANDS)
 
 
-@pytest.mark.parametrize("name", sorted(set(REQUESTS) - OPEN_BEFORE_LOGIN))
+@pytest.mark.parametrize("name", sorted(set(REQUESTS) - OPEN_BEFORE_LOGIN - {"put"}))
 def test_every_command_is_refused_before_login(closed_server, name):
     sock = closed_server.raw()
-    payload = b"abc" if name == "put" else b""
-    sock.sendall(encode_frame(REQUESTS[name]) + payload)
+    sock.sendall(encode_frame(REQUESTS[name]))
     reply = recv_frame(sock)
     assert (reply["ok"], reply["error"]) == (False, "auth_required")
     sock.sendall(encode_frame({"cmd": "ping"}))  # and the stream is still in step
     assert recv_frame(sock)["ok"] is True
+
+
+def test_a_put_before_login_is_refused_and_its_bytes_are_not_read(closed_server):
+    sock = closed_server.raw()
+    sock.sendall(encode_frame({"cmd": "put", "path": "f", "size": 3}) + b"abc")
+    reply = recv_frame(sock)
+    assert (reply["ok"], reply["error"]) == (False, "auth_required")
+    assert_closed(sock)
+
+
+def test_a_session_that_never_logs_in_is_closed_however_it_pings(server):
+    srv = server(anonymous=False, header_timeout=0.6, idle_timeout=5)
+    sock = srv.raw()
+    started = time.monotonic()
+    reply = None
+    while time.monotonic() - started < 3:
+        sock.sendall(encode_frame({"cmd": "ping"}))
+        reply = recv_frame(sock)
+        if not reply["ok"]:
+            break
+        time.sleep(0.1)
+    assert reply["error"] == "timeout"
+    assert time.monotonic() - started < 1.5
 
 
 def test_passwords_are_stored_hashed_and_a_wrong_one_fails(closed_server):
@@ -165,3 +187,23 @@ def test_each_failed_login_is_delayed(server):
     with pytest.raises(sockftp.AuthFailed):
         client.request({"cmd": "auth", "user": "alice", "password": "wrong"})
     assert time.monotonic() - started >= 0.4
+
+
+def test_parallel_guesses_from_one_address_are_stopped_by_the_ban(server):
+    from sockftp.auth import BanList
+
+    srv = server(anonymous=False, login_failure_delay=0.01, ban_failures=3, ban_time=60)
+    add_user(srv.root, "alice", "alice-pw")
+    socks = [srv.raw(timeout=30) for _ in range(16)]
+    for attempt, sock in enumerate(socks):
+        sock.sendall(encode_frame({"cmd": "auth", "user": "alice", "password": f"guess{attempt}"}))
+    errors = [recv_frame(sock)["error"] for sock in socks]
+    # Each guess that got a password check is an auth_failed; the ban stops
+    # the rest, however many sessions the address opened at once.
+    assert errors.count("auth_failed") <= 3 + BanList.ATTEMPTS_PER_ADDRESS - 1
+    assert errors.count("banned") >= 16 - (3 + BanList.ATTEMPTS_PER_ADDRESS - 1)
+
+
+def test_the_client_never_sends_a_password_in_clear_when_given_a_ca():
+    client = sockftp.Client(connect=False, tls_ca="ca.pem")
+    assert client.tls

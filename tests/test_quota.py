@@ -173,3 +173,72 @@ def test_usage_is_measured_again_when_the_user_comes_back(quota_server, files):
     client = login(srv, "alice")
     assert usage(client)["used_bytes"] == 0
     client.put(files("b", os.urandom(600 * KiB)), "b")
+
+
+def _start_raw_upload(srv, path: str, data: bytes, sent: int):
+    """A raw session of alice that announces *data* for *path* and sends its
+    first *sent* bytes; returns a function that sends the rest and the reply
+    (its ``sock`` attribute is the session's socket)."""
+    from sockftp import checksum
+
+    sock = srv.raw()
+    sock.sendall(encode_frame({"cmd": "auth", "user": "alice", "password": "secret"}))
+    assert recv_frame(sock)["ok"]
+    header = {"cmd": "put", "path": path, "size": len(data), "checksum": "trailer"}
+    sock.sendall(encode_frame(header) + data[:sent])
+
+    def finish() -> dict:
+        sock.sendall(data[sent:] + encode_frame({"checksum": checksum.of_bytes(data)}))
+        return recv_frame(sock)
+
+    finish.sock = sock
+    return finish
+
+
+def test_renaming_the_directory_of_an_upload_under_way_keeps_usage_exact(quota_server, files):
+    srv = quota_server(quota_bytes=1000)
+    home = srv.root / "users" / "alice"
+    client = login(srv, "alice")
+    client.mkdir("d")
+    finish = _start_raw_upload(srv, "d/f", os.urandom(300), 100)
+    wait_until(lambda: usage(client)["used_bytes"] == 100, what="the first bytes accounted")
+    client.mv("d", "e")
+    client.mkdir("d")
+    client.put(files("other", os.urandom(600)), "d/f")
+    assert finish()["ok"]  # lands in e/f, where its directory went
+    assert (home / "e" / "f").stat().st_size == 300 and (home / "d" / "f").stat().st_size == 600
+    reply = usage(client)
+    assert (reply["used_bytes"], reply["used_files"]) == on_disk(home) == (900, 2)
+
+
+def test_an_upload_whose_replaced_file_moved_away_must_fit_without_it(quota_server, files):
+    srv = quota_server(quota_bytes=10_000, max_files=1)
+    home = srv.root / "users" / "alice"
+    client = login(srv, "alice")
+    client.put(files("a", os.urandom(500)), "a")
+    finish = _start_raw_upload(srv, "a", os.urandom(500), 100)  # replaces a: no new file
+    wait_until(lambda: usage(client)["used_bytes"] == 600, what="the first bytes accounted")
+    client.mv("a", "b")  # now the upload would add a second file
+    reply = finish()
+    assert reply["error"] == "quota_exceeded"
+    assert sorted(p.name for p in home.iterdir()) == ["b"]
+    quota = usage(client)
+    assert (quota["used_bytes"], quota["used_files"]) == on_disk(home) == (500, 1)
+
+
+def test_rmdir_refused_for_an_upload_under_way_removes_nothing(quota_server, files):
+    srv = quota_server(quota_bytes=1 * MiB)
+    home = srv.root / "users" / "alice"
+    client = login(srv, "alice")
+    client.mkdir("d")
+    # An abandoned partial, then an upload under way, in the same directory.
+    abandoned = _start_raw_upload(srv, "d/old", os.urandom(4000), 2000)
+    wait_until(lambda: usage(client)["used_bytes"] == 2000, what="the first partial accounted")
+    abandoned.sock.close()
+    srv.wait_idle(sessions=1)  # only `client` is left; the partial stays
+    finish = _start_raw_upload(srv, "d/new", os.urandom(3000), 1000)
+    wait_until(lambda: usage(client)["used_bytes"] == 3000, what="both partials accounted")
+    with pytest.raises(sockftp.Busy):
+        client.rmdir("d")
+    assert usage(client)["used_bytes"] == on_disk(home)[0] == 3000
+    assert finish()["ok"]

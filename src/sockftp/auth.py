@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 
 from . import audit
 from .accounts import UserStore, verify_password
@@ -31,14 +32,39 @@ log = logging.getLogger("sockftp.auth")
 class BanList:
     """Failed logins per address, and the addresses refused because of them."""
 
+    #: Password checks one address may have under way at once; more wait.
+    #: Without it, an address could run a guess in each of its sessions in
+    #: parallel before the first failure is even counted.
+    ATTEMPTS_PER_ADDRESS = 2
+
     def __init__(self, failures: int, window: float, ban_time: float, clock=time.monotonic):
         self.failures = failures
         self.window = window
         self.ban_time = ban_time
         self._clock = clock
         self._lock = threading.Lock()
+        self._turns = threading.Condition(self._lock)
+        self._active: dict[str, int] = {}
         self._recent: dict[str, deque[float]] = {}
         self._banned_until: dict[str, float] = {}
+        self._last_pruned = clock()
+
+    @contextmanager
+    def attempt(self, address: str):
+        """Hold one of *address*'s few login slots while checking a password."""
+        with self._turns:
+            self._turns.wait_for(lambda: self._active.get(address, 0) < self.ATTEMPTS_PER_ADDRESS)
+            self._active[address] = self._active.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            with self._turns:
+                left = self._active[address] - 1
+                if left:
+                    self._active[address] = left
+                else:
+                    del self._active[address]
+                self._turns.notify_all()
 
     def check(self, address: str) -> None:
         """Raises Banned if *address* is refused now."""
@@ -55,6 +81,8 @@ class BanList:
     def failed(self, address: str) -> bool:
         """Count a failed login. True if it got *address* banned."""
         now = self._clock()
+        if now - self._last_pruned > 1.0:
+            self._forget_old()
         with self._lock:
             recent = self._recent.setdefault(address, deque())
             recent.append(now)
@@ -76,6 +104,7 @@ class BanList:
         # Bound the tables: drop addresses whose failures and bans are over.
         now = self._clock()
         with self._lock:
+            self._last_pruned = now
             for address in [a for a, until in self._banned_until.items() if until <= now]:
                 del self._banned_until[address]
             for address in [a for a, times in self._recent.items() if not times or times[-1] <= now - self.window]:
@@ -100,13 +129,18 @@ class Authenticator:
 
         Raises Banned if *address* is refused, before any password work.
         """
-        try:
-            self.bans.check(address)
-        except Banned:
-            audit.login_failed(name, address, Banned.code, banned=True)
-            raise
-        account = self.users.get(name) if isinstance(name, str) else None
-        ok = verify_password(account.password_hash if account else None, password)
+        with self.bans.attempt(address):
+            try:
+                self.bans.check(address)
+            except Banned:
+                audit.login_failed(name, address, Banned.code, banned=True)
+                raise
+            account = self.users.get(name) if isinstance(name, str) else None
+            ok = verify_password(account.password_hash if account else None, password)
+            if ok:
+                # Banned while we checked (by a parallel failure): refused,
+                # even with the right password.
+                self.bans.check(address)
         if not ok:
             banned = self.bans.failed(address)
             audit.login_failed(name, address, AuthFailed.code, banned=banned)

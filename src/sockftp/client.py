@@ -121,7 +121,7 @@ class Client:
         self.retries = retries
         self.user = user
         self.password = password
-        self.tls = tls
+        self.tls = tls or tls_ca is not None or insecure  # never send a password in clear by mistake
         self.tls_ca = tls_ca
         self.insecure = insecure
         self.server_info: dict = {}

@@ -363,6 +363,11 @@ def put(ctx: Context, req: dict) -> dict:
         ctx.close = True
         raise
     count = size - offset
+    if ctx.session.identity is None:
+        # Reading a stranger's bytes only to drop them is work for nothing:
+        # say why and close.
+        ctx.close = True
+        ctx.session.require_login()
     try:
         expected = protocol.string(req, "checksum", default=None)
         if expected is not None and expected != "trailer" and not checksums.is_valid(expected):

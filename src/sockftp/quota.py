@@ -80,6 +80,29 @@ class QuotaLedger:
             self.reserved_bytes += size
             self.reserved_files += files
 
+    def check_commit(self, replaced: int | None, credited: int, reserved_file: bool) -> None:
+        """Refuse a commit that no longer fits because the file credited at
+        its reservation (*credited* bytes; a file slot unless
+        *reserved_file*) is not the one it replaces now."""
+        with self.lock:
+            if self.quota_bytes is not None and (replaced or 0) < credited:
+                # Our written bytes are in used_bytes already.
+                if self.used_bytes - (replaced or 0) + self.reserved_bytes > self.quota_bytes:
+                    raise QuotaExceeded(
+                        f"quota of {human(self.quota_bytes)} exceeded: the file this upload was to replace "
+                        "was moved or removed meanwhile; nothing was stored",
+                        quota_bytes=self.quota_bytes,
+                        used_bytes=self.used_bytes,
+                    )
+            if self.max_files is not None and replaced is None and not reserved_file:
+                if self.used_files + self.reserved_files + 1 > self.max_files:
+                    raise QuotaExceeded(
+                        f"file limit of {self.max_files} reached: the file this upload was to replace "
+                        "was moved or removed meanwhile; nothing was stored",
+                        max_files=self.max_files,
+                        used_files=self.used_files,
+                    )
+
     def wrote(self, count: int) -> None:
         """*count* reserved bytes were written: they are usage now."""
         with self.lock:
@@ -209,18 +232,18 @@ class QuotaStorage(Storage):
             self.ledger.release(size - offset, new_file=replaces is None)
             raise
         self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
-        return QuotaUpload(upload, self.ledger, replaces is None, self.inner)
+        return QuotaUpload(upload, self.ledger, replaces is None, replaces or 0)
 
     def close(self) -> None:
         pass  # the inner storage belongs to the server
 
 
 class QuotaUpload(Upload):
-    def __init__(self, inner: Upload, ledger: QuotaLedger, new_file: bool, storage: Storage):
+    def __init__(self, inner: Upload, ledger: QuotaLedger, new_file: bool, credited: int):
         self.inner = inner
-        self.storage = storage
         self.ledger = ledger
-        self.new_file = new_file
+        self.new_file = new_file  # reserved a file slot
+        self.credited = credited  # bytes of the replaced file credited at reservation
         self.path = inner.path
         self.size = inner.size
         self._reserved = inner.size - inner.offset
@@ -242,16 +265,20 @@ class QuotaUpload(Upload):
             self._reserved -= written
             self.ledger.wrote(written)
 
+    def replaced_size(self) -> int | None:
+        return self.inner.replaced_size()
+
     def commit(self, checksum: str | None) -> None:
+        # Measured now, where the file will land: the file credited at the
+        # start may have been moved or removed since, and then the upload
+        # must fit without that credit.
+        replaced = self.inner.replaced_size()
         try:
-            # Measured now, not when the upload began: the file may have been
-            # replaced or removed meanwhile. (Uploads of one name are
-            # serialised by the partial's lock.)
-            try:
-                entry = self.storage.stat(self.path)
-                replaced = entry.size if entry.type == FILE else None
-            except NotFound:
-                replaced = None
+            self.ledger.check_commit(replaced, self.credited, self.new_file)
+        except QuotaExceeded:
+            self.discard()
+            raise
+        try:
             self.inner.commit(checksum)
         finally:
             self._finish()
@@ -265,6 +292,8 @@ class QuotaUpload(Upload):
             self._finish()
 
     def discard(self) -> None:
+        if not self._open:
+            return
         held = self.inner.offset
         try:
             self.inner.discard()

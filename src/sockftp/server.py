@@ -38,7 +38,17 @@ from . import audit, commands, tls
 from .accounts import Account, SqliteUserStore, UserStore
 from .auth import Authenticator
 from .config import ServerConfig, user_home, users_db
-from .errors import FATAL_CODES, Banned, ErrorCode, Internal, ShuttingDown, SockftpError, TlsRequired, TooManySessions
+from .errors import (
+    FATAL_CODES,
+    Banned,
+    ErrorCode,
+    Internal,
+    ShuttingDown,
+    SockftpError,
+    Timeout,
+    TlsRequired,
+    TooManySessions,
+)
 from .frames import encode_header
 from .limits import LISTEN_BACKLOG, SESSION_STACK_SIZE
 from .quota import QuotaRegistry, QuotaStorage
@@ -330,6 +340,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if config.anonymous:
             self.session.login(self.server.anonymous_identity())
         self._apply_rate_limits()
+        self.login_deadline = time.monotonic() + config.header_timeout
 
     def _start_tls(self) -> ssl.SSLSocket | None:
         """The connection wrapped in TLS, or None if it was refused or the
@@ -417,13 +428,25 @@ class SessionHandler(socketserver.BaseRequestHandler):
             audit.logout(self.session, self.wire.bytes_in, self.wire.bytes_out, time.monotonic() - started)
             self.session.logout()
 
+    def _wait_for_request(self) -> float | None:
+        """How long to wait for the next request: the idle timeout, or less
+        while a session that must log in has not: it gets ``header_timeout``
+        from its start to do so, so clients that never log in cannot hold
+        sessions by pinging."""
+        if self.session.identity is not None:
+            return None
+        left = self.login_deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(f"not logged in within {self.server.config.header_timeout:g} s")
+        return min(left, self.server.config.idle_timeout)
+
     def _serve_one(self) -> bool:
         """Serve one request. False when the session is over."""
         stopping = self.server.stopping
         if stopping.is_set():
             return self._goodbye(ShuttingDown("the server is shutting down"))
         try:
-            header = self.wire.read_header()
+            header = self.wire.read_header(self._wait_for_request())
         except SockftpError as exc:  # bad frame, bad JSON, timeout
             if exc.code == ErrorCode.BAD_FRAME and not self.wire.tls and tls.looks_like_tls(self.wire.opening):
                 # A frame in reply would only confuse its TLS library: close,

@@ -99,6 +99,13 @@ class Upload(ABC):
         """Append *data* at ``offset`` and advance it."""
 
     @abstractmethod
+    def replaced_size(self) -> int | None:
+        """The size of the file the commit would replace now, None if none.
+
+        Looked up where the commit will land, which is not always where the
+        upload began: its directory may have been renamed meanwhile."""
+
+    @abstractmethod
     def commit(self, checksum: str | None) -> None:
         """Make the file visible under its name, atomically.
 

@@ -284,19 +284,25 @@ class LocalStorage(Storage):
             names = os.listdir(fd)
             if not names or any(not n.startswith(PARTIAL_PREFIX) for n in names):
                 return None
-            freed = 0
-            for name in names:
-                partial_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                try:
-                    # A locked partial is an upload under way, not debris.
-                    # Unlink while holding the lock, so no upload takes it
-                    # over in between (uploads check the name after locking).
-                    fcntl.flock(partial_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Lock every partial first: a locked one is an upload under way,
+            # not debris, and then nothing is removed. Unlink while holding
+            # the locks, so no upload takes one over in between (uploads
+            # check the name after locking).
+            held: list[int] = []
+            try:
+                for name in names:
+                    partial_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    held.append(partial_fd)
+                    try:
+                        fcntl.flock(partial_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        raise Busy("an upload into {path} is under way", path=path) from None
+                freed = 0
+                for name, partial_fd in zip(names, held, strict=True):
                     freed += os.fstat(partial_fd).st_size
                     os.unlink(name, dir_fd=fd)
-                except BlockingIOError:
-                    raise Busy("an upload into {path} is under way", path=path) from None
-                finally:
+            finally:
+                for partial_fd in held:
                     os.close(partial_fd)
             return freed
         finally:
@@ -556,6 +562,15 @@ class LocalUpload(Upload):
                 self.offset += written
         except OSError as exc:
             raise _error(exc, self.path) from None
+
+    def replaced_size(self) -> int | None:
+        try:
+            st = os.stat(self.path[-1], dir_fd=self._parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _error(exc, self.path) from None
+        return st.st_size if statmod.S_ISREG(st.st_mode) else None
 
     def commit(self, checksum: str | None) -> None:
         name = self.path[-1]
