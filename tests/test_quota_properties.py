@@ -1,0 +1,126 @@
+"""Property: whatever the sequence of operations, a user's quota ledger
+equals what their home holds on disk, and committed usage stays within the
+quota. Runs on the storage layer directly (no network), so hypothesis can
+try many sequences quickly."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+
+from sockftp import SockftpError, checksum  # noqa: E402
+from sockftp.quota import QuotaRegistry, QuotaStorage  # noqa: E402
+from sockftp.storage import LocalStorage  # noqa: E402
+
+HOME = ("users", "alice")
+NAMES = st.sampled_from(["a", "b", "c", "d/a", "d/b", "e/a"])
+QUOTA = 600
+MAX_FILES = 4
+
+
+class QuotaMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        self.inner = LocalStorage(self.dir.name)
+        self.inner.mkdir(HOME, parents=True)
+        self.registry = QuotaRegistry(self.inner)
+        self.ledger = self.registry.login("alice", HOME, QUOTA, MAX_FILES)
+        self.storage = QuotaStorage(self.inner, self.ledger)
+
+    def teardown(self):
+        self.inner.close()
+        self.dir.cleanup()
+
+    def _path(self, name: str):
+        return HOME + tuple(name.split("/"))
+
+    @rule(
+        name=NAMES,
+        size=st.integers(0, 400),
+        cut=st.integers(0, 400),
+        end=st.sampled_from(["commit", "keep", "discard", "corrupt"]),
+    )
+    def upload(self, name, size, cut, end):
+        path = self._path(name)
+        data = os.urandom(size)
+        try:
+            held = self.storage.partial_size(path, size)
+            upload = self.storage.open_upload(path, size, held)
+        except SockftpError:
+            return
+        try:
+            sent = data[held : max(held, min(size, cut))] if end == "keep" else data[held:]
+            upload.write(sent)
+            if end == "commit":
+                upload.commit(checksum.of_bytes(data))
+            elif end == "discard" or end == "corrupt":
+                upload.discard()
+        except SockftpError:
+            pass
+        finally:
+            upload.keep()
+
+    @rule(name=NAMES)
+    def remove(self, name):
+        try:
+            self.storage.remove(self._path(name))
+        except SockftpError:
+            pass
+
+    @rule(source=NAMES, destination=NAMES)
+    def rename(self, source, destination):
+        try:
+            self.storage.rename(self._path(source), self._path(destination))
+        except SockftpError:
+            pass
+
+    @rule(name=st.sampled_from(["d", "e"]))
+    def mkdir(self, name):
+        try:
+            self.storage.mkdir(self._path(name))
+        except SockftpError:
+            pass
+
+    @rule(name=st.sampled_from(["d", "e"]))
+    def rmdir(self, name):
+        try:
+            self.storage.rmdir(self._path(name))
+        except SockftpError:
+            pass
+
+    @rule(source=st.sampled_from(["d", "e"]), destination=st.sampled_from(["d", "e", "f"]))
+    def rename_directory(self, source, destination):
+        try:
+            self.storage.rename(self._path(source), self._path(destination))
+        except SockftpError:
+            pass
+
+    @invariant()
+    def ledger_matches_the_disk(self):
+        usage = self.inner.usage(HOME)
+        assert (self.ledger.used_bytes, self.ledger.used_files) == (usage.bytes, usage.files)
+        assert (self.ledger.reserved_bytes, self.ledger.reserved_files) == (0, 0)
+
+    @invariant()
+    def complete_files_stay_within_the_quota(self):
+        complete = sum(
+            os.path.getsize(os.path.join(root, f))
+            for root, _dirs, names in os.walk(os.path.join(self.dir.name, *HOME))
+            for f in names
+            if not f.startswith(".sockftp")
+        )
+        assert complete <= QUOTA
+        assert self.ledger.used_files <= MAX_FILES
+
+
+QuotaMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+test_quota_ledger_always_matches_the_disk = QuotaMachine.TestCase
