@@ -207,3 +207,26 @@ def test_parallel_guesses_from_one_address_are_stopped_by_the_ban(server):
 def test_the_client_never_sends_a_password_in_clear_when_given_a_ca():
     client = sockftp.Client(connect=False, tls_ca="ca.pem")
     assert client.tls
+
+
+def test_a_made_up_command_name_cannot_forge_a_log_line(srv, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sockftp")
+    sock = srv.raw()
+    sock.sendall(encode_frame({"cmd": "x\n2026-11-27 00:00:00 INFO forged"}))
+    assert recv_frame(sock)["error"] == "unknown_command"
+    assert not any("\n" in record.getMessage() for record in caplog.records)
+
+
+def test_the_account_database_and_its_journal_are_private(server):
+    import os
+    import stat
+
+    srv = server(anonymous=False)
+    add_user(srv.root, "alice", "alice-pw")
+    login(srv, "alice", "alice-pw")
+    for suffix in ("", "-wal", "-shm"):
+        path = users_db(str(srv.root)) + suffix
+        if os.path.exists(path):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path

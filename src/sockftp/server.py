@@ -488,11 +488,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 return False
         except ConnectionClosed as exc:
             result = "connection_lost"
-            log.info("%s connection lost during %s: %s", self.peer, name[:32], exc)
+            log.info("%s connection lost during %r: %s", self.peer, name[:32], exc)
             return False
         except Exception:  # noqa: BLE001 - a bug in one command must not end the server
             result = "internal"
-            log.exception("%s %s failed", self.peer, name[:32])
+            log.exception("%s %r failed", self.peer, name[:32])
             ctx.close = ctx.close or ctx.wire_dirty
             if not ctx.wire_dirty and not self._send_error(Internal("internal server error; see the server log")):
                 return False
@@ -502,7 +502,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 "%s %s %s path=%r bytes=%d %s %.3fs",
                 self.peer,
                 self.session.user,
-                name[:32],
+                # A name the client made up is quoted: it may hold a newline.
+                name if name in commands.COMMANDS else repr(name[:32]),
                 ctx.path,
                 ctx.bytes,
                 result,

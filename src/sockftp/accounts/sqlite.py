@@ -19,6 +19,15 @@ from .base import Account, UserStore
 class SqliteUserStore(UserStore):
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # Password hashes: for the server's user only. SQLite gives its -wal
+        # and -shm files the database's mode, so the database is created
+        # private before SQLite first opens it.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.chmod(path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
         self.path = path
         self._local = threading.local()
         self._migrate()
@@ -46,7 +55,6 @@ class SqliteUserStore(UserStore):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        os.chmod(self.path, 0o600)  # password hashes: for the server's user only
 
     def get(self, name: str) -> Account | None:
         row = self._db().execute(schema.SELECT_USER, (name,)).fetchone()
