@@ -26,6 +26,7 @@ import socket
 import ssl
 import stat as statmod
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -574,6 +575,117 @@ class Client:
                 delay = min(delay * 2, 5.0)
 
     # -- directories -----------------------------------------------------------------
+
+    def put_many(self, pairs, *, window: int = 64) -> list[TransferResult]:
+        """Upload many files over this connection, pipelined: small files go
+        out without waiting for each reply, up to *window* at a time, so a
+        thousand small files cost a thousand writes, not a thousand round
+        trips. Files of ``RESUME_THRESHOLD`` or more go through :meth:`put`.
+
+        *pairs* are ``(local, remote)``. Every file is tried; the first
+        failure is raised once the rest are done. Returns the results of the
+        files that were stored, in order.
+        """
+        results: list[TransferResult] = []
+        pending: deque[tuple[str, str, int]] = deque()
+        failures: list[SockftpError] = []
+
+        def collect() -> None:
+            local, remote, size = pending.popleft()
+            try:
+                reply = self._reply()
+            except ConnectionLost:
+                raise
+            except SockftpError as exc:
+                failures.append(exc)
+                return
+            results.append(TransferResult(reply.get("path", remote), local, size, size, 0, reply.get("checksum")))
+
+        for local, remote in pairs:
+            local = os.fspath(local)
+            with open(local, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size >= RESUME_THRESHOLD:
+                    data = None
+                else:
+                    data = os.pread(f.fileno(), size + 1, 0)
+                    if len(data) != size:
+                        raise SockftpError(f"{local} changed size while being read", code="local_error")
+            if data is None:
+                while pending:
+                    collect()
+                try:
+                    results.append(self.put(local, remote))
+                except ConnectionLost:
+                    raise
+                except SockftpError as exc:
+                    failures.append(exc)
+                continue
+            # The checksum goes up front: one frame per file, not two.
+            header = {"cmd": "put", "path": remote, "size": size, "checksum": checksums.of_bytes(data)}
+            self._send(header, data)
+            pending.append((local, remote, size))
+            if len(pending) >= window:
+                collect()
+        while pending:
+            collect()
+        if failures:
+            raise failures[0]
+        return results
+
+    def get_many(self, pairs, *, window: int = 64) -> list[TransferResult]:
+        """Download many small files over this connection, pipelined like
+        :meth:`put_many`: up to *window* requests in flight. Each file is
+        verified and appears under its name only once complete. *pairs* are
+        ``(remote, local)``; the first failure is raised once the rest are
+        done."""
+        results: list[TransferResult] = []
+        pending: deque[tuple[str, str]] = deque()
+        failures: list[SockftpError] = []
+
+        def collect() -> None:
+            remote, local = pending.popleft()
+            try:
+                reply = self._reply()
+            except ConnectionLost:
+                raise
+            except SockftpError as exc:
+                failures.append(exc)
+                return
+            hasher = checksums.Hasher()
+            partial = partial_path(local)
+            try:
+                out = open(partial, "wb")  # noqa: SIM115 - closed below, after the bytes are read
+            except OSError as exc:
+                out = None
+                failures.append(SockftpError(f"{partial}: {exc.strerror or exc}", code="local_error"))
+            with self._raw_transfer():
+                # The bytes are read even if they cannot be kept, to stay in step.
+                self.wire.receive(reply["filesize"], out.write if out else (lambda chunk: None), hasher)
+            if out is None:
+                return
+            out.close()
+            if reply.get("checksum") is not None and hasher.value() != reply["checksum"]:
+                os.unlink(partial)
+                failures.append(ChecksumMismatch(f"download of {remote} arrived damaged"))
+                return
+            os.replace(partial, local)
+            mtime = reply.get("mtime")
+            if isinstance(mtime, (int, float)):
+                os.utime(local, (mtime, mtime))
+            size = reply["size"]
+            results.append(TransferResult(reply.get("path", remote), local, size, size, 0, hasher.value()))
+
+        for remote, local in pairs:
+            self._send({"cmd": "get", "path": remote})
+            pending.append((remote, os.fspath(local)))
+            if len(pending) >= window:
+                collect()
+        while pending:
+            collect()
+        if failures:
+            raise failures[0]
+        return results
 
     def put_tree(
         self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None

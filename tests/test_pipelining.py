@@ -1,0 +1,68 @@
+"""Many small files over one session, pipelined: put_many and get_many."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import add_user, login
+
+import sockftp
+import sockftp.client
+
+
+def test_put_many_and_get_many_round_trip_a_thousand_small_files(srv, tmp_path):
+    local = tmp_path / "up"
+    local.mkdir()
+    originals = {f"f{i:04}.bin": os.urandom(4096) for i in range(1000)}
+    for name, data in originals.items():
+        (local / name).write_bytes(data)
+    back = tmp_path / "down"
+    back.mkdir()
+    with srv.client() as client:
+        stored = client.put_many((local / name, name) for name in originals)
+        got = client.get_many((name, back / name) for name in originals)
+        assert client.pwd() == "/"  # still in step
+    assert len(stored) == len(got) == 1000
+    for name, data in originals.items():
+        assert (srv.anon_dir / name).read_bytes() == data
+        assert (back / name).read_bytes() == data
+    assert not list(back.glob(".*sockftp-part"))
+
+
+def test_put_many_goes_on_past_a_refused_file_and_reports_it(server, tmp_path):
+    srv = server(anonymous=False, login_failure_delay=0.01)
+    add_user(srv.root, "alice", quota_bytes=10_000)
+    files = []
+    for i in range(5):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(os.urandom(9000 if i == 2 else 1000))  # the third does not fit after two
+        files.append((path, f"f{i}"))
+    client = login(srv, "alice")
+    with pytest.raises(sockftp.QuotaExceeded):
+        client.put_many(files, window=2)
+    stored = sorted(p.name for p in (srv.root / "users" / "alice").iterdir())
+    assert stored == ["f0", "f1", "f3", "f4"]
+    assert client.pwd() == "/"
+
+
+def test_get_many_reports_a_missing_file_and_gets_the_others(srv, tmp_path):
+    (srv.anon_dir / "a").write_bytes(b"alpha")
+    (srv.anon_dir / "c").write_bytes(b"gamma")
+    with srv.client() as client:
+        with pytest.raises(sockftp.NotFound):
+            client.get_many([("a", tmp_path / "a"), ("b", tmp_path / "b"), ("c", tmp_path / "c")])
+        assert client.pwd() == "/"
+    assert (tmp_path / "a").read_bytes() == b"alpha" and (tmp_path / "c").read_bytes() == b"gamma"
+    assert not (tmp_path / "b").exists()
+
+
+def test_put_many_sends_large_files_through_a_resumable_put(srv, tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(sockftp.client.RESUME_THRESHOLD + 5))
+    small = tmp_path / "small"
+    small.write_bytes(b"s")
+    with srv.client() as client:
+        results = client.put_many([(small, "small"), (big, "big"), (small, "small2")])
+    assert [r.path for r in results] == ["/small", "/big", "/small2"]
+    assert (srv.anon_dir / "big").read_bytes() == big.read_bytes()
