@@ -2,6 +2,9 @@
 
     python -m bench.transfer --size 1G --runs 5
 
+(The figures of docs/BENCHMARKS.md's first table. ``python -m bench`` runs
+this comparison too, with TLS, pyftpdlib and a page-cache prewarm.)
+
 Everything runs on 127.0.0.1. The server is a real ``sockftp serve``
 process; the client is this process. The raw limits are minimal socket
 pairs between two processes moving the same file:
@@ -19,105 +22,15 @@ asserted in tests.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-MiB = 1024 * 1024
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"(\d+)([KMG]?)", text.upper())
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}")
-    return int(match.group(1)) * {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}[match.group(2)]
-
-
-# -- raw limits: a sender process and a receiving process --------------------------
-
-
-def _raw_sender(port: int, path: str, mode: str, buffer_size: int) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as sock, open(path, "rb", buffering=0) as f:
-        if mode == "sendfile":
-            sock.sendfile(f)
-        else:
-            view = memoryview(bytearray(buffer_size))
-            while n := f.readinto(view):
-                sock.sendall(view[:n])
-
-
-def raw_transfer(path: str, size: int, mode: str, buffer_size: int, write_to: str | None) -> float:
-    """Seconds to move *path* from a child process to this one."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    child = multiprocessing.Process(target=_raw_sender, args=(port, path, mode, buffer_size))
-    child.start()
-    conn, _ = listener.accept()
-    # Timed from the connection, so the child's start-up is not counted.
-    start = time.perf_counter()
-    view = memoryview(bytearray(buffer_size))
-    out = os.open(write_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if write_to else None
-    received = 0
-    while received < size:
-        n = conn.recv_into(view)
-        if not n:
-            break
-        if out is not None:
-            os.write(out, view[:n])
-        received += n
-    elapsed = time.perf_counter() - start
-    if out is not None:
-        os.close(out)
-        os.unlink(write_to)
-    conn.close()
-    listener.close()
-    child.join()
-    assert received == size, f"raw transfer moved {received} of {size} bytes"
-    return elapsed
-
-
-# -- sockftp -----------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``sockftp serve`` in a child process, on a port of its choosing."""
-
-    def __init__(self, root: str, *extra: str):
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sockftp",
-                "serve",
-                "--port",
-                "0",
-                "--root",
-                root,
-                "--anonymous",
-                "--log-level",
-                "warning",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for line in self.proc.stdout:
-            if line.startswith("sockftp listening on"):
-                self.port = int(line.rsplit(":", 1)[1])
-                break
-        else:
-            raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+from .common import MiB, interleave, make_file, parse_size
+from .raw import raw_transfer
+from .servers import SockftpServer
 
 
 def main(argv=None) -> None:
@@ -131,13 +44,9 @@ def main(argv=None) -> None:
 
     work = tempfile.mkdtemp(prefix="sockftp-bench-", dir=args.dir)
     try:
-        source = os.path.join(work, "source.bin")
-        with open(source, "wb") as f:
-            for _ in range(0, args.size, 4 * MiB):
-                f.write(os.urandom(min(4 * MiB, args.size)))
-            f.truncate(args.size)
+        source = make_file(os.path.join(work, "source.bin"), args.size)
         size = os.path.getsize(source)
-        server = ServerProcess(os.path.join(work, "root"))
+        server = SockftpServer(os.path.join(work, "root"), anonymous=True)
         client = Client(port=server.port, timeout=120)
         target = os.path.join(work, "copy.bin")
 
@@ -168,12 +77,8 @@ def main(argv=None) -> None:
             "sockftp get (verified)": sockftp_get,
         }
         client.put(source, "bench.bin")  # warm up, and something to get
-        times: dict[str, list[float]] = {name: [] for name in variants}
+        times = interleave(variants, args.runs)
         names = list(variants)
-        for run in range(args.runs):
-            order = names if run % 2 == 0 else names[::-1]
-            for name in order:
-                times[name].append(variants[name]())
         client.close()
         server.stop()
     finally:

@@ -1,0 +1,179 @@
+"""The benchmark of issue 4: sockftp against the machine's raw limits and
+against pyftpdlib, side by side in one run on 127.0.0.1.
+
+    python -m bench                      # everything, with the issue's sizes
+    python -m bench --quick              # a seconds-long smoke run (CI)
+    python -m bench --size 512M --clients 100 --idle-sessions 1000
+
+Workloads, each in its own module:
+
+* ``big_file``: one big file over one session, put and get, plain and TLS,
+  pyftpdlib STOR and RETR, and the raw loopback limits;
+* ``crowd``: N clients each getting, then each putting, a 10 MiB file;
+* ``small_files``: 1000 files of 4 KiB put, then got, over one session;
+* ``logins``: N simultaneous connects with login, and argon2's cost;
+* ``idle``: server memory with many idle sessions, and a new client's wait.
+
+Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
+the table gives medians with the min-max spread, then every target of the
+issue as a ratio, marked met or missed. Progress goes to stderr, the table
+to stdout. The exit status is 1 if any workload failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+from . import big_file, crowd, idle, logins, small_files
+from .common import Env, Prewarm, parse_size, raise_file_limit
+from .pool import ClientPool
+from .report import Report, Section
+
+WORKLOADS = ("big", "small", "logins", "crowd", "idle")
+
+#: --quick: every workload, tiny, once. Seconds in all.
+QUICK = {
+    "size": parse_size("8M"),
+    "runs": 1,
+    "clients": [4],
+    "crowd_size": parse_size("1M"),
+    "files": 20,
+    "logins": 4,
+    "idle_sessions": [10],
+    "max_idle_logins": 10,
+    "probes": 1,
+    "settle": 0.2,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=parse_size, default=parse_size("1G"), help="the big file (default 1G)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of every variant (default 3)")
+    parser.add_argument("--clients", type=_counts, default=[100, 300], help="client counts, e.g. 100,300")
+    parser.add_argument("--crowd-size", type=parse_size, default=parse_size("10M"), help="each client's file")
+    parser.add_argument("--files", type=int, default=1000, help="small files over one session (default 1000)")
+    parser.add_argument("--file-size", type=parse_size, default=parse_size("4K"), help="each small file")
+    parser.add_argument("--logins", type=int, default=300, help="simultaneous connects with login (default 300)")
+    parser.add_argument("--idle-sessions", type=_counts, default=[1000, 10000], help="e.g. 1000,10000")
+    parser.add_argument(
+        "--max-idle-logins",
+        type=int,
+        default=1000,
+        help="idle counts above this are held as anonymous sockftp sessions (logins cost ~0.1 s each)",
+    )
+    parser.add_argument("--probes", type=int, default=5, help="new clients timed while idle sessions are held")
+    parser.add_argument(
+        "--settle", type=float, default=idle.SETTLE, help="seconds before a server's RSS is read (default 1)"
+    )
+    parser.add_argument("--client-procs", type=int, default=os.cpu_count() or 2, help="client worker processes")
+    parser.add_argument("--only", type=_workloads, default=list(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
+    parser.add_argument("--no-prewarm", action="store_true", help="skip the page-cache prewarm before each variant")
+    parser.add_argument("--dir", default=None, help="where the work directory goes (default: the temp dir)")
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run: tiny sizes, 1 run")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad counts {text!r} (try 100,300)") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"bad counts {text!r}")
+    return counts
+
+
+def _workloads(text: str) -> list[str]:
+    names = [part for part in text.split(",") if part]
+    unknown = set(names) - set(WORKLOADS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown workloads {sorted(unknown)}; choose from {','.join(WORKLOADS)}")
+    return names
+
+
+def header(args, argv) -> list[str]:
+    from importlib.metadata import version
+
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    return [
+        f"sockftp benchmark (issue 4), {time.strftime('%Y-%m-%d %H:%M')}, 127.0.0.1, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, sockftp {version('sockftp')}, pyftpdlib {version('pyftpdlib')}",
+        f"command: {command}",
+        f"{args.runs} run{'s' if args.runs != 1 else ''} of every variant, interleaved (A B, then B A); "
+        f"medians (min-max); page-cache prewarm {'off' if args.no_prewarm else 'on'}",
+    ]
+
+
+def idle_counts_within_limits(counts: list[int], limit: int, env: Env) -> list[int]:
+    """The idle counts that *limit* open files per process can hold (the
+    server needs one per session, and a little more)."""
+    fitting = [n for n in counts if n + 256 <= limit]
+    if fitting != counts:
+        env.say(f"open-file limit {limit}: idle counts {sorted(set(counts) - set(fitting))} skipped (ulimit -Hn)")
+    return fitting
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        import pyftpdlib  # noqa: F401
+    except ImportError:
+        print("python -m bench needs pyftpdlib: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="sockftp-bench-", dir=args.dir)
+    env = Env(work, args.runs, Prewarm(work, enabled=not args.no_prewarm), quiet=args.quiet)
+    report = Report(header(args, argv))
+    failed = False
+    # Servers, client workers and this process all inherit it: a session
+    # costs a server one descriptor, a pyftpdlib transfer three.
+    limit = raise_file_limit(2 * max(args.idle_sessions) + 3 * max(args.clients) + 1024)
+    idle_counts = idle_counts_within_limits(args.idle_sessions, limit, env) if "idle" in args.only else []
+    pool = ClientPool(args.client_procs) if {"logins", "crowd", "idle"} & set(args.only) else None
+    workloads = {
+        "big": lambda: big_file.run(env, args.size),
+        "small": lambda: small_files.run(env, args.files, args.file_size),
+        "logins": lambda: logins.run(env, pool, args.logins),
+        "crowd": lambda: crowd.run(env, pool, args.clients, args.crowd_size),
+        "idle": lambda: idle.run(env, pool, idle_counts, args.max_idle_logins, args.probes, args.settle),
+    }
+    started = time.monotonic()
+    try:
+        for name in WORKLOADS:
+            if name not in args.only or (name == "idle" and not idle_counts):
+                continue
+            try:
+                section, checks = workloads[name]()
+            except Exception:  # noqa: BLE001 - report it, and go on with the others
+                failed = True
+                traceback.print_exc()
+                section, checks = Section(f"{name}: FAILED"), []
+                section.notes.append(traceback.format_exc().strip().splitlines()[-1])
+            report.sections.append(section)
+            report.checks += checks
+    finally:
+        if pool is not None:
+            pool.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report.header.append(f"took {time.monotonic() - started:.0f} s")
+    print(report.render())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""One big file over one session: sockftp put/get (plain and TLS) and
+pyftpdlib STOR/RETR, side by side with the raw loopback limits.
+
+This is the single-stream speed a user sees for a large file. Each sockftp
+figure includes what the raw ones leave out: the request round trip,
+XXH3-128 on both ends, the client writing the download to a file, and for
+uploads the server's locked partial and the atomic rename. pyftpdlib's
+include its control-channel round trips and a new data connection per
+transfer, and verify nothing; the bench checks each copy's size, and the
+content of the first RETR, outside the timing.
+
+Every variant that writes a file (all but the raw downloads) is preceded
+by a prewarm of as many bytes (see :class:`bench.common.Prewarm`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+
+from . import raw
+from .clients import FtpSession, SockftpSession
+from .common import Env, Samples, human_size, interleave, make_file, timed
+from .report import Check, Section, ratio_check
+from .servers import FtpServer, SockftpServer, make_tls_files
+
+
+def run(env: Env, size: int) -> tuple[Section, list[Check]]:
+    source = make_file(env.path("big-source.bin"), size)
+    target = env.path("big-copy.bin")
+    tls_files = make_tls_files(env.work)
+    servers = []
+    try:
+        plain = _start(servers, SockftpServer(env.path("big-sockftp")))
+        ftp_server = _start(servers, FtpServer(env.path("big-pyftpdlib")))
+        variants = {
+            name: _raw(env, source, size, mode, buffer, env.path("raw-sink.bin") if writes else None)
+            for name, mode, buffer, writes in raw.DOWNLOAD_VARIANTS + raw.UPLOAD_VARIANTS
+        }
+        variants |= _sockftp_variants(env, "sockftp", SockftpSession(plain.port), source, target, size)
+        if tls_files is not None:
+            cert, key, ca = tls_files
+            secure = _start(servers, SockftpServer(env.path("big-sockftp-tls"), tls=(cert, key)))
+            variants |= _sockftp_variants(
+                env, "sockftp TLS", SockftpSession(secure.port, tls_ca=ca), source, target, size
+            )
+        variants |= _ftp_variants(env, FtpSession(ftp_server.port), ftp_server, source, target, size)
+        env.say(f"one {human_size(size)} file: {len(variants)} variants x {env.runs} runs")
+        seconds = _interleave_checked(env, variants, servers)
+    finally:
+        for server in servers:
+            server.stop()
+        os.unlink(source)
+
+    rates = {name: [size / t / 1e9 for t in times] for name, times in seconds.items()}
+    section = Section(f"one {human_size(size)} file, one session (GB/s)")
+    for name, values in rates.items():
+        section.add(name, Samples("GB/s", values))
+    section.notes.append(
+        "sockftp: verified (XXH3-128 both ends); pyftpdlib: async FTPServer, sendfile on (its default)"
+    )
+    if tls_files is None:
+        section.notes.append("TLS variants skipped: trustme is not installed (pip install -e '.[bench]')")
+    return section, _checks(rates, size)
+
+
+def _start(servers: list, server):
+    servers.append(server)
+    return server
+
+
+def _raw(env: Env, source: str, size: int, mode: str, buffer: int, sink: str | None):
+    def variant() -> float:
+        if sink is not None:
+            env.prewarm(size)  # it writes a file, like every variant measured against it
+        return raw.raw_transfer(source, size, mode, buffer, sink)
+
+    return variant
+
+
+def _sockftp_variants(env: Env, label: str, session: SockftpSession, source: str, target: str, size: int) -> dict:
+    session.put(source, "big.bin")  # something to get, and a warm-up
+    counter = iter(range(1 << 30))
+
+    def put() -> float:
+        # A fresh name each time, like a STOR of a new file.
+        name = f"put-{next(counter)}.bin"
+        env.prewarm(size)
+        elapsed = timed(lambda: session.put(source, name))
+        session.rm(name)
+        return elapsed
+
+    def get() -> float:
+        env.prewarm(size)
+        elapsed = timed(lambda: session.get("big.bin", target))
+        os.unlink(target)
+        return elapsed
+
+    return {f"{label} put": put, f"{label} get": get}
+
+
+def _ftp_variants(env: Env, session: FtpSession, server: FtpServer, source: str, target: str, size: int) -> dict:
+    session.put(source, "big.bin")
+    session.get("big.bin", target)
+    if not _same_content(source, target):
+        raise RuntimeError("pyftpdlib returned a different file than it was given")
+    os.unlink(target)
+    counter = iter(range(1 << 30))
+
+    def stor() -> float:
+        name = f"stor-{next(counter)}.bin"
+        env.prewarm(size)
+        elapsed = timed(lambda: session.put(source, name))
+        _check_size(os.path.join(server.home(), name), size)
+        session.rm(name)
+        return elapsed
+
+    def retr() -> float:
+        env.prewarm(size)
+        elapsed = timed(lambda: session.get("big.bin", target))
+        _check_size(target, size)
+        os.unlink(target)
+        return elapsed
+
+    return {"pyftpdlib STOR": stor, "pyftpdlib RETR": retr}
+
+
+def _interleave_checked(env: Env, variants: dict, servers: list) -> dict[str, list[float]]:
+    def after_run(run: int) -> None:
+        for server in servers:
+            server.check_alive()
+        env.say(f"  run {run + 1} of {env.runs} done")
+
+    return interleave(variants, env.runs, on_run=after_run)
+
+
+def _checks(rates: dict[str, list[float]], size: int) -> list[Check]:
+    """get >= 0.9 x the raw download limit and >= 1.2 x pyftpdlib RETR;
+    put >= 0.85 x the raw upload limit and >= 1.2 x pyftpdlib STOR."""
+    download_limit = _limit(rates, [name for name, *_ in raw.DOWNLOAD_VARIANTS])
+    upload_limit = _limit(rates, [name for name, *_ in raw.UPLOAD_VARIANTS])
+    big = human_size(size)
+    return [
+        ratio_check(f"get, {big}", "sockftp / raw download limit", rates["sockftp get"], download_limit, 0.9, True),
+        ratio_check(
+            f"get, {big}", "sockftp / pyftpdlib RETR", rates["sockftp get"], rates["pyftpdlib RETR"], 1.2, True
+        ),
+        ratio_check(f"put, {big}", "sockftp / raw upload limit", rates["sockftp put"], upload_limit, 0.85, True),
+        ratio_check(
+            f"put, {big}", "sockftp / pyftpdlib STOR", rates["sockftp put"], rates["pyftpdlib STOR"], 1.2, True
+        ),
+    ]
+
+
+def _limit(rates: dict[str, list[float]], names: list[str]) -> list[float]:
+    """The limit run by run: the variant with the best median, so that the
+    ratio of medians is taken against the faster way, as the issue defines it."""
+    best = max(names, key=lambda name: statistics.median(rates[name]))
+    return rates[best]
+
+
+def _check_size(path: str, size: int) -> None:
+    actual = os.path.getsize(path)
+    if actual != size:
+        raise RuntimeError(f"{path} has {actual} bytes, expected {size}")
+
+
+def _same_content(a: str, b: str) -> bool:
+    from sockftp import checksum
+
+    with open(a, "rb") as first, open(b, "rb") as second:
+        return checksum.of_file(first) == checksum.of_file(second)

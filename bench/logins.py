@@ -1,0 +1,100 @@
+"""Simultaneous connects with login: N clients connect and log in at once,
+sockftp against pyftpdlib; the wall time until the last is logged in.
+
+This is a reconnect storm (after a server restart, or a crowd of scripts
+starting together). sockftp checks each password with argon2id, which is
+meant to cost about 0.1 s of CPU and 64 MiB, and lets each address check
+only two at a time; pyftpdlib's DummyAuthorizer compares plaintext
+strings. So the cost of one argon2 verification is printed on its own
+line, and a third variant shows what sockftp's connects cost without it
+(anonymous sessions: connect and hello), which is what a cheap re-login
+token could bring logins down to.
+
+The clients come from a :class:`bench.pool.ClientPool` and hold their
+sessions until all are logged in; they are closed after each run, untimed.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+from .common import Env, Samples, interleave, timed
+from .pool import ClientPool
+from .report import Check, Section, ratio_check
+from .servers import PASSWORD, FtpServer, SockftpServer
+
+#: Seconds to let a server settle after a run's sessions close.
+SETTLE = 0.5
+
+
+def run(env: Env, pool: ClientPool, clients: int) -> tuple[Section, list[Check]]:
+    hash_one, hash_two = password_hash_cost()
+    with (
+        SockftpServer(env.path("logins-sockftp"), sessions=clients) as sockftp,
+        SockftpServer(env.path("logins-sockftp-anonymous"), sessions=clients, anonymous=True) as anonymous,
+        FtpServer(env.path("logins-pyftpdlib"), sessions=clients) as ftp,
+    ):
+        variants = {
+            "sockftp, connect + login": functools.partial(_connect_all, pool, "sockftp", sockftp, clients, True),
+            "pyftpdlib, connect + login": functools.partial(_connect_all, pool, "pyftpdlib", ftp, clients, True),
+            "sockftp, connect + hello, no password": functools.partial(
+                _connect_all, pool, "sockftp", anonymous, clients, False
+            ),
+        }
+        env.say(f"{clients} simultaneous logins: {len(variants)} variants x {env.runs} runs")
+        seconds = interleave(variants, env.runs)
+
+    section = Section(f"{clients} simultaneous connects (s, until the last is logged in)")
+    for name, values in seconds.items():
+        section.add(name, Samples("s", values))
+    section.add("argon2id password check (verify_password), alone", hash_one)
+    section.add("argon2id password check, two at once, per check", hash_two)
+    floor = clients * min(hash_one.median, hash_two.median)
+    section.notes.append(
+        f"so {clients} logins cost at least {floor:.1f} s of password checks on this machine, "
+        "whatever the server does around them"
+    )
+    checks = [
+        ratio_check(
+            f"{clients} simultaneous connects + logins",
+            "sockftp time / pyftpdlib time",
+            seconds["sockftp, connect + login"],
+            seconds["pyftpdlib, connect + login"],
+            1.0,
+            False,
+        )
+    ]
+    return section, checks
+
+
+def _connect_all(pool: ClientPool, kind: str, server, clients: int, login: bool) -> float:
+    """*clients* sessions connect (and log in) at once; the seconds until all have."""
+    try:
+        return pool.run("connect", clients, kind, port=server.port, options={"login": login}).seconds
+    finally:
+        pool.close_sessions()
+        server.check_alive()
+        time.sleep(SETTLE)
+
+
+def password_hash_cost(samples: int = 5) -> tuple[Samples, Samples]:
+    """Seconds of one ``sockftp.accounts.verify_password`` call, *samples*
+    times; and seconds per check when two threads check at once (as two
+    logins from one address may), to show whether checks overlap."""
+    from sockftp.accounts import hash_password, verify_password
+
+    encoded = hash_password(PASSWORD)
+    verify_password(encoded, PASSWORD)  # warm up
+    one = Samples("s", [timed(lambda: verify_password(encoded, PASSWORD)) for _ in range(samples)])
+
+    def two_at_once() -> None:
+        threads = [threading.Thread(target=verify_password, args=(encoded, PASSWORD)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    two = Samples("s", [timed(two_at_once) / 2 for _ in range(samples)])
+    return one, two

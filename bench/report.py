@@ -1,0 +1,100 @@
+"""What the benchmark prints: one section per workload (medians with their
+spread), then every target of issue 4 as a ratio, marked met or missed.
+
+A ratio is taken of the medians; the spread after it is the range of the
+same ratio taken run by run (the runs are interleaved, so run *i* of two
+variants ran side by side).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from .common import Samples, significant_digits
+
+
+@dataclass
+class Row:
+    name: str
+    samples: Samples
+    detail: str = ""  # e.g. CPU seconds of server and clients
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, samples: Samples, detail: str = "") -> None:
+        self.rows.append(Row(name, samples, detail))
+
+    def samples(self, name: str) -> Samples:
+        for row in self.rows:
+            if row.name == name:
+                return row.samples
+        raise KeyError(name)
+
+
+@dataclass
+class Check:
+    """One target: *value* compared with *target* (at least, or at most)."""
+
+    workload: str
+    measure: str  # what the value is, e.g. "sockftp / raw download limit"
+    value: float
+    target: float
+    at_least: bool
+    per_run: list[float] = field(default_factory=list)
+    unit: str = "x"
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.target if self.at_least else self.value <= self.target
+
+    def text(self) -> tuple[str, str, str, str, str]:
+        digits = significant_digits(self.value)
+        value = f"{self.value:.{digits}f}"
+        if len(self.per_run) > 1:
+            value += f" ({min(self.per_run):.{digits}f}-{max(self.per_run):.{digits}f})"
+        unit = "" if self.unit == "x" else f" {self.unit}"
+        target = f"{'>=' if self.at_least else '<='} {self.target:g}{unit}"
+        return self.workload, self.measure, value + unit, target, "met" if self.met else "MISSED"
+
+
+def ratio_check(
+    workload: str, measure: str, numerator: list[float], denominator: list[float], target: float, at_least: bool
+) -> Check:
+    """A check on numerator / denominator: of the medians, with the per-run ratios as spread."""
+    value = statistics.median(numerator) / statistics.median(denominator)
+    per_run = [a / b for a, b in zip(numerator, denominator, strict=True)]
+    return Check(workload, measure, value, target, at_least, per_run)
+
+
+@dataclass
+class Report:
+    header: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = list(self.header)
+        for section in self.sections:
+            lines += ["", f"== {section.title} =="]
+            width = max((len(row.name) for row in section.rows), default=0) + 2
+            for row in section.rows:
+                value = f"{row.samples.spread()} {row.samples.unit}"
+                lines.append(f"  {row.name:{width}}{value:28}{row.detail}".rstrip())
+            lines += [f"  {note}" for note in section.notes]
+        if self.checks:
+            lines += ["", "== targets (issue 4): medians, per-run range in brackets =="]
+            table = [("workload", "measure", "value", "target", "")] + [check.text() for check in self.checks]
+            widths = [max(len(row[i]) for row in table) for i in range(5)]
+            for row in table:
+                lines.append(
+                    "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                )
+            met = sum(check.met for check in self.checks)
+            lines.append(f"  {met} of {len(self.checks)} targets met")
+        return "\n".join(lines)
