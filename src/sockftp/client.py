@@ -592,12 +592,8 @@ class Client:
 
         def collect() -> None:
             local, remote, size = pending.popleft()
-            try:
-                reply = self._reply()
-            except ConnectionLost:
-                raise
-            except SockftpError as exc:
-                failures.append(exc)
+            reply = self._reply_or_failure(failures)
+            if reply is None:
                 return
             results.append(TransferResult(reply.get("path", remote), local, size, size, 0, reply.get("checksum")))
 
@@ -633,6 +629,17 @@ class Client:
             raise failures[0]
         return results
 
+    def _reply_or_failure(self, failures: list[SockftpError]) -> dict | None:
+        """The next reply of a pipelined batch, or None after noting its
+        error in *failures* (a lost connection ends the batch)."""
+        try:
+            return self._reply()
+        except ConnectionLost:
+            raise
+        except SockftpError as exc:
+            failures.append(exc)
+            return None
+
     def get_many(self, pairs, *, window: int = 64) -> list[TransferResult]:
         """Download many small files over this connection, pipelined like
         :meth:`put_many`: up to *window* requests in flight. Each file is
@@ -645,12 +652,8 @@ class Client:
 
         def collect() -> None:
             remote, local = pending.popleft()
-            try:
-                reply = self._reply()
-            except ConnectionLost:
-                raise
-            except SockftpError as exc:
-                failures.append(exc)
+            reply = self._reply_or_failure(failures)
+            if reply is None:
                 return
             hasher = checksums.Hasher()
             partial = partial_path(local)
@@ -659,9 +662,15 @@ class Client:
             except OSError as exc:
                 out = None
                 failures.append(SockftpError(f"{partial}: {exc.strerror or exc}", code="local_error"))
-            with self._raw_transfer():
-                # The bytes are read even if they cannot be kept, to stay in step.
-                self.wire.receive(reply["filesize"], out.write if out else (lambda chunk: None), hasher)
+            try:
+                with self._raw_transfer():
+                    # The bytes are read even if they cannot be kept, to stay in step.
+                    self.wire.receive(reply["filesize"], out.write if out else (lambda chunk: None), hasher)
+            except BaseException:
+                if out is not None:  # a local write failed, or the connection: leave no partial
+                    out.close()
+                    os.unlink(partial)
+                raise
             if out is None:
                 return
             out.close()
