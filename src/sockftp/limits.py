@@ -95,3 +95,12 @@ BAN_TIME = 900.0
 #: Per-thread stack size for session threads. Python's default thread stack
 #: is 8 MiB of address space; sessions need far less.
 SESSION_STACK_SIZE = 512 * 1024
+
+#: Seconds a session waits for its next request holding its thread, before
+#: it parks (its socket watched by the server's selector, its thread freed).
+#: Clients that send their next request sooner, as most do, never pay the
+#: hand-over; sessions that idle longer cost no thread.
+PARK_AFTER = 0.5
+
+#: Seconds an idle worker thread waits for another session before it ends.
+WORKER_LINGER = 1.0

@@ -1,4 +1,4 @@
-"""The server: socketserver's accept loop, bounded, with one thread per session.
+"""The server: socketserver's accept loop, bounded, with a thread for each busy session.
 
 The design is the seed's: ``serve_forever()`` waits on a selector for the
 listening socket, ``_handle_request_noblock()`` accepts, ``verify_request()``
@@ -9,9 +9,13 @@ commands. What differs from the seed, and why:
 * the listen backlog is 1024, not 5 (a burst of connects is not dropped);
 * ``verify_request`` enforces a cap on sessions in total and per address,
   answering ``too_many_sessions`` past either;
-* sessions run in daemon threads tracked in a dict, not ThreadingMixIn's
-  list, which is scanned on every accept and slows accepting to a crawl
-  with thousands of sessions open;
+* sessions are tracked in a set, not ThreadingMixIn's list of threads,
+  which is scanned on every accept and slows accepting to a crawl with
+  thousands of sessions open;
+* a session holds a thread only while it has work: one that goes quiet
+  parks its socket in a selector and frees its thread, so 10,000 idle
+  sessions cost memory for their sockets and state, not for 10,000 threads
+  (:mod:`sockftp.scheduler`);
 * :meth:`SockftpServer.stop` shuts down gracefully: stop accepting, end
   idle sessions, give busy ones a grace period, then cut them (an upload
   cut short stays a resumable partial, never a visible file);
@@ -50,9 +54,10 @@ from .errors import (
     TooManySessions,
 )
 from .frames import encode_header
-from .limits import LISTEN_BACKLOG, SESSION_STACK_SIZE
+from .limits import LISTEN_BACKLOG, PARK_AFTER, SESSION_STACK_SIZE, WORKER_LINGER
 from .quota import QuotaRegistry, QuotaStorage
 from .ratelimit import RateLimit
+from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
 from .storage import LocalStorage, Storage
 from .wire import ConnectionClosed, Wire
@@ -158,6 +163,8 @@ class SockftpServer(socketserver.TCPServer):
         self._last_accept_warning = 0.0
         _raise_file_limit(config.max_sessions)
         self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
+        self.workers = WorkerPool("session", linger=WORKER_LINGER)
+        self.parking = ParkingLot()
         family, address = _resolve(config.host, config.port)
         self.address_family = family
         super().__init__(address, SessionHandler)
@@ -225,26 +232,23 @@ class SockftpServer(socketserver.TCPServer):
 
     def process_request(self, request, client_address) -> None:
         record = self._admitted.pop(request)
-        thread = threading.Thread(
-            target=self._run_session, args=(request, client_address, record), name=f"session {_peer(client_address)}"
-        )
-        thread.daemon = True
+        handler = self.RequestHandlerClass(request, client_address, self, record)
         try:
-            thread.start()
+            self.workers.submit(handler.start)
         except BaseException:
             # No thread, no session: give its slot back (socketserver closes
             # the socket after handle_error).
             self.sessions.release(record)
             raise
 
-    def _run_session(self, request, client_address, record: SessionRecord) -> None:
-        try:
-            self.RequestHandlerClass(request, client_address, self, record)
-        except Exception:  # noqa: BLE001 - one session's bug must not reach the others
-            log.exception("session %s failed", _peer(client_address))
-        finally:
-            self.sessions.release(record)
-            self.shutdown_request(request)
+    def park(self, handler: SessionHandler, deadline: float | None) -> None:
+        """Free *handler*'s thread until its client sends something, or until
+        *deadline* (``time.monotonic()``)."""
+        self.parking.park(handler.request, deadline, handler.wake)
+
+    def session_ended(self, handler: SessionHandler) -> None:
+        self.sessions.release(handler.record)
+        self.shutdown_request(handler.connection)
 
     def handle_error(self, request, client_address) -> None:
         log.exception("error accepting %s", _peer(client_address))
@@ -304,23 +308,96 @@ class SockftpServer(socketserver.TCPServer):
                 # Leave storage open for the stragglers; the process is ending.
                 log.warning("stopping: %d sessions did not end", len(self.sessions))
                 return
+        self.parking.close()
+        self.workers.close()
         self.storage.close()
         self.users.close()
         log.info("stopped")
 
 
 class SessionHandler(socketserver.BaseRequestHandler):
-    """One connection: read a frame, run its command, reply; until done."""
+    """One connection: read a frame, run its command, reply; until done.
+
+    socketserver's handler runs a whole session in its constructor. Here a
+    session runs in slices (see :mod:`sockftp.scheduler`): :meth:`start`
+    sets up and serves, and whenever the client goes quiet the session
+    parks, to be :meth:`wake`-d by its next request, on whichever worker
+    thread is free. :meth:`setup`, :meth:`handle` and :meth:`finish` keep
+    socketserver's meanings.
+    """
 
     server: SockftpServer
 
     def __init__(self, request, client_address, server: SockftpServer, record: SessionRecord):
+        self.request = self.connection = request
+        self.client_address = client_address
+        self.server = server
         self.record = record
-        super().__init__(request, client_address, server)
+        self.peer = _peer(client_address)
+        self.wire = None
+        self.session = None
+        self._ended = False
+
+    def start(self) -> None:
+        """The session's first slice, on a worker thread."""
+        try:
+            self.setup()
+            if self.wire is None:  # TLS refused or failed, and logged
+                self._end()
+                return
+            log.info("%s session start", self.peer)
+            self.started = self.last_active = time.monotonic()
+        except Exception:  # noqa: BLE001 - one session's bug must not reach the others
+            log.exception("session %s failed", self.peer)
+            self._end()
+            return
+        self._slice(timed_out=False)
+
+    def wake(self, timed_out: bool) -> None:
+        """Called by the parking lot: the client sent something (or went
+        away), or the session's deadline passed."""
+        try:
+            self.server.workers.submit(self._slice, timed_out)
+        except RuntimeError:  # stopping, or no thread to be had: end here
+            self._end()
+
+    def _slice(self, timed_out: bool) -> None:
+        try:
+            if timed_out:
+                more = self._time_out()
+            else:
+                more = self.handle()
+            if more:
+                self.server.park(self, self._deadline())
+                return
+        except Exception:  # noqa: BLE001 - one session's bug must not reach the others
+            log.exception("session %s failed", self.peer)
+        self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            if self.session is not None:
+                log.info(
+                    "%s session end user=%s in=%d out=%d %.3fs",
+                    self.peer,
+                    self.session.user,
+                    self.wire.bytes_in,
+                    self.wire.bytes_out,
+                    time.monotonic() - self.started,
+                )
+                audit.logout(self.session, self.wire.bytes_in, self.wire.bytes_out, time.monotonic() - self.started)
+                self.session.logout()
+            self.finish()
+        except Exception:  # noqa: BLE001
+            log.exception("ending session %s failed", self.peer)
+        finally:
+            self.server.session_ended(self)
 
     def setup(self) -> None:
         config = self.server.config
-        self.peer = _peer(self.client_address)
         # Replies are small writes answering small reads; without this,
         # Nagle's algorithm meets delayed ACKs and a small get waits ~40 ms.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -408,37 +485,53 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if isinstance(self.request, ssl.SSLSocket):
             _close(self.request)
 
-    def handle(self) -> None:
-        if self.wire is None:
-            return
-        log.info("%s session start", self.peer)
-        started = time.monotonic()
-        try:
-            while self._serve_one():
-                pass
-        finally:
-            log.info(
-                "%s session end user=%s in=%d out=%d %.3fs",
-                self.peer,
-                self.session.user,
-                self.wire.bytes_in,
-                self.wire.bytes_out,
-                time.monotonic() - started,
-            )
-            audit.logout(self.session, self.wire.bytes_in, self.wire.bytes_out, time.monotonic() - started)
-            self.session.logout()
+    def handle(self) -> bool:
+        """Serve requests while they come. True when the client has gone
+        quiet (the session should park), False when the session is over."""
+        while True:
+            deadline = self._deadline()
+            wait = PARK_AFTER if deadline is None else min(PARK_AFTER, deadline - time.monotonic())
+            if wait <= 0:
+                return self._time_out()
+            if not self.wire.wait_for_input(wait):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return self._time_out()
+                return True
+            if not self._serve_one():
+                return False
+            self.last_active = time.monotonic()
+
+    def _deadline(self) -> float | None:
+        """When the session times out if no request comes: the idle timeout
+        after its last request, or sooner while it must log in and has not
+        (it gets ``header_timeout`` from its start to do so, so clients that
+        never log in cannot hold sessions by pinging)."""
+        idle = self.server.config.idle_timeout
+        deadline = None if idle is None else self.last_active + idle
+        if self.session.identity is None:
+            deadline = self.login_deadline if deadline is None else min(deadline, self.login_deadline)
+        return deadline
+
+    def _time_out(self) -> bool:
+        exc = self._timeout()
+        log.info("%s %s", self.peer, exc)
+        return self._goodbye(exc)
+
+    def _timeout(self) -> Timeout:
+        if self.session.identity is None and time.monotonic() >= self.login_deadline:
+            return Timeout(f"not logged in within {self.server.config.header_timeout:g} s")
+        return Timeout(f"no data from the peer for {self.server.config.idle_timeout:g} s")
 
     def _wait_for_request(self) -> float | None:
-        """How long to wait for the next request: the idle timeout, or less
-        while a session that must log in has not: it gets ``header_timeout``
-        from its start to do so, so clients that never log in cannot hold
-        sessions by pinging."""
-        if self.session.identity is not None:
+        """How long a read of the next request may wait (it only waits when
+        a header arrives in pieces): until the session's deadline."""
+        deadline = self._deadline()
+        if deadline is None:
             return None
-        left = self.login_deadline - time.monotonic()
+        left = deadline - time.monotonic()
         if left <= 0:
-            raise Timeout(f"not logged in within {self.server.config.header_timeout:g} s")
-        return min(left, self.server.config.idle_timeout)
+            raise self._timeout()
+        return left
 
     def _serve_one(self) -> bool:
         """Serve one request. False when the session is over."""

@@ -19,6 +19,7 @@ untouched.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import threading
@@ -153,6 +154,19 @@ class Wire:
                     raise ConnectionClosed("peer closed the connection in the middle of a header")
                 return None
             self.decoder.feed(data)
+
+    def wait_for_input(self, timeout: float) -> bool:
+        """True once there is something to read (bytes already buffered, or
+        the socket readable, which includes the peer closing) within
+        *timeout* seconds; False if none came."""
+        if self.decoder.buffered or (self.tls and self.sock.pending()):
+            return True
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        try:
+            return bool(poller.poll(timeout * 1000))
+        except OSError:
+            return True  # let the read that follows meet the error
 
     def _recv(self, wait: float | None) -> bytes:
         if wait != self.sock.gettimeout():

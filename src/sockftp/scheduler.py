@@ -1,0 +1,237 @@
+"""Who runs a session when: worker threads for sessions with work, and one
+selector thread watching the sockets of idle sessions.
+
+The seed gave every connection a thread for its whole life. A thread costs
+about 20 KB of resident memory even when it only waits, so 10,000 idle
+sessions would cost 200 MB. Here a session holds a thread only while it has
+something to do: when it has been quiet for a moment it *parks*, its socket
+goes into a :class:`ParkingLot` (an epoll set, a few hundred bytes of kernel
+memory per socket) and its thread goes back to the :class:`WorkerPool`. The
+next byte from the client, or its deadline, hands the session to a worker
+again. A session is only ever run by one thread at a time: it is either
+parked or running, never both.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger("sockftp.scheduler")
+
+
+class WorkerPool:
+    """Threads that run submitted calls, started on demand and never fewer
+    than there are calls to run: a call never waits behind another one,
+    because a session's call may last as long as a 1 TB transfer.
+
+    A worker with nothing to do waits *linger* seconds for more work, then
+    ends, so a burst of clients leaves no crowd of idle threads behind.
+    """
+
+    def __init__(self, name: str = "worker", linger: float = 5.0):
+        self.name = name
+        self.linger = linger
+        self._lock = threading.Lock()
+        self._work: deque[tuple[Callable, tuple]] = deque()
+        self._ready = threading.Condition(self._lock)
+        self._idle = 0  # workers waiting in _wait
+        self._threads = 0
+        self._closed = False
+        self._numbers = itertools.count(1)
+
+    def submit(self, call: Callable, *args) -> None:
+        """Run ``call(*args)`` in a worker. Raises RuntimeError when no
+        thread can be started (the caller still owns what *args* hold)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            if self._idle > len(self._work):
+                self._work.append((call, args))
+                self._ready.notify()
+                return
+            self._threads += 1
+        thread = threading.Thread(target=self._worker, args=(call, args), name=f"{self.name}-{next(self._numbers)}")
+        thread.daemon = True
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._threads -= 1
+            raise
+
+    def _worker(self, call: Callable, args: tuple) -> None:
+        try:
+            while True:
+                try:
+                    call(*args)
+                except Exception:  # noqa: BLE001 - the call's owner logs its own failures; this is the backstop
+                    log.exception("%s: unexpected error", threading.current_thread().name)
+                call = args = None  # drop references while waiting
+                job = self._wait()
+                if job is None:
+                    return
+                call, args = job
+        finally:
+            with self._lock:
+                self._threads -= 1
+
+    def _wait(self) -> tuple[Callable, tuple] | None:
+        with self._lock:
+            self._idle += 1
+            try:
+                deadline = time.monotonic() + self.linger
+                while not self._work:
+                    left = deadline - time.monotonic()
+                    if self._closed or left <= 0:
+                        return None
+                    self._ready.wait(left)
+                return self._work.popleft()
+            finally:
+                self._idle -= 1
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def close(self) -> None:
+        """Refuse new work; idle workers end at once, busy ones when done."""
+        with self._lock:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class ParkingLot:
+    """Sockets of idle sessions, watched by one thread.
+
+    ``park(sock, deadline, wake)`` hands a socket over; ``wake(timed_out)``
+    is called exactly once, from the watching thread: with False when the
+    socket becomes readable (a request, the peer closing, or a shutdown by
+    the server), with True when *deadline* (a ``time.monotonic()`` value)
+    passes first. *wake* must be quick: it should hand the session to a
+    worker, not serve it.
+    """
+
+    def __init__(self, name: str = "parking"):
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._arrivals: list[tuple[socket.socket, float, Callable[[bool], None]]] = []
+        self._deadlines: list[tuple[float, int, int]] = []  # (deadline, ticket, fd), a heap
+        self._parked: dict[int, tuple[int, socket.socket, Callable[[bool], None]]] = {}  # fd -> (ticket, sock, wake)
+        self._tickets = itertools.count()
+        self._closed = False
+        # Written to wake the selector when a socket arrives or on close.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    def park(self, sock: socket.socket, deadline: float | None, wake: Callable[[bool], None]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the parking lot is closed")
+            self._arrivals.append((sock, deadline, wake))
+        try:
+            self._wake_w.send(b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the selector is awake anyway
+
+    def _run(self) -> None:
+        while True:
+            timeout = None
+            if self._deadlines:
+                timeout = max(self._deadlines[0][0] - time.monotonic(), 0)
+            events = self._selector.select(timeout)
+            woken = []
+            for key, _ in events:
+                if key.fileobj is self._wake_r:
+                    self._drain_wakeups()
+                    continue
+                woken.append((key.fd, False))
+            now = time.monotonic()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, ticket, fd = heapq.heappop(self._deadlines)
+                entry = self._parked.get(fd)
+                if entry is not None and entry[0] == ticket:
+                    woken.append((fd, True))
+            for fd, timed_out in woken:
+                entry = self._parked.pop(fd, None)
+                if entry is None:
+                    continue  # readable and timed out in the same round
+                self._selector.unregister(entry[1])
+                self._call(entry[2], timed_out)
+            if not self._admit():
+                return
+
+    def _admit(self) -> bool:
+        """Watch the sockets parked since the last round. False once closed."""
+        with self._lock:
+            arrivals, self._arrivals = self._arrivals, []
+            closed = self._closed
+        for sock, deadline, wake in arrivals:
+            if closed:
+                self._call(wake, False)
+                continue
+            try:
+                self._selector.register(sock, selectors.EVENT_READ)
+            except (ValueError, OSError):
+                # Closed under us: waking it lets the session see that and end.
+                self._call(wake, False)
+                continue
+            ticket = next(self._tickets)
+            self._parked[sock.fileno()] = (ticket, sock, wake)
+            if deadline is not None:
+                heapq.heappush(self._deadlines, (deadline, ticket, sock.fileno()))
+        if len(self._deadlines) > 2 * len(self._parked) + 64:
+            # Sessions woken by a request leave their deadline behind; drop
+            # those, or busy sessions that park often would grow the heap.
+            self._deadlines = [d for d in self._deadlines if self._parked.get(d[2], (None,))[0] == d[1]]
+            heapq.heapify(self._deadlines)
+        if closed:
+            for _, sock, wake in self._parked.values():
+                self._selector.unregister(sock)
+                self._call(wake, False)
+            self._parked.clear()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            return False
+        return True
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    @staticmethod
+    def _call(wake: Callable[[bool], None], timed_out: bool) -> None:
+        try:
+            wake(timed_out)
+        except Exception:  # noqa: BLE001 - one session's failure must not stop the watcher
+            log.exception("waking a parked session failed")
+
+    def close(self) -> None:
+        """Wake every parked session (as if readable) and stop watching."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        self._thread.join(5.0)

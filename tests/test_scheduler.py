@@ -1,0 +1,164 @@
+"""Idle sessions park and free their thread; work never waits behind work."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from conftest import encode_frame, recv_frame, round_trip, send_frame, wait_until
+
+from sockftp.limits import PARK_AFTER
+from sockftp.scheduler import ParkingLot, WorkerPool
+
+# --- the worker pool -------------------------------------------------------------------------------
+
+
+def test_pool_never_queues_a_call_behind_a_running_one():
+    pool = WorkerPool(linger=0.5)
+    release = threading.Event()
+    started = []
+    lock = threading.Lock()
+
+    def long_call(n):
+        with lock:
+            started.append(n)
+        release.wait(5)
+
+    try:
+        for n in range(20):
+            pool.submit(long_call, n)
+        wait_until(lambda: len(started) == 20, what="all 20 calls running at once")
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_pool_reuses_a_free_worker_and_lets_idle_ones_end():
+    pool = WorkerPool(linger=0.3)
+    names = []
+    done = threading.Event()
+    pool.submit(lambda: names.append(threading.current_thread().name))
+    wait_until(lambda: pool._idle == 1, what="a worker waiting for work")
+    pool.submit(lambda: (names.append(threading.current_thread().name), done.set()))
+    assert done.wait(5)
+    assert names[0] == names[1], "the waiting worker took the second call"
+    wait_until(lambda: pool.threads == 0, timeout=3, what="the idle worker ending after its linger")
+    pool.close()
+
+
+def test_pool_survives_a_failing_call_and_refuses_work_once_closed():
+    pool = WorkerPool(linger=0.5)
+    ran = threading.Event()
+    pool.submit(lambda: 1 / 0)
+    pool.submit(ran.set)
+    assert ran.wait(5)
+    pool.close()
+    with pytest.raises(RuntimeError):
+        pool.submit(ran.set)
+
+
+# --- the parking lot -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lot():
+    lot = ParkingLot()
+    yield lot
+    lot.close()
+
+
+def test_a_parked_socket_wakes_when_readable_and_only_once(lot):
+    a, b = socket.socketpair()
+    woken = []
+    lot.park(a, time.monotonic() + 0.3, woken.append)
+    time.sleep(0.1)
+    assert woken == []
+    b.send(b"x")
+    wait_until(lambda: woken == [False], what="woken as readable")
+    time.sleep(0.4)  # past the deadline: no second wake
+    assert woken == [False]
+    assert len(lot) == 0
+    a.close(), b.close()
+
+
+def test_a_parked_socket_wakes_at_its_deadline(lot):
+    pairs = [socket.socketpair() for _ in range(3)]
+    woken = {}
+    start = time.monotonic()
+    for n, (a, _) in enumerate(pairs):
+        lot.park(a, start + 0.2 * (n + 1), lambda t, n=n: woken.setdefault(n, (t, time.monotonic() - start)))
+    wait_until(lambda: len(woken) == 3, what="three deadlines")
+    for n in range(3):
+        timed_out, after = woken[n]
+        assert timed_out is True
+        assert 0.2 * (n + 1) - 0.01 <= after < 0.2 * (n + 1) + 0.5
+    for a, b in pairs:
+        a.close(), b.close()
+
+
+def test_closing_the_lot_wakes_every_parked_socket():
+    lot = ParkingLot()
+    a, b = socket.socketpair()
+    woken = []
+    lot.park(a, None, woken.append)
+    wait_until(lambda: len(lot) == 1, what="parked")
+    lot.close()
+    assert woken == [False]
+    with pytest.raises(RuntimeError):
+        lot.park(a, None, woken.append)
+    a.close(), b.close()
+
+
+# --- sessions in a server --------------------------------------------------------------------------
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    round_trip(sock)
+    return sock
+
+
+def test_idle_sessions_hold_no_thread_and_are_served_when_they_speak(server):
+    running = server()
+    socks = [connect(running.port) for _ in range(40)]
+    wait_until(lambda: len(running.server.parking) == 40, timeout=PARK_AFTER + 3, what="40 parked sessions")
+    wait_until(lambda: running.server.workers.threads == 0, timeout=10, what="every worker thread gone")
+    for sock in socks:  # pipelined, then read: each wakes its own session
+        send_frame(sock, {"cmd": "ping"})
+    for sock in socks:
+        assert recv_frame(sock)["ok"] is True
+    for sock in socks:
+        sock.close()
+    running.wait_idle()
+
+
+def test_a_parked_session_still_times_out(server):
+    running = server(idle_timeout=PARK_AFTER + 0.5)
+    sock = connect(running.port)
+    started = time.monotonic()
+    wait_until(lambda: len(running.server.parking) == 1, what="parked")
+    reply = recv_frame(sock)
+    assert reply["error"] == "timeout"
+    assert PARK_AFTER + 0.4 < time.monotonic() - started < PARK_AFTER + 3
+    running.wait_idle()
+
+
+def test_a_parked_session_that_never_logs_in_is_closed_at_the_login_deadline(server, tmp_path):
+    running = server(anonymous=False, header_timeout=PARK_AFTER + 0.5)
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    sock.sendall(encode_frame({"cmd": "ping"}))
+    assert recv_frame(sock)["ok"] is True
+    wait_until(lambda: len(running.server.parking) == 1, what="parked")
+    assert "not logged in" in recv_frame(sock)["message"]
+
+
+def test_stopping_tells_parked_sessions_and_ends_them(server):
+    running = server()
+    socks = [connect(running.port) for _ in range(5)]
+    wait_until(lambda: len(running.server.parking) == 5, timeout=PARK_AFTER + 3, what="parked")
+    running.stop(grace=2)
+    for sock in socks:
+        assert recv_frame(sock)["error"] == "shutting_down"
+    assert running.session_count == 0
