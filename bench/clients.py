@@ -69,6 +69,13 @@ class SockftpSession:
     def get(self, remote: str, local: str) -> None:
         self.client.get(remote, local, resume=False)
 
+    def put_many(self, pairs) -> None:
+        """Pipelined: requests go out without waiting for each reply."""
+        self.client.put_many(pairs)
+
+    def get_many(self, pairs) -> None:
+        self.client.get_many(pairs)
+
     def rm(self, remote: str) -> None:
         self.client.rm(remote)
 
@@ -114,6 +121,16 @@ class FtpSession:
         finally:
             os.close(fd)
         self.ftp.voidresp()
+
+    def put_many(self, pairs) -> None:
+        """One after another: FTP opens a data connection per file and
+        has no way to pipeline them."""
+        for local, remote in pairs:
+            self.put(local, remote)
+
+    def get_many(self, pairs) -> None:
+        for remote, local in pairs:
+            self.get(remote, local)
 
     def rm(self, remote: str) -> None:
         self.ftp.delete(remote)

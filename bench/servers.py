@@ -110,7 +110,8 @@ class ServerProcess:
 
 
 class SockftpServer(ServerProcess):
-    """``sockftp serve`` on a data directory of its own.
+    """``sockftp serve`` on a data directory of its own, its audit log
+    written to a file next to it.
 
     Args:
         root: the data directory; ``bench`` (USER) is added to it if missing.
@@ -137,7 +138,8 @@ class SockftpServer(ServerProcess):
         cap = str(sessions + 64)
         argv = [sys.executable, "-m", "sockftp", "serve", "--port", "0", "--root", root]
         argv += ["--log-level", "warning", "--max-sessions", cap, "--max-sessions-per-ip", cap]
-        argv += ["--idle-timeout", str(idle_timeout)]
+        # The audit log stays on, in a file of its own, as in production.
+        argv += ["--idle-timeout", str(idle_timeout), "--audit-log", root.rstrip("/") + ".audit.log"]
         argv += ["--anonymous"] if anonymous else []
         if tls is not None:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]

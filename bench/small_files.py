@@ -4,10 +4,12 @@ one after the other, sockftp against pyftpdlib; files per second.
 This measures the cost of one transfer when the bytes cost nothing: the
 round trips, the per-request work of the server, and the per-file work
 of storage (sockftp: a locked partial, a checksum and a rename per put).
-sockftp calls ``Client.put``/``Client.get`` once per file over its one
-connection. pyftpdlib's session is one control connection, which must open
-a data connection per file (PASV, connect, STOR/RETR, close, 226): FTP has
-no other way.
+sockftp sends them with ``Client.put_many``/``get_many``, pipelined over
+its one connection (the protocol allows it, and the client keeps up to 64
+requests in flight); a second sockftp row calls ``put``/``get`` once per
+file, waiting for each reply, to show what pipelining buys. pyftpdlib's
+session is one control connection, which must open a data connection per
+file (PASV, connect, STOR/RETR, close, 226): FTP has no other way.
 
 Each run puts into a fresh remote directory, and gets the files that were
 put when the servers started into a fresh local one; both are deleted
@@ -39,8 +41,11 @@ def run(env: Env, files: int, size: int) -> tuple[Section, list[Check]]:
             _mkdir(session, "seed")
             for source in sources:
                 session.put(source, f"seed/{os.path.basename(source)}")
-            variants[f"{kind} put"] = _put_all(env, session, sources, runs)
-            variants[f"{kind} get"] = _get_all(env, session, sources, runs)
+            variants[f"{kind} put"] = _put_all(env, session, sources, runs, pipelined=True)
+            variants[f"{kind} get"] = _get_all(env, session, sources, runs, pipelined=True)
+            if kind == "sockftp":
+                variants["sockftp put, one at a time"] = _put_all(env, session, sources, runs, pipelined=False)
+                variants["sockftp get, one at a time"] = _get_all(env, session, sources, runs, pipelined=False)
         env.say(f"{files} files of {human_size(size)}: {len(variants)} variants x {env.runs} runs")
         seconds = interleave(variants, env.runs)
         for session in sessions.values():
@@ -97,7 +102,7 @@ def _rmdir(session, name: str) -> None:
         session.ftp.rmd(name)
 
 
-def _put_all(env: Env, session, sources: list[str], runs):
+def _put_all(env: Env, session, sources: list[str], runs, pipelined: bool):
     """Put every source into a fresh remote directory; the seconds it took."""
 
     def variant() -> float:
@@ -106,6 +111,9 @@ def _put_all(env: Env, session, sources: list[str], runs):
         names = [f"{directory}/{os.path.basename(source)}" for source in sources]
 
         def put_all():
+            if pipelined:
+                session.put_many(zip(sources, names, strict=True))
+                return
             for source, name in zip(sources, names, strict=True):
                 session.put(source, name)
 
@@ -119,7 +127,7 @@ def _put_all(env: Env, session, sources: list[str], runs):
     return variant
 
 
-def _get_all(env: Env, session, sources: list[str], runs):
+def _get_all(env: Env, session, sources: list[str], runs, pipelined: bool):
     """Get every seeded file into a fresh local directory; the seconds it took."""
 
     def variant() -> float:
@@ -127,6 +135,9 @@ def _get_all(env: Env, session, sources: list[str], runs):
         pairs = [(f"seed/{os.path.basename(s)}", os.path.join(local, os.path.basename(s))) for s in sources]
 
         def get_all():
+            if pipelined:
+                session.get_many(pairs)
+                return
             for remote, target in pairs:
                 session.get(remote, target)
 

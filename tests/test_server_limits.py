@@ -179,6 +179,22 @@ def test_upload_stalled_past_the_idle_timeout_keeps_a_partial(server):
 
 
 @pytest.mark.skipif(not have_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "copy-loop"])
+def test_download_never_read_is_cut_off_by_the_idle_timeout(server, sendfile):
+    srv = server(idle_timeout=1.0, sendfile=sendfile)
+    (srv.anon_dir / "big.bin").write_bytes(os.urandom(64 * 1024 * 1024))
+    sock = srv.raw()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill the pipe quickly
+    send_frame(sock, {"cmd": "get", "path": "big.bin"})
+    started = time.monotonic()
+    with Client("127.0.0.1", srv.port, timeout=5) as other:  # served meanwhile
+        other.ping()
+    # The stalled session ends once a send has waited the idle timeout.
+    srv.wait_idle(timeout=10)
+    assert time.monotonic() - started < 8
+    sock.close()
+
+
 def test_ipv6_loopback_server_serves_a_round_trip(server, files, tmp_path):
     srv = server(host="::1")
     assert srv.server.address_family == socket.AF_INET6

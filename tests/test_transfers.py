@@ -59,8 +59,8 @@ def test_put_get_round_trip_is_byte_identical(srv, files, tmp_path, size):
     assert partials_in(srv.anon_dir) == []
 
 
-@pytest.mark.parametrize("overrides", [{"sendfile": True}, {"fsync": True}], ids=["sendfile", "fsync"])
-def test_round_trip_with_sendfile_and_fsync(server, files, tmp_path, overrides):
+@pytest.mark.parametrize("overrides", [{"sendfile": False}, {"fsync": True}], ids=["copy-loop", "fsync"])
+def test_round_trip_with_the_copy_loop_and_fsync(server, files, tmp_path, overrides):
     srv = server(**overrides)
     data = os.urandom(2 * MiB + 5)
     with srv.client() as c:

@@ -16,14 +16,20 @@ client chooses can start a line of its own or look like another field.
 
 The log is the ``sockftp.audit`` logger: by default its lines go to the
 main log, whatever its level; :func:`configure` sends them to a file of
-their own instead. This module never logs a password, and no caller may
-hand it a request header whole.
+their own instead. That file is written directly, one ``write`` per line
+on a file opened for appending (so lines from many sessions never mix),
+without the logging machinery, which cost a quarter of the server's time
+per small file. This module never logs a password, and no caller may hand
+it a request header whole.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
+import time
 
 from . import paths
 from .errors import SockftpError
@@ -45,8 +51,30 @@ AUDITED = {
 _BARE = re.compile(r"[A-Za-z0-9._:@/+-]+")
 _QUOTED_KEYS = frozenset({"path", "target"})
 
-#: Marks the handler configure() installs, so that a second call replaces it.
-_HANDLER_NAME = "sockftp-audit-file"
+
+class _AuditFile:
+    """Lines appended to a file, each with the main log's time stamp."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._second = -1
+        self._stamp = ""
+        self._lock = threading.Lock()  # for the stamp cache only; O_APPEND orders the writes
+
+    def write(self, text: str) -> None:
+        now = time.time()
+        second = int(now)
+        with self._lock:
+            if second != self._second:
+                self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            stamp = self._stamp
+        os.write(self.fd, f"{stamp},{int((now - second) * 1000):03d} {text}\n".encode())
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+_file: _AuditFile | None = None
 
 
 def configure(path: str | None) -> None:
@@ -56,27 +84,26 @@ def configure(path: str | None) -> None:
     Raises:
         OSError: the file cannot be opened.
     """
-    handler = None
-    if path is not None:
-        handler = logging.FileHandler(path, mode="a", encoding="utf-8")  # flushed after every line
-        handler.set_name(_HANDLER_NAME)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    for old in [h for h in log.handlers if h.get_name() == _HANDLER_NAME]:
-        log.removeHandler(old)
+    global _file
+    new = _AuditFile(path) if path is not None else None
+    old, _file = _file, new
+    if old is not None:
         old.close()
     log.setLevel(logging.INFO)
-    if handler is None:
-        log.propagate = True
-    else:
-        log.addHandler(handler)
-        log.propagate = False
 
 
 def record(event: str, **fields) -> None:
     """Write one audit line: ``event=EVENT`` and then *fields* in order."""
     pairs = [f"event={_value('event', event)}"]
     pairs += [f"{key}={_value(key, value)}" for key, value in fields.items()]
-    log.info(" ".join(pairs))
+    target = _file
+    if target is None:
+        log.info(" ".join(pairs))
+        return
+    try:
+        target.write(" ".join(pairs))
+    except OSError as exc:  # a full disk must not fail the command that was audited
+        log.error("cannot write the audit log: %s", exc.strerror or exc)
 
 
 def login(user: str, ip: str) -> None:

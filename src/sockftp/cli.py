@@ -102,8 +102,8 @@ def main() -> None:
 )
 @click.option(
     "--sendfile/--no-sendfile",
-    default=False,
-    help="Send downloads with sendfile() instead of a buffered copy loop.  [default: no]",
+    default=True,
+    help="Send plaintext downloads with sendfile() (zero-copy) rather than a buffered copy loop.  [default: yes]",
 )
 @click.option(
     "--log-level",

@@ -64,7 +64,7 @@ class ServerConfig:
     header_timeout: float = limits.HEADER_TIMEOUT
     shutdown_grace: float = limits.SHUTDOWN_GRACE
     fsync: bool = False  # fsync each upload before it becomes visible
-    sendfile: bool = False  # zero-copy downloads (see Wire.use_sendfile)
+    sendfile: bool = True  # zero-copy downloads without TLS (see Wire.use_sendfile)
     log_level: str = "info"
     # -- TLS: both or neither
     tls_cert: str | None = None
