@@ -232,15 +232,24 @@ class Wire:
             self._restore_idle_timeout()
             recv_into = self.sock.recv_into
             size = min(len(buffer), want) if limits else len(buffer)
+            # TLS hands over one 16 KiB record per call: gather a full buffer
+            # before hashing and writing, or a 4 MiB buffer costs 256 writes.
+            gather = self.tls and not limits
             while count:
-                try:
-                    n = recv_into(view, min(size, count))
-                except (TimeoutError, BlockingIOError):
-                    raise Timeout(f"no data from the peer for {self.idle_timeout:g} s") from None
-                except OSError as exc:
-                    raise ConnectionClosed(str(exc)) from None
-                if not n:
-                    raise ConnectionClosed(f"peer closed the connection with {count} bytes still to come")
+                goal = min(size, count)
+                n = 0
+                while True:
+                    try:
+                        got = recv_into(view[n:goal])
+                    except (TimeoutError, BlockingIOError):
+                        raise Timeout(f"no data from the peer for {self.idle_timeout:g} s") from None
+                    except OSError as exc:
+                        raise ConnectionClosed(str(exc)) from None
+                    if not got:
+                        raise ConnectionClosed(f"peer closed the connection with {count - n} bytes still to come")
+                    n += got
+                    if not gather or n == goal:
+                        break
                 count -= n
                 self.bytes_in += n
                 chunk = view[:n]
