@@ -11,7 +11,8 @@ protocol answers.
   :func:`plan_cuts` cut raw sessions at seeded random offsets;
 * :func:`stalled_client` runs the client library in a subprocess that stops
   mid-transfer, ready to be killed;
-* :func:`small_disk` is a size-limited tmpfs;
+* :func:`small_disk` is a size-limited tmpfs (also for a user who is not
+  root, with :func:`run_in_user_namespace`);
 * :func:`assert_served_promptly` and :func:`assert_usage_matches_disk` are
   the checks that follow a fault or go along with an attack.
 """
@@ -181,48 +182,55 @@ def kill9(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def small_disk(path: Path, size: int):
-    """A filesystem of *size* bytes; yields the directory through which it
-    is reached.
+    """A tmpfs of *size* bytes mounted at *path*, unmounted afterwards.
 
-    As root, a tmpfs mounted at *path* (unmounted afterwards). Otherwise a
-    tmpfs mounted in a user and mount namespace of its own (``unshare
-    --user --map-root-user --mount``), held by a sleeping process and
-    reached through that process's ``/proc/PID/root``. Skips the test, with
-    the reasons, if neither can be had.
+    Mounting needs root, or root of a user namespace (see
+    :func:`run_in_user_namespace`); skips the test, saying why, otherwise.
     """
     path.mkdir(parents=True, exist_ok=True)
-    why = []
-    if os.geteuid() == 0:
-        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-        if mount.returncode == 0:
-            try:
-                yield path
-            finally:
-                subprocess.run(["umount", "--lazy", str(path)], check=True)
-            return
-        why.append(f"mount: {mount.stderr.decode(errors='replace').strip()}")
-    else:
-        why.append("mount: not root")
-    script = 'mount -t tmpfs -o size="$1" tmpfs "$0" && echo mounted && exec sleep 86400'
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs: {mount.stderr.decode(errors='replace').strip()}")
     try:
-        holder = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, str(path), str(size)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        pytest.skip(f"no size-limited filesystem: {why[0]}; no unshare command")
-    try:
-        if holder.stdout.readline() != b"mounted\n":
-            holder.kill()
-            why.append(f"unshare: {holder.communicate()[1].decode(errors='replace').strip()}")
-            pytest.skip("no size-limited filesystem: " + "; ".join(why))
-        yield Path(f"/proc/{holder.pid}/root") / path.relative_to(path.anchor)
+        yield path
     finally:
-        if holder.poll() is None:
-            holder.kill()
-        holder.communicate()
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+#: Set in a test process that runs as root of a user namespace of its own.
+IN_USER_NAMESPACE = "SOCKFTP_TEST_IN_USER_NAMESPACE"
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0
+
+
+def run_in_user_namespace(request, basetemp: Path) -> None:
+    """Run the current test again in a process that is root of a user and
+    mount namespace of its own (``unshare --user --map-root-user --mount``),
+    where it may mount: what :func:`small_disk` needs, for a user who is not
+    root. Returns if that run passed, fails with its output if it failed,
+    and skips, saying why, if no such namespace can be had."""
+    if os.environ.get(IN_USER_NAMESPACE):
+        pytest.skip("cannot mount a size-limited tmpfs, even as root of a user namespace")
+    unshare = ["unshare", "--user", "--map-root-user", "--mount"]
+    try:
+        probe = subprocess.run([*unshare, "true"], capture_output=True)
+    except FileNotFoundError:
+        pytest.skip("cannot mount a size-limited tmpfs: not root, and no unshare command")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs: not root, and {probe.stderr.decode(errors='replace').strip()}")
+    run = subprocess.run(
+        [*unshare, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(basetemp)]
+        + [request.node.nodeid],
+        cwd=request.config.rootpath,
+        env={**os.environ, IN_USER_NAMESPACE: "1"},
+        capture_output=True,
+        timeout=300,
+    )
+    if run.returncode != 0:
+        output = (run.stdout + run.stderr).decode(errors="replace")
+        pytest.fail(f"as root of a user namespace:\n{output}")
 
 
 # --- checks -------------------------------------------------------------------------------

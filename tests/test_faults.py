@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+from contextlib import ExitStack
 
 import pytest
 from conftest import add_user, encode_frame, partials_in, recv_frame_raw, round_trip, wait_until
@@ -20,6 +21,7 @@ from faults import (
     MiB,
     assert_served_promptly,
     assert_usage_matches_disk,
+    can_mount,
     cut_download,
     cut_upload,
     fault_seed,
@@ -28,6 +30,8 @@ from faults import (
     noted,
     partial_sizes,
     plan_cuts,
+    run_in_user_namespace,
+    small_disk,
     stalled_client,
     upload_stream,
     visible,
@@ -202,3 +206,65 @@ def test_server_killed_mid_upload_restarts_serving_and_the_upload_resumes(spawn_
         assert_usage_matches_disk(alice, home)
     assert visible(home) == {"big.bin": data} and partials_in(home) == []
     assert "Traceback" not in second.stderr()
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_disk_server(server, tmp_path, request):
+    """Factory: a server whose root is on a filesystem of *size* bytes; alice's
+    quota is far larger, so the disk is what runs out. None if the test has
+    just run, and passed, as root of a user namespace (we are not root)."""
+    if not can_mount():
+        run_in_user_namespace(request, tmp_path / "in-user-namespace")
+        yield lambda size: None
+        return
+    with ExitStack() as stack:
+
+        def start(size: int):
+            root = stack.enter_context(small_disk(tmp_path / "disk", size)) / "root"
+            srv = server(root=root, login_failure_delay=0.01)
+            stack.callback(srv.stop)  # before the disk goes
+            add_user(srv.root, "alice", quota_bytes=1024 * MiB)
+            srv.home = srv.root / "users" / "alice"
+            return srv
+
+        yield start
+
+
+@pytest.mark.parametrize(
+    "size",
+    [6 * MiB, 72 * MiB],
+    ids=["the-rest-is-drained", "too-much-to-drain-closes"],
+)
+def test_disk_full_mid_upload_is_no_space_and_resumes_once_space_is_freed(full_disk_server, files, size):
+    srv = full_disk_server(size + 2 * MiB)
+    if srv is None:
+        return
+    srv.home.mkdir(parents=True)
+    (srv.home / "ballast.bin").write_bytes(bytes(size - MiB))
+    alice = srv.client(user="alice", password="secret")
+    data = random.Random(2).randbytes(size)
+    source = files("big.bin", data)
+    with pytest.raises(sockftp.NoSpace) as info:
+        alice.put(source, "big.bin")
+    assert "no space" in info.value.message
+    srv.wait_idle(sessions=1)
+    held = partial_sizes(srv.home)
+    assert visible(srv.home).keys() == {"ballast.bin"}
+    assert len(held) == 1 and 0 < held[0] < size
+    # The same client goes on (over a new connection if the server hung up).
+    assert_usage_matches_disk(alice, srv.home)
+    # Everyone else is served: reads work, and writes are refused cleanly.
+    with srv.client() as other:
+        other.ping()
+        with pytest.raises(sockftp.NoSpace):
+            other.put(files("small.bin", bytes(256 * 1024)), "small.bin")
+        assert other.ls("/") == []
+    alice.rm("ballast.bin")
+    result = alice.put(source, "big.bin")
+    assert result.resumed_from == held[0]
+    assert alice.checksum("big.bin") == checksum.of_bytes(data)
+    assert visible(srv.home) == {"big.bin": data} and partials_in(srv.home) == []
+    assert_usage_matches_disk(alice, srv.home)

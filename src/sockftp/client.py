@@ -446,7 +446,14 @@ class Client:
         self._send({"checksum": hasher.value()})
         if progress is not None:
             progress(size, size)
-        reply = self._reply()
+        try:
+            reply = self._reply()
+        except SockftpError:
+            if self._wire is not None and self._wire.peer_closed():
+                # Refused with more than MAX_DRAIN still to come, the server
+                # answered and hung up: the next request needs a new connection.
+                self.close()
+            raise
         return TransferResult(reply.get("path", remote), local, size, size - offset, offset, reply.get("checksum"))
 
     @contextmanager
