@@ -309,6 +309,24 @@ def test_the_deepest_tree_and_the_longest_names_work_end_to_end(server, files, t
         assert_usage_matches_disk(again, home)  # measured afresh: the whole tree counts
 
 
+def test_a_home_with_more_directories_than_free_descriptors_is_measured_whole(spawn_server, tmp_path):
+    # Usage is measured from disk at login. Were every directory waiting to be
+    # measured held open, a user with many directories would exhaust the
+    # server's descriptors, and those it could not open would go uncounted:
+    # a way past the quota.
+    root = tmp_path / "data"
+    add_user(root, "alice", quota_bytes=10 * MiB)
+    home = root / "users" / "alice"
+    for i in range(600):
+        (home / f"d{i}").mkdir(parents=True)
+        (home / f"d{i}" / "f").write_bytes(b"x")
+    handle = spawn_server(root, max_files=128)
+    with sockftp.Client("127.0.0.1", handle.port, user="alice", password="secret", timeout=10) as alice:
+        assert_usage_matches_disk(alice, home)
+        alice.ping()
+    assert "Traceback" not in handle.stderr()
+
+
 def test_a_listing_of_100000_files_is_streamed_in_bounded_frames(srv):
     many = srv.anon_dir / "many"
     many.mkdir()
