@@ -21,6 +21,7 @@ once complete and verified.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import ssl
@@ -46,7 +47,7 @@ from .errors import (
     Timeout,
     error_from_reply,
 )
-from .limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
+from .limits import DEFAULT_HOST, DEFAULT_PORT, MAX_NAME_LENGTH, PROTOCOL_VERSIONS
 from .storage.base import DIRECTORY, FILE, Entry
 from .tls import TlsSetupError, client_context, describe_error
 from .wire import ConnectionClosed, SourceEnded, Wire
@@ -446,7 +447,14 @@ class Client:
         self._send({"checksum": hasher.value()})
         if progress is not None:
             progress(size, size)
-        reply = self._reply()
+        try:
+            reply = self._reply()
+        except SockftpError:
+            if self._wire is not None and self._wire.peer_closed():
+                # Refused with more than MAX_DRAIN still to come, the server
+                # answered and hung up: the next request needs a new connection.
+                self.close()
+            raise
         return TransferResult(reply.get("path", remote), local, size, size - offset, offset, reply.get("checksum"))
 
     @contextmanager
@@ -757,9 +765,16 @@ class Client:
 
 
 def partial_path(local: str) -> str:
-    """Where a download to *local* is kept until complete."""
+    """Where a download to *local* is kept until complete: ``.NAME.sockftp-part``
+    beside it; or, if that name would be too long for the filesystem (NAME
+    is near the limit), NAME cut short and told apart by a hash of it."""
     head, tail = os.path.split(local)
-    return os.path.join(head, f".{tail}{PARTIAL_SUFFIX}")
+    name = f".{tail}{PARTIAL_SUFFIX}"
+    if len(os.fsencode(name)) > MAX_NAME_LENGTH:
+        digest = hashlib.sha256(os.fsencode(tail)).hexdigest()[:16]
+        room = MAX_NAME_LENGTH - len(f"..{digest}{PARTIAL_SUFFIX}")
+        name = f".{os.fsencode(tail)[:room].decode('utf-8', 'ignore')}.{digest}{PARTIAL_SUFFIX}"
+    return os.path.join(head, name)
 
 
 def _entry(item: dict) -> Entry:

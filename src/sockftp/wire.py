@@ -423,6 +423,23 @@ class Wire:
 
     # -- closing ------------------------------------------------------------------
 
+    def peer_closed(self) -> bool:
+        """True if the peer has ended the stream and nothing it sent is left
+        to read, so the connection cannot carry another request. Never waits."""
+        if self.decoder.buffered or (self.tls and self.sock.pending()):
+            return False
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0)
+        try:
+            # The plain socket's recv, even under TLS: only the end matters here.
+            return socket.socket.recv(self.sock, 1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+
     def linger_close(self, seconds: float = 2.0) -> None:
         """Close so that our last reply reaches the peer even if it is still
         sending: half-close, read and drop what comes for a while, then close.

@@ -182,32 +182,51 @@ class LocalStorage(Storage):
 
     def usage(self, path: RemotePath) -> Usage:
         try:
-            top = self._open_dir(path)
+            fd = self._open_dir(path)
         except (NotFound, NotADirectory):
             return Usage()
         total = files = 0
-        pending = [top]
+        # Depth first, holding one descriptor per level of the branch being
+        # measured, never one per directory still to measure: a home with
+        # more directories than the server has free descriptors must not
+        # exhaust them, nor have the ones it could not open go uncounted.
+        branch: list[tuple[int, list[str]]] = []
         try:
-            while pending:
-                fd = pending.pop()
-                try:
-                    with os.scandir(fd) as entries:
-                        for item in entries:
+            while fd is not None:
+                subdirectories = []
+                with os.scandir(fd) as entries:
+                    for item in entries:
+                        try:
                             st = item.stat(follow_symlinks=False)
-                            if statmod.S_ISREG(st.st_mode):
-                                total += st.st_size
-                                files += not item.name.startswith(RESERVED_PREFIX)
-                            elif statmod.S_ISDIR(st.st_mode):
-                                try:
-                                    pending.append(os.open(item.name, _DIR_FLAGS, dir_fd=fd))
-                                except OSError:
-                                    pass  # removed meanwhile
-                finally:
-                    os.close(fd)
-        except BaseException:
-            for fd in pending:
+                        except FileNotFoundError:
+                            continue  # removed meanwhile
+                        if statmod.S_ISREG(st.st_mode):
+                            total += st.st_size
+                            files += not item.name.startswith(RESERVED_PREFIX)
+                        elif statmod.S_ISDIR(st.st_mode):
+                            subdirectories.append(item.name)
+                branch.append((fd, subdirectories))
+                fd = None
+                while branch and fd is None:
+                    parent, pending = branch[-1]
+                    if not pending:
+                        os.close(parent)
+                        branch.pop()
+                        continue
+                    try:
+                        fd = os.open(pending.pop(), _DIR_FLAGS, dir_fd=parent)
+                    except (FileNotFoundError, NotADirectoryError):
+                        pass  # removed, or replaced by a file, meanwhile
+                    except OSError as exc:
+                        if exc.errno != errno.ELOOP:  # replaced by a link meanwhile
+                            raise
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            if fd is not None:
                 os.close(fd)
-            raise
+            for parent, _ in branch:
+                os.close(parent)
         return Usage(total, files)
 
     # -- directories ----------------------------------------------------------
