@@ -231,26 +231,12 @@ class Wire:
         try:
             view = memoryview(buffer)
             self._restore_idle_timeout()
-            recv_into = self.sock.recv_into
             size = min(len(buffer), want) if limits else len(buffer)
             # TLS hands over one 16 KiB record per call: gather a full buffer
             # before hashing and writing, or a 4 MiB buffer costs 256 writes.
             gather = self.tls and not limits
             while count:
-                goal = min(size, count)
-                n = 0
-                while True:
-                    try:
-                        got = recv_into(view[n:goal])
-                    except (TimeoutError, BlockingIOError):
-                        raise Timeout(f"no data from the peer for {self.idle_timeout:g} s") from None
-                    except OSError as exc:
-                        raise ConnectionClosed(str(exc)) from None
-                    if not got:
-                        raise ConnectionClosed(f"peer closed the connection with {count - n} bytes still to come")
-                    n += got
-                    if not gather or n == goal:
-                        break
+                n = self._recv_into(view[: min(size, count)], count, gather)
                 count -= n
                 self.bytes_in += n
                 chunk = view[:n]
@@ -264,6 +250,23 @@ class Wire:
         finally:
             if pooled:
                 BUFFERS.give(buffer)
+
+    def _recv_into(self, view: memoryview, remaining: int, gather: bool) -> int:
+        """Receive into *view*: what one call brings, or with *gather* until
+        it is full. *remaining* is the count still to come, for the error."""
+        n = 0
+        while True:
+            try:
+                got = self.sock.recv_into(view[n:])
+            except (TimeoutError, BlockingIOError):
+                raise Timeout(f"no data from the peer for {self.idle_timeout:g} s") from None
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from None
+            if not got:
+                raise ConnectionClosed(f"peer closed the connection with {remaining - n} bytes still to come")
+            n += got
+            if not gather or n == len(view):
+                return n
 
     def receive_overlapped(self, count: int, write, hasher=None) -> None:
         """:meth:`receive`, with the hashing and writing of each buffer done
@@ -305,25 +308,13 @@ class Wire:
         worker.start()
         try:
             self._restore_idle_timeout()
-            recv_into = self.sock.recv_into
             index = 0
             while count and not failure:
                 freed[index].acquire()  # the writer is done with this buffer
                 if failure:
                     break
                 view = memoryview(buffers[index])
-                goal = min(len(view), count)
-                n = 0
-                while n < goal:  # fill it: fewer, larger writes
-                    try:
-                        got = recv_into(view[n:goal])
-                    except (TimeoutError, BlockingIOError):
-                        raise Timeout(f"no data from the peer for {self.idle_timeout:g} s") from None
-                    except OSError as exc:
-                        raise ConnectionClosed(str(exc)) from None
-                    if not got:
-                        raise ConnectionClosed(f"peer closed the connection with {count - n} bytes still to come")
-                    n += got
+                n = self._recv_into(view[: min(len(view), count)], count, gather=True)  # fewer, larger writes
                 count -= n
                 self.bytes_in += n
                 handoff.put(view[:n])
