@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from ..errors import Exists, NotFound
 from . import schema
-from .base import Account, UserStore
+from .base import Account, TokenRecord, UserStore
 
 #: Connections open at most. Queries take microseconds, so a few serve a
 #: burst of thousands of logins; a thread that finds all in use waits.
@@ -113,34 +113,67 @@ class SqliteUserStore(UserStore):
                     account.quota_bytes,
                     account.max_files,
                     account.read_only,
+                    account.disabled,
                 ),
             )
         except sqlite3.IntegrityError:
             raise Exists(f"user {account.name!r} already exists") from None
 
-    def update(self, name: str, **fields) -> Account:
+    def update(self, name: str, *, keep_tokens: bool = False, **fields) -> Account:
         unknown = set(fields) - set(schema.COLUMNS[1:])
         if unknown:
             raise TypeError(f"unknown account fields: {sorted(unknown)}")
+        revoke = not keep_tokens and ("password_hash" in fields or fields.get("disabled"))
         if fields:
             assignments = ", ".join(f"{column} = ?" for column in fields)
-            sql = schema.UPDATE_USER.format(assignments=assignments)
-            if self._change(sql, (*fields.values(), name)) == 0:
-                raise NotFound(f"no such user: {name!r}")
+            with self._transaction() as db:
+                cursor = db.execute(schema.UPDATE_USER.format(assignments=assignments), (*fields.values(), name))
+                if cursor.rowcount == 0:
+                    raise NotFound(f"no such user: {name!r}")
+                if revoke:
+                    db.execute(schema.DELETE_USER_TOKENS, (name,))
         account = self.get(name)
         if account is None:
             raise NotFound(f"no such user: {name!r}")
         return account
 
     def delete(self, name: str) -> None:
-        if self._change(schema.DELETE_USER, (name,)) == 0:
-            raise NotFound(f"no such user: {name!r}")
+        with self._transaction() as db:
+            if db.execute(schema.DELETE_USER, (name,)).rowcount == 0:
+                raise NotFound(f"no such user: {name!r}")
+            db.execute(schema.DELETE_USER_TOKENS, (name,))
 
     def list(self) -> list[Account]:
         return [_account(row) for row in self._query(schema.SELECT_USERS)]
 
     def count(self) -> int:
         return self._query(schema.COUNT_USERS)[0][0]
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def add_token(self, name: str, token_hash: str, created: float, expires: float, keep: int) -> None:
+        with self._transaction() as db:
+            db.execute(schema.INSERT_TOKEN, (token_hash, name, created, expires))
+            db.execute(schema.DELETE_OLDEST_TOKENS, (name, token_hash, name, token_hash, max(keep - 1, 0)))
+            db.execute(schema.DELETE_EXPIRED_TOKENS, (created,))
+
+    def token_account(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
+        rows = self._query(schema.SELECT_TOKEN_ACCOUNT, (token_hash, now))
+        if not rows:
+            return None
+        *account, created, expires, last_used = rows[0]
+        return _account(account), TokenRecord(token_hash, created, expires, last_used)
+
+    def touch_token(self, token_hash: str, now: float) -> None:
+        self._change(schema.TOUCH_TOKEN, (now, token_hash))
+
+    def tokens(self, name: str, now: float) -> list[TokenRecord]:
+        return [TokenRecord(*row) for row in self._query(schema.SELECT_USER_TOKENS, (name, now))]
+
+    def revoke_tokens(self, name: str, token_hash: str | None = None) -> int:
+        if token_hash is None:
+            return self._change(schema.DELETE_USER_TOKENS, (name,))
+        return self._change(schema.DELETE_USER_TOKEN, (name, token_hash))
 
     def close(self) -> None:
         """Close the connections not in use (the store opens new ones if it
@@ -152,8 +185,8 @@ class SqliteUserStore(UserStore):
 
 
 def _account(row) -> Account:
-    name, password_hash, quota_bytes, max_files, read_only = row
-    return Account(name, password_hash, quota_bytes, max_files, bool(read_only))
+    name, password_hash, quota_bytes, max_files, read_only, disabled = row
+    return Account(name, password_hash, quota_bytes, max_files, bool(read_only), bool(disabled))
 
 
 __all__ = ["POOL_SIZE", "SqliteUserStore"]
