@@ -20,15 +20,6 @@ PASSWORD = "correct horse battery staple"
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (event=.*)$")
 
 
-@pytest.fixture
-def audit_file(tmp_path):
-    """Audit lines go to a file for the test, and back to the main log after."""
-    path = tmp_path / "audit.log"
-    audit.configure(str(path))
-    yield path
-    audit.configure(None)
-
-
 def audit_lines(path) -> list[str]:
     """The audit file's lines, without their time stamps."""
     lines = path.read_text(encoding="utf-8").split("\n")

@@ -19,7 +19,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import add_user, assert_closed, encode_frame, recv_frame, wait_until
 
-from sockftp import audit
 from sockftp.accounts import SqliteUserStore, hash_password, token_id
 from sockftp.cli import main
 from sockftp.client import Client
@@ -29,14 +28,6 @@ from sockftp.errors import AuthFailed, BadRequest, Banned
 PASSWORD = "alice's long passphrase"
 TOKEN = re.compile(r"^sockftp_[A-Za-z0-9_-]{43}$")
 TOKEN_FAILED = "wrong user name or token (tokens expire, and are revoked when the password changes)"
-
-
-@pytest.fixture
-def audit_file(tmp_path):
-    path = tmp_path / "audit.log"
-    audit.configure(str(path))
-    yield path
-    audit.configure(None)
 
 
 def logins(audit_file) -> list[tuple[str, str, str]]:
