@@ -101,8 +101,13 @@ TOKEN_LIFETIME = 86400.0
 
 #: Live tokens one user may have. Past it, the oldest is dropped when a
 #: new one is issued, so a client that logs in again and again cannot grow
-#: the table (the oldest is also the one most likely forgotten).
-MAX_TOKENS_PER_USER = 32
+#: the table (the oldest is also the one most likely forgotten). Each
+#: library client holds one while it runs, so this must exceed the clients
+#: one account runs at once: a client whose token was dropped falls back
+#: to its password after a failed login, and a crowd of such failures gets
+#: their address banned. Each token costs its issuer an argon2 check, so
+#: filling the cap is slow; a row is about 150 bytes.
+MAX_TOKENS_PER_USER = 1024
 
 #: Per-thread stack size for session threads. Python's default thread stack
 #: is 8 MiB of address space; sessions need far less.
