@@ -11,8 +11,10 @@ Workloads, each in its own module:
   pyftpdlib STOR and RETR, and the raw loopback limits;
 * ``crowd``: N clients each getting, then each putting, a 10 MiB file;
 * ``small_files``: 1000 files of 4 KiB put, then got, over one session;
-* ``logins``: N simultaneous connects with login, and argon2's cost;
-* ``idle``: server memory with many idle sessions, and a new client's wait.
+* ``logins``: N simultaneous connects with login, by password and by
+  re-login token, and argon2's cost;
+* ``idle``: server memory with many idle logged-in sessions, and a new
+  client's wait.
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -48,7 +50,6 @@ QUICK = {
     "files": 20,
     "logins": 4,
     "idle_sessions": [10],
-    "max_idle_logins": 10,
     "probes": 1,
     "settle": 0.2,
 }
@@ -64,12 +65,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--file-size", type=parse_size, default=parse_size("4K"), help="each small file")
     parser.add_argument("--logins", type=int, default=300, help="simultaneous connects with login (default 300)")
     parser.add_argument("--idle-sessions", type=_counts, default=[1000, 10000], help="e.g. 1000,10000")
-    parser.add_argument(
-        "--max-idle-logins",
-        type=int,
-        default=1000,
-        help="idle counts above this are held as anonymous sockftp sessions (logins cost ~0.1 s each)",
-    )
     parser.add_argument("--probes", type=int, default=5, help="new clients timed while idle sessions are held")
     parser.add_argument(
         "--settle", type=float, default=idle.SETTLE, help="seconds before a server's RSS is read (default 1)"
@@ -150,7 +145,7 @@ def main(argv=None) -> int:
         "small": lambda: small_files.run(env, args.files, args.file_size),
         "logins": lambda: logins.run(env, pool, args.logins),
         "crowd": lambda: crowd.run(env, pool, args.clients, args.crowd_size),
-        "idle": lambda: idle.run(env, pool, idle_counts, args.max_idle_logins, args.probes, args.settle),
+        "idle": lambda: idle.run(env, pool, idle_counts, args.probes, args.settle),
     }
     started = time.monotonic()
     try:

@@ -43,14 +43,17 @@ class SockftpSession:
 
     Args:
         port: the server's port on 127.0.0.1.
-        login: log in as the bench user (an argon2 check, ~0.1 s); else the
-            server must allow anonymous access.
+        login: log in as the bench user, by password (an argon2 check,
+            ~0.1 s; the client also asks for a re-login token, as every
+            library client does) or with *token*; else the server must allow
+            anonymous access.
+        token: a re-login token of the bench user (see :func:`mint_token`).
         tls_ca: speak TLS and trust this CA (PEM); None for plaintext.
     """
 
     kind = "sockftp"
 
-    def __init__(self, port: int, *, login: bool = True, tls_ca: str | None = None):
+    def __init__(self, port: int, *, login: bool = True, token: str | None = None, tls_ca: str | None = None):
         from sockftp import Client
 
         self.client = Client(
@@ -58,7 +61,8 @@ class SockftpSession:
             port,
             timeout=CLIENT_TIMEOUT,
             user=USER if login else None,
-            password=PASSWORD if login else None,
+            password=PASSWORD if login and token is None else None,
+            token=token if login else None,
             tls=tls_ca is not None,
             tls_ca=tls_ca,
         )
@@ -137,6 +141,17 @@ class FtpSession:
 
     def close(self) -> None:
         self.ftp.close()
+
+
+def mint_token(port: int) -> str:
+    """A re-login token of the bench user on the sockftp server at *port*:
+    one password login, whose token outlives it."""
+    from sockftp import Client
+
+    with Client(HOST, port, timeout=CLIENT_TIMEOUT, user=USER, password=PASSWORD, keep_token=True) as client:
+        if client.token is None:
+            raise RuntimeError("the server issued no re-login token")
+        return client.token
 
 
 def open_session(kind: str, port: int, **options):

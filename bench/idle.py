@@ -1,5 +1,5 @@
-"""Memory with many idle sessions, and how fast a new client is served
-while they are held: sockftp against pyftpdlib.
+"""Memory with many idle logged-in sessions, and how fast a new client is
+served while they are held: sockftp against pyftpdlib.
 
 For each count, a fresh server: its RSS (VmRSS in /proc) once a first
 client has logged in and got a small file (the baseline: one-off
@@ -8,17 +8,16 @@ difference over *count* is the memory of one session. While they are held,
 new clients connect, log in and get a 4 KiB file, one after another; each
 is timed (the median and spread of those probes is reported).
 
-Logged-in sessions cost sockftp an argon2 check each (~0.1 s of CPU, two
-at a time per address), so 10,000 of them would take ~1000 s to set up.
-Counts above ``max_logins`` therefore use anonymous sessions (the server
-runs with ``--anonymous``, and such a session is logged in as
-``anonymous`` when it connects); at every count up to it, both kinds are
-measured, so the difference between them is shown. pyftpdlib's sessions
-always log in (a plaintext compare).
+Every session logs in as the bench user. sockftp's held sessions log in
+with a re-login token minted once (untimed) by a password login: a
+password login costs an argon2 check (~0.1 s of CPU, two at a time per
+address), so 10,000 of them would take ~1000 s to set up, and the token is
+how the library logs in again anyway. The session a token login makes is
+the same as a password login's. pyftpdlib's sessions log in with a
+plaintext compare.
 
-sockftp probes are timed twice: connect + login + get (the issue's
-measure; the login alone is one argon2 check), and connect + get without a
-password (anonymous), which is the server's own part.
+sockftp probes are timed twice: connect + login by password + get (the
+login alone is one argon2 check), and connect + login by token + get.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .clients import open_session
+from .clients import mint_token, open_session
 from .common import Env, Samples, timed
 from .pool import ClientPool
 from .report import Check, Section
@@ -45,33 +44,26 @@ PROBE_SIZE = 4096
 class Case:
     kind: str  # "sockftp" or "pyftpdlib"
     sessions: int
-    login: bool  # held sessions log in; else anonymous
 
     @property
     def label(self) -> str:
-        how = "logged-in" if self.login else "anonymous"
-        return f"{self.kind}, {self.sessions:,} {how} sessions"
+        how = " by token" if self.kind == "sockftp" else ""
+        return f"{self.kind}, {self.sessions:,} sessions logged in{how}"
 
 
-def cases(counts: list[int], max_logins: int) -> list[Case]:
-    result = []
-    for sessions in counts:
-        if sessions <= max_logins:
-            result.append(Case("sockftp", sessions, login=True))
-        result.append(Case("sockftp", sessions, login=False))
-        result.append(Case("pyftpdlib", sessions, login=True))
-    return result
+def cases(counts: list[int]) -> list[Case]:
+    return [Case(kind, sessions) for sessions in counts for kind in ("sockftp", "pyftpdlib")]
 
 
 def run(
-    env: Env, pool: ClientPool, counts: list[int], max_logins: int, probes: int, settle: float = SETTLE
+    env: Env, pool: ClientPool, counts: list[int], probes: int, settle: float = SETTLE
 ) -> tuple[Section, list[Check]]:
     section = Section("idle sessions: server memory, and a new client served meanwhile")
     checks: list[Check] = []
     probe_source = env.path("probe-source.bin")
     with open(probe_source, "wb") as f:
         f.write(b"p" * PROBE_SIZE)
-    for case in cases(counts, max_logins):
+    for case in cases(counts):
         env.say(f"idle sessions: {case.label}")
         per_session, total, probe_times = _measure(env, pool, case, probe_source, probes, settle)
         section.add(
@@ -82,8 +74,8 @@ def run(
         if case.kind == "sockftp":
             checks += _checks(case, per_session, probe_times)
     section.notes.append(
-        f"sessions above {max_logins:,} are anonymous: sockftp logs in 2 at a time per address at ~0.1 s of "
-        "argon2 each, so 10,000 logins would take ~1000 s"
+        "sockftp's held sessions logged in with one re-login token: by password, 2 at a time per address at "
+        "~0.1 s of argon2 each, 10,000 logins would take ~1000 s"
     )
     section.notes.append(
         f"memory: one server and one holding per case; new client: {probes} probe{'s' if probes != 1 else ''}, "
@@ -94,25 +86,26 @@ def run(
 
 def _measure(env: Env, pool: ClientPool, case: Case, probe_source: str, probes: int, settle: float):
     """(bytes per session, server RSS with them held, probe seconds by what was probed)."""
-    directory = env.path(f"idle-{case.kind}-{case.sessions}-{'login' if case.login else 'anonymous'}")
+    directory = env.path(f"idle-{case.kind}-{case.sessions}")
     if case.kind == "sockftp":
-        server = SockftpServer(directory, anonymous=True, sessions=case.sessions, idle_timeout=3600)
+        server = SockftpServer(directory, sessions=case.sessions, idle_timeout=3600)
     else:
         server = FtpServer(directory, sessions=case.sessions, idle_timeout=3600)
     try:
+        logins = _logins(case.kind, server.port)
         _seed(case.kind, server.port, probe_source)
-        _probe(case.kind, server.port, login=True)  # one-off allocations go in the baseline
+        for options in logins.values():  # one-off allocations go in the baseline
+            _probe(case.kind, server.port, options)
         time.sleep(settle)
         baseline = server.rss()
-        pool.open(case.kind, server.port, case.sessions, parallel=_parallel(case), login=case.login)
+        # 16 connects at a time per worker keep the server's accept queue busy.
+        pool.open(case.kind, server.port, case.sessions, parallel=16, **logins.get(BY_TOKEN, {}))
         time.sleep(settle)
         held = server.rss()
-        probe_times: dict[str, list[float]] = {"connect + login + get 4 KiB": []}
-        if case.kind == "sockftp":
-            probe_times["connect + get 4 KiB, no password"] = []
+        probe_times: dict[str, list[float]] = {what: [] for what in logins}
         for _ in range(probes):
-            for what, values in probe_times.items():
-                values.append(_probe(case.kind, server.port, login="no password" not in what))
+            for what, options in logins.items():
+                probe_times[what].append(_probe(case.kind, server.port, options))
         server.check_alive()
     finally:
         pool.close_sessions()
@@ -120,29 +113,31 @@ def _measure(env: Env, pool: ClientPool, case: Case, probe_source: str, probes: 
     return (held - baseline) / case.sessions, held, probe_times
 
 
-def _parallel(case: Case) -> int:
-    # sockftp checks two passwords at a time per address: more connects in
-    # parallel would only queue. Anonymous connects and pyftpdlib's logins
-    # are cheap; 16 per worker keeps the server's accept queue busy.
-    return 4 if case.kind == "sockftp" and case.login else 16
+BY_TOKEN = "connect + login by token + get 4 KiB"
+
+
+def _logins(kind: str, port: int) -> dict[str, dict]:
+    """How probes log in (their session options), by what is probed."""
+    if kind != "sockftp":
+        return {"connect + login + get 4 KiB": {}}
+    return {"connect + login by password + get 4 KiB": {}, BY_TOKEN: {"token": mint_token(port)}}
 
 
 def _seed(kind: str, port: int, source: str) -> None:
-    """Put the probe file where both logged-in and anonymous probes find it."""
-    logins = (True, False) if kind == "sockftp" else (True,)
-    for login in logins:
-        session = open_session(kind, port, login=login)
-        session.put(source, PROBE_FILE)
-        session.close()
+    """Put the probe file in the bench user's home."""
+    session = open_session(kind, port)
+    session.put(source, PROBE_FILE)
+    session.close()
 
 
-def _probe(kind: str, port: int, login: bool) -> float:
-    """Seconds for a new client to connect (and log in) and get the probe file."""
+def _probe(kind: str, port: int, options: dict) -> float:
+    """Seconds for a new client to connect, log in (with *options*) and get
+    the probe file."""
     with tempfile.TemporaryDirectory(prefix="probe-") as local:
         target = os.path.join(local, PROBE_FILE)
 
         def serve_one():
-            session = open_session(kind, port, login=login)
+            session = open_session(kind, port, **options)
             session.get(PROBE_FILE, target)
             session.close()
 

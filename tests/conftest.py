@@ -389,6 +389,17 @@ def local(tmp_path, monkeypatch) -> Path:
 # -- accounts ---------------------------------------------------------------------------
 
 
+@pytest.fixture
+def audit_file(tmp_path):
+    """Audit lines go to a file for the test, and back to the main log after."""
+    from sockftp import audit
+
+    path = tmp_path / "audit.log"
+    audit.configure(str(path))
+    yield path
+    audit.configure(None)
+
+
 def add_user(root, name: str, password: str = "secret", **limits) -> None:
     """Create account *name* in the server at *root* (limits: quota_bytes,
     max_files, read_only)."""

@@ -32,6 +32,7 @@ REQUESTS = {
     "put": {"cmd": "put", "path": "f", "size": 3},
     "quota": {"cmd": "quota"},
     "df": {"cmd": "df"},
+    "revoke": {"cmd": "revoke", "all": True},
 }
 OPEN_BEFORE_LOGIN = {"hello", "auth", "ping", "quit"}
 

@@ -229,10 +229,19 @@ def test_list_shows_limits_flags_and_what_each_home_holds(root):
             "quota_bytes": 2 * 1024**3,
             "max_files": None,
             "read_only": False,
+            "disabled": False,
             "used_bytes": 3 * MiB + 1024,
             "used_files": 2,
         },
-        {"name": "bob", "quota_bytes": None, "max_files": 10, "read_only": True, "used_bytes": 0, "used_files": 0},
+        {
+            "name": "bob",
+            "quota_bytes": None,
+            "max_files": 10,
+            "read_only": True,
+            "disabled": False,
+            "used_bytes": 0,
+            "used_files": 0,
+        },
     ]
 
 

@@ -1,5 +1,6 @@
-"""The audit log: one line per login, failed login, logout, transfer, deletion
-and rename, in its own file or in the main log, that no client can forge."""
+"""The audit log: one line per login, failed login, logout, token revocation,
+transfer, deletion and rename, in its own file or in the main log, that no
+client can forge."""
 
 from __future__ import annotations
 
@@ -17,15 +18,6 @@ PASSWORD = "correct horse battery staple"
 
 #: ``2026-11-27 10:00:00,123 event=...``: the time, then key=value pairs.
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (event=.*)$")
-
-
-@pytest.fixture
-def audit_file(tmp_path):
-    """Audit lines go to a file for the test, and back to the main log after."""
-    path = tmp_path / "audit.log"
-    audit.configure(str(path))
-    yield path
-    audit.configure(None)
 
 
 def audit_lines(path) -> list[str]:
@@ -83,19 +75,23 @@ def test_each_event_writes_one_line_with_user_ip_path_bytes_and_result(accounts_
         "mv",
         "rm",
         "rmdir",
+        "revoke",  # the client's own token, at the end of the with block
         "logout",
     ]
+    token_id = lines[1]["token_id"]
+    assert re.fullmatch(r"[0-9a-f]{12}", token_id), "the client asked for a re-login token"
     assert raw[:4] == [
-        "event=login-failed user=bob ip=127.0.0.1 result=auth_failed banned=no",
-        "event=login user=alice ip=127.0.0.1 result=ok",
+        "event=login-failed user=bob ip=127.0.0.1 method=password result=auth_failed banned=no",
+        f"event=login user=alice ip=127.0.0.1 method=password token_id={token_id} result=ok",
         "event=put user=alice ip=127.0.0.1 path='/a.txt' bytes=11 result=ok",
         "event=get user=alice ip=127.0.0.1 path='/a.txt' bytes=11 result=ok",
     ]
-    mkdir, mv, rm, rmdir, logout = lines[4:]
+    mkdir, mv, rm, rmdir, revoke, logout = lines[4:]
     assert mkdir["path"] == "'/docs'" and mkdir["result"] == "ok"
     assert (mv["path"], mv["target"], mv["result"]) == ("'/a.txt'", "'/docs/b.txt'", "ok")
     assert rm["path"] == "'/docs/b.txt'", "a relative path is logged from the session's directory"
     assert rmdir["path"] == "'/docs'"
+    assert (revoke["user"], revoke["count"], revoke["result"]) == ("alice", "1", "ok")
     assert (logout["user"], logout["ip"]) == ("alice", "127.0.0.1")
     assert int(logout["in"]) > 11 and int(logout["out"]) > 11
     assert float(logout["duration"]) >= 0
@@ -122,7 +118,8 @@ def test_a_path_with_a_newline_cannot_forge_a_line(accounts_server, audit_file, 
     accounts_server.wait_idle()
 
     text = audit_file.read_text(encoding="utf-8")
-    assert len(text.splitlines()) == len(audit_lines(audit_file)) == 5  # login, rm, put, logout, login-failed
+    # login, rm, put, revoke (the client's token), logout, login-failed
+    assert len(text.splitlines()) == len(audit_lines(audit_file)) == 6
     assert "user=root" not in [fields(line).get("user") for line in audit_lines(audit_file)]
     rm, put = [fields(line) for line in audit_lines(audit_file) if line.startswith(("event=rm ", "event=put "))]
     assert rm["path"] == repr(forged) and rm["result"] == "path_refused"

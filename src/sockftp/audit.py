@@ -1,10 +1,11 @@
 """The audit log: who did what to which file, one line per event.
 
-Events are logins, failed logins, logouts, transfers (``put``, ``get``),
-deletions (``rm``, ``rmdir``), renames (``mv``) and ``mkdir``. Each line is
-``key=value`` pairs after the time, always starting with ``event=``::
+Events are logins, failed logins, logouts, token revocations (``revoke``),
+transfers (``put``, ``get``), deletions (``rm``, ``rmdir``), renames
+(``mv``) and ``mkdir``. Each line is ``key=value`` pairs after the time,
+always starting with ``event=``::
 
-    2026-11-27 10:00:00,123 event=login user=alice ip=127.0.0.1 result=ok
+    2026-11-27 10:00:00,123 event=login user=alice ip=127.0.0.1 method=password token_id=3f9a1c2b7d4e result=ok
     2026-11-27 10:00:01,456 event=put user=alice ip=127.0.0.1 path='/a.txt' bytes=123 result=ok
     2026-11-27 10:00:09,789 event=logout user=alice ip=127.0.0.1 in=187 out=412 duration=9.666
 
@@ -20,7 +21,8 @@ their own instead. That file is written directly, one ``write`` per line
 on a file opened for appending (so lines from many sessions never mix),
 without the logging machinery, which cost a quarter of the server's time
 per small file. This module never logs a password, and no caller may hand
-it a request header whole.
+it a request header whole. Tokens appear only as their ``token_id``, a
+prefix of their hash that names them without revealing them.
 """
 
 from __future__ import annotations
@@ -106,13 +108,20 @@ def record(event: str, **fields) -> None:
         log.error("cannot write the audit log: %s", exc.strerror or exc)
 
 
-def login(user: str, ip: str) -> None:
-    record("login", user=user, ip=ip, result="ok")
+def login(user: str, ip: str, method: str, token_id: str | None = None) -> None:
+    """A login by *method* (``password`` or ``token``). *token_id* names
+    the token issued at this login, or the one it used."""
+    record("login", user=user, ip=ip, method=method, token_id=token_id, result="ok")
 
 
-def login_failed(user, ip: str, result: str, banned: bool = False) -> None:
+def login_failed(user, ip: str, result: str, method: str, banned: bool = False) -> None:
     """A refused login. *user* is whatever name the client sent."""
-    record("login-failed", user=user, ip=ip, result=result, banned="yes" if banned else "no")
+    record("login-failed", user=user, ip=ip, method=method, result=result, banned="yes" if banned else "no")
+
+
+def revoke(user: str, ip: str, count: int) -> None:
+    """*count* of *user*'s tokens revoked by the ``revoke`` command."""
+    record("revoke", user=user, ip=ip, count=count, result="ok")
 
 
 def logout(session, bytes_in: int, bytes_out: int, seconds: float) -> None:
@@ -166,4 +175,4 @@ def _value(key: str, value) -> str:
     return text
 
 
-__all__ = ["AUDITED", "command", "configure", "login", "login_failed", "logout", "record"]
+__all__ = ["AUDITED", "command", "configure", "login", "login_failed", "logout", "record", "revoke"]

@@ -1,9 +1,10 @@
-"""Logging in: checking passwords, slowing guessers down, banning addresses.
+"""Logging in: checking passwords and tokens, slowing guessers down, banning addresses.
 
 Shared by every protocol front end. The :class:`Authenticator` turns a user
-name and a password into an :class:`~sockftp.session.Identity`, or refuses
-with the same answer whether the user exists or not, after the same work
-(a full argon2 verification against a dummy hash) and the same delay.
+name and a password (or a re-login token) into an
+:class:`~sockftp.session.Identity`, or refuses with the same answer whether
+the user exists or not, after the same work (a full argon2 verification
+against a dummy hash, for a password) and the same delay.
 
 :class:`BanList` counts failures per client address: past
 ``ban_failures`` within ``ban_window`` seconds the address is refused for
@@ -18,9 +19,10 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from . import audit
-from .accounts import UserStore, verify_password
+from .accounts import Account, TokenRecord, UserStore, new_token, token_hash, token_id, verify_password
 from .accounts.passwords import hash_password, needs_rehash
 from .config import ServerConfig, user_home
 from .errors import AuthFailed, Banned
@@ -111,49 +113,133 @@ class BanList:
                 del self._recent[address]
 
 
+@dataclass(frozen=True)
+class Login:
+    """A login that succeeded."""
+
+    identity: Identity
+    #: The token issued at this login (a password login that asked for one).
+    token: str | None = None
+    #: Unix time the token issued or used expires; None without a token.
+    token_expires: float | None = None
+
+
 class Authenticator:
     """Checks logins against a :class:`~sockftp.accounts.UserStore`.
 
     *make_identity(account)* builds the identity of a logged-in account (the
     server adds its quota ledger and bandwidth limit there).
+
+    A login is by password (argon2id) or by a re-login token (a SHA-256
+    and an index lookup). Both fail the same way: ``auth_failed`` after the
+    failure delay, counted by the ban list, whether the user exists or not.
+    Only a password login can ask for a token, so a stolen token cannot be
+    traded for a fresh one and dies at its expiry.
     """
 
-    def __init__(self, users: UserStore, config: ServerConfig, make_identity=None):
+    #: A token's last use is written at most this often (seconds), so a
+    #: burst of logins by one token costs one database write, not one each.
+    TOUCH_INTERVAL = 60.0
+
+    def __init__(self, users: UserStore, config: ServerConfig, make_identity=None, clock=time.time):
         self.users = users
         self.delay = config.login_failure_delay
         self.bans = BanList(config.ban_failures, config.ban_window, config.ban_time)
+        self.token_lifetime = config.token_lifetime
+        self.max_tokens = config.max_tokens_per_user
         self._make_identity = make_identity or _plain_identity
+        self._clock = clock  # wall-clock time: tokens outlive the process
 
-    def login(self, address: str, name: str, password: str) -> Identity:
-        """The identity for *name*, or AuthFailed after the failure delay.
+    @property
+    def tokens_enabled(self) -> bool:
+        return self.token_lifetime > 0
 
-        Raises Banned if *address* is refused, before any password work.
+    def login(
+        self, address: str, name: str, *, password: str | None = None, token: str | None = None, new_token=False
+    ) -> Login:
+        """Log *name* in with *password* or *token* (exactly one). With
+        *new_token* (password logins only), issue a token too, if tokens
+        are on.
+
+        Raises AuthFailed after the failure delay, or Banned if *address*
+        is refused (before any password work).
         """
+        if (password is None) == (token is None):
+            raise ValueError("a login takes a password or a token")
+        method = "password" if token is None else "token"
         with self.bans.attempt(address):
             try:
                 self.bans.check(address)
             except Banned:
-                audit.login_failed(name, address, Banned.code, banned=True)
+                audit.login_failed(name, address, Banned.code, method, banned=True)
                 raise
-            account = self.users.get(name) if isinstance(name, str) else None
-            ok = verify_password(account.password_hash if account else None, password)
-            if ok:
+            if token is None:
+                account, used = self._check_password(name, password), None
+            else:
+                account, used = self._check_token(name, token)
+            if account is not None:
                 # Banned while we checked (by a parallel failure): refused,
                 # even with the right password.
                 self.bans.check(address)
-        if not ok:
+        if account is None:
             banned = self.bans.failed(address)
-            audit.login_failed(name, address, AuthFailed.code, banned=banned)
+            audit.login_failed(name, address, AuthFailed.code, method, banned=banned)
             time.sleep(self.delay)
             if banned:
                 self.bans.check(address)
-            raise AuthFailed("wrong user name or password")
+            raise AuthFailed(
+                "wrong user name or password"
+                if token is None
+                else "wrong user name or token (tokens expire, and are revoked when the password changes)"
+            )
         self.bans.succeeded(address)
-        if needs_rehash(account.password_hash):
-            # The parameters were raised since this hash was made.
-            self.users.update(account.name, password_hash=hash_password(password))
-        audit.login(account.name, address)
-        return self._make_identity(account)
+        if token is None and needs_rehash(account.password_hash):
+            # The parameters were raised since this hash was made. The
+            # password is the same, so its tokens stay.
+            self.users.update(account.name, password_hash=hash_password(password), keep_tokens=True)
+        issued = expires = None
+        if used is not None:
+            expires = used.expires
+        elif new_token and self.tokens_enabled:
+            issued, expires, used = self._issue(account.name)
+        audit.login(account.name, address, method, token_id(used.token_hash) if used else None)
+        return Login(self._make_identity(account), issued, expires)
+
+    def _check_password(self, name, password: str) -> Account | None:
+        account = self.users.get(name) if isinstance(name, str) else None
+        ok = verify_password(account.password_hash if account else None, password)
+        return account if ok and not account.disabled else None
+
+    def _check_token(self, name, token: str) -> tuple[Account | None, TokenRecord | None]:
+        if not self.tokens_enabled:
+            return None, None
+        hashed = token_hash(token)
+        now = self._clock()
+        found = self.users.token_account(hashed, now)
+        if found is None:
+            return None, None
+        account, record = found
+        if account.name != name or account.disabled:
+            return None, None
+        if record.last_used is None or now - record.last_used >= self.TOUCH_INTERVAL:
+            self.users.touch_token(hashed, now)
+        return account, record
+
+    def _issue(self, name: str) -> tuple[str, float, TokenRecord]:
+        token = new_token()
+        now = self._clock()
+        record = TokenRecord(token_hash(token), now, now + self.token_lifetime)
+        self.users.add_token(name, record.token_hash, record.created, record.expires, self.max_tokens)
+        return token, record.expires, record
+
+    def revoke(self, address: str, name: str, token: str | None = None) -> int:
+        """Revoke *name*'s token *token*, or all of their tokens; how many."""
+        count = self.users.revoke_tokens(name, None if token is None else token_hash(token))
+        audit.revoke(name, address, count)
+        return count
+
+    def now(self) -> float:
+        return self._clock()
 
 
 def _plain_identity(account) -> Identity:

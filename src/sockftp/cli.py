@@ -159,6 +159,20 @@ def main() -> None:
     help="...for this many seconds.",
 )
 @click.option(
+    "--token-lifetime",
+    default=limits.TOKEN_LIFETIME,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a re-login token is valid; 0 turns tokens off.",
+)
+@click.option(
+    "--max-tokens-per-user",
+    default=limits.MAX_TOKENS_PER_USER,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Live tokens per user; a new one drops the oldest past this.",
+)
+@click.option(
     "--audit-log",
     type=click.Path(dir_okay=False),
     default=None,
@@ -276,8 +290,17 @@ def exit_status(exc: BaseException) -> int:
 
 class ServerAddress:
     """Where and how the client commands connect: --host, --port, --timeout,
-    --user (with the password from ``SOCKFTP_PASSWORD`` or a prompt), --tls,
-    --tls-ca and --insecure."""
+    --user (with a re-login token from ``SOCKFTP_TOKEN``, else the password
+    from ``SOCKFTP_PASSWORD`` or a prompt), --tls, --tls-ca and --insecure.
+
+    Tokens are never cached on disk: a token is a bearer secret that logs
+    in without the password, and a file of them would be one more
+    credential at rest for every user, readable by anything that runs as
+    them and copied by their backups. ``sockftp token new`` prints one for
+    whoever wants it, to keep where they keep their other secrets
+    (``export SOCKFTP_TOKEN=...`` for a shell's commands, a secrets manager
+    for a script). Without one, a command costs one password check, 0.1 s.
+    """
 
     def __init__(
         self,
@@ -297,6 +320,8 @@ class ServerAddress:
         self.tls_ca = tls_ca
         self.insecure = insecure
         self._password: str | None = None
+        #: A re-login token to log in with, from $SOCKFTP_TOKEN (with --user only).
+        self.token = (os.environ.get("SOCKFTP_TOKEN") or None) if user is not None else None
 
     def password(self) -> str | None:
         """The password of --user (asked for at most once), or None without --user."""
@@ -304,17 +329,28 @@ class ServerAddress:
             self._password = read_password(self.user, f"{self.host}:{self.port}")
         return self._password
 
-    def connect(self):
+    def connect(self, by_password: bool = False, keep_token: bool = False):
+        """A connected, logged-in Client: with the token if there is one
+        (and the password from $SOCKFTP_PASSWORD, if set, should the token
+        be refused; nothing is asked for), else with the password. With
+        *by_password*, with the password only."""
         # Imported here: the client library is not needed for --help or serve.
         from .client import Client
 
+        token = None if by_password else self.token
+        if token is not None:
+            password = os.environ.get("SOCKFTP_PASSWORD") or None
+        else:
+            password = self.password()
         return Client(
             self.host,
             self.port,
             timeout=self.timeout,
             retries=TRANSFER_RETRIES,
             user=self.user,
-            password=self.password(),
+            password=password,
+            token=token,
+            keep_token=keep_token,
             tls=self.tls,
             tls_ca=self.tls_ca,
             insecure=self.insecure,
@@ -368,7 +404,8 @@ def client_command(func):
         "-u",
         envvar="SOCKFTP_USER",
         show_envvar=True,
-        help="Log in as USER. The password comes from $SOCKFTP_PASSWORD, or is asked for on a terminal.",
+        help="Log in as USER, with the token in $SOCKFTP_TOKEN (see: sockftp token new), or else the password"
+        " from $SOCKFTP_PASSWORD, or asked for on a terminal.",
     )
     @click.option(
         "--tls", is_flag=True, envvar="SOCKFTP_TLS", show_envvar=True, help="Speak TLS, verifying the server."
@@ -393,6 +430,8 @@ def client_command(func):
             message = error_message(exc)
             if getattr(exc, "code", None) == "auth_required":
                 message = "this server needs a login: use --user NAME or set SOCKFTP_USER"
+            elif getattr(exc, "code", None) == "auth_failed" and os.environ.get("SOCKFTP_TOKEN") and user:
+                message += "; get a new token with: sockftp token new (or unset SOCKFTP_TOKEN)"
             raise Failure(message, exit_status(exc)) from None
 
     return run
@@ -692,6 +731,58 @@ def quota(server, as_json) -> None:
             click.echo(line)
 
 
+@main.group()
+def token() -> None:
+    """Re-login tokens: log in without the password for a while.
+
+    \b
+        export SOCKFTP_TOKEN=$(sockftp token new --user alice)
+        sockftp ls --user alice      # no password asked, no password check
+        sockftp token revoke --user alice
+
+    A token works until it expires (a day, by default: the server decides)
+    or is revoked; changing the password revokes them all. Anyone who has
+    it can log in as you: keep it as you would the password.
+    """
+
+
+@token.command("new")
+@client_command
+def token_new(server) -> None:
+    """Print a new token for --user (logging in with the password).
+
+    The token goes to stdout, alone on its line; when it expires, to
+    stderr. It is never written anywhere else.
+    """
+    if server.user is None:
+        raise click.UsageError("a token is for a user: give --user NAME or set SOCKFTP_USER")
+    with server.connect(by_password=True, keep_token=True) as client:
+        if client.token is None:
+            raise Failure(f"{server.host}:{server.port} does not issue re-login tokens", EXIT_SERVER_ERROR)
+        click.echo(client.token)
+        if client.token_expires is not None:
+            until = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.token_expires))
+            click.echo(f"token for {server.user} at {server.host}:{server.port}, valid until {until}", err=True)
+
+
+@token.command("revoke")
+@click.option("--all", "everything", is_flag=True, help="Revoke every token of the user, everywhere.")
+@client_command
+def token_revoke(server, everything) -> None:
+    """Revoke the token in $SOCKFTP_TOKEN, or with --all every token of
+    --user (which logs in with the password then, if it must)."""
+    if server.user is None:
+        raise click.UsageError("tokens are a user's: give --user NAME or set SOCKFTP_USER")
+    if not everything and server.token is None:
+        raise click.UsageError("no token to revoke: set SOCKFTP_TOKEN, or give --all")
+    with server.connect() as client:
+        count = client.revoke_all_tokens() if everything else client.revoke_token(server.token)
+    if everything:
+        click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {server.user}")
+    else:
+        click.echo("revoked the token" if count else "the token was not live (expired, or revoked already)")
+
+
 @main.command()
 @display_options
 @client_command
@@ -846,7 +937,8 @@ def describe_limits(account) -> str:
     """An account's limits and flags, in a few words."""
     quota = "unlimited" if account.quota_bytes is None else human_size(account.quota_bytes)
     files = "unlimited" if account.max_files is None else str(account.max_files)
-    return f"quota {quota}, max files {files}, {'read-only' if account.read_only else 'read-write'}"
+    access = "read-only" if account.read_only else "read-write"
+    return f"quota {quota}, max files {files}, {access}{', disabled' if account.disabled else ''}"
 
 
 password_stdin_option = click.option(
@@ -865,7 +957,7 @@ name_argument = click.argument("name", callback=_check_user_name)
 
 @main.group()
 def user() -> None:
-    """Manage user accounts: add, del, list, passwd, set.
+    """Manage user accounts: add, del, list, passwd, set, tokens, revoke-tokens.
 
     These change the account database in the server's data directory
     (--root) directly, so run them on the server's machine. No server needs
@@ -955,6 +1047,7 @@ def user_list(root, as_json) -> None:
                 "quota_bytes": account.quota_bytes,
                 "max_files": account.max_files,
                 "read_only": account.read_only,
+                "disabled": account.disabled,
                 "used_bytes": usage.bytes,
                 "used_files": usage.files,
             }
@@ -964,8 +1057,13 @@ def user_list(root, as_json) -> None:
     for account, usage in zip(users, usages, strict=True):
         quota = "unlimited" if account.quota_bytes is None else human_size(account.quota_bytes)
         max_files = "unlimited" if account.max_files is None else str(account.max_files)
-        flags = "read-only" if account.read_only else "-"
+        flags = ",".join(f for f, on in (("read-only", account.read_only), ("disabled", account.disabled)) if on) or "-"
         rows.append((account.name, quota, human_size(usage.bytes), str(usage.files), max_files, flags))
+    echo_table(rows)
+
+
+def echo_table(rows: list[tuple[str, ...]]) -> None:
+    """*rows* (the first one the headings) in left-aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -980,7 +1078,7 @@ def user_passwd(root, name, password_stdin) -> None:
 
     The new password is asked for twice on a terminal, or read from stdin
     with --password-stdin. Sessions already logged in go on; the old
-    password stops working at once.
+    password and every re-login token of NAME stop working at once.
     """
     from .accounts import hash_password
 
@@ -996,12 +1094,18 @@ def user_passwd(root, name, password_stdin) -> None:
 @quota_option
 @max_files_option
 @click.option("--read-only/--read-write", default=None, help="Whether the user may change anything.")
+@click.option(
+    "--disabled/--enabled",
+    default=None,
+    help="Whether the user may log in at all. Disabling revokes their tokens too.",
+)
 @admin_command
-def user_set(root, name, quota, max_files, read_only) -> None:
+def user_set(root, name, quota, max_files, read_only, disabled) -> None:
     """Change the limits or access of user NAME.
 
-    Give any of --quota, --max-files (none for no limit), --read-only or
-    --read-write; the others stay as they are.
+    Give any of --quota, --max-files (none for no limit), --read-only,
+    --read-write, --disabled or --enabled; the others stay as they are.
+    Sessions already logged in go on.
     """
     changes = {}
     if quota is not None:
@@ -1010,12 +1114,56 @@ def user_set(root, name, quota, max_files, read_only) -> None:
         changes["max_files"] = _limit_value(max_files)
     if read_only is not None:
         changes["read_only"] = read_only
+    if disabled is not None:
+        changes["disabled"] = disabled
     if not changes:
-        raise click.UsageError("nothing to change: give --quota, --max-files, --read-only or --read-write")
+        raise click.UsageError(
+            "nothing to change: give --quota, --max-files, --read-only, --read-write, --disabled or --enabled"
+        )
     with _Accounts(root) as accounts:
         accounts.get(name)
         account = accounts.store.update(name, **changes)
     click.echo(f"user {name}: {describe_limits(account)}")
+
+
+@user.command("tokens")
+@name_argument
+@admin_command
+def user_tokens(root, name) -> None:
+    """List the live re-login tokens of user NAME.
+
+    Each is shown by its id (as the audit log names it), never by its
+    value, which the server does not know.
+    """
+    from .accounts import token_id
+
+    with _Accounts(root) as accounts:
+        accounts.get(name)
+        records = accounts.store.tokens(name, time.time())
+    if not records:
+        click.echo(f"{name} has no live tokens")
+        return
+
+    def when(seconds) -> str:
+        return "never" if seconds is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+    rows = [("ID", "CREATED", "EXPIRES", "LAST USED")]
+    rows += [(token_id(r.token_hash), when(r.created), when(r.expires), when(r.last_used)) for r in records]
+    echo_table(rows)
+
+
+@user.command("revoke-tokens")
+@name_argument
+@admin_command
+def user_revoke_tokens(root, name) -> None:
+    """Revoke every re-login token of user NAME.
+
+    Their next login needs the password. Sessions already logged in go on.
+    """
+    with _Accounts(root) as accounts:
+        accounts.get(name)
+        count = accounts.store.revoke_tokens(name)
+    click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,7 @@ from typing import NoReturn
 from . import checksum as checksums
 from .errors import (
     FATAL_CODES,
+    AuthFailed,
     BadRequest,
     ChecksumMismatch,
     ConnectionLost,
@@ -62,6 +63,12 @@ RESUME_THRESHOLD = 1024 * 1024
 #: Suffix of a download in progress, beside its target.
 PARTIAL_SUFFIX = ".sockftp-part"
 
+#: A token is used for a re-login only while it has at least this long to
+#: live (seconds; or half its lifetime, if that is shorter): past it, the
+#: client logs in with its password and asks for a new one, rather than
+#: offer the server a token it is about to refuse.
+TOKEN_MARGIN = 60.0
+
 #: OpenSSL's verify code for a certificate that does not name the host.
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
 
@@ -85,15 +92,30 @@ class Client:
         retries: times a transfer reconnects and resumes after the connection
             breaks, before giving up.
         connect: connect now (else at the first request).
-        user, password: log in as *user* after every connect (so a
-            reconnect logs in again). Both or neither; the library never
-            prompts for a password.
+        user, password, token: log in as *user* after every connect (so a
+            reconnect logs in again), with *password* or a re-login
+            *token*, or both (the token first; the password if the token
+            is refused). The library never prompts for a password.
+            With a password, if the server has the ``tokens`` feature, the
+            first login asks for a token (:attr:`token`), and later logins
+            (reconnects, retries) use it instead of the password, so they
+            cost the server no argon2 check.
+        keep_token: a token the client asked for itself is revoked by
+            :meth:`quit` (and so when a ``with`` block ends), since nobody
+            else knows it. With *keep_token*, it stays valid until it
+            expires, for the caller to pass on (``Client(user=, token=)``).
         tls, tls_ca, insecure: speak TLS, verifying the server's certificate
             against the system's CAs, or against *tls_ca* (a PEM file); with
             *insecure*, not at all.
 
+    Attributes:
+        token: the re-login token in use (given, or issued at the first
+            login), or None.
+        token_expires: when it expires (Unix time, the server's clock), or
+            None if unknown.
+
     Raises:
-        ValueError: *user* without *password*, or the other way round.
+        ValueError: *user* without *password* or *token*, or the other way round.
         AuthFailed, Banned: when connecting, if the login is refused.
     """
 
@@ -107,22 +129,31 @@ class Client:
         connect: bool = True,
         user: str | None = None,
         password: str | None = None,
+        token: str | None = None,
+        keep_token: bool = False,
         tls: bool = False,
         tls_ca: str | None = None,
         insecure: bool = False,
     ):
         # The library never prompts: reading a password is the caller's
         # business (the command line takes SOCKFTP_PASSWORD or asks).
-        if user is not None and password is None:
-            raise ValueError(f"Client(user={user!r}) needs password= too: the library never prompts for one")
-        if password is not None and user is None:
-            raise ValueError("Client(password=...) needs user= too")
+        if user is not None and password is None and token is None:
+            raise ValueError(
+                f"Client(user={user!r}) needs password= too: the library never prompts for one (or give token=)"
+            )
+        if user is None and (password is not None or token is not None):
+            raise ValueError(f"Client({'password' if password is not None else 'token'}=...) needs user= too")
         self.host = host
         self.port = port
         self.timeout = timeout
         self.retries = retries
         self.user = user
         self.password = password
+        self.token = token
+        self.token_expires: float | None = None
+        self.keep_token = keep_token
+        self._token_deadline: float | None = None  # time.monotonic(); None: not known
+        self._own_token = False  # issued to this client, known to no one else
         self.tls = tls or tls_ca is not None or insecure  # never send a password in clear by mistake
         self.tls_ca = tls_ca
         self.insecure = insecure
@@ -208,9 +239,50 @@ class Client:
             ) from None
 
     def _login(self) -> dict:
-        """Log in as self.user with self.password (after hello). Returns the
-        ``auth`` reply (``user``, ``read_only``)."""
-        return self.request({"cmd": "auth", "user": self.user, "password": self.password})
+        """Log in as self.user (after hello): with the token while it is
+        valid, else (or if the server refuses it) with the password.
+        Returns the ``auth`` reply (``user``, ``read_only``...)."""
+        fresh = self._token_deadline is None or time.monotonic() < self._token_deadline
+        if self.token is not None and (fresh or self.password is None):
+            try:
+                return self._auth({"cmd": "auth", "user": self.user, "token": self.token})
+            except AuthFailed:
+                self._forget_token()  # expired or revoked: it will never work again
+                if self.password is None:
+                    raise
+        if self.password is None:
+            raise AuthFailed(f"cannot log in as {self.user}: no token left, and no password")
+        self._forget_token()
+        return self._auth({"cmd": "auth", "user": self.user, "password": self.password})
+
+    def _auth(self, header: dict) -> dict:
+        """Send *header*, an ``auth`` request, asking for a token if it
+        carries a password and the server has tokens; keep what the reply
+        says of the token."""
+        if "password" in header and "tokens" in self.server_info.get("features", ()):
+            header["new_token"] = True
+        reply = self.request(header)
+        if isinstance(reply.get("token"), str):
+            self.token, self._own_token = reply["token"], True
+        expires_in = reply.get("token_expires_in")
+        if isinstance(expires_in, int) and not isinstance(expires_in, bool):
+            self._token_deadline = time.monotonic() + expires_in - min(TOKEN_MARGIN, expires_in / 2)
+            self.token_expires = reply.get("token_expires")
+        return reply
+
+    def _forget_token(self) -> None:
+        self.token = self.token_expires = self._token_deadline = None
+        self._own_token = False
+
+    def _release_token(self) -> None:
+        """Revoke the token this client asked for itself (unless
+        keep_token), if it is still connected. Best effort: the token
+        expires anyway."""
+        if self._own_token and not self.keep_token and self._wire is not None:
+            try:
+                self.revoke_token()
+            except SockftpError:
+                pass
 
     def close(self) -> None:
         if self._wire is not None:
@@ -288,19 +360,53 @@ class Client:
     def ping(self) -> None:
         self.request({"cmd": "ping"})
 
-    def auth(self, user: str, password: str) -> dict:
-        """Log in as *user* on this connection (switching from whoever was
-        logged in), and again after every reconnect. The remote directory
-        goes back to ``/``. Returns the reply (``user``, ``read_only``).
+    def auth(self, user: str, password: str | None = None, *, token: str | None = None) -> dict:
+        """Log in as *user* on this connection with *password* or *token*
+        (switching from whoever was logged in), and again after every
+        reconnect. The remote directory goes back to ``/``. Returns the
+        reply (``user``, ``read_only``, and the token fields).
 
-        Raises AuthFailed (the previous login, if any, stays in force),
+        Raises AuthFailed (the previous login, if any, stays in force; the
+        token this client had asked for itself is revoked all the same),
         Banned."""
-        if not isinstance(user, str) or not isinstance(password, str):
-            raise ValueError("auth needs a user name and a password")
-        reply = self.request({"cmd": "auth", "user": user, "password": password})
+        if not isinstance(user, str) or not isinstance(password if token is None else token, str):
+            raise ValueError("auth needs a user name and a password or a token")
+        if password is not None and token is not None:
+            raise ValueError("auth takes a password or a token, not both")
+        self._release_token()
+        kept = (self.token, self.token_expires, self._token_deadline, self._own_token)
+        self._forget_token()
+        header = {"cmd": "auth", "user": user}
+        header.update({"password": password} if token is None else {"token": token})
+        self.token = token  # for a token login; _auth learns its expiry from the reply
+        try:
+            reply = self._auth(header)
+        except SockftpError:
+            # The previous login stays, and so does the token it uses.
+            self.token, self.token_expires, self._token_deadline, self._own_token = kept
+            raise
         self.user, self.password = user, password
         self._cwd = "/"
         return reply
+
+    def revoke_token(self, token: str | None = None) -> int:
+        """Revoke *token* (by default the one this client uses) of the
+        logged-in user. Returns 1, or 0 if it was not a live token of
+        theirs. A client whose own token is revoked logs in with its
+        password from then on."""
+        if token is None and self.token is None:
+            return 0
+        count = self.request({"cmd": "revoke", "token": token or self.token})["revoked"]
+        if token is None or token == self.token:
+            self._forget_token()
+        return count
+
+    def revoke_all_tokens(self) -> int:
+        """Revoke every token of the logged-in user, everywhere (this
+        client's too). Returns how many there were."""
+        count = self.request({"cmd": "revoke", "all": True})["revoked"]
+        self._forget_token()
+        return count
 
     def quota(self) -> dict:
         """The logged-in user's usage and limits: the ``quota`` reply, with
@@ -309,7 +415,10 @@ class Client:
         return self.request({"cmd": "quota"})
 
     def quit(self) -> None:
+        """End the session, revoking the token this client asked for itself
+        (unless keep_token)."""
         try:
+            self._release_token()
             self.request({"cmd": "quit"})
         finally:
             self.close()

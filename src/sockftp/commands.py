@@ -61,6 +61,7 @@ FEATURES = (
     "mkdir-parents",
     "accounts",  # the auth command; homes per user
     "quota",  # the quota (df) command; quota_exceeded on put
+    "tokens",  # re-login tokens: auth with new_token or token; the revoke command
 )
 
 
@@ -144,7 +145,7 @@ def hello(ctx: Context, req: dict) -> dict:
         server=f"sockftp/{__version__}",
         version=ctx.session.protocol_version,
         versions=list(PROTOCOL_VERSIONS),
-        features=list(FEATURES),
+        features=[f for f in FEATURES if f != "tokens" or _tokens_enabled(ctx)],
         checksums=list(checksums.ALGORITHMS),
         commands=sorted(COMMANDS),
         user=ctx.session.identity.name if ctx.session.identity else None,
@@ -160,11 +161,44 @@ def hello(ctx: Context, req: dict) -> dict:
 
 @command("auth", needs_login=False)
 def auth(ctx: Context, req: dict) -> dict:
-    """Log in. A failure looks the same whether or not the user exists."""
+    """Log in with a password (and perhaps ask for a re-login token), or
+    with a token. A failure looks the same whether or not the user exists."""
     name = protocol.string(req, "user")
-    password = protocol.string(req, "password")
-    identity = ctx.session.authenticate(name, password)
-    return protocol.ok(user=identity.name, read_only=not identity.can_write)
+    password = protocol.string(req, "password", default=None)
+    token = protocol.string(req, "token", default=None)
+    new_token = protocol.boolean(req, "new_token")
+    if password is None and token is None:
+        raise BadRequest("missing field 'password' (or 'token')")
+    if password is not None and token is not None:
+        raise BadRequest("give 'password' or 'token', not both")
+    if token is not None and new_token:
+        raise BadRequest("'new_token' needs a password: a token cannot make another")
+    result = ctx.session.authenticate(name, password=password, token=token, new_token=new_token)
+    reply = protocol.ok(user=result.identity.name, read_only=not result.identity.can_write)
+    if result.token is not None:
+        reply["token"] = result.token
+    if result.token_expires is not None:
+        reply["token_expires"] = int(result.token_expires)
+        reply["token_expires_in"] = max(int(result.token_expires - ctx.session.authenticator.now()), 0)
+    return reply
+
+
+@command("revoke")
+def revoke(ctx: Context, req: dict) -> dict:
+    """Revoke one of the logged-in user's re-login tokens, or all of them.
+    The session stays logged in."""
+    token = protocol.string(req, "token", default=None)
+    everything = protocol.boolean(req, "all")
+    if (token is None) == (not everything):
+        raise BadRequest("revoke takes a 'token', or 'all': true")
+    authenticator = ctx.session.authenticator
+    count = 0 if authenticator is None else authenticator.revoke(ctx.session.address, ctx.session.user, token)
+    return protocol.ok(revoked=count)
+
+
+def _tokens_enabled(ctx: Context) -> bool:
+    authenticator = ctx.session.authenticator
+    return authenticator is not None and authenticator.tokens_enabled
 
 
 @command("quota")

@@ -92,6 +92,23 @@ BAN_FAILURES = 5
 BAN_WINDOW = 300.0
 BAN_TIME = 900.0
 
+#: Seconds a re-login token is valid, from the login that asked for it. A
+#: working day and a night: long enough that a client's reconnects, and a
+#: token kept in the environment for a day's commands, never meet the
+#: password check; short enough that a stolen token is soon worthless.
+#: The expiry is fixed at issue: using a token does not extend it.
+TOKEN_LIFETIME = 86400.0
+
+#: Live tokens one user may have. Past it, the oldest is dropped when a
+#: new one is issued, so a client that logs in again and again cannot grow
+#: the table (the oldest is also the one most likely forgotten). Each
+#: library client holds one while it runs, so this must exceed the clients
+#: one account runs at once: a client whose token was dropped falls back
+#: to its password after a failed login, and a crowd of such failures gets
+#: their address banned. Each token costs its issuer an argon2 check, so
+#: filling the cap is slow; a row is about 150 bytes.
+MAX_TOKENS_PER_USER = 1024
+
 #: Per-thread stack size for session threads. Python's default thread stack
 #: is 8 MiB of address space; sessions need far less.
 SESSION_STACK_SIZE = 512 * 1024

@@ -76,12 +76,15 @@ class Session:
         if identity is not None and identity.on_logout is not None:
             identity.on_logout()
 
-    def authenticate(self, name: str, password: str) -> Identity:
-        """Log in with a password. Raises AuthFailed, Banned."""
+    def authenticate(self, name: str, **credentials):
+        """Log in with a password or a token (see ``auth.Authenticator.login``
+        for *credentials*). Returns the ``auth.Login``. Raises AuthFailed,
+        Banned."""
         if self.authenticator is None:
             raise AuthFailed("this server has no user accounts")
-        self.login(self.authenticator.login(self.address, name, password))
-        return self.identity
+        result = self.authenticator.login(self.address, name, **credentials)
+        self.login(result.identity)
+        return result
 
     def require_login(self) -> Identity:
         if self.identity is None:

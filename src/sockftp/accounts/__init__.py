@@ -1,12 +1,25 @@
-"""Who may log in: user accounts, their passwords and their limits.
+"""Who may log in: user accounts, their passwords, their limits and their
+re-login tokens.
 
 :class:`UserStore` is the interface; :class:`SqliteUserStore` keeps accounts
 in SQLite in the server's data directory. A PostgreSQL store will follow, so
 every SQL statement lives in :mod:`sockftp.accounts.schema`.
 """
 
-from .base import Account, UserStore, check_user_name
+from .base import Account, TokenRecord, UserStore, check_user_name
 from .passwords import hash_password, verify_password
 from .sqlite import SqliteUserStore
+from .tokens import new_token, token_hash, token_id
 
-__all__ = ["Account", "SqliteUserStore", "UserStore", "check_user_name", "hash_password", "verify_password"]
+__all__ = [
+    "Account",
+    "SqliteUserStore",
+    "TokenRecord",
+    "UserStore",
+    "check_user_name",
+    "hash_password",
+    "new_token",
+    "token_hash",
+    "token_id",
+    "verify_password",
+]

@@ -1,7 +1,8 @@
 """Accounts and the interface of a store that keeps them.
 
-A store knows names, password hashes and limits. It never sees a socket
-or a session, and it never holds a password in clear.
+A store knows names, password hashes, limits and the hashes of re-login
+tokens. It never sees a socket or a session, and it never holds a password
+or a token in clear.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ class Account:
     quota_bytes: int | None = None  # None: no limit
     max_files: int | None = None  # None: no limit
     read_only: bool = False
+    disabled: bool = False  # may not log in at all
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What a store keeps of one re-login token (never the token itself)."""
+
+    token_hash: str  # hex SHA-256 of the token
+    created: float  # Unix times, seconds
+    expires: float
+    last_used: float | None = None  # None: never used to log in
 
 
 def check_user_name(name: str) -> str:
@@ -50,13 +62,17 @@ class UserStore(ABC):
         """Raises Exists if the name is taken."""
 
     @abstractmethod
-    def update(self, name: str, **fields) -> Account:
+    def update(self, name: str, *, keep_tokens: bool = False, **fields) -> Account:
         """Change some of *password_hash*, *quota_bytes*, *max_files*,
-        *read_only*. Raises NotFound."""
+        *read_only*, *disabled*. Raises NotFound.
+
+        A new *password_hash*, or *disabled* set, revokes every token of
+        the account in the same transaction, unless *keep_tokens* (a hash
+        of the same password with stronger parameters)."""
 
     @abstractmethod
     def delete(self, name: str) -> None:
-        """Raises NotFound."""
+        """Delete the account and its tokens. Raises NotFound."""
 
     @abstractmethod
     def list(self) -> list[Account]:
@@ -65,5 +81,37 @@ class UserStore(ABC):
     def count(self) -> int:
         return len(self.list())
 
+    # -- re-login tokens (see sockftp.accounts.tokens) --
+
+    @abstractmethod
+    def add_token(self, name: str, token_hash: str, created: float, expires: float, keep: int) -> None:
+        """Store a token of account *name*. Then drop the oldest tokens of
+        *name* past *keep* (the new one always stays), and every expired
+        token of anyone."""
+
+    @abstractmethod
+    def token_account(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
+        """The account that the live (unexpired at *now*) token *token_hash*
+        belongs to, and the token; or None."""
+
+    @abstractmethod
+    def touch_token(self, token_hash: str, now: float) -> None:
+        """Record that the token was used to log in at *now*."""
+
+    @abstractmethod
+    def tokens(self, name: str, now: float) -> list[TokenRecord]:
+        """The live tokens of account *name*, oldest first."""
+
+    @abstractmethod
+    def revoke_tokens(self, name: str, token_hash: str | None = None) -> int:
+        """Delete every token of *name*, or only *token_hash* if it is
+        theirs. Returns how many were deleted."""
+
     def close(self) -> None:
         """Release the store's resources."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,8 +1,12 @@
 """Accounts in a SQLite database file (``ROOT/.sockftp/users.db`` by default).
 
-One connection per thread (sqlite3 connections must not be shared across
-threads), WAL mode so the admin command line can change accounts while a
-server reads them.
+Connections come from a small pool shared by every thread: at most
+``POOL_SIZE`` are ever open, each is opened at its first use, and a thread
+holds one only for the length of one query or transaction. So a session
+that has logged in and sits idle holds no connection (each costs about
+100 KB and two file descriptors), and ten thousand sessions cost the same
+few connections as one. WAL mode lets the admin command line change
+accounts while a server reads them.
 """
 
 from __future__ import annotations
@@ -10,10 +14,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import Exists, NotFound
 from . import schema
-from .base import Account, UserStore
+from .base import Account, TokenRecord, UserStore
+
+#: Connections open at most. Queries take microseconds, so a few serve a
+#: burst of thousands of logins; a thread that finds all in use waits.
+POOL_SIZE = 4
 
 
 class SqliteUserStore(UserStore):
@@ -29,80 +39,154 @@ class SqliteUserStore(UserStore):
             except FileNotFoundError:
                 pass
         self.path = path
-        self._local = threading.local()
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(POOL_SIZE)
         self._migrate()
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=10000")
-            self._local.db = db
+    # -- connections -------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        # check_same_thread=False: a pooled connection serves one thread at
+        # a time, but not always the same one.
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=10000")
         return db
 
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool, for one query or transaction."""
+        with self._slots:
+            with self._idle_lock:
+                db = self._idle.pop() if self._idle else None
+            if db is None:
+                db = self._open()
+            try:
+                yield db
+            finally:
+                if db.in_transaction:  # an exception inside _transaction's body
+                    db.execute("ROLLBACK")
+                with self._idle_lock:
+                    self._idle.append(db)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside a write transaction, committed at the end
+        (rolled back on an exception)."""
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple = ()) -> list:
+        with self._connection() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _change(self, sql: str, params: tuple = ()) -> int:
+        """Run one statement that writes; the number of rows it changed."""
+        with self._connection() as db:
+            return db.execute(sql, params).rowcount
+
     def _migrate(self) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             db.execute(schema.MIGRATIONS[1][1])
             current = db.execute(schema.GET_VERSION).fetchone()[0] or 0
             for version in range(current + 1, schema.SCHEMA_VERSION + 1):
                 for statement in schema.MIGRATIONS[version]:
                     db.execute(statement)
                 db.execute(schema.SET_VERSION, (version,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+
+    # -- accounts ----------------------------------------------------------------------
 
     def get(self, name: str) -> Account | None:
-        row = self._db().execute(schema.SELECT_USER, (name,)).fetchone()
-        return _account(row) if row else None
+        rows = self._query(schema.SELECT_USER, (name,))
+        return _account(rows[0]) if rows else None
 
     def add(self, account: Account) -> None:
         try:
-            self._db().execute(
+            self._change(
                 schema.INSERT_USER,
-                (account.name, account.password_hash, account.quota_bytes, account.max_files, account.read_only),
+                (
+                    account.name,
+                    account.password_hash,
+                    account.quota_bytes,
+                    account.max_files,
+                    account.read_only,
+                    account.disabled,
+                ),
             )
         except sqlite3.IntegrityError:
             raise Exists(f"user {account.name!r} already exists") from None
 
-    def update(self, name: str, **fields) -> Account:
+    def update(self, name: str, *, keep_tokens: bool = False, **fields) -> Account:
         unknown = set(fields) - set(schema.COLUMNS[1:])
         if unknown:
             raise TypeError(f"unknown account fields: {sorted(unknown)}")
+        revoke = not keep_tokens and ("password_hash" in fields or fields.get("disabled"))
         if fields:
             assignments = ", ".join(f"{column} = ?" for column in fields)
-            cursor = self._db().execute(schema.UPDATE_USER.format(assignments=assignments), (*fields.values(), name))
-            if cursor.rowcount == 0:
-                raise NotFound(f"no such user: {name!r}")
+            with self._transaction() as db:
+                cursor = db.execute(schema.UPDATE_USER.format(assignments=assignments), (*fields.values(), name))
+                if cursor.rowcount == 0:
+                    raise NotFound(f"no such user: {name!r}")
+                if revoke:
+                    db.execute(schema.DELETE_USER_TOKENS, (name,))
         account = self.get(name)
         if account is None:
             raise NotFound(f"no such user: {name!r}")
         return account
 
     def delete(self, name: str) -> None:
-        if self._db().execute(schema.DELETE_USER, (name,)).rowcount == 0:
-            raise NotFound(f"no such user: {name!r}")
+        with self._transaction() as db:
+            if db.execute(schema.DELETE_USER, (name,)).rowcount == 0:
+                raise NotFound(f"no such user: {name!r}")
+            db.execute(schema.DELETE_USER_TOKENS, (name,))
 
     def list(self) -> list[Account]:
-        return [_account(row) for row in self._db().execute(schema.SELECT_USERS)]
+        return [_account(row) for row in self._query(schema.SELECT_USERS)]
 
     def count(self) -> int:
-        return self._db().execute(schema.COUNT_USERS).fetchone()[0]
+        return self._query(schema.COUNT_USERS)[0][0]
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def add_token(self, name: str, token_hash: str, created: float, expires: float, keep: int) -> None:
+        with self._transaction() as db:
+            db.execute(schema.INSERT_TOKEN, (token_hash, name, created, expires))
+            db.execute(schema.DELETE_OLDEST_TOKENS, (name, token_hash, name, token_hash, max(keep - 1, 0)))
+            db.execute(schema.DELETE_EXPIRED_TOKENS, (created,))
+
+    def token_account(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
+        rows = self._query(schema.SELECT_TOKEN_ACCOUNT, (token_hash, now))
+        if not rows:
+            return None
+        *account, created, expires, last_used = rows[0]
+        return _account(account), TokenRecord(token_hash, created, expires, last_used)
+
+    def touch_token(self, token_hash: str, now: float) -> None:
+        self._change(schema.TOUCH_TOKEN, (now, token_hash))
+
+    def tokens(self, name: str, now: float) -> list[TokenRecord]:
+        return [TokenRecord(*row) for row in self._query(schema.SELECT_USER_TOKENS, (name, now))]
+
+    def revoke_tokens(self, name: str, token_hash: str | None = None) -> int:
+        if token_hash is None:
+            return self._change(schema.DELETE_USER_TOKENS, (name,))
+        return self._change(schema.DELETE_USER_TOKEN, (name, token_hash))
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close the connections not in use (the store opens new ones if it
+        is used again)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for db in idle:
             db.close()
-            self._local.db = None
 
 
 def _account(row) -> Account:
-    name, password_hash, quota_bytes, max_files, read_only = row
-    return Account(name, password_hash, quota_bytes, max_files, bool(read_only))
+    name, password_hash, quota_bytes, max_files, read_only, disabled = row
+    return Account(name, password_hash, quota_bytes, max_files, bool(read_only), bool(disabled))
 
 
-__all__ = ["SqliteUserStore"]
+__all__ = ["POOL_SIZE", "SqliteUserStore"]
