@@ -112,6 +112,11 @@ class Link(ABC):
     def active(self, host: str, port: int) -> None:
         """Connect to *host*:*port* for the next data connection."""
 
+    @property
+    @abstractmethod
+    def data_ready(self) -> bool:
+        """True once PASV, EPSV, PORT or EPRT has said how to connect."""
+
     @abstractmethod
     def open_data(self, protect: bool) -> DataConnection:
         """The next data connection (TLS if *protect*). Raises DataError."""
@@ -664,6 +669,8 @@ def _open_data(ctx: Context, text: str) -> DataConnection:
     """Say 150, then open the transfer's data connection."""
     if ctx.settings.require_tls and not ctx.state.protect:
         raise Refusal(Reply(534, "This server requires TLS on data connections: send PBSZ 0 and PROT P"))
+    if not ctx.link.data_ready:
+        raise Refusal(Reply(425, "Use PASV, EPSV, PORT or EPRT first"), "connection_lost")
     ctx.link.reply(Reply(150, text))
     try:
         return ctx.link.open_data(ctx.state.protect)

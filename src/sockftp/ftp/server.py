@@ -307,6 +307,10 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
     def active(self, host: str, port: int) -> None:
         self.channels.active(host, port)
 
+    @property
+    def data_ready(self) -> bool:
+        return self.channels.ready
+
     def open_data(self, protect: bool) -> DataConnection:
         self.transfer = self.channels.open(protect, self._rate_limits(), self.control)
         return self.transfer
