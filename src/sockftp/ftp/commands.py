@@ -325,9 +325,9 @@ def prot(ctx: Context, argument: str) -> Reply:
     level = argument.strip().upper()
     if not ctx.state.tls:
         raise Refusal(Reply(503, "PROT needs a TLS control connection: send AUTH TLS first"))
-    if not ctx.state.pbsz:
-        raise Refusal(Reply(503, "Send PBSZ 0 before PROT"))
     if level == "P":
+        if not ctx.state.pbsz:
+            raise Refusal(Reply(503, "Send PBSZ 0 before PROT P"))
         ctx.state.protect = True
         return Reply(200, "Data connections will be protected (TLS)")
     if level == "C":
