@@ -564,3 +564,44 @@ def _free_port_run(count: int) -> int:
             for s in held:
                 s.close()
     raise AssertionError("no run of free ports")
+
+
+# --- sockftp serve ----------------------------------------------------------------------------------------
+
+
+def test_serve_opens_the_ftp_port_from_the_config_file_and_stops_both(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "sockftp.toml").write_text('ftp_port = 0\nftp_passive_ports = "40000-40100"\nanonymous = true\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sockftp", "serve", "--config", "sockftp.toml", "--port", "0", "--root", "data"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("sockftp FTP listening on "):
+            line = proc.stdout.readline()
+            assert line, f"serve ended before its FTP line: {lines}"
+            lines.append(line.rstrip("\n"))
+        assert lines[-2].startswith("sockftp listening on 127.0.0.1:")
+        port = int(lines[-1].rsplit(":", 1)[1])
+        client = ftplib.FTP()
+        client.connect("127.0.0.1", port, timeout=10)
+        client.login("anonymous", "guest")
+        put(client, "via-serve.txt", b"served")
+        assert (tmp_path / "data" / "anonymous" / "via-serve.txt").read_bytes() == b"served"
+        assert 40000 <= client.makepasv()[1] <= 40100
+        proc.send_signal(signal.SIGTERM)
+        assert client.getline().startswith("421")
+        assert proc.wait(15) == 0
+        assert proc.stdout.read().endswith("sockftp stopped\n")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
