@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trustme
 from conftest import add_user
 
 from sockftp import ftp
@@ -135,3 +136,17 @@ def ftp_command(sock: socket.socket, line: str) -> str:
     """Send *line* on a raw control socket; its whole reply."""
     sock.sendall(line.encode() + b"\r\n")
     return read_reply(sock)
+
+
+@pytest.fixture(scope="module", name="pki")
+def pki_fixture(tmp_path_factory) -> dict[str, str]:
+    """A throwaway CA (``ca``) and a certificate for 127.0.0.1, ::1 and
+    localhost signed by it (``cert``, ``key``): PEM file paths."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "::1", "localhost")
+    paths = {name: str(directory / f"{name}.pem") for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    cert.cert_chain_pems[0].write_to_path(paths["cert"])
+    cert.private_key_pem.write_to_path(paths["key"])
+    return paths

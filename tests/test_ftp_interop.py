@@ -25,9 +25,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import trustme
 from conftest import partials_in, wait_until
-from ftp_support import PASSWORD, ftp_server_fixture  # noqa: F401 - a fixture
+from ftp_support import PASSWORD, ftp_server_fixture, pki_fixture  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.usefixtures("no_server_errors"), pytest.mark.timeout(180)]
 
@@ -66,18 +65,6 @@ def srv(ftp_server):
     running = ftp_server()
     running.add_user("alice")
     return running
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {name: str(directory / f"{name}.pem") for name in ("ca", "cert", "key")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    cert.cert_chain_pems[0].write_to_path(paths["cert"])
-    cert.private_key_pem.write_to_path(paths["key"])
-    return paths
 
 
 @pytest.fixture

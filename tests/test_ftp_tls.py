@@ -11,24 +11,11 @@ import socket
 import ssl
 
 import pytest
-import trustme
-from ftp_support import PASSWORD, ftp_command, ftp_server_fixture, read_reply  # noqa: F401 - a fixture
+from ftp_support import PASSWORD, ftp_command, ftp_server_fixture, pki_fixture, read_reply  # noqa: F401 - fixtures
 
 from sockftp.config import ConfigError, ServerConfig
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "::1", "localhost")
-    paths = {name: str(directory / f"{name}.pem") for name in ("ca", "cert", "key")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    cert.cert_chain_pems[0].write_to_path(paths["cert"])
-    cert.private_key_pem.write_to_path(paths["key"])
-    return paths
 
 
 @pytest.fixture

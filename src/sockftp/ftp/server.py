@@ -27,6 +27,7 @@ from .. import audit
 from ..errors import Banned, SockftpError, Timeout, TooManySessions
 from ..limits import LISTEN_BACKLOG
 from ..ratelimit import RateLimit
+from ..server import _peer, _resolve  # the main listener's, so both resolve and log alike
 from ..session import Identity, Session
 from ..wire import ConnectionClosed
 from . import commands
@@ -337,17 +338,6 @@ def _verb(line: str) -> str:
     word = line.partition(" ")[0]
     name = word.upper()
     return name if name in commands.COMMANDS else repr(word[:16])
-
-
-def _resolve(host: str, port: int):
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    return family, address[:2]
-
-
-def _peer(address) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _refuse(sock: socket.socket, error: SockftpError) -> None:
