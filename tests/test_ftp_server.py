@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ftplib
 import io
+import logging
 import os
+import re
 import socket
 import time
 
@@ -605,3 +607,52 @@ def test_serve_opens_the_ftp_port_from_the_config_file_and_stops_both(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+# --- during a transfer, and stopping one ------------------------------------------------------------------
+
+
+def test_stat_during_a_transfer_says_how_far_it_is(ftp_server):
+    srv = ftp_server(session_rate=256 * KiB)
+    srv.add_user("alice")
+    client = srv.login()
+    put(client, "f", os.urandom(2 * MiB))
+    conn = client.transfercmd("RETR f")
+    conn.recv(64 * KiB)
+    client.sock.sendall(b"STAT\r\n")
+    reply = read_reply(client.sock)
+    assert re.match(r"213 Transfer in progress: \d+ bytes moved\r\n", reply), reply
+    conn.close()
+    assert read_reply(client.sock)[:3] in ("226", "426")
+
+
+def test_a_stop_cuts_an_upload_after_the_grace_and_keeps_it_resumable(ftp_server):
+    srv = ftp_server(session_rate=256 * KiB)
+    home = srv.add_user("alice")
+    client = srv.login()
+    conn = client.transfercmd("STOR cut.bin")
+    conn.sendall(os.urandom(200 * KiB))
+    wait_until(lambda: any(p.stat().st_size for p in partials_in(home)), what="some bytes stored")
+    srv.stop(0.2)
+    conn.close()
+    assert not (home / "cut.bin").exists()
+    assert partials_in(home) and partials_in(home)[0].stat().st_size > 0
+
+
+def test_a_banned_address_is_refused_at_connect_with_421(ftp_server):
+    srv = ftp_server(ban_failures=1, ban_time=60)
+    srv.add_user("alice")
+    with pytest.raises(ftplib.error_temp, match="^421 too many failed logins"):
+        srv.login("alice", "wrong")  # the failure that bans
+    sock = srv.raw()
+    assert read_reply(sock).startswith("421 too many failed logins")
+
+
+def test_passwords_never_reach_the_logs(srv, caplog):
+    caplog.set_level(logging.DEBUG)
+    srv.login("alice", PASSWORD).quit()
+    with pytest.raises(ftplib.error_perm):
+        srv.login("alice", "Wr0ng-but-secret-too")
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "PASS" in text  # the command is logged...
+    assert PASSWORD not in text and "Wr0ng-but-secret-too" not in text  # ...never its argument
