@@ -32,11 +32,24 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for section in ("one 8 MiB file", "files of 4 KiB", "simultaneous connects", "many clients", "idle sessions"):
+    for section in (
+        "one 8 MiB file",
+        "files of 4 KiB",
+        "simultaneous connects",
+        "many clients",
+        "idle sessions",
+        "FTP front door",
+    ):
         assert section in out, out
     assert "FAILED" not in out, out
     assert "== targets (issue 4)" in out, out
-    for row in ("sockftp / raw download limit", "sockftp / pyftpdlib STOR", "argon2id password check"):
+    for row in (
+        "sockftp / raw download limit",
+        "sockftp / pyftpdlib STOR",
+        "argon2id password check",
+        "one 8 MiB file: sockftp FTP STOR",
+        "sockftp FTP / pyftpdlib, RETR GB/s",
+    ):
         assert row in out, out
     assert "targets met" in out, out
     # Nothing left behind in the work directory.
