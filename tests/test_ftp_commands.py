@@ -63,6 +63,11 @@ class MemoryData:
         self.sent += data
         self.bytes += len(data)
 
+    def send_file(self, fd, offset, count):
+        import os
+
+        self.send(os.pread(fd, count, offset))
+
     def send_from(self, readinto, offset, count):
         buffer = bytearray(count)
         n = readinto(memoryview(buffer), offset) if count else 0

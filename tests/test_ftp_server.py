@@ -656,3 +656,14 @@ def test_passwords_never_reach_the_logs(srv, caplog):
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "PASS" in text  # the command is logged...
     assert PASSWORD not in text and "Wr0ng-but-secret-too" not in text  # ...never its argument
+
+
+def test_downloads_with_sendfile_and_without(ftp_server):
+    data = os.urandom(3 * MiB + 1)
+    for sendfile in (True, False):
+        srv = ftp_server(sendfile=sendfile)
+        srv.add_user("alice")
+        client = srv.login()
+        put(client, "f", data)
+        assert get(client, "f") == data
+        assert get(client, "f", rest=MiB) == data[MiB:]

@@ -764,7 +764,11 @@ def retr(ctx: Context, argument: str) -> Reply:
         count = download.size - offset
         with _open_data(ctx, f"Opening data connection for {ctx.display(target)} ({count} bytes)") as data:
             try:
-                data.send_from(download.readinto, offset, count)
+                fd = download.fileno()
+                if fd is not None:
+                    data.send_file(fd, offset, count)
+                else:
+                    data.send_from(download.readinto, offset, count)
             finally:
                 ctx.bytes = data.bytes
     return Reply(226, "Transfer complete")

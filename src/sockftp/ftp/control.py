@@ -88,8 +88,13 @@ class ControlConnection(ControlWatch):
                 return None
             self.reader.feed(data)
 
+    def _timeout(self, seconds: float | None) -> None:
+        # settimeout costs system calls; most calls change nothing.
+        if self.sock.gettimeout() != seconds:
+            self.sock.settimeout(seconds)
+
     def _recv(self, timeout: float) -> bytes:
-        self.sock.settimeout(timeout)
+        self._timeout(timeout)
         try:
             data = self.sock.recv(_RECV)
         except TimeoutError:
@@ -102,7 +107,7 @@ class ControlConnection(ControlWatch):
     def send(self, reply: Reply) -> None:
         """Send *reply*. Raises ConnectionClosed."""
         data = reply.encode()
-        self.sock.settimeout(self.idle_timeout)
+        self._timeout(self.idle_timeout)
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -152,15 +157,15 @@ class ControlConnection(ControlWatch):
 
     def _recv_now(self) -> bytes | None:
         """What the client has sent, b"" at its end, None if nothing yet."""
-        self.sock.setblocking(False)
+        # Non-blocking for this read (MSG_DONTWAIT would not do: Python polls a
+        # socket with a timeout before reading it); the next wait restores it.
+        self._timeout(0.0)
         try:
             data = self.sock.recv(_RECV)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
         except OSError as exc:
             raise ConnectionClosed(tls.describe_error(exc)) from None
-        finally:
-            self.sock.settimeout(self.idle_timeout)
         self.bytes_in += len(data)
         return data
 

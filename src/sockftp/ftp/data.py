@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import select
 import socket
@@ -97,6 +98,9 @@ class DataConnection:
         self.limits = list(limits)
         self.watch = watch or ControlWatch()
         self.tls = isinstance(sock, ssl.SSLSocket)
+        #: Send files with sendfile() (``serve --sendfile``), where it can:
+        #: not over TLS, which the kernel cannot encrypt, nor when throttled.
+        self.use_sendfile = False
         #: Bytes moved so far, either way.
         self.bytes = 0
         self._control = self.watch.fileno()
@@ -130,6 +134,27 @@ class DataConnection:
                 position += n
         finally:
             BUFFERS.give(buffer)
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send *count* bytes of file *fd* from *offset*: with sendfile() if
+        it is on and can be used, else through a buffer."""
+        if not self.use_sendfile or self.tls or self.limits:
+            self.send_from(lambda view, position: os.preadv(fd, [view], position), offset, count)
+            return
+        position, end = offset, offset + count
+        while position < end:
+            self._check_control()
+            try:
+                sent = os.sendfile(self.sock.fileno(), fd, position, end - position)
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
+                continue
+            except OSError as exc:
+                raise TransferFailed(f"data connection lost: {tls.describe_error(exc)}") from None
+            if not sent:
+                raise TransferFailed(f"the file ended after {position - offset} of {count} bytes")
+            position += sent
+            self.bytes += sent
 
     def _send_all(self, view: memoryview) -> None:
         while view:

@@ -314,6 +314,7 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
 
     def open_data(self, protect: bool) -> DataConnection:
         self.transfer = self.channels.open(protect, self._rate_limits(), self.control)
+        self.transfer.use_sendfile = self.server.main.config.sendfile
         return self.transfer
 
     def start_tls(self) -> None:
