@@ -667,3 +667,24 @@ def test_downloads_with_sendfile_and_without(ftp_server):
         put(client, "f", data)
         assert get(client, "f") == data
         assert get(client, "f", rest=MiB) == data[MiB:]
+
+
+def test_commands_sent_during_a_transfer_are_run_after_it_in_order(ftp_server):
+    srv = ftp_server(session_rate=512 * KiB)
+    srv.add_user("alice")
+    client = srv.login()
+    put(client, "f", os.urandom(MiB))
+    conn = client.transfercmd("RETR f")
+    client.sock.sendall(b"".join(f"MDTM f{i}\r\n".encode() for i in range(200)))  # more than the server queues
+    received = 0
+    while chunk := conn.recv(65536):
+        received += len(chunk)
+    conn.close()
+    assert received == MiB
+    replies = b""
+    client.sock.settimeout(10)
+    while replies.count(b"\r\n") < 201:
+        replies += client.sock.recv(65536)
+    lines = replies.decode().splitlines()
+    assert lines[0].startswith("226")
+    assert [line.split(": ")[-1] for line in lines[1:]] == [f"/f{i}" for i in range(200)]

@@ -29,6 +29,11 @@ from .replies import Reply
 
 _RECV = 64 * 1024
 
+#: Command lines a client may send ahead during a transfer (to be run after
+#: it). Past this the control connection is not read until the transfer
+#: ends, so TCP holds the client back instead of our memory filling up.
+MAX_QUEUED_LINES = 64
+
 #: What the handler says of a line that arrived during a transfer.
 ABORT, ANSWERED, LATER = "abort", "answered", "later"
 
@@ -131,7 +136,7 @@ class ControlConnection(ControlWatch):
         stop (ABOR, or the client closed or broke the connection)."""
         abort = False
         try:
-            while not self.closed:
+            while not self.closed and len(self.queued) < MAX_QUEUED_LINES:
                 data = self._recv_now()
                 if data is None:
                     break

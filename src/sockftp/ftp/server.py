@@ -64,6 +64,7 @@ class FtpServer(socketserver.TCPServer):
             masquerade=config.ftp_masquerade,
         )
         self._serving = threading.Event()
+        self._admitted = None  # verify_request's registry record, for process_request
         family, address = _resolve(config.ftp_host or config.host, config.ftp_port)
         self.address_family = family
         super().__init__(address, FtpHandler)
@@ -319,8 +320,10 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
 
     def start_tls(self) -> None:
         main = self.server.main
-        self.control.start_tls(main.tls_context, main.config.header_timeout)
-        self.record.sock = self.control.sock  # a stop must reach the TLS socket
+        try:
+            self.control.start_tls(main.tls_context, main.config.header_timeout)
+        finally:
+            self.record.sock = self.control.sock  # a stop must reach the TLS socket, even mid-handshake
         self.state.tls = True
 
     def anonymous_identity(self) -> Identity:
