@@ -75,8 +75,7 @@ class FtpServer(socketserver.TCPServer):
 
     @property
     def display_address(self) -> str:
-        host = self.server_address[0]
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return _peer(self.server_address)
 
     # -- socketserver's template steps ---------------------------------------------------
 
