@@ -163,3 +163,31 @@ def test_stopping_tells_idle_ftps_sessions_over_tls(tls_server, context):
 def test_requiring_tls_without_a_certificate_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="ftp_require_tls"):
         ServerConfig(root=str(tmp_path), ftp_port=0, ftp_require_tls=True)
+
+
+def test_ftp_tls_mkdir_rename_delete_and_an_aborted_store_resumed(tls_server, context):
+    from conftest import partials_in
+
+    srv = tls_server()
+    home = srv.home("alice")
+    client = tls_login(srv, context)
+    assert client.mkd("dir") == "/dir"
+    data = os.urandom(1024 * 1024)
+    conn = client.transfercmd("STOR dir/f.bin")
+    conn.sendall(data[:300_000])
+    assert client.abort().startswith("426")  # over TLS: no urgent data, ABOR is a plain line
+    assert client.getresp().startswith("226")
+    conn.close()
+    held = client.size("dir/f.bin")
+    assert 0 < held <= 300_000 and not (home / "dir" / "f.bin").exists()
+    source = io.BytesIO(data)
+    source.seek(held)
+    client.storbinary("STOR dir/f.bin", source, rest=held)
+    out = io.BytesIO()
+    client.retrbinary("RETR dir/f.bin", out.write, rest=1000)
+    assert out.getvalue() == data[1000:]
+    client.rename("dir/f.bin", "g.bin")
+    assert client.nlst() == ["dir", "g.bin"] and (home / "g.bin").read_bytes() == data
+    client.delete("g.bin")
+    client.rmd("dir")
+    assert os.listdir(home) == [] and partials_in(home) == []

@@ -252,12 +252,13 @@ class DataConnection:
 
     # -- closing -------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
         """Close: over TLS after a close_notify each way (clients such as
-        Python's ftplib wait for ours), never longer than a moment."""
+        Python's ftplib wait for ours), never longer than a moment. After
+        an abort or a failure (not *clean*), at once."""
         sock = self.sock
         try:
-            if self.tls:
+            if self.tls and clean:
                 sock.settimeout(min(self.timeout, TLS_CLOSE_TIMEOUT))
                 try:
                     sock = sock.unwrap()
@@ -274,8 +275,8 @@ class DataConnection:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(clean=exc_type is None)
 
 
 class DataChannels:
