@@ -191,3 +191,28 @@ def test_ftp_tls_mkdir_rename_delete_and_an_aborted_store_resumed(tls_server, co
     client.delete("g.bin")
     client.rmd("dir")
     assert os.listdir(home) == [] and partials_in(home) == []
+
+
+def test_a_tls_upload_that_ends_without_close_notify_is_not_committed(tls_server, context):
+    """Over PROT P the end of a file is TLS's close_notify, not just the end
+    of the TCP stream: a truncated upload stays a resumable partial."""
+    srv = tls_server()
+    client = tls_login(srv, context)
+    conn = client.transfercmd("STOR cut.bin")
+    conn.sendall(b"x" * 100_000)
+    conn.close()  # no unwrap(): the TCP stream ends, TLS does not
+    with pytest.raises(ftplib.error_temp, match="^426 "):
+        client.voidresp()
+    assert not (srv.home("alice") / "cut.bin").exists()
+    assert client.size("cut.bin") == 100_000
+    client.storbinary("APPE cut.bin", io.BytesIO(b"y"))  # ftplib ends with close_notify
+    assert (srv.home("alice") / "cut.bin").read_bytes() == b"x" * 100_000 + b"y"
+
+
+def test_data_connections_get_no_tls_session_tickets(tls_server, context):
+    """A TLS 1.3 server sends session tickets after the handshake; an
+    uploading client never reads them, and lftp loses the end of its file
+    when it closes with them unread. Data connections send none."""
+    srv = tls_server()
+    assert srv.front.data_tls_context.num_tickets == 0
+    assert srv.main.tls_context.num_tickets != 0  # the control connection's context is the native one

@@ -291,7 +291,8 @@ class DataChannels:
             for any free port.
         timeout: seconds to wait for a passive connection, an active
             connect, a TLS handshake, or any byte of a transfer.
-        tls_context: the server's TLS context, for ``PROT P``.
+        tls_context: the TLS context of data connections, for ``PROT P``
+            (see :func:`sockftp.ftp.server.data_context`).
     """
 
     def __init__(
@@ -400,7 +401,10 @@ class DataChannels:
             sock.close()
             raise DataError("this server has no TLS certificate")
         try:
-            wrapped = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            # An end without close_notify raises, never reads as the end of the file.
+            wrapped = self.tls_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+            )
         except (OSError, ValueError) as exc:
             sock.close()
             raise DataError(f"TLS failed: {tls.describe_error(exc)}") from None

@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 
-from .. import audit
+from .. import audit, tls
 from ..errors import Banned, SockftpError, Timeout, TooManySessions
 from ..limits import LISTEN_BACKLOG
 from ..ratelimit import RateLimit
@@ -63,6 +64,8 @@ class FtpServer(socketserver.TCPServer):
             anonymous=config.anonymous,
             masquerade=config.ftp_masquerade,
         )
+        #: The TLS context of data connections (PROT P), or None.
+        self.data_tls_context = data_context(config) if main.tls_context is not None else None
         self._serving = threading.Event()
         self._admitted = None  # verify_request's registry record, for process_request
         family, address = _resolve(config.ftp_host or config.host, config.ftp_port)
@@ -131,6 +134,22 @@ class FtpServer(socketserver.TCPServer):
         self.server_close()
 
 
+def data_context(config) -> ssl.SSLContext:
+    """The TLS context of data connections: the server's certificate and
+    settings, with two differences that only data connections need.
+
+    * No TLS 1.3 session tickets. A server sends them after the handshake; a
+      client that only uploads never reads them, and some (lftp with GnuTLS)
+      lose the end of the file when they close with them unread.
+    * A data connection that ends without TLS's close_notify is an error,
+      not an end: with ``PROT P`` a truncated upload is never committed.
+    """
+    context = tls.server_context(config.tls_cert, config.tls_key)
+    context.num_tickets = 0
+    context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return context
+
+
 def start(main) -> FtpServer | None:
     """Open *main*'s FTP front door if its config has an ``ftp_port``, and
     run its accept loop in a thread; ``main.stop()`` stops it. Returns it,
@@ -163,7 +182,7 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
         self.session = Session(main.storage, self.label, address=self.peer, authenticator=main.authenticator)
         self.state = State()
         self.channels = DataChannels(
-            self.local, self.peer, config.ftp_passive_ports, config.ftp_data_timeout, main.tls_context
+            self.local, self.peer, config.ftp_passive_ports, config.ftp_data_timeout, self.server.data_tls_context
         )
         self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
         self.transfer: DataConnection | None = None
