@@ -1,6 +1,6 @@
 """The storage interface: what commands may ask of where files live.
 
-Commands and front ends (the native protocol now, FTP later) talk to a
+Commands and front ends (the native protocol and the FTP front door) talk to a
 :class:`Storage` in :data:`~sockftp.paths.RemotePath` terms only. A backend
 turns those into local files, objects in a bucket, or anything else; it
 never sees a socket, a session or a user, and it raises only
