@@ -15,6 +15,8 @@ Workloads, each in its own module:
   re-login token, and argon2's cost;
 * ``idle``: server memory with many idle logged-in sessions, and a new
   client's wait.
+* ``ftp``: sockftp's FTP front door against pyftpdlib, on the big file,
+  small files, logins and many clients, with the same ftplib client.
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -34,12 +36,12 @@ import tempfile
 import time
 import traceback
 
-from . import big_file, crowd, idle, logins, small_files
+from . import big_file, crowd, ftp_front, idle, logins, small_files
 from .common import Env, Prewarm, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "small", "logins", "crowd", "idle")
+WORKLOADS = ("big", "small", "logins", "crowd", "idle", "ftp")
 
 #: --quick: every workload, tiny, once. Seconds in all.
 QUICK = {
@@ -139,13 +141,16 @@ def main(argv=None) -> int:
     # costs a server one descriptor, a pyftpdlib transfer three.
     limit = raise_file_limit(2 * max(args.idle_sessions) + 3 * max(args.clients) + 1024)
     idle_counts = idle_counts_within_limits(args.idle_sessions, limit, env) if "idle" in args.only else []
-    pool = ClientPool(args.client_procs) if {"logins", "crowd", "idle"} & set(args.only) else None
+    pool = ClientPool(args.client_procs) if {"logins", "crowd", "idle", "ftp"} & set(args.only) else None
     workloads = {
         "big": lambda: big_file.run(env, args.size),
         "small": lambda: small_files.run(env, args.files, args.file_size),
         "logins": lambda: logins.run(env, pool, args.logins),
         "crowd": lambda: crowd.run(env, pool, args.clients, args.crowd_size),
         "idle": lambda: idle.run(env, pool, idle_counts, args.probes, args.settle),
+        "ftp": lambda: ftp_front.run(
+            env, pool, args.size, args.files, args.file_size, args.logins, args.clients, args.crowd_size
+        ),
     }
     started = time.monotonic()
     try:

@@ -99,11 +99,16 @@ def _sockftp_variants(env: Env, label: str, session: SockftpSession, source: str
     return {f"{label} put": put, f"{label} get": get}
 
 
-def _ftp_variants(env: Env, session: FtpSession, server: FtpServer, source: str, target: str, size: int) -> dict:
+def _ftp_variants(
+    env: Env, session: FtpSession, server, source: str, target: str, size: int, label: str = "pyftpdlib"
+) -> dict:
+    """STOR and RETR of one big file over an FTP *session* of *server*
+    (pyftpdlib, or sockftp's FTP front door), as variants named *label* STOR
+    and *label* RETR."""
     session.put(source, "big.bin")
     session.get("big.bin", target)
     if not _same_content(source, target):
-        raise RuntimeError("pyftpdlib returned a different file than it was given")
+        raise RuntimeError(f"{label} returned a different file than it was given")
     os.unlink(target)
     counter = iter(range(1 << 30))
 
@@ -122,7 +127,7 @@ def _ftp_variants(env: Env, session: FtpSession, server: FtpServer, source: str,
         os.unlink(target)
         return elapsed
 
-    return {"pyftpdlib STOR": stor, "pyftpdlib RETR": retr}
+    return {f"{label} STOR": stor, f"{label} RETR": retr}
 
 
 def _interleave_checked(env: Env, variants: dict, servers: list) -> dict[str, list[float]]:

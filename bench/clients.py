@@ -154,6 +154,11 @@ def mint_token(port: int) -> str:
         return client.token
 
 
+#: The kinds of session, by the server they talk to. sockftp's FTP front
+#: door is driven by the very same ftplib client as pyftpdlib.
+KINDS = {"sockftp": SockftpSession, "pyftpdlib": FtpSession, "sockftp-ftp": FtpSession}
+
+
 def open_session(kind: str, port: int, **options):
-    """A session of *kind* ("sockftp" or "pyftpdlib") to *port*."""
-    return {"sockftp": SockftpSession, "pyftpdlib": FtpSession}[kind](port, **options)
+    """A session of *kind* (a key of :data:`KINDS`) to *port*."""
+    return KINDS[kind](port, **options)

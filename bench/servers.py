@@ -1,7 +1,8 @@
 """The servers under test, each in a child process on 127.0.0.1, port 0.
 
 * :class:`SockftpServer` runs ``python -m sockftp serve`` with the flags a
-  workload needs (TLS, raised session caps, anonymous access).
+  workload needs (TLS, raised session caps, anonymous access, the FTP
+  front door).
 * :class:`FtpServer` runs pyftpdlib's async ``FTPServer`` (``bench.ftpd``).
 
 A child process has its own GIL and its own memory, so its RSS and CPU
@@ -17,6 +18,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 
 from .common import cpu_seconds, rss_bytes
 
@@ -39,20 +41,24 @@ os.execv(argv[0], argv)
 
 
 class ServerProcess:
-    """A server in a child process that prints ``... listening on HOST:PORT``."""
+    """A server in a child process that prints ``... listening on HOST:PORT``
+    (and, for *listeners* = 2, a second such line: sockftp's FTP port)."""
 
     name = "server"
 
-    def __init__(self, argv: list[str], log_path: str, start_timeout: float = 30.0):
+    def __init__(self, argv: list[str], log_path: str, start_timeout: float = 30.0, listeners: int = 1):
         self.log_path = log_path
         self._log = open(log_path, "ab")
         guarded = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
         self.proc = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        self.port = self._wait_for_port(start_timeout)
+        #: The port of each ``listening on`` line, in the order printed.
+        self.ports = self._wait_for_ports(start_timeout, listeners)
+        self.port = self.ports[0]
 
-    def _wait_for_port(self, timeout: float) -> int:
-        """The port from the ``listening on`` line. A thread reads stdout, to
-        its end, so the wait can time out and the pipe never fills."""
+    def _wait_for_ports(self, timeout: float, count: int) -> list[int]:
+        """The ports from the first *count* ``listening on`` lines. A thread
+        reads stdout, to its end, so the wait can time out and the pipe
+        never fills."""
         found: queue.Queue[int | None] = queue.Queue()
 
         def read_stdout() -> None:
@@ -62,14 +68,18 @@ class ServerProcess:
             found.put(None)
 
         threading.Thread(target=read_stdout, name=f"{self.name} stdout", daemon=True).start()
-        try:
-            port = found.get(timeout=timeout)
-        except queue.Empty:
-            port = None
-        if port is None:
-            self.stop()
-            raise RuntimeError(f"{self.name} did not start within {timeout:g} s:\n{self.log_tail()}")
-        return port
+        deadline = time.monotonic() + timeout
+        ports: list[int] = []
+        while len(ports) < count:
+            try:
+                port = found.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                port = None
+            if port is None:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start within {timeout:g} s:\n{self.log_tail()}")
+            ports.append(port)
+        return ports
 
     @property
     def pid(self) -> int:
@@ -120,6 +130,8 @@ class SockftpServer(ServerProcess):
         sessions: sessions to allow in total and from 127.0.0.1 (the caps
             are raised to this plus a margin for probes).
         idle_timeout: seconds an idle session is kept.
+        ftp: also open the FTP front door (``--ftp-port 0``); its port is
+            ``ftp_port``.
     """
 
     name = "sockftp"
@@ -132,6 +144,7 @@ class SockftpServer(ServerProcess):
         anonymous: bool = False,
         sessions: int = 256,
         idle_timeout: float = 300.0,
+        ftp: bool = False,
     ):
         os.makedirs(root, exist_ok=True)
         add_sockftp_user(root)
@@ -143,9 +156,12 @@ class SockftpServer(ServerProcess):
         argv += ["--anonymous"] if anonymous else []
         if tls is not None:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        if ftp:
+            argv += ["--ftp-port", "0"]
         self.root = root
         self.tls = tls is not None
-        super().__init__(argv, root.rstrip("/") + ".log")
+        super().__init__(argv, root.rstrip("/") + ".log", listeners=2 if ftp else 1)
+        self.ftp_port = self.ports[1] if ftp else None
 
     def home(self, anonymous: bool = False) -> str:
         """Where the bench user's (or the anonymous) files are on disk."""

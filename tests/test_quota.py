@@ -242,3 +242,67 @@ def test_rmdir_refused_for_an_upload_under_way_removes_nothing(quota_server, fil
         client.rmdir("d")
     assert usage(client)["used_bytes"] == on_disk(home)[0] == 3000
     assert finish()["ok"]
+
+
+# --- uploads of unknown size and appends (the FTP front door's STOR and APPE) ---------------
+
+
+@pytest.fixture
+def ledgered(tmp_path):
+    """A QuotaStorage over a fresh LocalStorage with a 100 KiB, 3-file quota."""
+    from sockftp.quota import QuotaLedger, QuotaStorage
+    from sockftp.storage import LocalStorage
+
+    inner = LocalStorage(tmp_path / "root")
+    ledger = QuotaLedger("alice", 0, 0, quota_bytes=100 * KiB, max_files=3)
+    yield QuotaStorage(inner, ledger), ledger, tmp_path / "root"
+    inner.close()
+
+
+def test_an_upload_of_unknown_size_is_refused_at_the_chunk_that_passes_the_quota(ledgered):
+    storage, ledger, root = ledgered
+    upload = storage.open_upload(("a",), None)
+    upload.write(os.urandom(60 * KiB))
+    upload.write(os.urandom(40 * KiB))  # exactly at the edge
+    with pytest.raises(sockftp.QuotaExceeded):
+        upload.write(b"x")
+    assert (ledger.used_bytes, ledger.reserved_bytes) == (100 * KiB, 0)
+    upload.discard()
+    assert (ledger.used_bytes, ledger.reserved_bytes, ledger.reserved_files) == (0, 0, 0)
+    assert on_disk(root) == (0, 0)
+
+
+def test_an_upload_of_unknown_size_counts_its_file_and_may_replace_one_at_the_edge(ledgered):
+    storage, ledger, root = ledgered
+    for name in ("a", "b", "c"):
+        upload = storage.open_upload((name,), None)
+        upload.write(b"x" * (30 * KiB))
+        upload.commit(None)
+    with pytest.raises(sockftp.QuotaExceeded):  # a fourth file
+        storage.open_upload(("d",), None)
+    upload = storage.open_upload(("c",), None)
+    upload.write(b"y" * (40 * KiB))  # 90 + 40 - 30 replaced: fits
+    upload.commit(None)
+    assert (ledger.used_bytes, ledger.used_files) == on_disk(root) == (100 * KiB, 3)
+
+
+def test_an_append_counts_its_copy_until_it_replaces_the_file(ledgered):
+    storage, ledger, root = ledgered
+    upload = storage.open_upload(("a",), None)
+    upload.write(b"a" * (40 * KiB))
+    upload.commit(None)
+    upload = storage.open_append(("a",))
+    assert (ledger.used_bytes, ledger.reserved_bytes) == (80 * KiB, 0)  # the copy is on disk
+    upload.write(b"b" * (20 * KiB))  # the final 60 KiB replace the 40 KiB: fits
+    with pytest.raises(sockftp.QuotaExceeded):
+        upload.write(b"c" * (41 * KiB))
+    upload.keep()
+    assert (ledger.used_bytes, ledger.used_files) == on_disk(root) == (100 * KiB, 1)
+    upload = storage.open_append(("a",), 10 * KiB)  # drops the 60 KiB partial, copies 10 KiB
+    assert ledger.used_bytes == on_disk(root)[0] == 50 * KiB
+    upload.commit(None)
+    assert (ledger.used_bytes, ledger.used_files, ledger.reserved_bytes) == (10 * KiB, 1, 0)
+    assert on_disk(root) == (10 * KiB, 1)
+    with pytest.raises(sockftp.NotFound):
+        storage.open_append(("missing",))
+    assert (ledger.reserved_bytes, ledger.reserved_files) == (0, 0)

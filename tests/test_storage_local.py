@@ -315,6 +315,118 @@ def test_open_read_refusals(store, root):
         store.open_read(("x",))
 
 
+# --- uploads of unknown size, and appends (FTP's STOR, APPE, REST + STOR) ----------------------------
+
+
+def test_an_upload_of_unknown_size_commits_whatever_arrived(store, root):
+    up = store.open_upload(("f",), None)
+    assert up.size is None
+    up.write(b"abc")
+    up.write(b"def")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"abcdef"
+
+
+def test_a_partial_of_unknown_size_is_resumed_by_any_size_and_announces_none(store, root):
+    upload(store, ("f",), b"abcd", size=10).keep()
+    assert store.partial_size(("f",), None) == 4
+    up = store.open_upload(("f",), None, offset=4)  # size unknown: the announced 10 does not bind it
+    up.write(b"efghijklmn")  # longer than the first upload announced
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"abcdefghijklmn"
+
+    store.open_upload(("g",), None).keep()
+    up = store.open_upload(("g",), None)
+    up.write(b"xy")
+    up.keep()
+    assert store.partial_size(("g",), None) == 2
+    assert store.partial_size(("g",), 5) == 2  # no size recorded: any announced size may resume it
+    assert store.partial_size(("g",), 1) == 0  # but not one shorter than what is held
+
+
+def test_starting_over_with_an_unknown_size_forgets_the_announced_one(xattr_store, root):
+    upload(xattr_store, ("f",), b"abcd", size=10).keep()
+    up = xattr_store.open_upload(("f",), None)
+    up.write(b"xyz")
+    up.keep()
+    assert xattr_store.partial_size(("f",), 7) == 3  # 10 would have been required before
+
+
+def test_append_keeps_the_old_file_visible_until_commit(store, root):
+    put(store, ("f",), b"hello")
+    up = store.open_append(("f",))
+    assert (up.offset, up.size, up.dropped) == (5, None, 0)
+    up.write(b" world")
+    assert (root / "f").read_bytes() == b"hello"
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"hello world"
+    assert names(root) == ["f"]
+
+
+def test_append_at_an_offset_keeps_that_prefix_only(store, root):
+    put(store, ("f",), b"0123456789")
+    up = store.open_append(("f",), 4)
+    assert up.offset == 4
+    hasher = checksum.Hasher()
+    up.hash_existing(hasher)
+    assert hasher.value() == checksum.of_bytes(b"0123")
+    up.write(b"xy")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"0123xy"
+
+
+def test_append_replaces_an_abandoned_partial_and_says_how_much_it_dropped(store, root):
+    put(store, ("f",), b"abc")
+    upload(store, ("f",), b"stale bytes", size=20).keep()
+    up = store.open_append(("f",))
+    assert up.dropped == len(b"stale bytes")
+    up.write(b"d")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"abcd"
+
+
+def test_an_abandoned_append_leaves_a_partial_that_continues(store, root):
+    put(store, ("f",), b"abc")
+    up = store.open_append(("f",))
+    up.write(b"de")
+    up.keep()
+    assert (root / "f").read_bytes() == b"abc"
+    assert store.partial_size(("f",), None) == 5
+    up = store.open_upload(("f",), None, offset=5)
+    up.write(b"f")
+    up.commit(None)
+    assert (root / "f").read_bytes() == b"abcdef"
+
+
+def test_append_of_a_large_file_copies_it_exactly(store, root):
+    data = os.urandom(9 * 1024 * 1024 + 3)
+    (root / "big").write_bytes(data)
+    up = store.open_append(("big",))
+    up.write(b"tail")
+    up.commit(None)
+    assert (root / "big").read_bytes() == data + b"tail"
+
+
+def test_append_refusals(store, root):
+    put(store, ("f",), b"abc")
+    (root / "d").mkdir()
+    os.symlink("f", root / "l")
+    with pytest.raises(errors.NotFound):
+        store.open_append(("nothing",))
+    with pytest.raises(errors.IsADirectory):
+        store.open_append(("d",))
+    with pytest.raises(errors.PathRefused):
+        store.open_append(("l",))
+    with pytest.raises(errors.OffsetMismatch) as info:
+        store.open_append(("f",), 4)
+    assert info.value.details["offset"] == 3
+    busy = store.open_upload(("f",), None)
+    with pytest.raises(errors.Busy):
+        store.open_append(("f",))
+    busy.discard()
+    assert names(root) == ["d", "f", "l"]  # refusals leave no partial behind
+
+
 # --- the checksum cache -------------------------------------------------------------------------------
 
 

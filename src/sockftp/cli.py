@@ -178,6 +178,38 @@ def main() -> None:
     default=None,
     help="Append the audit log (logins, transfers, deletions, renames) to this file.  [default: the main log]",
 )
+@click.option(
+    "--ftp-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve FTP on this port (0 picks a free one), on the same accounts and storage. See docs/FTP.md."
+    "  [default: no FTP]",
+)
+@click.option("--ftp-host", default=None, help="Address the FTP port listens on.  [default: --host]")
+@click.option(
+    "--ftp-passive-ports",
+    metavar="FIRST-LAST",
+    default=None,
+    help="Ports for FTP passive data connections, e.g. 50000-50100.  [default: any free port]",
+)
+@click.option(
+    "--ftp-masquerade",
+    metavar="IPV4",
+    default=None,
+    help="The address FTP's PASV announces (behind NAT).  [default: the server's address]",
+)
+@click.option(
+    "--ftp-require-tls/--no-ftp-require-tls",
+    default=None,
+    help="Refuse FTP logins and data connections without TLS (AUTH TLS, PROT P).  [default: yes with --tls-cert]",
+)
+@click.option(
+    "--ftp-data-timeout",
+    default=limits.FTP_DATA_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an FTP data connection may wait for the client.",
+)
 def serve(config_file, **settings) -> None:
     """Run a server until SIGINT or SIGTERM.
 
@@ -186,7 +218,7 @@ def serve(config_file, **settings) -> None:
     """
     import shlex
 
-    from . import audit
+    from . import audit, ftp
     from .config import ConfigError, load_config
     from .server import SockftpServer
     from .tls import TlsSetupError
@@ -217,6 +249,12 @@ def serve(config_file, **settings) -> None:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    try:
+        ftp_server = ftp.start(server)
+    except OSError as exc:
+        server.stop(0)
+        where = f"{config.ftp_host or config.host}:{config.ftp_port}"
+        raise click.ClickException(f"cannot listen for FTP on {where}: {exc.strerror or exc}") from None
 
     def on_signal(signum, _frame):
         logging.getLogger("sockftp").info("received %s, shutting down", signal.Signals(signum).name)
@@ -243,6 +281,8 @@ def serve(config_file, **settings) -> None:
     if config.audit_log:
         click.echo(f"audit log: {config.audit_log}")
     click.echo(f"sockftp listening on {server.display_address}", nl=True)
+    if ftp_server is not None:
+        click.echo(f"sockftp FTP listening on {ftp_server.display_address}")
     sys.stdout.flush()
     server.serve_forever()
     # serve_forever returns once stop() has begun; wait for it to finish.

@@ -44,10 +44,9 @@ from .limits import (
     MAX_PATH_LENGTH,
     PROTOCOL_VERSIONS,
 )
-from .paths import is_within
 from .quota import QuotaLedger
 from .session import Session
-from .storage import DIRECTORY, FILE, LINK
+from .storage import DIRECTORY, FILE
 from .wire import ConnectionClosed, Wire
 
 log = logging.getLogger(__name__)
@@ -239,13 +238,8 @@ def pwd(ctx: Context, req: dict) -> dict:
 
 @command("cd")
 def cd(ctx: Context, req: dict) -> dict:
-    target = _path(ctx, req, default="/")
-    entry = ctx.session.storage.stat(target)
-    if entry.type == LINK:
-        raise PathRefused(f"symbolic links are not followed: {ctx.session.display(target)}")
-    if entry.type != DIRECTORY:
-        raise NotADirectory(f"not a directory: {ctx.session.display(target)}")
-    ctx.session.cwd = ctx.session.relative(target)
+    ctx.path = protocol.string(req, "path", default="/")
+    target = ctx.session.change_directory(ctx.path)
     return protocol.ok(path=ctx.session.display(target))
 
 
@@ -308,9 +302,7 @@ def rmdir(ctx: Context, req: dict) -> dict:
     target = _path(ctx, req)
     _refuse_home(ctx, target, "removed")
     ctx.session.storage.rmdir(target)
-    removed = ctx.session.relative(target)
-    if is_within(ctx.session.cwd, removed):
-        ctx.session.cwd = removed[:-1]
+    ctx.session.directory_removed(target)
     return protocol.ok(path=ctx.session.display(target))
 
 
@@ -532,5 +524,4 @@ def _path(ctx: Context, req: dict, field: str = "path", default=None, aliases: t
 
 
 def _refuse_home(ctx: Context, target, verb: str) -> None:
-    if target == ctx.session.identity.home:
-        raise PathRefused(f"the root directory cannot be {verb}")
+    ctx.session.refuse_home(target, verb)

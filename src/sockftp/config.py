@@ -82,6 +82,13 @@ class ServerConfig:
     max_tokens_per_user: int = limits.MAX_TOKENS_PER_USER
     # -- audit log: a file, or None for the main log
     audit_log: str | None = None
+    # -- the FTP front door (docs/FTP.md): off without ftp_port
+    ftp_port: int | None = None
+    ftp_host: str | None = None  # None: the same as host
+    ftp_passive_ports: tuple[int, int] | None = None  # None: any free port
+    ftp_masquerade: str | None = None  # the IPv4 address PASV announces
+    ftp_require_tls: bool | None = None  # None: yes once TLS is configured
+    ftp_data_timeout: float = limits.FTP_DATA_TIMEOUT
 
     def __post_init__(self):
         if not self.root:
@@ -96,6 +103,14 @@ class ServerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             given, missing = ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
             raise ConfigError(f"{given} is set but {missing} is not: TLS needs both a certificate and its key")
+        for name, parse in (("ftp_passive_ports", parse_port_range), ("ftp_masquerade", parse_ipv4)):
+            if getattr(self, name) is not None:
+                try:
+                    setattr(self, name, parse(getattr(self, name)))
+                except ConfigError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
+        if self.ftp_require_tls and self.tls_cert is None:
+            raise ConfigError("ftp_require_tls is set but there is no certificate: set tls_cert and tls_key")
 
 
 # -- sizes --------------------------------------------------------------------------
@@ -137,6 +152,36 @@ def parse_size(text: str | int) -> int:
     return value
 
 
+def parse_port_range(value) -> tuple[int, int]:
+    """``"50000-50100"`` or ``[50000, 50100]`` -> (50000, 50100): a range of
+    TCP ports, first to last inclusive. Raises ConfigError."""
+    if isinstance(value, str):
+        first, sep, last = value.strip().partition("-")
+        parts = [first.strip(), last.strip()] if sep else []
+        numbers = [int(part) for part in parts if part.isdigit()]
+    elif isinstance(value, list | tuple) and not any(isinstance(v, bool) for v in value):
+        numbers = [v for v in value if isinstance(v, int)]
+        parts = value
+    else:
+        numbers, parts = [], []
+    if len(parts) != 2 or len(numbers) != 2:
+        raise ConfigError(f'expected a port range such as "50000-50100", got {_show(value)}')
+    first, last = numbers
+    if not 1 <= first <= last <= 65535:
+        raise ConfigError(f"expected ports from 1 to 65535, the first no higher than the last, got {first}-{last}")
+    return first, last
+
+
+def parse_ipv4(value) -> str:
+    """An IPv4 address, as written; PASV can announce nothing else. Raises ConfigError."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(value.strip() if isinstance(value, str) else value))
+    except ValueError:
+        raise ConfigError(f"expected an IPv4 address such as 203.0.113.7, got {_show(value)}") from None
+
+
 # -- the config file ---------------------------------------------------------------------
 
 
@@ -154,7 +199,7 @@ class ConfigError(ValueError):
 class Setting:
     """How one ServerConfig field is read from a file or a flag, and its valid range."""
 
-    kind: str  # "str", "int", "seconds", "bool", "size", "path", "file", "choice"
+    kind: str  # "str", "int", "seconds", "bool", "size", "path", "file", "choice", "ports", "ipv4"
     minimum: float | None = None
     maximum: float | None = None
     above: bool = False  # the minimum itself is not allowed
@@ -174,6 +219,10 @@ class Setting:
             if not isinstance(value, bool):
                 raise ValueError(f"expected true or false, got {_show(value)}")
             return value
+        if kind == "ports":
+            return parse_port_range(value)
+        if kind == "ipv4":
+            return parse_ipv4(value)
         if kind == "size":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f'expected a size (bytes, or a string such as "10M"), got {_show(value)}')
@@ -247,6 +296,12 @@ SETTINGS: dict[str, Setting] = {
     "token_lifetime": Setting("seconds", 0),
     "max_tokens_per_user": Setting("int", 1),
     "audit_log": Setting("path"),
+    "ftp_port": Setting("int", 0, 65535),
+    "ftp_host": Setting("str"),
+    "ftp_passive_ports": Setting("ports"),
+    "ftp_masquerade": Setting("ipv4"),
+    "ftp_require_tls": Setting("bool"),
+    "ftp_data_timeout": Setting("seconds", 0, above=True),
 }
 
 

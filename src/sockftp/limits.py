@@ -109,6 +109,13 @@ TOKEN_LIFETIME = 86400.0
 #: filling the cap is slow; a row is about 150 bytes.
 MAX_TOKENS_PER_USER = 1024
 
+#: Seconds an FTP data connection may wait for the client: to connect to a
+#: passive port, to accept an active connect, and between any two bytes of a
+#: transfer. Shorter than the control connection's idle timeout, because a
+#: data connection is only ever opened for a transfer the client just asked
+#: for (pyftpdlib waits 30 s to connect, vsftpd 60 s; both 300 s idle).
+FTP_DATA_TIMEOUT = 60.0
+
 #: Per-thread stack size for session threads. Python's default thread stack
 #: is 8 MiB of address space; sessions need far less.
 SESSION_STACK_SIZE = 512 * 1024

@@ -12,7 +12,10 @@ exceed the quota cannot all pass:
 * An upload reserves ``size - offset`` bytes when it starts, and one file if
   its name is new. It passes if usage + reservations + this, minus the size
   of the file it replaces, fit the limits: replacing a file at the quota's
-  edge with one of the same size is allowed.
+  edge with one of the same size is allowed. An upload whose size is not
+  announced (FTP's ``STOR``) reserves its file when it starts and each
+  chunk before it is written, by the same rule, so it fails at the chunk
+  that would pass the quota.
 * Written bytes move from the reservation to usage as they land, so an
   upload cut short leaves usage equal to what its partial holds, ready to
   resume; the rest of its reservation is released.
@@ -185,7 +188,7 @@ class QuotaStorage(Storage):
     def open_read(self, path: RemotePath) -> Download:
         return self.inner.open_read(path)
 
-    def partial_size(self, path: RemotePath, size: int) -> int:
+    def partial_size(self, path: RemotePath, size: int | None) -> int:
         return self.inner.partial_size(path, size)
 
     def checksum(self, path: RemotePath) -> str:
@@ -223,16 +226,33 @@ class QuotaStorage(Storage):
         if replaced is not None:
             self.ledger.adjust(-replaced, -1)
 
-    def open_upload(self, path: RemotePath, size: int, offset: int = 0) -> Upload:
+    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
         replaces = self._file_size(path)
-        self.ledger.reserve(size - offset, new_file=replaces is None, replaces=replaces or 0)
+        announced = 0 if size is None else size - offset  # unknown: reserved chunk by chunk
+        self.ledger.reserve(announced, new_file=replaces is None, replaces=replaces or 0)
         try:
             upload = self.inner.open_upload(path, size, offset)
         except BaseException:
-            self.ledger.release(size - offset, new_file=replaces is None)
+            self.ledger.release(announced, new_file=replaces is None)
             raise
         self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
         return QuotaUpload(upload, self.ledger, replaces is None, replaces or 0)
+
+    def open_append(self, path: RemotePath, offset: int | None = None) -> Upload:
+        replaces = self._file_size(path)
+        if replaces is None:
+            return self.inner.open_append(path, offset)  # refused: no such file
+        # The kept prefix is a copy: it needs room until the commit replaces the file.
+        kept = replaces if offset is None else offset
+        self.ledger.reserve(kept, new_file=False, replaces=replaces)
+        try:
+            upload = self.inner.open_append(path, offset)
+        except BaseException:
+            self.ledger.release(kept, new_file=False)
+            raise
+        self.ledger.adjust(-upload.dropped)
+        self.ledger.wrote(kept)  # the copy is on disk now
+        return QuotaUpload(upload, self.ledger, False, replaces)
 
     def close(self) -> None:
         pass  # the inner storage belongs to the server
@@ -246,7 +266,7 @@ class QuotaUpload(Upload):
         self.credited = credited  # bytes of the replaced file credited at reservation
         self.path = inner.path
         self.size = inner.size
-        self._reserved = inner.size - inner.offset
+        self._reserved = 0 if inner.size is None else inner.size - inner.offset
         self._open = True
 
     @property
@@ -257,6 +277,10 @@ class QuotaUpload(Upload):
         self.inner.hash_existing(hasher)
 
     def write(self, data) -> None:
+        if self.size is None:
+            # Nothing was announced: reserve this chunk, or refuse it.
+            self.ledger.reserve(len(data), new_file=False, replaces=self.credited)
+            self._reserved += len(data)
         before = self.inner.offset
         try:
             self.inner.write(data)

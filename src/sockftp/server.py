@@ -157,6 +157,9 @@ class SockftpServer(socketserver.TCPServer):
         self.quotas = QuotaRegistry(self.storage)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
+        #: Other listeners over this server's accounts, storage and session
+        #: registry (the FTP front door, sockftp.ftp): stop() stops them too.
+        self.front_ends: list = []
         self._serving = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -296,6 +299,8 @@ class SockftpServer(socketserver.TCPServer):
 
     def _stop(self, grace: float) -> None:
         self.stopping.set()
+        for front_end in self.front_ends:
+            front_end.stop_accepting()
         if self._serving.is_set():
             self.shutdown()  # returns once serve_forever has stopped accepting
         self.server_close()

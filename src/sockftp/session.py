@@ -3,8 +3,11 @@
 A session knows who the client is (anonymous, or a user once accounts
 exist), which subtree of the storage is their jail (``home``), where in it
 they stand (``cwd``), and what they may do. It turns client paths into
-storage paths and back. It holds no socket: the native protocol's handler
-and a future FTP handler both drive the same session.
+storage paths and back, and keeps the rules of the tree that every front
+end shares (where ``cd`` may go, what becomes of the cwd when its directory
+goes, that the home itself is never removed). It holds no socket: the
+native protocol's handler and the FTP front door both drive the same
+session.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import paths
-from .errors import AuthFailed, AuthRequired, PermissionDenied
+from .errors import AuthFailed, AuthRequired, NotADirectory, PathRefused, PermissionDenied
 from .paths import RemotePath
-from .storage import Storage
+from .storage import DIRECTORY, LINK, Storage
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,29 @@ class Session:
     def display(self, storage_path: RemotePath) -> str:
         """*storage_path* as the client writes it, e.g. ``/docs/a.txt``."""
         return paths.to_text(self.relative(storage_path))
+
+    # -- rules every front end shares ------------------------------------------------
+
+    def change_directory(self, raw: str) -> RemotePath:
+        """Make *raw* the cwd; return its storage path. Raises NotFound,
+        NotADirectory, PathRefused (a symbolic link)."""
+        target = self.resolve(raw)
+        entry = self.storage.stat(target)
+        if entry.type == LINK:
+            raise PathRefused(f"symbolic links are not followed: {self.display(target)}")
+        if entry.type != DIRECTORY:
+            raise NotADirectory(f"not a directory: {self.display(target)}")
+        self.cwd = self.relative(target)
+        return target
+
+    def directory_removed(self, target: RemotePath) -> None:
+        """After *target* was removed: if the cwd was in it, move up out of it."""
+        removed = self.relative(target)
+        if paths.is_within(self.cwd, removed):
+            self.cwd = removed[:-1]
+
+    def refuse_home(self, target: RemotePath, verb: str) -> None:
+        """Raise PathRefused if *target* is the home itself (which cannot be
+        removed, renamed or replaced)."""
+        if target == self.require_login().home:
+            raise PathRefused(f"the root directory cannot be {verb}")

@@ -1,6 +1,6 @@
 """The storage interface: what commands may ask of where files live.
 
-Commands and front ends (the native protocol now, FTP later) talk to a
+Commands and front ends (the native protocol and the FTP front door) talk to a
 :class:`Storage` in :data:`~sockftp.paths.RemotePath` terms only. A backend
 turns those into local files, objects in a bucket, or anything else; it
 never sees a socket, a session or a user, and it raises only
@@ -10,6 +10,11 @@ Uploads are two-phase by contract: bytes go to an :class:`Upload` that
 no reader can see, and appear under their name only on :meth:`Upload.commit`,
 atomically. An upload that is neither committed nor discarded stays as a
 partial that a later upload of the same path and size may resume.
+
+An upload's size is announced when it starts (the native protocol's
+``put``), or unknown until its bytes end (FTP's ``STOR``, which announces
+nothing): then ``size`` is None, and the partial it leaves can be resumed
+by an upload of any size.
 """
 
 from __future__ import annotations
@@ -81,11 +86,12 @@ class Upload(ABC):
     """An upload in progress, invisible until committed.
 
     ``offset`` is where the next :meth:`write` lands: 0 for a new upload,
-    the resumed length otherwise.
+    the resumed length otherwise. ``size`` is the announced size of the
+    whole file, or None if it is unknown until the bytes end.
     """
 
     path: RemotePath
-    size: int
+    size: int | None
     offset: int
     #: Bytes an earlier partial held beyond ``offset``, dropped on opening.
     dropped: int = 0
@@ -162,17 +168,35 @@ class Storage(ABC):
         """Raises NotFound, IsADirectory, PathRefused."""
 
     @abstractmethod
-    def partial_size(self, path: RemotePath, size: int) -> int:
-        """Bytes held from an interrupted upload of *path* announced with
-        *size* bytes in all; 0 if none."""
+    def partial_size(self, path: RemotePath, size: int | None) -> int:
+        """Bytes held from an interrupted upload of *path* that an upload of
+        *size* bytes in all may resume; 0 if none. With *size* None (not
+        known), whatever size the interrupted upload announced."""
 
     @abstractmethod
-    def open_upload(self, path: RemotePath, size: int, offset: int = 0) -> Upload:
-        """Start (offset 0) or resume (offset > 0) an upload.
+    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
+        """Start (offset 0) or resume (offset > 0) an upload of *size* bytes
+        in all, or of a size not known until its bytes end (None).
 
         Raises Busy if another upload of *path* is under way, OffsetMismatch
         if fewer than *offset* bytes are held, IsADirectory, NotFound (no
         parent directory).
+        """
+
+    @abstractmethod
+    def open_append(self, path: RemotePath, offset: int | None = None) -> Upload:
+        """Start an upload of *path* whose first *offset* bytes are those of
+        the file stored there now (all of it if *offset* is None), and whose
+        size is unknown. FTP's ``APPE``, and ``REST`` + ``STOR`` over a
+        complete file, both write after a prefix of the file.
+
+        The file itself does not change until the upload commits, when the
+        whole new content replaces it atomically. Any partial of *path* is
+        dropped (see ``Upload.dropped``).
+
+        Raises NotFound, IsADirectory or PathRefused (not a regular file),
+        OffsetMismatch (carrying ``offset``: the file's size) if the file
+        is shorter than *offset*, and Busy as :meth:`open_upload` does.
         """
 
     @abstractmethod

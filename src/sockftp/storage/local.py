@@ -372,25 +372,12 @@ class LocalStorage(Storage):
     def open_read(self, path: RemotePath) -> Download:
         fd = self._parent(path)
         try:
-            # O_NONBLOCK so that a FIFO placed in the tree cannot block us.
-            file_fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
-        except OSError as exc:
-            raise _error(exc, path) from None
+            file_fd, st = _open_regular(fd, path)
         finally:
             os.close(fd)
-        try:
-            st = os.fstat(file_fd)
-            if statmod.S_ISDIR(st.st_mode):
-                raise IsADirectory("is a directory: {path}", path=path)
-            if not statmod.S_ISREG(st.st_mode):
-                raise PathRefused("not a regular file: {path}", path=path)
-            os.set_blocking(file_fd, True)
-        except BaseException:
-            os.close(file_fd)
-            raise
         return LocalDownload(file_fd, st, self.xattrs)
 
-    def partial_size(self, path: RemotePath, size: int) -> int:
+    def partial_size(self, path: RemotePath, size: int | None) -> int:
         try:
             fd = self._parent(path)
         except (NotFound, NotADirectory):
@@ -398,7 +385,11 @@ class LocalStorage(Storage):
         try:
             name = partial_name(path[-1])
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if not statmod.S_ISREG(st.st_mode) or st.st_size > size:
+            if not statmod.S_ISREG(st.st_mode):
+                return 0
+            if size is None:
+                return st.st_size
+            if st.st_size > size:
                 return 0
             if self.xattrs:
                 pfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
@@ -413,7 +404,7 @@ class LocalStorage(Storage):
         finally:
             os.close(fd)
 
-    def open_upload(self, path: RemotePath, size: int, offset: int = 0) -> Upload:
+    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
         parent_fd = self._parent(path)
         try:
             try:
@@ -432,9 +423,10 @@ class LocalStorage(Storage):
         try:
             held = os.fstat(partial_fd).st_size
             if offset:
-                announced = _read_upload_size(partial_fd) if self.xattrs else None
+                # An upload of unknown size may continue any partial.
+                announced = _read_upload_size(partial_fd) if self.xattrs and size is not None else None
                 if offset > held or announced not in (None, size):
-                    usable = held if announced in (None, size) and held <= size else 0
+                    usable = held if announced in (None, size) and (size is None or held <= size) else 0
                     if not held:
                         # We just created it to lock it: leave no debris.
                         os.unlink(partial_name(path[-1]), dir_fd=parent_fd)
@@ -446,7 +438,10 @@ class LocalStorage(Storage):
             if held != offset:
                 os.ftruncate(partial_fd, offset)
             if self.xattrs and not offset:
-                os.setxattr(partial_fd, _XATTR_UPLOAD_SIZE, str(size).encode())
+                if size is None:
+                    _remove_upload_size(partial_fd)
+                else:
+                    os.setxattr(partial_fd, _XATTR_UPLOAD_SIZE, str(size).encode())
             os.lseek(partial_fd, offset, os.SEEK_SET)
         except OSError as exc:
             os.close(partial_fd)
@@ -458,6 +453,48 @@ class LocalStorage(Storage):
             raise
         upload = LocalUpload(self, path, size, offset, parent_fd, partial_fd)
         upload.dropped = max(0, held - offset)
+        return upload
+
+    def open_append(self, path: RemotePath, offset: int | None = None) -> Upload:
+        parent_fd = self._parent(path)
+        try:
+            source_fd = partial_fd = -1
+            try:
+                source_fd, st = _open_regular(parent_fd, path)
+                keep = st.st_size if offset is None else offset
+                if keep > st.st_size:
+                    raise OffsetMismatch(
+                        f"cannot resume {{path}} at {keep}: the file holds {st.st_size} bytes",
+                        path=path,
+                        offset=st.st_size,
+                    )
+                partial_fd = self._lock_partial(parent_fd, path)
+                dropped = os.fstat(partial_fd).st_size
+                os.ftruncate(partial_fd, 0)
+                if self.xattrs:
+                    _remove_upload_size(partial_fd)
+                _copy_prefix(source_fd, partial_fd, keep)
+                os.lseek(partial_fd, keep, os.SEEK_SET)
+            except BaseException:
+                if partial_fd >= 0:
+                    # We hold the lock: what we began copying is debris.
+                    try:
+                        os.unlink(partial_name(path[-1]), dir_fd=parent_fd)
+                    except OSError:
+                        pass
+                    os.close(partial_fd)
+                raise
+            finally:
+                if source_fd >= 0:
+                    os.close(source_fd)
+        except OSError as exc:
+            os.close(parent_fd)
+            raise _error(exc, path) from None
+        except BaseException:
+            os.close(parent_fd)
+            raise
+        upload = LocalUpload(self, path, None, keep, parent_fd, partial_fd)
+        upload.dropped = dropped
         return upload
 
     def _lock_partial(self, parent_fd: int, path: RemotePath) -> int:
@@ -483,6 +520,28 @@ class LocalStorage(Storage):
         raise Busy("uploads of {path} keep racing; try again", path=path)
 
 
+def _open_regular(parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result]:
+    """A blocking read descriptor of the regular file *path* (whose parent
+    is open as *parent_fd*), and its stat. Raises NotFound, IsADirectory,
+    PathRefused (a link, a FIFO, a device...)."""
+    try:
+        # O_NONBLOCK so that a FIFO placed in the tree cannot block us.
+        fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent_fd)
+    except OSError as exc:
+        raise _error(exc, path) from None
+    try:
+        st = os.fstat(fd)
+        if statmod.S_ISDIR(st.st_mode):
+            raise IsADirectory("is a directory: {path}", path=path)
+        if not statmod.S_ISREG(st.st_mode):
+            raise PathRefused("not a regular file: {path}", path=path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 def _is_link(name: str, dir_fd: int) -> bool:
     try:
         return statmod.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
@@ -496,6 +555,40 @@ def _probe_xattrs(fd: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def _remove_upload_size(fd: int) -> None:
+    try:
+        os.removexattr(fd, _XATTR_UPLOAD_SIZE)
+    except OSError:
+        pass  # there was none
+
+
+def _copy_prefix(source_fd: int, target_fd: int, count: int) -> None:
+    """Copy the first *count* bytes of *source_fd* to the start of
+    *target_fd*: in the kernel where it can (copy_file_range shares blocks
+    on filesystems that can), through a buffer where it cannot."""
+    position = 0
+    try:
+        while position < count:
+            copied = os.copy_file_range(source_fd, target_fd, count - position, position, position)
+            if not copied:
+                raise IOFailure("file shrank while it was being copied")
+            position += copied
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    buffer = bytearray(min(_HASH_BUFFER, max(count - position, 1)))
+    view = memoryview(buffer)
+    while position < count:
+        n = os.preadv(source_fd, [view[: min(len(buffer), count - position)]], position)
+        if not n:
+            raise IOFailure("file shrank while it was being copied")
+        written = 0
+        while written < n:
+            written += os.pwrite(target_fd, view[written:n], position + written)
+        position += n
 
 
 def _read_upload_size(fd: int) -> int | None:
@@ -599,10 +692,7 @@ class LocalUpload(Upload):
             if checksum and self._storage.xattrs:
                 st = os.fstat(self._fd)
                 os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
-            try:
-                os.removexattr(self._fd, _XATTR_UPLOAD_SIZE)
-            except OSError:
-                pass
+            _remove_upload_size(self._fd)
             os.rename(partial_name(name), name, src_dir_fd=self._parent_fd, dst_dir_fd=self._parent_fd)
             if self._storage.fsync:
                 os.fsync(self._parent_fd)
