@@ -97,8 +97,8 @@ def _small(env: Env, section: Section, ports: dict, files: int, file_size: int) 
         small_files._mkdir(session, "seed")
         for source in sources:
             session.put(source, f"seed/{os.path.basename(source)}")
-        variants[f"{LABELS[kind]} STOR"] = small_files._put_all(env, session, sources, runs)
-        variants[f"{LABELS[kind]} RETR"] = small_files._get_all(env, session, sources, runs)
+        variants[f"{LABELS[kind]} STOR"] = small_files._put_all(env, session, sources, runs, pipelined=False)
+        variants[f"{LABELS[kind]} RETR"] = small_files._get_all(env, session, sources, runs, pipelined=False)
     env.say(f"FTP front door, {files} files of {human_size(file_size)}: {len(variants)} variants x {env.runs} runs")
     seconds = interleave(variants, env.runs)
     for session in sessions:

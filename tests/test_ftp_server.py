@@ -67,6 +67,19 @@ def test_every_user_name_gets_the_same_331_and_a_wrong_password_530(srv):
         client.login("alice", "wrong")
 
 
+def test_a_re_login_token_works_as_the_password(srv):
+    with srv.native(keep_token=True) as native:
+        token = native.token
+    assert token.startswith("sockftp_")
+    client = srv.connect()
+    assert client.login("alice", token).startswith("230")
+    assert client.pwd() == "/"
+    with srv.native() as native:
+        native.request({"cmd": "revoke", "token": token})
+    with pytest.raises(ftplib.error_perm, match="530"):
+        srv.connect().login("alice", token)
+
+
 def test_commands_before_login_are_refused_with_530(srv):
     sock = srv.raw()
     read_reply(sock)

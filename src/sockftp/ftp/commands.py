@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import checksum as checksums
+from ..accounts.tokens import PREFIX as TOKEN_PREFIX
 from ..errors import (
     AuthFailed,
     Banned,
@@ -273,8 +274,11 @@ def pass_(ctx: Context, argument: str) -> Reply:
     if name == ANONYMOUS and ctx.settings.anonymous:
         ctx.session.login(ctx.link.anonymous_identity())
         return Reply(230, "Anonymous access granted")
+    # A re-login token works as a password: scripts need not hold the
+    # password, and a login by token costs no argon2 check.
+    credentials = {"token": argument} if argument.startswith(TOKEN_PREFIX) else {"password": argument}
     try:
-        identity = ctx.session.authenticate(name, argument)
+        identity = ctx.session.authenticate(name, **credentials).identity
     except AuthFailed:
         # The authenticator has already waited its failure delay and counted
         # the failure against the address; here it counts against the connection.
