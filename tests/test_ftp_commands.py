@@ -14,7 +14,7 @@ import time
 import pytest
 
 from sockftp import checksum
-from sockftp.accounts import Account, UserStore, hash_password
+from sockftp.accounts import Account, SqliteUserStore, hash_password
 from sockftp.auth import Authenticator
 from sockftp.config import ServerConfig
 from sockftp.errors import OffsetMismatch
@@ -27,26 +27,6 @@ from sockftp.session import ANONYMOUS_HOME, Identity, Session
 from sockftp.storage import LocalStorage
 
 PEER = "192.0.2.10"
-
-
-class MemoryUsers(UserStore):
-    def __init__(self, *accounts: Account):
-        self.accounts = {account.name: account for account in accounts}
-
-    def get(self, name):
-        return self.accounts.get(name)
-
-    def add(self, account):
-        self.accounts[account.name] = account
-
-    def update(self, name, **fields):
-        raise NotImplementedError
-
-    def delete(self, name):
-        del self.accounts[name]
-
-    def list(self):
-        return sorted(self.accounts.values(), key=lambda a: a.name)
 
 
 class MemoryData:
@@ -150,9 +130,13 @@ def storage(tmp_path):
 @pytest.fixture
 def make(storage, alice_hash, tmp_path):
     """Factory: a logged-out connection's (Context-making function, link, state)."""
+    stores = []
 
     def build(settings: Settings | None = None, delay: float = 0.0, quota: int | None = None, **config):
-        users = MemoryUsers(Account("alice", alice_hash), Account("reader", alice_hash, read_only=True))
+        users = SqliteUserStore(str(tmp_path / f"users-{len(stores)}.db"))
+        stores.append(users)
+        users.add(Account("alice", alice_hash))
+        users.add(Account("reader", alice_hash, read_only=True))
         server_config = ServerConfig(root=str(tmp_path / "root"), login_failure_delay=delay, **config)
 
         def identity(account):
@@ -173,7 +157,9 @@ def make(storage, alice_hash, tmp_path):
         run.session, run.link, run.state = session, link, state
         return run
 
-    return build
+    yield build
+    for users in stores:
+        users.close()
 
 
 @pytest.fixture
@@ -243,7 +229,7 @@ def test_failed_logins_ban_the_address_for_every_front_door(make):
     assert reply.code == 421 and "too many failed logins" in reply.text and run.last.close
     # The ban list is the authenticator's, which the native protocol uses too.
     with pytest.raises(Banned):
-        run.session.authenticator.login(PEER, "alice", "secret")
+        run.session.authenticator.login(PEER, "alice", password="secret")
 
 
 def test_pass_without_user_and_anonymous_only_when_enabled(make):
