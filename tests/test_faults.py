@@ -10,6 +10,7 @@ and cut, and ``SOCKFTP_FAULT_SEED=N`` replays it.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
@@ -271,3 +272,31 @@ def test_disk_full_mid_upload_is_no_space_and_resumes_once_space_is_freed(full_d
     assert alice.checksum("big.bin") == checksum.of_bytes(data)
     assert visible(srv.home) == {"big.bin": data} and partials_in(srv.home) == []
     assert_usage_matches_disk(alice, srv.home)
+
+
+def fill(directory, name: str = "ballast.bin") -> None:
+    """Write until the filesystem under *directory* is full."""
+    with open(directory / name, "wb") as f:
+        try:
+            while True:
+                f.write(bytes(64 * 1024))
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def test_logins_go_on_when_the_disk_is_full(full_disk_server):
+    srv = full_disk_server(8 * MiB)
+    if srv is None:
+        return
+    with srv.client(user="alice", password="secret", keep_token=True) as first:
+        token = first.token
+    assert token is not None
+    fill(srv.home)
+    # The token's last use cannot be written, the login goes on without it.
+    with srv.client(user="alice", token=token) as by_token:
+        assert by_token.pwd() == "/"
+    # A password login asking for a token gets none, but gets in.
+    with srv.client(user="alice", password="secret") as by_password:
+        assert by_password.pwd() == "/"
+        assert by_password.token is None

@@ -22,7 +22,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import audit
-from .accounts import Account, TokenRecord, UserStore, new_token, token_hash, token_id, verify_password
+from .accounts import (
+    Account,
+    StoreError,
+    TokenRecord,
+    UserStore,
+    new_token,
+    token_hash,
+    token_id,
+    verify_password,
+)
 from .accounts.passwords import hash_password, needs_rehash
 from .config import ServerConfig, user_home
 from .errors import AuthFailed, Banned
@@ -196,12 +205,15 @@ class Authenticator:
         if token is None and needs_rehash(account.password_hash):
             # The parameters were raised since this hash was made. The
             # password is the same, so its tokens stay.
-            self.users.update(account.name, password_hash=hash_password(password), keep_tokens=True)
+            self._best_effort(
+                "rehash", self.users.update, account.name, password_hash=hash_password(password), keep_tokens=True
+            )
         issued = expires = None
         if used is not None:
             expires = used.expires
         elif new_token and self.tokens_enabled:
-            issued, expires, used = self._issue(account.name)
+            # No token (the client keeps its password) if the store cannot write.
+            issued, expires, used = self._best_effort("token", self._issue, account.name) or (None, None, None)
         audit.login(account.name, address, method, token_id(used.token_hash) if used else None)
         return Login(self._make_identity(account), issued, expires)
 
@@ -222,8 +234,18 @@ class Authenticator:
         if account.name != name or account.disabled:
             return None, None
         if record.last_used is None or now - record.last_used >= self.TOUCH_INTERVAL:
-            self.users.touch_token(hashed, now)
+            self._best_effort("token use", self.users.touch_token, hashed, now)
         return account, record
+
+    @staticmethod
+    def _best_effort(what: str, call, *args, **kwargs):
+        """A write a login can do without: on a store that cannot write
+        (a full disk, say), the login goes on and the operator is told."""
+        try:
+            return call(*args, **kwargs)
+        except StoreError as exc:
+            log.warning("login went on without its %s write: %s", what, exc)
+            return None
 
     def _issue(self, name: str) -> tuple[str, float, TokenRecord]:
         token = new_token()

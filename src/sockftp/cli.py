@@ -907,12 +907,14 @@ def admin_command(func):
     def run(root, **kwargs):
         import sqlite3
 
+        from .accounts import StoreError
+
         root = root or default_root()
         try:
             return func(root=root, **kwargs)
         except (SockftpError, OSError) as exc:
             raise Failure(error_message(exc), exit_status(exc)) from None
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             raise Failure(f"account database in {root}: {exc}", EXIT_LOCAL) from None
 
     return run

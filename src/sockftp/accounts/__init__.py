@@ -6,7 +6,7 @@ in SQLite in the server's data directory. A PostgreSQL store will follow, so
 every SQL statement lives in :mod:`sockftp.accounts.schema`.
 """
 
-from .base import Account, TokenRecord, UserStore, check_user_name
+from .base import Account, StoreError, TokenRecord, UserStore, check_user_name
 from .passwords import hash_password, verify_password
 from .sqlite import SqliteUserStore
 from .tokens import new_token, token_hash, token_id
@@ -14,6 +14,7 @@ from .tokens import new_token, token_hash, token_id
 __all__ = [
     "Account",
     "SqliteUserStore",
+    "StoreError",
     "TokenRecord",
     "UserStore",
     "check_user_name",

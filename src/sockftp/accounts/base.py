@@ -50,6 +50,12 @@ def check_user_name(name: str) -> str:
     return name
 
 
+class StoreError(Exception):
+    """The store could not do what was asked: its disk is full, it is
+    locked past its timeout, or it cannot be reached. Callers decide which
+    writes are worth failing a login for."""
+
+
 class UserStore(ABC):
     """Where accounts are kept. Safe to use from several threads."""
 

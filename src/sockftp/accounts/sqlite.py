@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from ..errors import Exists, NotFound
 from . import schema
-from .base import Account, TokenRecord, UserStore
+from .base import Account, StoreError, TokenRecord, UserStore
 
 #: Connections open at most. Queries take microseconds, so a few serve a
 #: burst of thousands of logins; a thread that finds all in use waits.
@@ -64,9 +64,14 @@ class SqliteUserStore(UserStore):
                 db = self._open()
             try:
                 yield db
+            except sqlite3.OperationalError as exc:  # disk full, locked, I/O: not our bug
+                raise StoreError(f"account database {self.path}: {exc}") from exc
             finally:
                 if db.in_transaction:  # an exception inside _transaction's body
-                    db.execute("ROLLBACK")
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back itself (as it does on a full disk)
                 with self._idle_lock:
                     self._idle.append(db)
 
