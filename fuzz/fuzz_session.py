@@ -118,9 +118,9 @@ def raw_chunks(data: bytes) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
-def frame_aware_mutator(mutate):
-    """A libFuzzer custom mutator for the raw mode, around *mutate*
-    (``atheris.Mutate``, libFuzzer's own byte mutations).
+def frame_aware_mutator():
+    """A libFuzzer custom mutator for the raw mode, around libFuzzer's own
+    byte mutations (``atheris.Mutate``).
 
     Half the time it mutates the whole stream as bytes. Otherwise it finds
     the frames in the stream (and the raw bytes a ``put`` announces), then
@@ -129,7 +129,12 @@ def frame_aware_mutator(mutate):
     break a prefix, and the server then sees one bad frame and closes.
     """
 
+    import atheris
+
     def mutator(data: bytes, max_size: int, seed: int) -> bytes:
+        # Looked up on each call: atheris.Mutate is a stub that raises until
+        # Fuzz() has started, and a reference taken before then stays one.
+        mutate = atheris.Mutate
         rng = random.Random(seed)
         segments = client_segments(data)
         frames = [i for i, (is_frame, _) in enumerate(segments) if is_frame]
@@ -221,7 +226,7 @@ def _fuzz(argv: list[str]) -> int:
         def test_one_input(data: bytes) -> None:
             target.run(structured.session(atheris.FuzzedDataProvider(data)))
 
-    mutator = frame_aware_mutator(atheris.Mutate) if mode == "raw" else None
+    mutator = frame_aware_mutator() if mode == "raw" else None
     atheris.Setup([sys.argv[0], *argv], test_one_input, custom_mutator=mutator)
     atheris.Fuzz()
     return 0  # not reached: libFuzzer ends the process

@@ -52,6 +52,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import xxhash
@@ -100,8 +101,9 @@ class Finding(Exception):
     """An oracle failed: the fuzzer reports the input as a crash."""
 
 
-def cheap_password_hashing() -> None:
-    """Make argon2 cheap in this process (the only non-public hook).
+def cheap_password_hashing():
+    """Make argon2 cheap in this process (the only non-public hook), and
+    return a function that undoes it.
 
     A real argon2id check costs about 0.15 s and 64 MiB here, and every
     ``auth`` frame, right or wrong, pays it: inputs with an ``auth`` would
@@ -111,11 +113,14 @@ def cheap_password_hashing() -> None:
     """
     from argon2 import PasswordHasher
 
-    for name in ("_hasher", "_DUMMY_HASH"):
+    names = ("_hasher", "_DUMMY_HASH")
+    for name in names:
         if not hasattr(_passwords, name):
             raise RuntimeError(f"sockftp.accounts.passwords.{name} is gone: update fuzz/harness.py")
+    saved = {name: getattr(_passwords, name) for name in names}
     _passwords._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     _passwords._DUMMY_HASH = _passwords._hasher.hash("sockftp fuzz: no such user")
+    return lambda: [setattr(_passwords, name, value) for name, value in saved.items()]
 
 
 # -- the files every input starts from ---------------------------------------------------
@@ -128,7 +133,7 @@ _UPLOAD_SIZE_XATTR = "user.sockftp.upload-size"
 
 def build_tree(home: Path, outside: Path) -> None:
     """Files, a directory tree, symbolic links in and out, a FIFO, a name
-    that is not UTF-8 and a partial upload: what every input starts from."""
+    that is not UTF-8 and partial uploads: what every input starts from."""
     home.mkdir(parents=True)
     (home / "a.txt").write_bytes(b"hello sockftp\n")
     (home / "empty.txt").write_bytes(b"")
@@ -142,12 +147,14 @@ def build_tree(home: Path, outside: Path) -> None:
     os.symlink("no-such-target", home / "link-dangling")
     os.mkfifo(home / "fifo")
     (home / os.fsdecode(b"bad\xff")).write_bytes(b"not utf-8\n")
-    partial = home / partial_name("big.bin")
-    partial.write_bytes(PARTIAL_BYTES)
-    try:
-        os.setxattr(partial, _UPLOAD_SIZE_XATTR, str(PARTIAL_SIZE).encode())
-    except OSError:
-        pass  # a filesystem without user xattrs: the server does without too
+    for held in (home / partial_name("big.bin"), home / "partials" / partial_name("gone.bin")):
+        # An upload to resume, and one that left a directory otherwise empty.
+        held.parent.mkdir(exist_ok=True)
+        held.write_bytes(PARTIAL_BYTES)
+        try:
+            os.setxattr(held, _UPLOAD_SIZE_XATTR, str(PARTIAL_SIZE).encode())
+        except OSError:
+            pass  # a filesystem without user xattrs: the server does without too
 
 
 @dataclass
@@ -212,10 +219,10 @@ class Target:
     """The server under test and the oracles around it."""
 
     def __init__(self, top: Path, artifact_prefix: str | None = None):
-        cheap_password_hashing()
+        self._undo = [cheap_password_hashing()]
         self.sandbox = Sandbox.create(top)
         self.artifact_prefix = artifact_prefix
-        self.old_cwd = os.getcwd()
+        self._undo.append(partial(os.chdir, os.getcwd()))
         os.chdir(self.sandbox.cwd)  # a relative path the server wrongly used would land here
         root = self.sandbox.root
         store = SqliteUserStore(users_db(str(root)))
@@ -233,6 +240,8 @@ class Target:
 
         self.log = LogWatch()
         logger = logging.getLogger("sockftp")
+        self._undo += [partial(logger.removeHandler, self.log), partial(logger.setLevel, logger.level)]
+        self._undo.append(partial(setattr, logger, "propagate", logger.propagate))
         logger.addHandler(self.log)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -264,9 +273,11 @@ class Target:
         self.health_check()
 
     def stop(self) -> None:
+        """Stop the server and undo what the constructor changed in this process."""
         self.server.stop(0)
         self.thread.join(5)
-        os.chdir(self.old_cwd)
+        for undo in reversed(self._undo):
+            undo()
 
     # -- one input ------------------------------------------------------------------------
 

@@ -98,6 +98,7 @@ def seeds() -> dict[str, bytes]:
             {"cmd": "rm", "path": "empty.txt"},
             {"cmd": "rmdir", "path": "emptydir"},
             {"cmd": "rmdir", "path": "dir"},
+            {"cmd": "rmdir", "path": "partials"},
             {"cmd": "rm", "path": "link-out"},
         ),
         "cd-pwd": frames(
@@ -106,6 +107,8 @@ def seeds() -> dict[str, bytes]:
             {"cmd": "ls", "path": "../.."},
             {"cmd": "cd", "path": "../../.."},
             {"cmd": "cd", "path": "link-in"},
+            {"cmd": "rmdir", "path": "/dir/sub"},
+            {"cmd": "pwd"},
         ),
         "auth-user": frames(
             {"cmd": "auth", "user": USER, "password": PASSWORD},

@@ -57,6 +57,8 @@ NAMES = (
     "fifo",
     "bad\\xff",
     "big.bin",
+    "partials",
+    "gone.bin",
     "new",
     "new.txt",
     "..",

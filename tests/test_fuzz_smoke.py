@@ -65,3 +65,38 @@ def test_a_short_fuzzing_run_finds_nothing(tmp_path, mode, seconds):
     # reached the server would stay near the ~120 edges of one ping.
     coverage = [int(c) for c in re.findall(r"cov: (\d+)", log)]
     assert coverage and coverage[-1] > (600 if mode == "raw" else 250), log[-3000:]
+
+
+# -- the oracles see what they are for (no atheris needed) ---------------------------------
+
+
+@pytest.fixture
+def target(tmp_path, monkeypatch):
+    """The fuzz target's server and oracles, driven directly."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from fuzz.harness import Target
+
+    running = Target(tmp_path / "sandbox")
+    yield running
+    running.stop()
+
+
+def test_the_oracles_report_an_exception_in_a_command(target, monkeypatch):
+    from fuzz.harness import Finding, frame
+    from sockftp import commands
+
+    def broken(ctx, req):
+        raise RuntimeError("a planted bug")
+
+    monkeypatch.setitem(commands.COMMANDS, "broken", commands.Command("broken", broken, False, False))
+    target.run([frame({"cmd": "ping"})])
+    with pytest.raises(Finding, match="server logged an error(.|\n)*a planted bug(.|\n)*answered internal"):
+        target.run([frame({"cmd": "broken"}), frame({"cmd": "ping"})])
+
+
+def test_the_oracles_report_a_file_outside_the_root(target):
+    from fuzz.harness import Finding, frame
+
+    (target.sandbox.jail / "escaped.txt").write_bytes(b"")
+    with pytest.raises(Finding, match="escaped.txt"):
+        target.run([frame({"cmd": "ping"})])
