@@ -20,6 +20,7 @@ from sockftp.commands import COMMANDS
 from sockftp.frames import encode_header
 
 from .harness import PARTIAL_BYTES, PARTIAL_SIZE, PASSWORD, READER, READER_PASSWORD, USER
+from .structured import FIELD_NAMES, NAMES
 
 HERE = Path(__file__).resolve().parent
 
@@ -158,34 +159,8 @@ def seeds() -> dict[str, bytes]:
 
 def dictionary() -> list[str]:
     """libFuzzer dictionary entries: JSON tokens the server looks for."""
-    words = sorted(COMMANDS) + [
-        "path",
-        "filename",
-        "size",
-        "filesize",
-        "offset",
-        "checksum",
-        "trailer",
-        "parents",
-        "source",
-        "target",
-        "from",
-        "to",
-        "user",
-        "password",
-        "versions",
-        "version",
-        USER,
-        PASSWORD,
-        READER,
-        "big.bin",
-        "a.txt",
-        "dir",
-        "link-in",
-        "link-out",
-        "..",
-        ".sockftp",
-    ]
+    names = [n for n in NAMES if 2 <= len(n) <= 16 and n.isascii() and n.isprintable()]
+    words = sorted(COMMANDS) + list(FIELD_NAMES) + ["trailer", USER, PASSWORD, READER] + names
     entries = [json.dumps(w) for w in words] + ['"xxh3-128:', "true", "false", "null", "[1]", '{"cmd":"', '":"']
     return entries
 

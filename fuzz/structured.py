@@ -17,27 +17,12 @@ import struct
 
 import xxhash
 
+from sockftp.commands import COMMANDS as SERVER_COMMANDS
+
 from .harness import PARTIAL_BYTES, PARTIAL_SIZE, PASSWORD, READER, READER_PASSWORD, USER
 
-COMMANDS = (
-    "hello",
-    "auth",
-    "ping",
-    "quit",
-    "pwd",
-    "cd",
-    "ls",
-    "stat",
-    "mkdir",
-    "rmdir",
-    "rm",
-    "mv",
-    "resume",
-    "get",
-    "put",
-    "quota",
-    "df",
-)
+#: Every command of the server (_request also makes up names now and then).
+COMMANDS = tuple(sorted(SERVER_COMMANDS))
 
 #: Path components: the starting tree (see harness.build_tree), new names,
 #: and the names the path rules are about.
@@ -112,7 +97,7 @@ def _request(fdp) -> bytes:
     raw = _FIELDS.get(name, _no_fields)(fdp, header)
     extras = fdp.ConsumeIntInRange(1, 3) if fdp.ConsumeIntInRange(0, 3) == 0 else 0
     for _ in range(extras):
-        header[_pick(fdp, _FIELD_NAMES)] = _value(fdp)  # unknown, mistyped or replaced fields
+        header[_pick(fdp, FIELD_NAMES)] = _value(fdp)  # unknown, mistyped or replaced fields
     if fdp.ConsumeIntInRange(0, 31) == 0:
         del header["cmd"]
     return _frame(fdp, header) + raw
@@ -286,7 +271,7 @@ _FIELDS = {
     "get": _get,
     "put": _put,
 }
-_FIELD_NAMES = (
+FIELD_NAMES = (
     "path",
     "filename",
     "size",
