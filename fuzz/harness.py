@@ -190,7 +190,7 @@ class LogWatch(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
         self.problems: list[str] = []
-        self._lock_ = threading.Lock()
+        self._problems_lock = threading.Lock()
         self._formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -203,11 +203,11 @@ class LogWatch(logging.Handler):
         elif _LINE_BREAKS.intersection(message):
             problem = "log line holds a line break (a client can forge log lines)"
         if problem is not None:
-            with self._lock_:
+            with self._problems_lock:
                 self.problems.append(f"{problem}:\n{self._formatter.format(record)}")
 
     def take(self) -> list[str]:
-        with self._lock_:
+        with self._problems_lock:
             problems, self.problems = self.problems, []
         return problems
 
@@ -268,7 +268,7 @@ class Target:
         self.inputs = 0
         self.recent: deque[bytes] = deque(maxlen=HEALTH_EVERY)
         self.root_names = set(os.listdir(root))
-        self.state_names = {name for name in os.listdir(root / ".sockftp")} | {"users.db-wal", "users.db-shm"}
+        self.state_names = set(os.listdir(root / ".sockftp")) | {"users.db-wal", "users.db-shm"}
         self.baseline_fds = self.baseline_threads = None
         self.health_check()
 
