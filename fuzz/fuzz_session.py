@@ -40,8 +40,8 @@ DICTIONARY = FUZZ / "sockftp.dict"
 _SANDBOX_ENV = "SOCKFTP_FUZZ_SANDBOX"
 _MODE_ENV = "SOCKFTP_FUZZ_MODE"
 MODES = ("raw", "structured")
-#: libFuzzer settings unless given: inputs of up to 8 KiB; a Python
-#: traceback for an input that runs over a minute.
+#: libFuzzer settings unless given: inputs of up to 8 KiB, and an input
+#: that runs over a minute is reported (as a timeout, with its stack).
 DEFAULTS = {"-max_len": "8192", "-timeout": "60"}
 _PATH_FLAGS = {"-artifact_prefix", "-exact_artifact_path", "-dict", "-merge_control_file", "-features_dir"}
 

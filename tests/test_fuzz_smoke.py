@@ -60,10 +60,11 @@ def test_a_short_fuzzing_run_finds_nothing(tmp_path, mode, seconds):
     assert not list(tmp_path.glob("crash-*")), log[-3000:]
     runs = re.search(r"Done (\d+) runs", log)
     assert runs and int(runs.group(1)) >= 40, "too few inputs ran:\n" + log[-3000:]
-    # Coverage is counted in the server's threads too; a target that never
-    # reached the server would stay near the ~120 edges of one ping.
+    # Nearly all of it is the server's, counted in its session threads: the
+    # seeds alone reach about 780 edges, a session that sends nothing about
+    # 120, and without the threads' coverage it would be near 0.
     coverage = [int(c) for c in re.findall(r"cov: (\d+)", log)]
-    assert coverage and coverage[-1] > (600 if mode == "raw" else 250), log[-3000:]
+    assert coverage and coverage[-1] > (600 if mode == "raw" else 150), log[-3000:]
 
 
 # -- the oracles see what they are for (no atheris needed, so these run everywhere) --------
