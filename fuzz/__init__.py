@@ -1,0 +1,1 @@
+"""Fuzzing sockftp's server with atheris: see docs/FUZZING.md."""
