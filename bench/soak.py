@@ -39,9 +39,9 @@ Every ``--interval`` seconds the coordinator reads the server's RSS, open
 descriptors and threads from /proc. The first third of the run is warm-up;
 the verdict compares the median of the last third with that of the second
 third, per measure, against a tolerance (:data:`TOLERANCES`). Once every
-client has left, the server's descriptors must be back to what they were
-before the first one came. The exit status is 1 on any error, mismatch,
-growth, leftover descriptor, or ERROR line in the server's log.
+client has left, the server's descriptors and threads must be back to
+what they were before the first one came (within :data:`SETTLE` seconds). The exit status is 1 on any error, mismatch,
+growth, leftover descriptor or thread, or ERROR line in the server's log.
 """
 
 from __future__ import annotations
@@ -115,8 +115,10 @@ TOLERANCES = {"rss": (0.10, 32 * MiB), "fds": (0.10, 16), "threads": (0.10, 16)}
 #: it held before the first came.
 FD_MARGIN = 2
 
-#: Seconds to wait for the server's descriptors to fall back once the clients are gone.
-SETTLE = 10.0
+#: Seconds the server gets, once the clients are gone, to be back to its
+#: descriptors and threads from before they came (its idle worker threads
+#: end after 5 s).
+SETTLE = 30.0
 
 #: Thread stack size in the client workers (Python's default reserves 8 MiB).
 STACK_SIZE = 512 * 1024
@@ -574,13 +576,14 @@ def growth(samples: list[Sample], duration: float) -> list[Growth]:
     return result
 
 
-def wait_for_fds(server: SockftpServer, at_most: int, timeout: float) -> int:
-    """The server's descriptors once they are down to *at_most*, or after *timeout* s."""
-    end = time.monotonic() + timeout
+def settle(server: SockftpServer, before: Sample, t: float) -> Sample:
+    """The server once its descriptors and threads are back to *before*'s
+    (descriptors within FD_MARGIN), or after SETTLE seconds."""
+    end = time.monotonic() + SETTLE
     while True:
-        fds = open_fds(server.pid)
-        if fds <= at_most or time.monotonic() > end:
-            return fds
+        now = sample(server, t + SETTLE - (end - time.monotonic()))
+        if now.fds <= before.fds + FD_MARGIN and now.threads <= before.threads or time.monotonic() > end:
+            return now
         time.sleep(0.2)
 
 
@@ -747,8 +750,7 @@ def main(argv=None) -> int:
         tally = Tally()
         for result in results:
             tally.merge(result)
-        fds_after = wait_for_fds(server, before.fds + FD_MARGIN, SETTLE)
-        after = sample(server, time.monotonic() - start)
+        after = settle(server, before, time.monotonic() - start)
         say("clients gone; stopping the server")
         server.stop()
         log_errors = log_lines(server.log_path, "ERROR") + log_lines(server.log_path, "CRITICAL")
@@ -763,15 +765,18 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     growths = growth(samples, args.duration)
-    leftover = fds_after - before.fds
     failures = []
     if tally.error_count:
         failures.append(f"{tally.error_count} errors")
     if tally.mismatch_count:
         failures.append(f"{tally.mismatch_count} mismatches")
     failures += [f"{g.name} grew" for g in growths if g.grew]
-    if leftover > FD_MARGIN:
-        failures.append(f"{leftover} descriptors left open after the clients left")
+    if after.fds > before.fds + FD_MARGIN:
+        failures.append(f"{after.fds - before.fds} descriptors more than before, {SETTLE:g} s after the clients left")
+    if after.threads > before.threads:
+        failures.append(
+            f"{after.threads - before.threads} threads more than before, {SETTLE:g} s after the clients left"
+        )
     if log_errors:
         failures.append(f"{len(log_errors)} ERROR lines in the server log")
     if server.proc.returncode not in (0, None):
@@ -800,7 +805,7 @@ def main(argv=None) -> int:
     lines.append(
         f"before the clients came: {mib(before.rss)} MiB, {before.fds} fds, {before.threads} threads; "
         f"with them connected: {mib(connected.rss)} MiB, {connected.fds} fds, {connected.threads} threads; "
-        f"after they left: {mib(after.rss)} MiB, {after.fds} fds, {after.threads} threads"
+        f"{after.t - ended:.0f} s after they left: {mib(after.rss)} MiB, {after.fds} fds, {after.threads} threads"
     )
     lines.append(f"server CPU: {after.cpu - before.cpu:.0f} s in {ended:.0f} s")
     lines.append(f"server log: {len(log_errors)} ERROR lines, {len(log_warnings)} WARNING lines")
