@@ -26,14 +26,18 @@ random (weights in :data:`WEIGHTS`):
   client closes the connection), then put again, which resumes from what
   the server holds;
 * ``get-resume``: a download cut off at its first chunk, then got again,
-  resuming from the local partial file.
+  resuming from the local partial file;
+* ``put-cut``: an upload of under 1 MiB whose progress callback raises when
+  it reports the end (a cancel at 100%, after the bytes and their checksum
+  have gone): the file must be stored, and the session's next request
+  answered in step.
 
 At the deadline each session audits its directory (listing and every
 checksum) and quits. Every unexpected exception or disagreement with the
 model is an error, reported by kind with its first messages; a
 ``ChecksumMismatch`` from the client, or bytes that do not hash to what was
-put, is a mismatch. After an error the session empties its directory and
-starts its model afresh, so one fault is counted once.
+put, is a mismatch. After either, the session reconnects, empties its
+directory and starts its model afresh, so that one fault is counted once.
 
 Every ``--interval`` seconds the coordinator reads the server's RSS, open
 descriptors and threads from /proc. The first third of the run is warm-up;
@@ -64,6 +68,7 @@ from dataclasses import dataclass, field
 
 from sockftp import Busy, ChecksumMismatch, Client, NotFound
 from sockftp import checksum as checksums
+from sockftp.client import RESUME_THRESHOLD
 
 from .common import CLIENT_TIMEOUT, MiB, cpu_seconds, open_fds, raise_file_limit, rss_bytes, thread_count
 from .servers import SockftpServer
@@ -81,6 +86,7 @@ WEIGHTS = {
     "rm": 10,
     "put-resume": 1,
     "get-resume": 2,
+    "put-cut": 1,
 }
 
 #: Files a session keeps at most; past it, "put" replaces one.
@@ -260,6 +266,7 @@ class Session:
                 self.dirty = False
             return True
         self.dirty = True
+        self.client.close()  # the next request connects afresh, in case this one is out of step
         return False
 
     # -- content and names
@@ -411,6 +418,29 @@ class Session:
         self.tally.notes["downloads resumed from an offset > 0"] += result.resumed_from > 0
         self.check_download(name)
 
+    def op_put_cut(self) -> None:
+        name, size = self.target_name(), min(self.random_size(), RESUME_THRESHOLD - 1)
+        checksum = self.write_local(size)
+
+        def cut(done: int, total: int) -> None:
+            if done == total:
+                raise Interrupt
+
+        try:
+            self.client.put(self.up, name, progress=cut)
+        except Interrupt:
+            pass
+        else:
+            raise Disagreement(f"the upload of {size} bytes never reported its end")
+        self.files.pop(name, None)
+        entry = self.client.stat(name)
+        if (entry.name, entry.size) != (name, size):
+            raise Disagreement(f"after a cancel at 100%, stat {name!r} answered {entry}")
+        actual = self.client.checksum(name)
+        if actual != checksum:
+            raise Mismatch(f"{name}: the server's checksum is {actual}, we put {checksum}")
+        self.files[name] = (size, checksum)
+
     def resync(self) -> None:
         """Empty the directory and forget the model: a fresh start after a fault."""
         for entry in self.client.ls():
@@ -543,13 +573,16 @@ def sample(server: SockftpServer, t: float, totals=(0, 0, 0)) -> Sample:
 
 @dataclass
 class Growth:
-    """One measure after warm-up: the second and last thirds' medians."""
+    """One measure after warm-up: the second and last thirds' medians, and
+    its trend over the last third (least squares, per minute; shown, not
+    judged, and only when that third lasts a minute or more)."""
 
     name: str
     values: list[float]  # after warm-up
     second: float
     last: float
     allowed: float
+    trend: float | None
 
     @property
     def grew(self) -> bool:
@@ -559,18 +592,20 @@ class Growth:
 def growth(samples: list[Sample], duration: float) -> list[Growth]:
     second = [s for s in samples if duration / 3 <= s.t < 2 * duration / 3]
     last = [s for s in samples if s.t >= 2 * duration / 3]
-    if not second or not last:
+    if not second or len(last) < 2:
         return []
     result = []
     for name, (fraction, absolute) in TOLERANCES.items():
         middle = statistics.median(getattr(s, name) for s in second)
+        ys = [getattr(s, name) for s in last]
         result.append(
             Growth(
                 name,
-                [getattr(s, name) for s in second + last],
+                [getattr(s, name) for s in second] + ys,
                 middle,
-                statistics.median(getattr(s, name) for s in last),
+                statistics.median(ys),
                 max(fraction * middle, absolute),
+                60 * statistics.linear_regression([s.t for s in last], ys).slope if duration >= 180 else None,
             )
         )
     return result
@@ -664,12 +699,14 @@ def series_lines(samples: list[Sample], rows: int) -> list[str]:
 def growth_lines(growths: list[Growth]) -> list[str]:
     show = {"rss": mib, "fds": lambda v: f"{v:.0f}", "threads": lambda v: f"{v:.0f}"}
     names = {"rss": "RSS MiB", "fds": "open fds", "threads": "threads"}
-    rows = [["measure", "min", "median", "max", "2nd third median", "last third median", "allowed growth", "verdict"]]
+    header = ["measure", "min", "median", "max", "2nd third median", "last third median", "allowed growth"]
+    rows = [header + ["verdict", "last third trend /min"]]
     for g in growths:
         fmt = show[g.name]
         rows.append(
             [names[g.name], fmt(min(g.values)), fmt(statistics.median(g.values)), fmt(max(g.values))]
             + [fmt(g.second), fmt(g.last), fmt(g.allowed), "GREW" if g.grew else "flat"]
+            + ["-" if g.trend is None else f"{g.trend / (MiB if g.name == 'rss' else 1):+.1f}"]
         )
     return table(rows)
 

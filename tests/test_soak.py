@@ -39,7 +39,7 @@ def test_soak_100_clients_for_30_seconds_has_no_error_mismatch_or_growth(tmp_pat
     assert "== errors: 0, checksum mismatches: 0 ==" in out
     assert "== verdict: PASS ==" in out
     # Every kind of operation ran, and the time series and growth table are there.
-    for kind in ("put", "replace", "get", "stat", "ls", "mv", "rm", "put-resume", "get-resume", "audit"):
+    for kind in ("put", "replace", "get", "stat", "ls", "mv", "rm", "put-resume", "get-resume", "put-cut", "audit"):
         assert f"\n| {kind} " in out, kind
     assert "RSS MiB" in out and "open fds" in out
     # Nothing left behind in the work directory.
