@@ -32,6 +32,9 @@ random (weights in :data:`WEIGHTS`):
   have gone): the file must be stored, and the session's next request
   answered in step.
 
+The reconnects after the cuts are also timed on their own (``reconnect``):
+they show how fast a loaded server takes a newcomer.
+
 At the deadline each session audits its directory (listing and every
 checksum) and quits. Every unexpected exception or disagreement with the
 model is an error, reported by kind with its first messages; a
@@ -389,6 +392,7 @@ class Session:
         else:
             raise Disagreement(f"the upload of {size} bytes was not cut off")
         self.files.pop(name, None)  # the old file is still there; the model catches up below
+        self.reconnect()
         for attempt in range(BUSY_TRIES):
             try:
                 result = self.client.put(self.up, name)
@@ -414,9 +418,17 @@ class Session:
             pass
         else:
             raise Disagreement(f"the download of {name!r} was not cut off")
+        self.reconnect()
         result = self.client.get(name, self.down)
         self.tally.notes["downloads resumed from an offset > 0"] += result.resumed_from > 0
         self.check_download(name)
+
+    def reconnect(self) -> None:
+        """Connect again after a cut (hello, and back to the directory),
+        timed on its own: it measures how fast the server takes a newcomer."""
+        started = time.monotonic()
+        self.client.connect()
+        self.tally.done("reconnect", time.monotonic() - started)
 
     def op_put_cut(self) -> None:
         name, size = self.target_name(), min(self.random_size(), RESUME_THRESHOLD - 1)
@@ -648,7 +660,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def ops_table(tally: Tally, duration: float) -> list[str]:
-    kinds = [*WEIGHTS, "connect", "audit", "resync"]
+    kinds = [*WEIGHTS, "connect", "reconnect", "audit", "resync"]
     failed = Counter()
     for table_ in (tally.errors, tally.mismatches):
         for key, (count, _) in table_.items():
@@ -661,7 +673,8 @@ def ops_table(tally: Tally, duration: float) -> list[str]:
         times = [f"{1000 * quantile(seconds, q):.1f}" for q in (0.5, 0.99, 1.0)] if seconds else ["-"] * 3
         rows.append([kind, f"{tally.ops[kind]:,}", f"{failed[kind]:,}", *times])
     looped = sum(tally.ops[kind] for kind in WEIGHTS)
-    rows.append(["all", f"{sum(tally.ops.values()):,}", f"{sum(failed.values()):,}", "", "", ""])
+    done = sum(count for kind, count in tally.ops.items() if kind != "reconnect")  # a step of the resumes
+    rows.append(["all", f"{done:,}", f"{sum(failed.values()):,}", "", "", ""])
     lines = table(rows)
     lines.append(f"{looped / duration:,.0f} operations/s over {duration:g} s (the loop's kinds, without faults)")
     return lines
