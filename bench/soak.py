@@ -60,6 +60,7 @@ import platform
 import random
 import shlex
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -523,6 +524,7 @@ class Workers:
         context = multiprocessing.get_context("spawn")
         self.live = context.RawArray("q", 3 * processes)
         self.pipes, self.procs = [], []
+        self.finished = False  # every worker has sent its result
         base, extra = divmod(clients, processes)
         for index in range(processes):
             ours, theirs = context.Pipe()
@@ -549,6 +551,7 @@ class Workers:
             if kind != what:
                 raise RuntimeError(f"client worker {index} failed:\n{value}")
             answers.append(value)
+        self.finished = what == "result"
         return answers
 
     def send(self, message) -> None:
@@ -556,8 +559,10 @@ class Workers:
             pipe.send(message)
 
     def stop(self) -> None:
+        """Wait for the workers to exit after sending their results; cut a
+        run short (an error, SIGTERM) by terminating them at once."""
         for proc in self.procs:
-            proc.join(5)
+            proc.join(5 if self.finished else 0)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
@@ -765,6 +770,9 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(f"[soak {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
+    # On SIGTERM too (and SIGINT, which a background job may ignore), stop
+    # the workers and the server and remove the work directory.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = tempfile.mkdtemp(prefix="sockftp-soak-", dir=args.dir)
     # Each session costs the server a socket, a client worker another, and a
     # transfer a few files more.
