@@ -138,13 +138,28 @@ def make_file(path: str, size: int) -> str:
 # -- processes ----------------------------------------------------------------------
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of process *pid* (VmRSS in /proc/PID/status)."""
+def _status_field(pid: int, name: str) -> int:
+    """The first number of line *name* in /proc/PID/status."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {name} for process {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process *pid* (VmRSS in /proc/PID/status)."""
+    return _status_field(pid, "VmRSS") * 1024
+
+
+def thread_count(pid: int) -> int:
+    """Threads of process *pid*."""
+    return _status_field(pid, "Threads")
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors process *pid* has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,6 +35,33 @@ def test_pool_never_queues_a_call_behind_a_running_one():
         pool.close()
 
 
+def test_submit_does_not_wait_for_a_new_worker_to_get_going(monkeypatch):
+    """Under load a new thread can take long to first run (it waits for the
+    GIL). The accept loop submits every new session: if submit waited for
+    the thread, as threading.Thread.start() does, the soak's clients waited
+    10 s to connect. Here every new thread is made to start 1 s late."""
+    import _thread
+
+    real = _thread.start_new_thread
+
+    def late(function, args, kwargs=None):
+        return real(lambda: (time.sleep(1.0), function(*args, **(kwargs or {}))), ())
+
+    monkeypatch.setattr(_thread, "start_new_thread", late)
+    monkeypatch.setattr(threading, "_start_new_thread", late)
+    pool = WorkerPool(name="late", linger=0.3)
+    ran = threading.Event()
+    names = []
+    try:
+        started = time.monotonic()
+        pool.submit(lambda: (names.append(threading.current_thread().name), ran.set()))
+        assert time.monotonic() - started < 0.5, "submit waited for the new thread"
+        assert ran.wait(5)
+        assert names == ["late-1"]
+    finally:
+        pool.close()
+
+
 def test_pool_reuses_a_free_worker_and_lets_idle_ones_end():
     pool = WorkerPool(linger=0.3)
     names = []

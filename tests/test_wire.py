@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from sockftp.wire import BufferPool
 
 
@@ -21,3 +24,52 @@ def test_small_transfers_get_a_buffer_their_size():
     assert len(pool.take(4096)) == 4096
     assert len(pool.take(0)) == 1
     assert len(pool.take(1024 * 1024)) == 1024 * 1024  # the one large buffer
+
+
+def test_a_thread_stalled_anywhere_in_give_never_holds_up_take():
+    """A session thread can stall at any point (waiting for the GIL, say).
+    If it held a lock of the pool meanwhile, every other transfer would
+    queue behind it: bench/soak.py found 433 of 531 server threads waiting
+    on the BoundedSemaphore the pool used to have, uploads taking 16 s, and
+    cut-off uploads still holding their partial's lock 20 s later. Here the
+    giving thread is stopped at every line it runs, in give() and below, and
+    each time another thread must get a buffer and give it back at once."""
+    pool = BufferPool(size=1024, large_count=2, small_size=16)
+    lent = pool.take(1024)
+    stopped, resume = threading.Event(), threading.Event()
+    done = threading.Event()
+
+    def stop_at_every_line(frame, event, arg):
+        if event == "line":
+            stopped.set()
+            resume.wait(5)
+            resume.clear()
+        return stop_at_every_line
+
+    def give():
+        sys.settrace(stop_at_every_line)
+        try:
+            pool.give(lent)
+        finally:
+            sys.settrace(None)
+            done.set()
+            stopped.set()
+
+    giver = threading.Thread(target=give, daemon=True)
+    giver.start()
+    stalls = 0
+    while True:
+        assert stopped.wait(5), "the giving thread neither stopped nor finished"
+        stopped.clear()
+        if done.is_set():
+            break
+        stalls += 1
+        other = threading.Thread(target=lambda: pool.give(pool.take(1024)), daemon=True)
+        other.start()
+        other.join(2)
+        held_up = other.is_alive()
+        resume.set()
+        assert not held_up, f"take() waited for a thread stopped in give() (stop {stalls})"
+    giver.join(5)
+    assert stalls >= 1
+    assert {len(pool.take(1024)) for _ in range(2)} == {1024}  # both large buffers are back

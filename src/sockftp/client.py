@@ -554,8 +554,6 @@ class Client:
                 except SourceEnded:
                     raise SockftpError(f"{local} shrank while being sent", code="local_error") from None
         self._send({"checksum": hasher.value()})
-        if progress is not None:
-            progress(size, size)
         try:
             reply = self._reply()
         except SockftpError:
@@ -564,6 +562,10 @@ class Client:
                 # answered and hung up: the next request needs a new connection.
                 self.close()
             raise
+        if progress is not None:
+            # Only once the reply is read: a callback that raises (a cancel
+            # at 100%) must not leave the reply to be read as the next one's.
+            progress(size, size)
         return TransferResult(reply.get("path", remote), local, size, size - offset, offset, reply.get("checksum"))
 
     @contextmanager

@@ -59,25 +59,29 @@ class BufferPool:
     def __init__(self, size: int = TRANSFER_BUFFER_SIZE, large_count: int = 64, small_size: int = 128 * 1024):
         self.size = size
         self.small_size = small_size
-        self._large = threading.BoundedSemaphore(large_count)
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
+        # One slot per large buffer: None until first used, then the buffer.
+        # SimpleQueue's put and get_nowait take no lock of their own that a
+        # thread could hold while it waits for the GIL: with a lock (the
+        # BoundedSemaphore this replaces), 500 busy sessions queued behind
+        # it for seconds (bench/soak.py, 433 of 531 threads waiting there).
+        self._slots: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        for _ in range(large_count):
+            self._slots.put(None)
 
     def take(self, want: int) -> bytearray:
         """A buffer for a transfer of *want* bytes."""
-        if want <= self.small_size or not self._large.acquire(blocking=False):
-            return bytearray(max(1, min(want, self.small_size)))
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return bytearray(self.size)
+        if want > self.small_size:
+            try:
+                buffer = self._slots.get_nowait()
+            except queue.Empty:
+                pass
+            else:
+                return bytearray(self.size) if buffer is None else buffer
+        return bytearray(max(1, min(want, self.small_size)))
 
     def give(self, buffer: bytearray) -> None:
-        if len(buffer) != self.size:
-            return
-        with self._lock:
-            self._free.append(buffer)
-        self._large.release()
+        if len(buffer) == self.size:
+            self._slots.put(buffer)
 
 
 BUFFERS = BufferPool()
