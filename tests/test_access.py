@@ -95,15 +95,17 @@ def test_passwords_are_stored_hashed_and_a_wrong_one_fails(closed_server):
 
 def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(closed_server):
     client = closed_server.client()
-    answers = []
-    for user in ("alice", "nobody"):
-        started = time.monotonic()
-        with pytest.raises(sockftp.AuthFailed) as caught:
-            client.request({"cmd": "auth", "user": user, "password": "wrong"})
-        answers.append((caught.value.to_reply(), time.monotonic() - started))
-    (first, t1), (second, t2) = answers
-    assert first == second
-    assert abs(t1 - t2) < 0.15  # both ran a full argon2 verification
+    answers = {}
+    times = {"alice": [], "nobody": []}
+    for _ in range(2):  # the faster of two (a busy machine only adds time); a fifth failure bans
+        for user in ("alice", "nobody"):
+            started = time.monotonic()
+            with pytest.raises(sockftp.AuthFailed) as caught:
+                client.request({"cmd": "auth", "user": user, "password": "wrong"})
+            answers[user] = caught.value.to_reply()
+            times[user].append(time.monotonic() - started)
+    assert answers["alice"] == answers["nobody"]
+    assert abs(min(times["alice"]) - min(times["nobody"])) < 0.15  # both ran a full argon2 verification
 
 
 def test_users_cannot_reach_each_others_files(closed_server, files):
