@@ -388,7 +388,7 @@ def get(ctx: Context, req: dict) -> None:
 SMALL_FILE = 64 * 1024
 
 
-def _read_exactly(download, offset: int, count: int) -> bytes:
+def _read_exactly(download, offset: int, count: int) -> bytearray:
     buffer = bytearray(count)
     view = memoryview(buffer)
     done = 0
@@ -397,7 +397,7 @@ def _read_exactly(download, offset: int, count: int) -> bytes:
         if not n:  # shrunk since it was opened; nothing is sent yet, so say so
             raise IOFailure(f"the file changed while being read ({done} of {count} bytes); try again")
         done += n
-    return bytes(buffer)
+    return buffer
 
 
 # put checks login itself: it must drop the bytes of a refused upload.

@@ -223,10 +223,16 @@ class SockftpServer(socketserver.TCPServer):
             on_logout=lambda: self.quotas.logout(ledger),
         )
 
+    def admit(self, sock: socket.socket, client_address) -> SessionRecord:
+        """Admit a connection to any front end (this one, or FTP's): the ban
+        list, then the session caps. Raises Banned or TooManySessions; each
+        front end refuses in its own protocol."""
+        self.authenticator.bans.check(client_address[0])
+        return self.sessions.admit(sock, client_address[0])
+
     def verify_request(self, request, client_address) -> bool:
         try:
-            self.authenticator.bans.check(client_address[0])
-            self._admitted[request] = self.sessions.admit(request, client_address[0])
+            self._admitted[request] = self.admit(request, client_address)
             return True
         except (TooManySessions, Banned) as exc:
             log.warning("refused %s: %s", _peer(client_address), exc.message)

@@ -84,8 +84,7 @@ class FtpServer(socketserver.TCPServer):
 
     def verify_request(self, request, client_address) -> bool:
         try:
-            self.main.authenticator.bans.check(client_address[0])
-            self._admitted = self.main.sessions.admit(request, client_address[0])
+            self._admitted = self.main.admit(request, client_address)
             return True
         except (TooManySessions, Banned) as exc:
             log.warning("refused FTP %s: %s", _peer(client_address), exc.message)
@@ -94,14 +93,10 @@ class FtpServer(socketserver.TCPServer):
 
     def process_request(self, request, client_address) -> None:
         record, self._admitted = self._admitted, None
-        thread = threading.Thread(
-            target=self._run_session,
-            args=(request, client_address, record),
-            name=f"ftp {_peer(client_address)}",
-            daemon=True,
-        )
+        # The native listener's worker pool: it starts threads without
+        # waiting for them to get the GIL, which held accept loops under load.
         try:
-            thread.start()
+            self.main.workers.submit(self._run_session, request, client_address, record)
         except BaseException:
             self.main.sessions.release(record)
             raise
