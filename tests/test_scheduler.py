@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
@@ -62,12 +63,56 @@ def test_submit_does_not_wait_for_a_new_worker_to_get_going(monkeypatch):
         pool.close()
 
 
+def test_a_worker_stopped_anywhere_in_its_wait_never_holds_up_submit():
+    """A worker can stall at any point (waiting for the GIL, say). If it held
+    a lock of the pool meanwhile, the accept loop's submit would wait too: in
+    the soak, up to 450 connections queued behind the pool's lock. Here a
+    worker is stopped at every line of its wait for work, and each time
+    another thread's submit must return at once."""
+    pool = WorkerPool(name="stall", linger=0.5)
+    stopped, resume = threading.Event(), threading.Event()
+    tracing = [True]
+    ran = []
+
+    def stop_at_every_line(frame, event, arg):
+        if not tracing[0]:
+            return None
+        if event == "return" and frame.f_code.co_name == "_wait":
+            tracing[0] = False
+        elif event == "line":
+            stopped.set()
+            resume.wait(5)
+            resume.clear()
+        return stop_at_every_line
+
+    stops = 0
+    try:
+        pool.submit(sys.settrace, stop_at_every_line)  # the worker traces what it runs next: its wait
+        while tracing[0]:
+            if not stopped.wait(0.1):
+                continue
+            stopped.clear()
+            stops += 1
+            other = threading.Thread(target=pool.submit, args=(ran.append, stops), daemon=True)
+            other.start()
+            other.join(2)
+            held_up = other.is_alive()
+            resume.set()
+            assert not held_up, f"submit waited for a worker stopped in its wait (stop {stops})"
+        assert stops >= 2
+        wait_until(lambda: len(ran) == stops, what="every submitted call run")
+    finally:
+        tracing[0] = False
+        resume.set()
+        pool.close()
+
+
 def test_pool_reuses_a_free_worker_and_lets_idle_ones_end():
     pool = WorkerPool(linger=0.3)
     names = []
     done = threading.Event()
     pool.submit(lambda: names.append(threading.current_thread().name))
-    wait_until(lambda: pool._idle == 1, what="a worker waiting for work")
+    wait_until(lambda: pool.idle == 1, what="a worker waiting for work")
     pool.submit(lambda: (names.append(threading.current_thread().name), done.set()))
     assert done.wait(5)
     assert names[0] == names[1], "the waiting worker took the second call"
