@@ -306,3 +306,55 @@ def test_an_append_counts_its_copy_until_it_replaces_the_file(ledgered):
     with pytest.raises(sockftp.NotFound):
         storage.open_append(("missing",))
     assert (ledger.reserved_bytes, ledger.reserved_files) == (0, 0)
+
+
+def test_a_session_stopped_anywhere_in_its_logout_never_holds_up_another_login(tmp_path):
+    """A session thread can stall at any point (waiting for the GIL, say).
+    If logging out held the registry's lock meanwhile, every session starting
+    or ending would wait too: in the soak, 387 threads queued there while
+    ended sessions kept their places and new clients were refused. Here a
+    logout is stopped at every line it runs, and each time another session
+    must log in and out at once."""
+    import sys
+
+    from sockftp.quota import QuotaRegistry
+    from sockftp.storage import LocalStorage
+
+    registry = QuotaRegistry(LocalStorage(tmp_path))
+    ledgers = [registry.login("anonymous", ("anonymous",)) for _ in range(2)]
+    stopped, resume, done = threading.Event(), threading.Event(), threading.Event()
+
+    def stop_at_every_line(frame, event, arg):
+        if event == "line":
+            stopped.set()
+            resume.wait(5)
+            resume.clear()
+        return stop_at_every_line
+
+    def logout():
+        sys.settrace(stop_at_every_line)
+        try:
+            registry.logout(ledgers[0])
+        finally:
+            sys.settrace(None)
+            done.set()
+            stopped.set()
+
+    threading.Thread(target=logout, daemon=True).start()
+    stops = 0
+    while True:
+        assert stopped.wait(5), "the logout neither stopped nor finished"
+        stopped.clear()
+        if done.is_set():
+            break
+        stops += 1
+        other = threading.Thread(
+            target=lambda: registry.logout(registry.login("anonymous", ("anonymous",))), daemon=True
+        )
+        other.start()
+        other.join(2)
+        held_up = other.is_alive()
+        resume.set()
+        assert not held_up, f"a login waited for a logout stopped at line {stops}"
+    assert stops >= 1
+    assert ledgers[1].sessions == 1
