@@ -7,7 +7,7 @@ import os
 import threading
 
 import pytest
-from conftest import add_user, encode_frame, login, recv_frame, wait_until
+from conftest import LineStops, add_user, encode_frame, login, recv_frame, returns_at_once, wait_until
 
 import sockftp
 
@@ -315,46 +315,17 @@ def test_a_session_stopped_anywhere_in_its_logout_never_holds_up_another_login(t
     ended sessions kept their places and new clients were refused. Here a
     logout is stopped at every line it runs, and each time another session
     must log in and out at once."""
-    import sys
-
     from sockftp.quota import QuotaRegistry
     from sockftp.storage import LocalStorage
 
     registry = QuotaRegistry(LocalStorage(tmp_path))
     ledgers = [registry.login("anonymous", ("anonymous",)) for _ in range(2)]
-    stopped, resume, done = threading.Event(), threading.Event(), threading.Event()
+    stops = LineStops()
+    stops.run(lambda: registry.logout(ledgers[0]))
 
-    def stop_at_every_line(frame, event, arg):
-        if event == "line":
-            stopped.set()
-            resume.wait(5)
-            resume.clear()
-        return stop_at_every_line
+    def check(n):
+        other = lambda: registry.logout(registry.login("anonymous", ("anonymous",)))  # noqa: E731
+        assert returns_at_once(other), f"a login waited for a logout stopped at line {n}"
 
-    def logout():
-        sys.settrace(stop_at_every_line)
-        try:
-            registry.logout(ledgers[0])
-        finally:
-            sys.settrace(None)
-            done.set()
-            stopped.set()
-
-    threading.Thread(target=logout, daemon=True).start()
-    stops = 0
-    while True:
-        assert stopped.wait(5), "the logout neither stopped nor finished"
-        stopped.clear()
-        if done.is_set():
-            break
-        stops += 1
-        other = threading.Thread(
-            target=lambda: registry.logout(registry.login("anonymous", ("anonymous",))), daemon=True
-        )
-        other.start()
-        other.join(2)
-        held_up = other.is_alive()
-        resume.set()
-        assert not held_up, f"a login waited for a logout stopped at line {stops}"
-    assert stops >= 1
+    assert stops.each_stop(check) >= 1
     assert ledgers[1].sessions == 1

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import encode_frame, recv_frame, round_trip, send_frame, wait_until
+from conftest import LineStops, encode_frame, recv_frame, returns_at_once, round_trip, send_frame, wait_until
 
 from sockftp.limits import PARK_AFTER
 from sockftp.scheduler import ParkingLot, WorkerPool
@@ -70,40 +70,19 @@ def test_a_worker_stopped_anywhere_in_its_wait_never_holds_up_submit():
     worker is stopped at every line of its wait for work, and each time
     another thread's submit must return at once."""
     pool = WorkerPool(name="stall", linger=0.5)
-    stopped, resume = threading.Event(), threading.Event()
-    tracing = [True]
+    stops = LineStops(until_return_of="_wait")
     ran = []
 
-    def stop_at_every_line(frame, event, arg):
-        if not tracing[0]:
-            return None
-        if event == "return" and frame.f_code.co_name == "_wait":
-            tracing[0] = False
-        elif event == "line":
-            stopped.set()
-            resume.wait(5)
-            resume.clear()
-        return stop_at_every_line
+    def check(n):
+        assert returns_at_once(lambda: pool.submit(ran.append, n)), f"submit waited for a worker stopped at line {n}"
 
-    stops = 0
     try:
-        pool.submit(sys.settrace, stop_at_every_line)  # the worker traces what it runs next: its wait
-        while tracing[0]:
-            if not stopped.wait(0.1):
-                continue
-            stopped.clear()
-            stops += 1
-            other = threading.Thread(target=pool.submit, args=(ran.append, stops), daemon=True)
-            other.start()
-            other.join(2)
-            held_up = other.is_alive()
-            resume.set()
-            assert not held_up, f"submit waited for a worker stopped in its wait (stop {stops})"
-        assert stops >= 2
-        wait_until(lambda: len(ran) == stops, what="every submitted call run")
+        pool.submit(sys.settrace, stops.trace)  # the worker traces what it runs next: its wait
+        count = stops.each_stop(check)
+        assert count >= 2
+        wait_until(lambda: len(ran) == count, what="every submitted call run")
     finally:
-        tracing[0] = False
-        resume.set()
+        stops.finish()
         pool.close()
 
 
