@@ -107,8 +107,8 @@ RESUME_SIZES = (5 * MiB, 6 * MiB)
 #: Random bytes every file's content is cut from (after 16 bytes of its own).
 POOL_SIZE = 8 * MiB
 
-#: Times a resumed upload is tried again while the server still holds the
-#: cut-off one's lock (``busy``), with a growing pause.
+#: Times an upload is tried again while the server still holds the lock of
+#: a cut-off upload of the same name (``busy``), with a growing pause.
 BUSY_TRIES = 10
 
 #: Messages kept per kind of error or mismatch.
@@ -327,12 +327,30 @@ class Session:
     def op_put(self) -> None:
         name, size = self.target_name(), self.random_size()
         checksum = self.write_local(size)
-        self.upload(name, size, checksum, self.client.put(self.up, name))
+        self.upload(name, size, checksum, self.put(name))
 
     def op_replace(self) -> None:
         name, size = self.rng.choice(list(self.files)), self.random_size()
         checksum = self.write_local(size)
-        self.upload(name, size, checksum, self.client.put(self.up, name))
+        self.upload(name, size, checksum, self.put(name))
+
+    def put(self, name: str, progress=None):
+        """Upload the scratch file as *name*, again while the server says
+        ``busy``: after a cut-off upload of the same name, the server may
+        still hold its partial, even after a later upload has replaced it:
+        the server may start on what the cut connection had sent (its header
+        and a first chunk, waiting in the socket's buffer) only after the
+        resumed upload is done, and it holds the partial until it reaches
+        the end of those bytes. It never stores them (they are not whole)."""
+        for attempt in range(BUSY_TRIES):
+            try:
+                return self.client.put(self.up, name, progress=progress)
+            except Busy:
+                self.tally.notes["busy retries after a cut-off upload"] += 1
+                if attempt == BUSY_TRIES - 1:
+                    raise
+                time.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def op_get(self) -> None:
         name = self.rng.choice(list(self.files))
@@ -393,23 +411,14 @@ class Session:
                 raise Interrupt
 
         try:
-            self.client.put(self.up, name, progress=cut)
+            self.put(name, progress=cut)
         except Interrupt:
             pass
         else:
             raise Disagreement(f"the upload of {size} bytes was not cut off")
         self.files.pop(name, None)  # the old file is still there; the model catches up below
         self.reconnect()
-        for attempt in range(BUSY_TRIES):
-            try:
-                result = self.client.put(self.up, name)
-                break
-            except Busy:
-                # The server has not yet seen the first connection close.
-                self.tally.notes["busy retries after a cut-off upload"] += 1
-                if attempt == BUSY_TRIES - 1:
-                    raise
-                time.sleep(0.02 * 2**attempt)
+        result = self.put(name)
         self.tally.notes["uploads resumed from an offset > 0"] += result.resumed_from > 0
         self.upload(name, size, checksum, result)
 
@@ -446,7 +455,7 @@ class Session:
                 raise Interrupt
 
         try:
-            self.client.put(self.up, name, progress=cut)
+            self.put(name, progress=cut)
         except Interrupt:
             pass
         else:

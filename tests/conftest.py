@@ -99,6 +99,70 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, what: st
         time.sleep(interval)
 
 
+class LineStops:
+    """Stop a thread at every line it runs (its own and those of what it
+    calls), to check that other threads never wait for it wherever it is,
+    as a thread waiting for the GIL can be anywhere. ``sys.settrace(stops.trace)``
+    in that thread, or :meth:`run`; then :meth:`each_stop`. With
+    *until_return_of*, tracing ends when a function of that name returns."""
+
+    def __init__(self, until_return_of: str | None = None):
+        self._stopped, self._resume = threading.Event(), threading.Event()
+        self._until = until_return_of
+        self.finished = False
+
+    def trace(self, frame, event, arg):
+        if self.finished:
+            return None
+        if event == "return" and frame.f_code.co_name == self._until:
+            self.finish()
+        elif event == "line":
+            self._stopped.set()
+            self._resume.wait(5)
+            self._resume.clear()
+        return self.trace
+
+    def finish(self) -> None:
+        self.finished = True
+        self._stopped.set()
+
+    def run(self, action) -> None:
+        """``action()`` in a thread of its own, stopped at every line."""
+
+        def body():
+            sys.settrace(self.trace)
+            try:
+                action()
+            finally:
+                sys.settrace(None)
+                self.finish()
+
+        threading.Thread(target=body, daemon=True).start()
+
+    def each_stop(self, check) -> int:
+        """``check(n)`` at the n-th stop, then let the thread go on; returns
+        the number of stops once the thread is done."""
+        stops = 0
+        while True:
+            assert self._stopped.wait(5), "the stopped thread neither stopped nor finished"
+            self._stopped.clear()
+            if self.finished:
+                return stops
+            stops += 1
+            try:
+                check(stops)
+            finally:
+                self._resume.set()
+
+
+def returns_at_once(call, timeout: float = 2.0) -> bool:
+    """Whether ``call()``, in a thread of its own, returns within *timeout* s."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
 def partials_in(directory: Path) -> list[Path]:
     """The server's hidden partial uploads in *directory*."""
     return sorted(directory.glob(".sockftp-part-*"))

@@ -7,7 +7,7 @@ import os
 import threading
 
 import pytest
-from conftest import add_user, encode_frame, login, recv_frame, wait_until
+from conftest import LineStops, add_user, encode_frame, login, recv_frame, returns_at_once, wait_until
 
 import sockftp
 
@@ -306,3 +306,26 @@ def test_an_append_counts_its_copy_until_it_replaces_the_file(ledgered):
     with pytest.raises(sockftp.NotFound):
         storage.open_append(("missing",))
     assert (ledger.reserved_bytes, ledger.reserved_files) == (0, 0)
+
+
+def test_a_session_stopped_anywhere_in_its_logout_never_holds_up_another_login(tmp_path):
+    """A session thread can stall at any point (waiting for the GIL, say).
+    If logging out held the registry's lock meanwhile, every session starting
+    or ending would wait too: in the soak, 387 threads queued there while
+    ended sessions kept their places and new clients were refused. Here a
+    logout is stopped at every line it runs, and each time another session
+    must log in and out at once."""
+    from sockftp.quota import QuotaRegistry
+    from sockftp.storage import LocalStorage
+
+    registry = QuotaRegistry(LocalStorage(tmp_path))
+    ledgers = [registry.login("anonymous", ("anonymous",)) for _ in range(2)]
+    stops = LineStops()
+    stops.run(lambda: registry.logout(ledgers[0]))
+
+    def check(n):
+        other = lambda: registry.logout(registry.login("anonymous", ("anonymous",)))  # noqa: E731
+        assert returns_at_once(other), f"a login waited for a logout stopped at line {n}"
+
+    assert stops.each_stop(check) >= 1
+    assert ledgers[1].sessions == 1

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
 import pytest
-from conftest import encode_frame, recv_frame, round_trip, send_frame, wait_until
+from conftest import LineStops, encode_frame, recv_frame, returns_at_once, round_trip, send_frame, wait_until
 
 from sockftp.limits import PARK_AFTER
 from sockftp.scheduler import ParkingLot, WorkerPool
@@ -62,12 +63,35 @@ def test_submit_does_not_wait_for_a_new_worker_to_get_going(monkeypatch):
         pool.close()
 
 
+def test_a_worker_stopped_anywhere_in_its_wait_never_holds_up_submit():
+    """A worker can stall at any point (waiting for the GIL, say). If it held
+    a lock of the pool meanwhile, the accept loop's submit would wait too: in
+    the soak, up to 450 connections queued behind the pool's lock. Here a
+    worker is stopped at every line of its wait for work, and each time
+    another thread's submit must return at once."""
+    pool = WorkerPool(name="stall", linger=0.5)
+    stops = LineStops(until_return_of="_wait")
+    ran = []
+
+    def check(n):
+        assert returns_at_once(lambda: pool.submit(ran.append, n)), f"submit waited for a worker stopped at line {n}"
+
+    try:
+        pool.submit(sys.settrace, stops.trace)  # the worker traces what it runs next: its wait
+        count = stops.each_stop(check)
+        assert count >= 2
+        wait_until(lambda: len(ran) == count, what="every submitted call run")
+    finally:
+        stops.finish()
+        pool.close()
+
+
 def test_pool_reuses_a_free_worker_and_lets_idle_ones_end():
     pool = WorkerPool(linger=0.3)
     names = []
     done = threading.Event()
     pool.submit(lambda: names.append(threading.current_thread().name))
-    wait_until(lambda: pool._idle == 1, what="a worker waiting for work")
+    wait_until(lambda: pool.idle == 1, what="a worker waiting for work")
     pool.submit(lambda: (names.append(threading.current_thread().name), done.set()))
     assert done.wait(5)
     assert names[0] == names[1], "the waiting worker took the second call"

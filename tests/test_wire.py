@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-import threading
+from conftest import LineStops, returns_at_once
 
 from sockftp.wire import BufferPool
 
@@ -36,40 +35,11 @@ def test_a_thread_stalled_anywhere_in_give_never_holds_up_take():
     each time another thread must get a buffer and give it back at once."""
     pool = BufferPool(size=1024, large_count=2, small_size=16)
     lent = pool.take(1024)
-    stopped, resume = threading.Event(), threading.Event()
-    done = threading.Event()
+    stops = LineStops()
+    stops.run(lambda: pool.give(lent))
 
-    def stop_at_every_line(frame, event, arg):
-        if event == "line":
-            stopped.set()
-            resume.wait(5)
-            resume.clear()
-        return stop_at_every_line
+    def check(n):
+        assert returns_at_once(lambda: pool.give(pool.take(1024))), f"take() waited for give() stopped at line {n}"
 
-    def give():
-        sys.settrace(stop_at_every_line)
-        try:
-            pool.give(lent)
-        finally:
-            sys.settrace(None)
-            done.set()
-            stopped.set()
-
-    giver = threading.Thread(target=give, daemon=True)
-    giver.start()
-    stalls = 0
-    while True:
-        assert stopped.wait(5), "the giving thread neither stopped nor finished"
-        stopped.clear()
-        if done.is_set():
-            break
-        stalls += 1
-        other = threading.Thread(target=lambda: pool.give(pool.take(1024)), daemon=True)
-        other.start()
-        other.join(2)
-        held_up = other.is_alive()
-        resume.set()
-        assert not held_up, f"take() waited for a thread stopped in give() (stop {stalls})"
-    giver.join(5)
-    assert stalls >= 1
+    assert stops.each_stop(check) >= 1
     assert {len(pool.take(1024)) for _ in range(2)} == {1024}  # both large buffers are back

