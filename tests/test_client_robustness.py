@@ -25,8 +25,7 @@ def test_get_into_a_missing_local_directory_leaves_the_connection_usable(srv, tm
         assert client.get("f.bin", tmp_path / "ok.bin").size == 3 * MiB
 
 
-# 20 MiB: the download hashes and writes on a second thread (Wire.receive_overlapped).
-@pytest.mark.parametrize("size", [12 * MiB, 20 * MiB], ids=["12MiB", "20MiB-overlapped"])
+@pytest.mark.parametrize("size", [12 * MiB, 20 * MiB], ids=["12MiB", "20MiB"])
 def test_a_progress_callback_that_raises_does_not_desynchronise_the_client(srv, tmp_path, size):
     data = os.urandom(size)
     (srv.anon_dir / "f.bin").write_bytes(data)

@@ -121,6 +121,20 @@ def test_the_database_keeps_only_the_hash_of_a_token(srv):
 # -- refusals ------------------------------------------------------------------------------------
 
 
+def test_a_token_login_does_not_wait_for_the_addresss_password_checks(srv):
+    # Two password checks from 127.0.0.1 hold both of its slots (as two slow
+    # argon2 checks would). A reconnect by token does no password work and
+    # must not queue behind them: 300 token logins at once took 7x
+    # pyftpdlib's time while they did (docs/BENCHMARKS.md).
+    token = new_token(srv)
+    bans = srv.server.authenticator.bans
+    with bans.attempt("127.0.0.1"), bans.attempt("127.0.0.1"):
+        started = time.monotonic()
+        with Client(srv.host, srv.port, user="alice", token=token, timeout=10) as client:
+            assert client.quota()["user"] == "alice"
+        assert time.monotonic() - started < 5
+
+
 def test_wrong_tokens_are_auth_failed_with_one_message(srv, audit_file):
     alices = new_token(srv)
     bobs = new_token(srv, "bob", "bob's")

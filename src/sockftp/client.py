@@ -658,7 +658,7 @@ class Client:
                     progress(done, size)
 
             with self._raw_transfer():
-                self.wire.receive_overlapped(count, write, hasher)
+                self.wire.receive(count, write, hasher)
         finally:
             os.close(fd)
         if progress is not None and not count:

@@ -24,7 +24,6 @@ import select
 import socket
 import ssl
 import struct
-import threading
 import time
 
 from .errors import Timeout
@@ -271,65 +270,6 @@ class Wire:
             n += got
             if not gather or n == len(view):
                 return n
-
-    def receive_overlapped(self, count: int, write, hasher=None) -> None:
-        """:meth:`receive`, with the hashing and writing of each buffer done
-        on a second thread while the next buffer is received, for large
-        downloads. On a machine with a core to spare this hides the cost of
-        the file write, the most expensive step of a download (two copies in
-        a row become two copies side by side). Falls back to :meth:`receive`
-        for transfers too small to gain, or when throttled."""
-        if count < 4 * BUFFERS.size or self.limits:
-            self.receive(count, write, hasher)
-            return
-        head = self.decoder.take_raw(count)
-        if head:
-            count -= len(head)
-            if hasher is not None:
-                hasher.update(head)
-            write(head)
-        buffers = [BUFFERS.take(count), BUFFERS.take(count)]
-        handoff: queue.SimpleQueue = queue.SimpleQueue()  # (view of a filled buffer) or None: stop
-        freed = [threading.Semaphore(1), threading.Semaphore(1)]
-        failure: list[BaseException] = []
-
-        def consume() -> None:
-            index = 0
-            while (chunk := handoff.get()) is not None:
-                try:
-                    if not failure:
-                        if hasher is not None:
-                            hasher.update(chunk)
-                        write(chunk)
-                except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
-                    failure.append(exc)
-                finally:
-                    chunk.release()
-                    freed[index].release()
-                    index ^= 1
-
-        worker = threading.Thread(target=consume, name="sockftp-writer", daemon=True)
-        worker.start()
-        try:
-            self._restore_idle_timeout()
-            index = 0
-            while count and not failure:
-                freed[index].acquire()  # the writer is done with this buffer
-                if failure:
-                    break
-                view = memoryview(buffers[index])
-                n = self._recv_into(view[: min(len(view), count)], count, gather=True)  # fewer, larger writes
-                count -= n
-                self.bytes_in += n
-                handoff.put(view[:n])
-                index ^= 1
-        finally:
-            handoff.put(None)
-            worker.join()
-            for buffer in buffers:
-                BUFFERS.give(buffer)
-        if failure:
-            raise failure[0]
 
     def discard(self, count: int) -> None:
         """Read and drop *count* raw bytes."""
