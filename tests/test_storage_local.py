@@ -9,7 +9,7 @@ from conftest import have_xattrs
 
 from sockftp import checksum, errors
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
-from sockftp.storage.local import PARTIAL_PREFIX, partial_name
+from sockftp.storage.local import PARTIAL_PREFIX, SMALL_FILE, partial_name
 
 
 @pytest.fixture
@@ -437,16 +437,43 @@ def xattr_store(store, root):
     return store
 
 
+# Files of SMALL_FILE bytes or more keep their checksum in an attribute;
+# smaller ones are hashed whenever asked (cheaper than the system calls).
+LARGE = b"payload!" * (SMALL_FILE // 8)
+
+
 def test_commit_records_the_checksum_in_an_xattr(xattr_store, root):
-    put(xattr_store, ("f",), b"payload")
+    put(xattr_store, ("f",), LARGE)
     st = os.stat(root / "f")
     cached = os.getxattr(root / "f", "user.sockftp.checksum").decode()
-    assert cached == f"{st.st_size}:{st.st_mtime_ns}:{checksum.of_bytes(b'payload')}"
+    assert cached == f"{st.st_size}:{st.st_mtime_ns}:{checksum.of_bytes(LARGE)}"
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(LARGE)
+
+
+def test_a_small_file_keeps_no_attribute_and_is_hashed_when_asked(xattr_store, root):
+    put(xattr_store, ("f",), b"payload")
+    assert os.listxattr(root / "f") == []
     assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"payload")
+    assert os.listxattr(root / "f") == []
+
+
+def test_a_small_upload_left_unfinished_is_marked_with_its_size(xattr_store, root):
+    up = xattr_store.open_upload(("f",), 10)
+    assert os.listxattr(root / partial_name("f")) == []  # nothing to write while it may finish
+    up.write(b"12345")
+    up.keep()
+    assert os.getxattr(root / partial_name("f"), "user.sockftp.upload-size") == b"10"
+    with pytest.raises(errors.OffsetMismatch):
+        xattr_store.open_upload(("f",), 11, offset=5)  # another file: its size differs
+    up = xattr_store.open_upload(("f",), 10, offset=5)
+    up.write(b"67890")
+    up.commit(checksum.of_bytes(b"1234567890"))
+    assert (root / "f").read_bytes() == b"1234567890"
+    assert os.listxattr(root / "f") == []
 
 
 def test_checksum_cache_is_used_when_size_and_mtime_match(xattr_store, root):
-    (root / "f").write_bytes(b"payload")
+    (root / "f").write_bytes(LARGE)
     st = os.stat(root / "f")
     planted = "xxh3-128:" + "ab" * 16  # not the real checksum: only the cache can give it
     os.setxattr(root / "f", "user.sockftp.checksum", f"{st.st_size}:{st.st_mtime_ns}:{planted}".encode())
@@ -454,31 +481,31 @@ def test_checksum_cache_is_used_when_size_and_mtime_match(xattr_store, root):
 
 
 def test_checksum_is_computed_and_cached_on_first_use(xattr_store, root):
-    (root / "f").write_bytes(b"first use")
+    (root / "f").write_bytes(LARGE)
     with pytest.raises(OSError):
         os.getxattr(root / "f", "user.sockftp.checksum")
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"first use")
-    assert os.getxattr(root / "f", "user.sockftp.checksum").decode().endswith(checksum.of_bytes(b"first use"))
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(LARGE)
+    assert os.getxattr(root / "f", "user.sockftp.checksum").decode().endswith(checksum.of_bytes(LARGE))
 
 
 def test_checksum_cache_is_invalidated_when_the_file_changes_on_disk(xattr_store, root):
-    put(xattr_store, ("f",), b"version 1")
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 1")
+    put(xattr_store, ("f",), b"version 1" + LARGE)
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 1" + LARGE)
     st = os.stat(root / "f")
     with open(root / "f", "r+b") as f:  # same size, new content, in place
         f.write(b"version 2")
     os.utime(root / "f", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 2")
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 2" + LARGE)
     with open(root / "f", "ab") as f:  # a new size
         f.write(b"!")
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 2!")
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"version 2" + LARGE + b"!")
 
 
 def test_checksum_cache_with_garbage_is_ignored(xattr_store, root):
-    (root / "f").write_bytes(b"data")
+    (root / "f").write_bytes(LARGE)
     st = os.stat(root / "f")
     os.setxattr(root / "f", "user.sockftp.checksum", f"{st.st_size}:{st.st_mtime_ns}:not-a-checksum".encode())
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"data")
+    assert xattr_store.checksum(("f",)) == checksum.of_bytes(LARGE)
 
 
 def test_checksum_of_a_large_file_matches(store, root):
