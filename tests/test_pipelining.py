@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
-from conftest import add_user, login
+from conftest import add_user, encode_frame, login, recv_frame
 
 import sockftp
 import sockftp.client
@@ -28,6 +29,24 @@ def test_put_many_and_get_many_round_trip_a_thousand_small_files(srv, tmp_path):
         assert (srv.anon_dir / name).read_bytes() == data
         assert (back / name).read_bytes() == data
     assert not list(back.glob(".*sockftp-part"))
+
+
+def test_pipelined_replies_come_in_order_and_none_waits_for_a_request_still_arriving(srv):
+    # The server holds a reply back while the client's next request is
+    # already buffered, to send a batch in one write. It must never hold it
+    # while it waits for the client: here the last request arrives only
+    # after its predecessors' replies have been read.
+    (srv.anon_dir / "small").write_bytes(b"tiny file")
+    sock = srv.raw()
+    sock.settimeout(5)
+    last = encode_frame({"cmd": "pwd"})
+    sock.sendall(encode_frame({"cmd": "ping"}) + encode_frame({"cmd": "get", "path": "small"}) + last[:3])
+    assert recv_frame(sock)["ok"]
+    reply = recv_frame(sock)
+    assert reply["ok"] and reply["filesize"] == 9
+    assert sock.recv(9, socket.MSG_WAITALL) == b"tiny file"
+    sock.sendall(last[3:])
+    assert recv_frame(sock)["path"] == "/"
 
 
 def test_put_many_goes_on_past_a_refused_file_and_reports_it(server, tmp_path):

@@ -373,7 +373,7 @@ def get(ctx: Context, req: dict) -> None:
             # One write for the reply and the bytes: for small files the
             # system calls, not the bytes, are the cost.
             ctx.wire_dirty = True
-            ctx.wire.send_header(reply, memoryview(data)[offset:])
+            ctx.wire.send_header(reply, memoryview(data)[offset:], hold=True)
             ctx.bytes = count
             return None
         ctx.wire.send_header(reply)

@@ -401,6 +401,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 )
                 audit.logout(self.session, self.wire.bytes_in, self.wire.bytes_out, time.monotonic() - self.started)
                 self.session.logout()
+            if self.wire is not None:
+                try:
+                    self.wire.flush()  # a reply still held (normally sent already)
+                except (ConnectionClosed, SockftpError):
+                    pass
             self.finish()
         except Exception:  # noqa: BLE001
             log.exception("ending session %s failed", self.peer)
@@ -581,7 +586,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
         try:
             reply = commands.dispatch(ctx, header)
             if reply is not None:
-                self.wire.send_header(reply)
+                # Held back while the client's next request is already
+                # here: a pipelined batch gets its replies in few writes.
+                self.wire.send_header(reply, hold=True)
         except SockftpError as exc:
             result = str(exc.code)
             if exc.code in FATAL_CODES:

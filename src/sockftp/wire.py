@@ -35,6 +35,9 @@ from .ratelimit import chunk_size, throttle
 # buffer recv() allocates comes from the heap rather than a fresh mapping.
 _RECV_CHUNK = 64 * 1024
 
+#: Bytes of replies that may be held back for one write (see send_header).
+_HOLD_LIMIT = 256 * 1024
+
 
 class ConnectionClosed(Exception):
     """The peer closed the connection or it broke."""
@@ -114,6 +117,10 @@ class Wire:
         self.limits: list = []
         #: The peer's first two bytes, to tell a TLS client from a plaintext one.
         self.opening = b""
+        # Replies held back while the peer's next request is already here
+        # (see send_header's *hold*): they go out with the next write, and
+        # before anything waits for the peer.
+        self._held = bytearray()
         # Python enforces a socket timeout by polling before every send and
         # recv: two system calls for one. A plaintext socket is left blocking
         # and the kernel keeps the timeout (SO_RCVTIMEO/SO_SNDTIMEO), which
@@ -125,11 +132,26 @@ class Wire:
 
     # -- headers -----------------------------------------------------------
 
-    def send_header(self, header: dict, payload: bytes = b"") -> None:
-        """Send one frame, and *payload* raw bytes in the same write."""
+    def send_header(self, header: dict, payload: bytes = b"", *, hold: bool = False) -> None:
+        """Send one frame, and *payload* raw bytes in the same write.
+
+        With *hold*, and when the peer's next bytes are already buffered
+        (a pipelining client), the frame waits to go out with the next
+        write: a batch of small replies costs one system call, not one
+        each. Nothing held ever waits on the peer: every read and every
+        wait for input sends it first."""
         if payload and self.limits:
             throttle(self.limits, len(payload))
-        self._sendall(encode_header(header) + payload if payload else encode_header(header))
+        data = encode_header(header) + payload if payload else encode_header(header)
+        if hold and self.decoder.buffered and not self.limits and len(self._held) + len(data) <= _HOLD_LIMIT:
+            self._held += data
+            return
+        self._sendall(data)
+
+    def flush(self) -> None:
+        """Send the replies held back, if any."""
+        if self._held:
+            self._sendall(b"")
 
     def read_header(self, timeout: float | None = None) -> dict | None:
         """The next header, or None if the peer closed cleanly between frames.
@@ -174,6 +196,7 @@ class Wire:
         *timeout* seconds; False if none came."""
         if self.decoder.buffered or (self.tls and self.sock.pending()):
             return True
+        self.flush()
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         try:
@@ -198,6 +221,7 @@ class Wire:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
     def _recv(self, wait: float | None) -> bytes:
+        self.flush()
         self._set_timeout(wait)
         try:
             data = self.sock.recv(_RECV_CHUNK)
@@ -257,6 +281,8 @@ class Wire:
     def _recv_into(self, view: memoryview, remaining: int, gather: bool) -> int:
         """Receive into *view*: what one call brings, or with *gather* until
         it is full. *remaining* is the count still to come, for the error."""
+        if self._held:
+            self.flush()
         n = 0
         while True:
             try:
@@ -288,6 +314,7 @@ class Wire:
             except SourceEnded as exc:
                 raise ConnectionClosed(str(exc)) from None
             return
+        self.flush()
         self._restore_idle_timeout()
         out = self.sock.fileno()
         sent = 0
@@ -342,6 +369,8 @@ class Wire:
         cut off a client reading a 4 MiB chunk slower than 4 MiB per timeout.)
         """
         self._restore_idle_timeout()
+        if self._held:
+            data, self._held = self._held + data, bytearray()
         view = memoryview(data)
         send = self.sock.send
         try:
@@ -384,6 +413,10 @@ class Wire:
         On TLS the half-close skips TLS's close_notify (the peer sees the
         end of the stream, which is all it needs); the rest is drained as
         raw records."""
+        try:
+            self.flush()
+        except (ConnectionClosed, Timeout):
+            pass
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:  # ssl.SSLError too; or the peer has already gone

@@ -135,7 +135,9 @@ class LocalStorage(Storage):
 
     def _open_dir(self, path: RemotePath) -> int:
         """A descriptor of directory *path*, reached without following links."""
-        fd = os.dup(self._root_fd)
+        if not path:
+            return os.dup(self._root_fd)
+        fd = self._root_fd  # never closed here; each level below is
         for depth, name in enumerate(path):
             try:
                 next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -145,7 +147,8 @@ class LocalStorage(Storage):
                     exc = OSError(errno.ELOOP, "symbolic link")
                 raise _error(exc, path[: depth + 1]) from None
             finally:
-                os.close(fd)
+                if fd != self._root_fd:
+                    os.close(fd)
             fd = next_fd
         return fd
 
