@@ -333,6 +333,10 @@ class Client:
         with self._io():
             self.wire.send_header(header, payload)
 
+    def _send_many(self, headers: list[dict]) -> None:
+        with self._io():
+            self.wire.send_headers(headers)
+
     def _reply(self) -> dict:
         wire = self._wire  # never a new connection: the reply belongs to this one
         if wire is None:
@@ -777,38 +781,55 @@ class Client:
             hasher = checksums.Hasher()
             partial = partial_path(local)
             try:
-                out = open(partial, "wb")  # noqa: SIM115 - closed below, after the bytes are read
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                out = None
+                fd = None
                 failures.append(SockftpError(f"{partial}: {exc.strerror or exc}", code="local_error"))
+
+            def write(chunk) -> None:
+                if fd is None:
+                    return  # read anyway, to stay in step
+                view = chunk
+                while view:
+                    view = view[os.write(fd, view) :]
+
             try:
                 with self._raw_transfer():
-                    # The bytes are read even if they cannot be kept, to stay in step.
-                    self.wire.receive(reply["filesize"], out.write if out else (lambda chunk: None), hasher)
+                    self.wire.receive(reply["filesize"], write, hasher)
             except BaseException:
-                if out is not None:  # a local write failed, or the connection: leave no partial
-                    out.close()
+                if fd is not None:  # a local write failed, or the connection: leave no partial
+                    os.close(fd)
                     os.unlink(partial)
                 raise
-            if out is None:
+            if fd is None:
                 return
-            out.close()
-            if reply.get("checksum") is not None and hasher.value() != reply["checksum"]:
-                os.unlink(partial)
-                failures.append(ChecksumMismatch(f"download of {remote} arrived damaged"))
-                return
+            try:
+                if reply.get("checksum") is not None and hasher.value() != reply["checksum"]:
+                    os.unlink(partial)
+                    failures.append(ChecksumMismatch(f"download of {remote} arrived damaged"))
+                    return
+                mtime = reply.get("mtime")
+                if isinstance(mtime, (int, float)):
+                    os.utime(fd, (mtime, mtime))  # through the descriptor: no second path lookup
+            finally:
+                os.close(fd)
             os.replace(partial, local)
-            mtime = reply.get("mtime")
-            if isinstance(mtime, (int, float)):
-                os.utime(local, (mtime, mtime))
             size = reply["size"]
             results.append(TransferResult(reply.get("path", remote), local, size, size, 0, hasher.value()))
 
+        # Requests go out in batches of half a window, one write each; the
+        # other half of the window is still being answered meanwhile.
+        batch: list[dict] = []
         for remote, local in pairs:
-            self._send({"cmd": "get", "path": remote})
+            batch.append({"cmd": "get", "path": remote})
             pending.append((remote, os.fspath(local)))
             if len(pending) >= window:
-                collect()
+                self._send_many(batch)
+                batch = []
+                while len(pending) > window // 2:
+                    collect()
+        if batch:
+            self._send_many(batch)
         while pending:
             collect()
         if failures:

@@ -148,6 +148,10 @@ class Wire:
             return
         self._sendall(data)
 
+    def send_headers(self, headers: list[dict]) -> None:
+        """Send several frames in one write (a batch of pipelined requests)."""
+        self._sendall(b"".join(encode_header(header) for header in headers))
+
     def flush(self) -> None:
         """Send the replies held back, if any."""
         if self._held:
