@@ -37,7 +37,7 @@ import time
 import traceback
 
 from . import big_file, crowd, ftp_front, idle, logins, small_files
-from .common import Env, Prewarm, parse_size, raise_file_limit
+from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
@@ -104,7 +104,7 @@ def _workloads(text: str) -> list[str]:
     return names
 
 
-def header(args, argv) -> list[str]:
+def header(args, argv, work: str) -> list[str]:
     from importlib.metadata import version
 
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
@@ -114,6 +114,7 @@ def header(args, argv) -> list[str]:
         f"command: {command}",
         f"{args.runs} run{'s' if args.runs != 1 else ''} of every variant, interleaved (A B, then B A); "
         f"medians (min-max); page-cache prewarm {'off' if args.no_prewarm else 'on'}",
+        f"work directory on {describe_filesystem(work)}",
     ]
 
 
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
         return 2
     work = tempfile.mkdtemp(prefix="sockftp-bench-", dir=args.dir)
     env = Env(work, args.runs, Prewarm(work, enabled=not args.no_prewarm), quiet=args.quiet)
-    report = Report(header(args, argv))
+    report = Report(header(args, argv, work))
     failed = False
     # Servers, client workers and this process all inherit it: a session
     # costs a server one descriptor, a pyftpdlib transfer three.
