@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 from conftest import add_user, encode_frame, login, recv_frame
@@ -47,6 +48,19 @@ def test_pipelined_replies_come_in_order_and_none_waits_for_a_request_still_arri
     assert sock.recv(9, socket.MSG_WAITALL) == b"tiny file"
     sock.sendall(last[3:])
     assert recv_frame(sock)["path"] == "/"
+
+
+def test_a_reply_held_for_a_batch_does_not_wait_out_a_slow_request_behind_it(server):
+    # A failed auth waits the failure delay; the ping before it in the same
+    # batch must be answered at once, not after the delay.
+    srv = server(anonymous=True, login_failure_delay=3.0)
+    sock = srv.raw()
+    sock.settimeout(10)
+    started = time.monotonic()
+    sock.sendall(encode_frame({"cmd": "ping"}) + encode_frame({"cmd": "auth", "user": "nobody", "password": "x"}))
+    assert recv_frame(sock)["ok"]
+    assert time.monotonic() - started < 1.5
+    assert recv_frame(sock)["error"] == "auth_failed"
 
 
 def test_put_many_goes_on_past_a_refused_file_and_reports_it(server, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import have_xattrs
+from conftest import LineStops, have_xattrs
 
 from sockftp import checksum, errors
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
@@ -457,19 +457,31 @@ def test_a_small_file_keeps_no_attribute_and_is_hashed_when_asked(xattr_store, r
     assert os.listxattr(root / "f") == []
 
 
-def test_a_small_upload_left_unfinished_is_marked_with_its_size(xattr_store, root):
-    up = xattr_store.open_upload(("f",), 10)
-    assert os.listxattr(root / partial_name("f")) == []  # nothing to write while it may finish
-    up.write(b"12345")
-    up.keep()
-    assert os.getxattr(root / partial_name("f"), "user.sockftp.upload-size") == b"10"
-    with pytest.raises(errors.OffsetMismatch):
-        xattr_store.open_upload(("f",), 11, offset=5)  # another file: its size differs
-    up = xattr_store.open_upload(("f",), 10, offset=5)
-    up.write(b"67890")
-    up.commit(checksum.of_bytes(b"1234567890"))
-    assert (root / "f").read_bytes() == b"1234567890"
-    assert os.listxattr(root / "f") == []
+def test_an_upload_taken_over_before_its_lock_starts_from_what_the_lock_holds(store, root):
+    # Upload A creates the partial, and before A locks it upload B of the
+    # same file takes it, writes 60 bytes and stops (its client gone). A
+    # must see those bytes under its lock and start over, not commit its 10
+    # bytes over the start of B's 60. B runs at every line of A's opening.
+    stops = LineStops()
+    opened = []
+    stops.run(lambda: opened.append(store.open_upload(("f",), 10)))
+
+    def other_upload(_):
+        if not (root / partial_name("f")).exists():
+            return  # A has not created it yet
+        try:
+            other = store.open_upload(("f",), 100)
+        except errors.Busy:
+            return  # A holds the lock already
+        other.write(b"B" * 60)
+        other.keep()
+
+    stops.each_stop(other_upload)
+    (mine,) = opened
+    assert mine.dropped == 60
+    mine.write(b"A" * 10)
+    mine.commit(checksum.of_bytes(b"A" * 10))
+    assert (root / "f").read_bytes() == b"A" * 10
 
 
 def test_checksum_cache_is_used_when_size_and_mtime_match(xattr_store, root):

@@ -583,6 +583,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
         started = time.monotonic()
         self.record.busy = True
         result = "ok"
+        if name not in HOLD_ACROSS:
+            # A reply held back for a pipelined batch must not wait out
+            # slow work: an auth (argon2, the failure delay), a tree walk.
+            self.wire.flush()
         try:
             reply = commands.dispatch(ctx, header)
             if reply is not None:
@@ -641,6 +645,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._send_error(exc):
             self.wire.linger_close()
         return False
+
+
+#: Commands quick enough that a reply held back for a pipelined batch may
+#: wait for them (get flushes itself before hashing a large file).
+HOLD_ACROSS = frozenset({"put", "get", "stat", "ping", "pwd", "cd", "mkdir", "rm", "mv", "quota"})
 
 
 def _raise_file_limit(max_sessions: int) -> None:

@@ -49,16 +49,14 @@ log = logging.getLogger(__name__)
 PARTIAL_PREFIX = RESERVED_PREFIX + "-part-"
 _XATTR_CHECKSUM = "user.sockftp.checksum"
 _XATTR_UPLOAD_SIZE = "user.sockftp.upload-size"
-_PARTIAL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _HASH_BUFFER = 4 * 1024 * 1024
 
 #: Files smaller than this keep no checksum attribute and are hashed when
-#: asked, and fresh uploads this small mark their announced size only if
-#: they are left unfinished: hashing 64 KiB costs a few microseconds, while
-#: the attributes cost three system calls per upload, a quarter of the
-#: server's time per small file (py-spy, 1000 pipelined 4 KiB puts).
+#: asked: hashing 64 KiB costs a few microseconds, while setting the
+#: attribute was a tenth of the server's time per small file (py-spy, 1000
+#: pipelined 4 KiB puts).
 SMALL_FILE = 64 * 1024
 
 
@@ -424,16 +422,15 @@ class LocalStorage(Storage):
                     raise IsADirectory("is a directory: {path}", path=path)
             except FileNotFoundError:
                 pass
-            partial_fd, created = self._lock_partial(parent_fd, path)
+            partial_fd, locked = self._lock_partial(parent_fd, path)
         except OSError as exc:
             os.close(parent_fd)
             raise _error(exc, path) from None
         except BaseException:
             os.close(parent_fd)
             raise
-        marked = not created  # an older partial may carry a size mark
         try:
-            held = 0 if created else os.fstat(partial_fd).st_size
+            held = locked.st_size
             if offset:
                 # An upload of unknown size may continue any partial.
                 announced = _read_upload_size(partial_fd) if self.xattrs and size is not None else None
@@ -451,14 +448,12 @@ class LocalStorage(Storage):
                 os.ftruncate(partial_fd, offset)
             if self.xattrs and not offset:
                 if size is None:
-                    if not created:
-                        _remove_upload_size(partial_fd)
-                    marked = False
-                elif not created or size > SMALL_FILE:
+                    _remove_upload_size(partial_fd)
+                else:
+                    # Set now, not when the upload stops: if the server dies
+                    # midway, the mark must still guard the resume.
                     os.setxattr(partial_fd, _XATTR_UPLOAD_SIZE, str(size).encode())
-                    marked = True
-                # else: a fresh small upload; keep() marks it if it is left unfinished
-            if not created:
+            if offset:  # a new descriptor is at 0 already
                 os.lseek(partial_fd, offset, os.SEEK_SET)
         except OSError as exc:
             os.close(partial_fd)
@@ -468,7 +463,7 @@ class LocalStorage(Storage):
             os.close(partial_fd)
             os.close(parent_fd)
             raise
-        upload = LocalUpload(self, path, size, offset, parent_fd, partial_fd, marked)
+        upload = LocalUpload(self, path, size, offset, parent_fd, partial_fd)
         upload.dropped = max(0, held - offset)
         return upload
 
@@ -514,19 +509,15 @@ class LocalStorage(Storage):
         upload.dropped = dropped
         return upload
 
-    def _lock_partial(self, parent_fd: int, path: RemotePath) -> tuple[int, bool]:
+    def _lock_partial(self, parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result]:
         """Open and lock the partial of *path*, making sure the lock is on
         the file the name still points to (a committing upload may have
-        renamed it away between our open and our lock). Also returns
-        whether this call created it (so it holds no attribute yet)."""
+        renamed it away between our open and our lock). Also returns its
+        stat, taken under the lock: another upload may have written to it
+        between our open and our lock."""
         name = partial_name(path[-1])
         for _ in range(10):
-            created = True
-            try:
-                fd = os.open(name, _PARTIAL_FLAGS | os.O_EXCL, 0o644, dir_fd=parent_fd)
-            except FileExistsError:
-                created = False
-                fd = os.open(name, _PARTIAL_FLAGS, 0o644, dir_fd=parent_fd)
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent_fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -538,7 +529,7 @@ class LocalStorage(Storage):
                 current = None
             held = os.fstat(fd)
             if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
-                return fd, created
+                return fd, held
             os.close(fd)
         raise Busy("uploads of {path} keep racing; try again", path=path)
 
@@ -670,9 +661,8 @@ class LocalDownload(Download):
 
 
 class LocalUpload(Upload):
-    def __init__(self, storage: LocalStorage, path, size, offset, parent_fd, fd, marked: bool = True):
+    def __init__(self, storage: LocalStorage, path, size, offset, parent_fd, fd):
         self._storage = storage
-        self._marked = marked  # the partial may carry an upload-size mark
         self.path = path
         self.size = size
         self.offset = offset
@@ -717,8 +707,7 @@ class LocalUpload(Upload):
             if checksum and self._storage.xattrs and self.offset >= SMALL_FILE:
                 st = os.fstat(self._fd)
                 os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
-            if self._marked:
-                _remove_upload_size(self._fd)
+            _remove_upload_size(self._fd)
             os.rename(partial_name(name), name, src_dir_fd=self._parent_fd, dst_dir_fd=self._parent_fd)
             if self._storage.fsync:
                 os.fsync(self._parent_fd)
@@ -728,12 +717,6 @@ class LocalUpload(Upload):
             self._close()
 
     def keep(self) -> None:
-        if not self._marked and self.size is not None and self._storage.xattrs and self._fd >= 0:
-            # Left unfinished: now its announced size must guard a resume.
-            try:
-                os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
-            except OSError:
-                pass  # a resume then trusts the client's checksum alone
         self._close()
 
     def discard(self) -> None:
