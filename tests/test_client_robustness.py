@@ -5,13 +5,17 @@ connections the server has ended."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 
 import pytest
+from conftest import encode_frame, recv_frame
 
 import sockftp
 import sockftp.limits
-from sockftp.errors import error_from_reply
+from sockftp import Client
+from sockftp.errors import ConnectionLost, error_from_reply
 
 MiB = 1024 * 1024
 
@@ -130,3 +134,63 @@ def test_a_refused_upload_too_large_to_drain_reports_the_servers_reason(srv, tmp
 )
 def test_a_malformed_error_reply_still_becomes_a_sockftp_error(reply):
     assert isinstance(error_from_reply(reply), sockftp.SockftpError)
+
+
+def _scripted_server(sessions):
+    """A peer on 127.0.0.1 that plays *sessions*, one per connection: each
+    is a function given the connected socket. Returns (port, thread)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve():
+        with listener:
+            for play in sessions:
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    return
+                with conn:
+                    play(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_a_batch_cut_by_a_fatal_reply_is_not_continued_on_a_new_connection(tmp_path):
+    # The first server answers hello, then says shutting_down (fatal: the
+    # client closes) with requests of the batch still unanswered. The client
+    # must report the lost batch, not reconnect and read the next server's
+    # replies as answers to those requests.
+    def first(conn):
+        assert recv_frame(conn)["cmd"] == "hello"
+        conn.sendall(encode_frame({"ok": True, "server": "scripted", "version": 1}))
+        recv_frame(conn)  # the first get: answered
+        conn.sendall(encode_frame({"ok": True, "size": 5, "filesize": 5, "offset": 0}) + b"right")
+        recv_frame(conn)  # the second: the server is going away
+        conn.sendall(encode_frame({"ok": False, "error": "shutting_down", "message": "bye"}))
+        time.sleep(0.5)
+
+    def second(conn):
+        # Would answer every get with the same 5 bytes, under any name.
+        conn.settimeout(5)
+        while True:
+            try:
+                header = recv_frame(conn)
+            except (EOFError, OSError):
+                return
+            if header["cmd"] == "hello":
+                conn.sendall(encode_frame({"ok": True, "server": "scripted", "version": 1}))
+            else:
+                conn.sendall(encode_frame({"ok": True, "size": 5, "filesize": 5, "offset": 0}) + b"wrong")
+
+    port, thread = _scripted_server([first, second])
+    client = Client("127.0.0.1", port, timeout=5)
+    pairs = [(f"f{i}", tmp_path / f"f{i}") for i in range(8)]
+    with pytest.raises(ConnectionLost):
+        client.get_many(pairs, window=4)
+    client.close()
+    # f0 was answered; nothing else may have been written, least of all the
+    # second server's bytes under the first server's names.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f0"]
+    assert (tmp_path / "f0").read_bytes() == b"right"

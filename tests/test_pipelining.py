@@ -63,6 +63,19 @@ def test_a_reply_held_for_a_batch_does_not_wait_out_a_slow_request_behind_it(ser
     assert recv_frame(sock)["error"] == "auth_failed"
 
 
+def test_get_many_goes_on_in_step_when_a_file_cannot_be_put_in_place(srv, tmp_path):
+    for name in "abc":
+        (srv.anon_dir / name).write_bytes(name.encode() * 3)
+    (tmp_path / "b").mkdir()  # a directory where b should land
+    with srv.client() as client:
+        with pytest.raises(sockftp.SockftpError) as caught:
+            client.get_many([(name, tmp_path / name) for name in "abc"])
+        assert caught.value.code == "local_error"
+        assert client.pwd() == "/"  # still in step
+    assert (tmp_path / "a").read_bytes() == b"aaa" and (tmp_path / "c").read_bytes() == b"ccc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no partial left
+
+
 def test_put_many_goes_on_past_a_refused_file_and_reports_it(server, tmp_path):
     srv = server(anonymous=False, login_failure_delay=0.01)
     add_user(srv.root, "alice", quota_bytes=10_000)

@@ -742,6 +742,7 @@ class Client:
                 continue
             # The checksum goes up front: one frame per file, not two.
             header = {"cmd": "put", "path": remote, "size": size, "checksum": checksums.of_bytes(data)}
+            self._check_batch(len(pending))
             self._send(header, data)
             pending.append((local, remote, size))
             if len(pending) >= window:
@@ -751,6 +752,14 @@ class Client:
         if failures:
             raise failures[0]
         return results
+
+    def _check_batch(self, unanswered: int) -> None:
+        """Before sending more of a pipelined batch: if a reply (a fatal
+        error, such as shutting_down) closed the connection, the requests
+        still unanswered are lost with it, and a new connection must not
+        take their place, or its replies would be read as theirs."""
+        if unanswered and self._wire is None:
+            raise ConnectionLost(f"the connection closed with {unanswered} requests of the batch unanswered")
 
     def _reply_or_failure(self, failures: list[SockftpError]) -> dict | None:
         """The next reply of a pipelined batch, or None after noting its
@@ -813,7 +822,12 @@ class Client:
                     os.utime(fd, (mtime, mtime))  # through the descriptor: no second path lookup
             finally:
                 os.close(fd)
-            os.replace(partial, local)
+            try:
+                os.replace(partial, local)
+            except OSError as exc:  # a directory in the way, say: this file fails, the batch goes on in step
+                os.unlink(partial)
+                failures.append(SockftpError(f"{local}: {exc.strerror or exc}", code="local_error"))
+                return
             size = reply["size"]
             results.append(TransferResult(reply.get("path", remote), local, size, size, 0, hasher.value()))
 
@@ -824,11 +838,13 @@ class Client:
             batch.append({"cmd": "get", "path": remote})
             pending.append((remote, os.fspath(local)))
             if len(pending) >= window:
+                self._check_batch(len(pending) - len(batch))
                 self._send_many(batch)
                 batch = []
                 while len(pending) > window // 2:
                     collect()
         if batch:
+            self._check_batch(len(pending) - len(batch))
             self._send_many(batch)
         while pending:
             collect()
