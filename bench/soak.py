@@ -152,6 +152,16 @@ class Interrupt(Exception):
     """Raised from a progress callback to cut a transfer off."""
 
 
+def _expect_cut(transfer, otherwise: str) -> None:
+    """Run *transfer*, whose progress callback raises Interrupt; a
+    Disagreement if it ran to the end instead."""
+    try:
+        transfer()
+    except Interrupt:
+        return
+    raise Disagreement(otherwise)
+
+
 # -- what the sessions count -----------------------------------------------------------
 
 
@@ -410,12 +420,7 @@ class Session:
             if calls == 2:  # the first chunk has gone out
                 raise Interrupt
 
-        try:
-            self.put(name, progress=cut)
-        except Interrupt:
-            pass
-        else:
-            raise Disagreement(f"the upload of {size} bytes was not cut off")
+        _expect_cut(lambda: self.put(name, progress=cut), f"the upload of {size} bytes was not cut off")
         self.files.pop(name, None)  # the old file is still there; the model catches up below
         self.reconnect()
         result = self.put(name)
@@ -428,12 +433,10 @@ class Session:
         def cut(done: int, total: int) -> None:
             raise Interrupt
 
-        try:
-            self.client.get(name, self.down, resume=False, progress=cut)
-        except Interrupt:
-            pass
-        else:
-            raise Disagreement(f"the download of {name!r} was not cut off")
+        _expect_cut(
+            lambda: self.client.get(name, self.down, resume=False, progress=cut),
+            f"the download of {name!r} was not cut off",
+        )
         self.reconnect()
         result = self.client.get(name, self.down)
         self.tally.notes["downloads resumed from an offset > 0"] += result.resumed_from > 0
@@ -454,12 +457,7 @@ class Session:
             if done == total:
                 raise Interrupt
 
-        try:
-            self.put(name, progress=cut)
-        except Interrupt:
-            pass
-        else:
-            raise Disagreement(f"the upload of {size} bytes never reported its end")
+        _expect_cut(lambda: self.put(name, progress=cut), f"the upload of {size} bytes never reported its end")
         self.files.pop(name, None)
         entry = self.client.stat(name)
         if (entry.name, entry.size) != (name, size):

@@ -8,8 +8,9 @@ import pytest
 from conftest import LineStops, have_xattrs
 
 from sockftp import checksum, errors
+from sockftp.limits import SMALL_FILE
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
-from sockftp.storage.local import PARTIAL_PREFIX, SMALL_FILE, partial_name
+from sockftp.storage.local import PARTIAL_PREFIX, partial_name
 
 
 @pytest.fixture

@@ -654,9 +654,7 @@ class Client:
 
             def write(chunk):
                 nonlocal done
-                view = chunk
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, size)
@@ -796,11 +794,8 @@ class Client:
                 failures.append(SockftpError(f"{partial}: {exc.strerror or exc}", code="local_error"))
 
             def write(chunk) -> None:
-                if fd is None:
-                    return  # read anyway, to stay in step
-                view = chunk
-                while view:
-                    view = view[os.write(fd, view) :]
+                if fd is not None:  # else read anyway, to stay in step
+                    _write_all(fd, chunk)
 
             try:
                 with self._raw_transfer():
@@ -944,3 +939,9 @@ def _check_remote_name(name: str) -> None:
 
 
 __all__ = ["Client", "Entry", "Exists", "Progress", "TransferResult", "partial_path"]
+
+
+def _write_all(fd: int, data) -> None:
+    view = data
+    while view:
+        view = view[os.write(fd, view) :]

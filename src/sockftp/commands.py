@@ -43,6 +43,7 @@ from .limits import (
     MAX_PATH_DEPTH,
     MAX_PATH_LENGTH,
     PROTOCOL_VERSIONS,
+    SMALL_FILE,
 )
 from .quota import QuotaLedger
 from .session import Session
@@ -360,7 +361,7 @@ def get(ctx: Context, req: dict) -> None:
         small = download.size <= SMALL_FILE and not ctx.wire.limits
         # A small file is read whole and hashed from memory: cheaper than the
         # storage's cached checksum, and it is the checksum of what is sent.
-        data = _read_exactly(download, 0, download.size) if small else None
+        data = _read_whole(download) if small else None
         reply = protocol.ok(
             path=ctx.session.display(target),
             size=download.size,
@@ -393,16 +394,13 @@ def _stored_checksum(ctx: Context, download) -> str:
     return download.checksum()
 
 
-#: Downloads of at most this many bytes go out in the same write as their reply.
-SMALL_FILE = 64 * 1024
-
-
-def _read_exactly(download, offset: int, count: int) -> bytearray:
+def _read_whole(download) -> bytearray:
+    count = download.size
     buffer = bytearray(count)
     view = memoryview(buffer)
     done = 0
     while done < count:
-        n = download.readinto(view[done:], offset + done)
+        n = download.readinto(view[done:], done)
         if not n:  # shrunk since it was opened; nothing is sent yet, so say so
             raise IOFailure(f"the file changed while being read ({done} of {count} bytes); try again")
         done += n

@@ -121,6 +121,7 @@ class Wire:
         # (see send_header's *hold*): they go out with the next write, and
         # before anything waits for the peer.
         self._held = bytearray()
+        self._poller: select.poll | None = None  # made on the first wait, then reused
         # Python enforces a socket timeout by polling before every send and
         # recv: two system calls for one. A plaintext socket is left blocking
         # and the kernel keeps the timeout (SO_RCVTIMEO/SO_SNDTIMEO), which
@@ -201,10 +202,11 @@ class Wire:
         if self.decoder.buffered or (self.tls and self.sock.pending()):
             return True
         self.flush()
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
         try:
-            return bool(poller.poll(timeout * 1000))
+            return bool(self._poller.poll(timeout * 1000))
         except OSError:
             return True  # let the read that follows meet the error
 
@@ -396,17 +398,13 @@ class Wire:
         to read, so the connection cannot carry another request. Never waits."""
         if self.decoder.buffered or (self.tls and self.sock.pending()):
             return False
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0)
         try:
             # The plain socket's recv, even under TLS: only the end matters here.
-            return socket.socket.recv(self.sock, 1, socket.MSG_PEEK) == b""
+            return socket.socket.recv(self.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
         except OSError:
             return True
-        finally:
-            self.sock.settimeout(timeout)
 
     def linger_close(self, seconds: float = 2.0) -> None:
         """Close so that our last reply reaches the peer even if it is still

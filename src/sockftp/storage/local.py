@@ -40,7 +40,7 @@ from ..errors import (
     PathRefused,
     SockftpError,
 )
-from ..limits import RESERVED_PREFIX
+from ..limits import RESERVED_PREFIX, SMALL_FILE
 from ..paths import RemotePath
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
 
@@ -52,12 +52,6 @@ _XATTR_UPLOAD_SIZE = "user.sockftp.upload-size"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _HASH_BUFFER = 4 * 1024 * 1024
-
-#: Files smaller than this keep no checksum attribute and are hashed when
-#: asked: hashing 64 KiB costs a few microseconds, while setting the
-#: attribute was a tenth of the server's time per small file (py-spy, 1000
-#: pipelined 4 KiB puts).
-SMALL_FILE = 64 * 1024
 
 
 def partial_name(name: str) -> str:
