@@ -35,6 +35,7 @@ from .accounts import (
 from .accounts.passwords import hash_password, needs_rehash
 from .config import ServerConfig, user_home
 from .errors import AuthFailed, Banned
+from .scheduler import WouldBlock
 from .session import Identity
 
 log = logging.getLogger("sockftp.auth")
@@ -137,7 +138,9 @@ class Authenticator:
     """Checks logins against a :class:`~sockftp.accounts.UserStore`.
 
     *make_identity(account)* builds the identity of a logged-in account (the
-    server adds its quota ledger and bandwidth limit there).
+    server adds its quota ledger and bandwidth limit there). A quick login
+    calls ``make_identity(account, quick=True)``, which raises WouldBlock
+    rather than wait.
 
     A login is by password (argon2id) or by a re-login token (a SHA-256
     and an index lookup). Both fail the same way: ``auth_failed`` after the
@@ -164,7 +167,14 @@ class Authenticator:
         return self.token_lifetime > 0
 
     def login(
-        self, address: str, name: str, *, password: str | None = None, token: str | None = None, new_token=False
+        self,
+        address: str,
+        name: str,
+        *,
+        password: str | None = None,
+        token: str | None = None,
+        new_token=False,
+        quick=False,
     ) -> Login:
         """Log *name* in with *password* or *token* (exactly one). With
         *new_token* (password logins only), issue a token too, if tokens
@@ -172,9 +182,15 @@ class Authenticator:
 
         Raises AuthFailed after the failure delay, or Banned if *address*
         is refused (before any password work).
+
+        With *quick*, only a login that needs no waiting is done: a valid
+        token, recently used, of a user with a session open. Anything else
+        (a password, a failure, a ban, a write) raises WouldBlock first.
         """
         if (password is None) == (token is None):
             raise ValueError("a login takes a password or a token")
+        if quick and token is None:
+            raise WouldBlock
         method = "password" if token is None else "token"
         # Only password checks take one of the address's few slots: they are
         # what costs (argon2, ~0.1 s and 64 MiB) and what a guesser would run
@@ -183,19 +199,21 @@ class Authenticator:
         # each in wake-ups (bench: 300 token logins 0.68 s, pyftpdlib 0.09 s).
         with self.bans.attempt(address) if token is None else nullcontext():
             try:
-                self.bans.check(address)
+                self._check_ban(address, quick)
             except Banned:
                 audit.login_failed(name, address, Banned.code, method, banned=True)
                 raise
             if token is None:
                 account, used = self._check_password(name, password), None
             else:
-                account, used = self._check_token(name, token)
+                account, used = self._check_token(name, token, quick)
             if account is not None:
                 # Banned while we checked (by a parallel failure): refused,
                 # even with the right password.
-                self.bans.check(address)
+                self._check_ban(address, quick)
         if account is None:
+            if quick:
+                raise WouldBlock  # the failure delay, and the ban count
             banned = self.bans.failed(address)
             audit.login_failed(name, address, AuthFailed.code, method, banned=banned)
             time.sleep(self.delay)
@@ -219,15 +237,27 @@ class Authenticator:
         elif new_token and self.tokens_enabled:
             # No token (the client keeps its password) if the store cannot write.
             issued, expires, used = self._best_effort("token", self._issue, account.name) or (None, None, None)
+        identity = self._make_identity(account, quick=True) if quick else self._make_identity(account)
         audit.login(account.name, address, method, token_id(used.token_hash) if used else None)
-        return Login(self._make_identity(account), issued, expires)
+        return Login(identity, issued, expires)
+
+    def _check_ban(self, address: str, quick: bool) -> None:
+        """Raises Banned if *address* is refused now; with *quick*,
+        WouldBlock instead (the refusal closes the connection, which a
+        worker does)."""
+        try:
+            self.bans.check(address)
+        except Banned:
+            if quick:
+                raise WouldBlock from None
+            raise
 
     def _check_password(self, name, password: str) -> Account | None:
         account = self.users.get(name) if isinstance(name, str) else None
         ok = verify_password(account.password_hash if account else None, password)
         return account if ok and not account.disabled else None
 
-    def _check_token(self, name, token: str) -> tuple[Account | None, TokenRecord | None]:
+    def _check_token(self, name, token: str, quick: bool = False) -> tuple[Account | None, TokenRecord | None]:
         if not self.tokens_enabled:
             return None, None
         hashed = token_hash(token)
@@ -239,6 +269,8 @@ class Authenticator:
         if account.name != name or account.disabled:
             return None, None
         if record.last_used is None or now - record.last_used >= self.TOUCH_INTERVAL:
+            if quick:
+                raise WouldBlock  # a write, which may wait for the database's lock
             self._best_effort("token use", self.users.touch_token, hashed, now)
         return account, record
 
@@ -269,5 +301,5 @@ class Authenticator:
         return self._clock()
 
 
-def _plain_identity(account) -> Identity:
+def _plain_identity(account, quick: bool = False) -> Identity:
     return Identity(account.name, user_home(account.name), can_write=not account.read_only)

@@ -77,6 +77,9 @@ class Context:
     #: raw bytes were promised to the peer: an error now cannot be sent as a
     #: frame (the peer is reading file bytes), only by closing.
     wire_dirty: bool = False
+    #: Run on the parking lot's thread, which serves every idle session:
+    #: a quick command raises WouldBlock rather than wait for anything.
+    quick: bool = False
 
 
 Handler = Callable[[Context, dict], dict | None]
@@ -88,12 +91,15 @@ class Command:
     handler: Handler
     needs_login: bool
     writes: bool
+    #: Never waits (or raises WouldBlock when it would): may be served on
+    #: the parking lot's thread, without waking a worker.
+    quick: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, *, needs_login: bool = True, writes: bool = False):
+def command(name: str, *, needs_login: bool = True, writes: bool = False, quick: bool = False):
     """Register *handler* as command *name*.
 
     A handler returns the reply header, or None if it sent its replies
@@ -101,7 +107,7 @@ def command(name: str, *, needs_login: bool = True, writes: bool = False):
     """
 
     def register(handler: Handler) -> Handler:
-        COMMANDS[name] = Command(name, handler, needs_login, writes)
+        COMMANDS[name] = Command(name, handler, needs_login, writes, quick)
         return handler
 
     return register
@@ -127,7 +133,7 @@ def dispatch(ctx: Context, header: dict) -> dict | None:
 # -- session ------------------------------------------------------------------
 
 
-@command("hello", needs_login=False)
+@command("hello", needs_login=False, quick=True)
 def hello(ctx: Context, req: dict) -> dict:
     offered = req.get("versions")
     if offered is None:
@@ -159,7 +165,7 @@ def hello(ctx: Context, req: dict) -> dict:
     )
 
 
-@command("auth", needs_login=False)
+@command("auth", needs_login=False, quick=True)
 def auth(ctx: Context, req: dict) -> dict:
     """Log in with a password (and perhaps ask for a re-login token), or
     with a token. A failure looks the same whether or not the user exists."""
@@ -173,7 +179,7 @@ def auth(ctx: Context, req: dict) -> dict:
         raise BadRequest("give 'password' or 'token', not both")
     if token is not None and new_token:
         raise BadRequest("'new_token' needs a password: a token cannot make another")
-    result = ctx.session.authenticate(name, password=password, token=token, new_token=new_token)
+    result = ctx.session.authenticate(name, password=password, token=token, new_token=new_token, quick=ctx.quick)
     reply = protocol.ok(user=result.identity.name, read_only=not result.identity.can_write)
     if result.token is not None:
         reply["token"] = result.token
@@ -218,7 +224,7 @@ def _ledger(ctx: Context):
     return ledger
 
 
-@command("ping", needs_login=False)
+@command("ping", needs_login=False, quick=True)
 def ping(ctx: Context, req: dict) -> dict:
     return protocol.ok()
 

@@ -102,12 +102,14 @@ class FrameDecoder:
         self.max_header = max_header
         self._buf = bytearray()
         self._pos = 0
+        self._peeked: tuple[int, dict] | None = None  # (end, header) of the header peek_header decoded
 
     def feed(self, data: bytes) -> None:
         if self._pos and self._pos >= len(self._buf) // 2:
             # Compact before growing, so a long session's buffer stays small.
             del self._buf[: self._pos]
             self._pos = 0
+            self._peeked = None  # its end pointed into the bytes that moved
         self._buf += data
 
     @property
@@ -123,20 +125,47 @@ class FrameDecoder:
             BadJson, BadRequest: this header is bad; it has been consumed and
                 the next one may be read.
         """
-        available = len(self._buf) - self._pos
-        if available < LENGTH_PREFIX_SIZE:
+        if self._peeked is not None:
+            end, header = self._peeked
+            self._consume_to(end)
+            return header
+        payload = self._complete_header()
+        if payload is None:
+            return None
+        end, payload = payload
+        self._consume_to(end)
+        return decode_header(payload)
+
+    def peek_header(self) -> dict | None:
+        """The next complete header, left in place (the next
+        :meth:`next_header` returns it without decoding it again); None if
+        more bytes are needed. Raises as next_header does, but consumes
+        nothing, so the error is met again by the next next_header."""
+        if self._peeked is None:
+            payload = self._complete_header()
+            if payload is None:
+                return None
+            end, payload = payload
+            self._peeked = (end, decode_header(payload))
+        return self._peeked[1]
+
+    def _complete_header(self) -> tuple[int, bytes] | None:
+        """(end, JSON bytes) of the next header if all of it is here."""
+        if len(self._buf) - self._pos < LENGTH_PREFIX_SIZE:
             return None
         start = self._pos
         length = parse_length(bytes(self._buf[start : start + LENGTH_PREFIX_SIZE]), self.max_header)
         end = start + LENGTH_PREFIX_SIZE + length
         if end > len(self._buf):
             return None
-        payload = bytes(self._buf[start + LENGTH_PREFIX_SIZE : end])
+        return end, bytes(self._buf[start + LENGTH_PREFIX_SIZE : end])
+
+    def _consume_to(self, end: int) -> None:
+        self._peeked = None
         self._pos = end
         if self._pos == len(self._buf):
             self._buf.clear()
             self._pos = 0
-        return decode_header(payload)
 
     def take_raw(self, limit: int) -> bytes:
         """Up to *limit* buffered bytes that follow the last header."""
@@ -144,10 +173,7 @@ class FrameDecoder:
         if n <= 0:
             return b""
         data = bytes(self._buf[self._pos : self._pos + n])
-        self._pos += n
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
+        self._consume_to(self._pos + n)
         return data
 
     def header_pending(self) -> bool:

@@ -170,11 +170,8 @@ class QuotaRegistry:
         soak's 500 clients the registry's lock, taken by every session as it
         began and ended, held up to 387 of them at a time, so ended sessions
         kept their places and new clients were refused as too many."""
-        ledger = self._ledgers.get(name)
-        if ledger is not None and ledger.sessions:
-            ledger.quota_bytes = quota_bytes
-            ledger.max_files = max_files
-            ledger.join()
+        ledger = self.join(name, quota_bytes, max_files)
+        if ledger is not None:
             return ledger
         with self._lock:
             ledger = self._ledgers.get(name)
@@ -191,6 +188,17 @@ class QuotaRegistry:
             ledger.max_files = max_files
             ledger.join()  # under the lock: a concurrent first login must not apply an older measure
             return ledger
+
+    def join(self, name: str, quota_bytes=None, max_files=None) -> QuotaLedger | None:
+        """The ledger of *name* for one more session if they have a session
+        open (so no measure is due); else None, and nothing changes."""
+        ledger = self._ledgers.get(name)
+        if ledger is None or not ledger.sessions:
+            return None
+        ledger.quota_bytes = quota_bytes
+        ledger.max_files = max_files
+        ledger.join()
+        return ledger
 
     def logout(self, ledger: QuotaLedger) -> None:
         ledger.leave()

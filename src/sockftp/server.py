@@ -57,7 +57,7 @@ from .frames import encode_header
 from .limits import LISTEN_BACKLOG, PARK_AFTER, SESSION_STACK_SIZE, WORKER_LINGER
 from .quota import QuotaRegistry, QuotaStorage
 from .ratelimit import RateLimit
-from .scheduler import ParkingLot, WorkerPool
+from .scheduler import ParkingLot, WorkerPool, WouldBlock
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
 from .storage import LocalStorage, Storage
 from .wire import ConnectionClosed, Wire
@@ -199,12 +199,21 @@ class SockftpServer(socketserver.TCPServer):
 
     # -- socketserver's template steps ------------------------------------------
 
-    def identity_for(self, account: Account) -> Identity:
+    def identity_for(self, account: Account, quick: bool = False) -> Identity:
         """The identity of a user who just logged in: their home, created if
-        missing, seen through their quota."""
+        missing, seen through their quota.
+
+        With *quick*, only for a user with another session open, whose home
+        exists and whose usage is known; else WouldBlock (a first session
+        may create the home and measure it, a walk of the whole tree)."""
         home = user_home(account.name)
-        self.storage.mkdir(home, parents=True)
-        ledger = self.quotas.login(account.name, home, account.quota_bytes, account.max_files)
+        if quick:
+            ledger = self.quotas.join(account.name, account.quota_bytes, account.max_files)
+            if ledger is None:
+                raise WouldBlock
+        else:
+            self.storage.mkdir(home, parents=True)
+            ledger = self.quotas.login(account.name, home, account.quota_bytes, account.max_files)
         return Identity(
             account.name,
             home,
@@ -242,6 +251,11 @@ class SockftpServer(socketserver.TCPServer):
     def process_request(self, request, client_address) -> None:
         record = self._admitted.pop(request)
         handler = self.RequestHandlerClass(request, client_address, self, record)
+        if self.tls_context is None and not self.config.anonymous:
+            # No thread yet: the session waits in the parking lot, whose
+            # thread serves its hello and token login (see SessionHandler).
+            handler.start_parked()
+            return
         try:
             self.workers.submit(handler.start)
         except BaseException:
@@ -351,26 +365,84 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def start(self) -> None:
         """The session's first slice, on a worker thread."""
+        if self._begin():
+            self._slice(timed_out=False)
+
+    def start_parked(self) -> None:
+        """The session's start without a thread (a plaintext server's accept
+        loop): set up, and park until the client's first request."""
+        if self._begin():
+            self._park()
+
+    def _begin(self) -> bool:
+        """Set up; False if the session ended instead."""
         try:
             self.setup()
             if self.wire is None:  # TLS refused or failed, and logged
                 self._end()
-                return
+                return False
             log.info("%s session start", self.peer)
             self.started = self.last_active = time.monotonic()
+            return True
         except Exception:  # noqa: BLE001 - one session's bug must not reach the others
             log.exception("session %s failed", self.peer)
             self._end()
-            return
-        self._slice(timed_out=False)
+            return False
+
+    def _park(self) -> None:
+        try:
+            self.server.park(self, self._deadline())
+        except RuntimeError:  # the parking lot has closed: the server is stopping
+            self._end()
 
     def wake(self, timed_out: bool) -> None:
-        """Called by the parking lot: the client sent something (or went
-        away), or the session's deadline passed."""
+        """Called by the parking lot, on its thread: the client sent
+        something (or went away), or the session's deadline passed.
+
+        Quick requests are served right here, and the session parks again:
+        a client that connects, says hello and logs in with a token (a
+        reconnect) never takes a thread. Anything else goes to a worker."""
+        if not timed_out and self._serve_quick():
+            self._park()
+            return
         try:
             self.server.workers.submit(self._slice, timed_out)
         except RuntimeError:  # stopping, or no thread to be had: end here
             self._end()
+
+    def _serve_quick(self) -> bool:
+        """Serve what the client has sent, on the parking lot's thread, as
+        long as each request is a quick command that can be done without
+        waiting, at most QUICK_BATCH of them. True: all served and all
+        replies sent. False: a worker must go on from where this stopped
+        (the rest is still buffered, the replies not sent yet are held)."""
+        wire = self.wire
+        if wire.tls or self.server.stopping.is_set() or not wire.read_now():
+            return False  # nothing came: the peer closed, or the socket broke
+        wire.hold_all = True  # the replies go out together, without waiting
+        try:
+            served_all = self._serve_buffered_quick()
+        finally:
+            wire.hold_all = False
+        return wire.send_held_now() and served_all
+
+    def _serve_buffered_quick(self) -> bool:
+        decoder = self.wire.decoder
+        for _ in range(QUICK_BATCH):
+            try:
+                header = decoder.peek_header()
+            except SockftpError:
+                return False  # a bad frame: the worker meets it again, and answers
+            if header is None:
+                return not decoder.buffered  # part of a header: the worker times it
+            command = commands.COMMANDS.get(header.get("cmd"))
+            if command is None or not command.quick:
+                return False
+            self._apply_rate_limits()
+            if self._run(header, quick=True) is None:
+                return False  # it would wait: still buffered, for the worker
+            self.last_active = time.monotonic()
+        return not decoder.buffered
 
     def _slice(self, timed_out: bool) -> None:
         try:
@@ -576,8 +648,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._apply_rate_limits()
         return self._run(header)
 
-    def _run(self, header: dict) -> bool:
-        ctx = commands.Context(self.session, self.wire)
+    def _run(self, header: dict, quick: bool = False) -> bool | None:
+        """Run the request *header*, already read (with *quick*: peeked, on
+        the parking lot's thread). False when the session is over; None
+        (only with *quick*) when it would have to wait, and nothing was
+        done: it is still buffered for a worker to run."""
+        ctx = commands.Context(self.session, self.wire, quick=quick)
         cwd = self.session.cwd  # the audit log resolves paths from where the command started
         name = header.get("cmd") if isinstance(header.get("cmd"), str) else "?"
         started = time.monotonic()
@@ -593,7 +669,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 # Held back while the client's next request is already
                 # here: a pipelined batch gets its replies in few writes.
                 self.wire.send_header(reply, hold=True)
+        except WouldBlock:
+            result = None
+            return None
         except SockftpError as exc:
+            if quick and exc.code in FATAL_CODES:
+                result = None  # closing waits for the peer (linger_close): a worker's job
+                return None
             result = str(exc.code)
             if exc.code in FATAL_CODES:
                 ctx.close = True
@@ -613,22 +695,28 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 return False
         finally:
             self.record.busy = False
-            log.info(
-                "%s %s %s path=%r bytes=%d %s %.3fs",
-                self.peer,
-                self.session.user,
-                # A name the client made up is quoted: it may hold a newline.
-                name if name in commands.COMMANDS else repr(name[:32]),
-                ctx.path,
-                ctx.bytes,
-                result,
-                time.monotonic() - started,
-            )
-            audit.command(self.session, name, header, cwd, ctx.bytes, result)
+            if result is not None:  # None: not run, left for a worker
+                if quick:
+                    self.wire.decoder.next_header()  # served: consume the request peeked
+                self._log_command(name, ctx, result, started)
+                audit.command(self.session, name, header, cwd, ctx.bytes, result)
         if ctx.close:
             self.wire.linger_close()
             return False
         return True
+
+    def _log_command(self, name: str, ctx: commands.Context, result: str, started: float) -> None:
+        log.info(
+            "%s %s %s path=%r bytes=%d %s %.3fs",
+            self.peer,
+            self.session.user,
+            # A name the client made up is quoted: it may hold a newline.
+            name if name in commands.COMMANDS else repr(name[:32]),
+            ctx.path,
+            ctx.bytes,
+            result,
+            time.monotonic() - started,
+        )
 
     def _reply_error(self, name, exc: SockftpError) -> bool:
         log.info("%s request refused: %s", self.peer, exc)
@@ -646,6 +734,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.wire.linger_close()
         return False
 
+
+#: Quick requests served on the parking lot's thread per wake, at most: a
+#: client pipelining pings must not hold up the other parked sessions.
+QUICK_BATCH = 32
 
 #: Commands quick enough that a reply held back for a pipelined batch may
 #: wait for them (get flushes itself before hashing a large file).

@@ -121,6 +121,10 @@ class Wire:
         # (see send_header's *hold*): they go out with the next write, and
         # before anything waits for the peer.
         self._held = bytearray()
+        #: Hold every reply, however much is held and whatever follows, for
+        #: :meth:`send_held_now` (a session served on the parking lot's
+        #: thread, which must never wait for a peer).
+        self.hold_all = False
         self._poller: select.poll | None = None  # made on the first wait, then reused
         # Python enforces a socket timeout by polling before every send and
         # recv: two system calls for one. A plaintext socket is left blocking
@@ -144,6 +148,9 @@ class Wire:
         if payload and self.limits:
             throttle(self.limits, len(payload))
         data = encode_header(header) + payload if payload else encode_header(header)
+        if self.hold_all:
+            self._held += data
+            return
         if hold and self.decoder.buffered and not self.limits and len(self._held) + len(data) <= _HOLD_LIMIT:
             self._held += data
             return
@@ -154,9 +161,39 @@ class Wire:
         self._sendall(b"".join(encode_header(header) for header in headers))
 
     def flush(self) -> None:
-        """Send the replies held back, if any."""
-        if self._held:
+        """Send the replies held back, if any (not while :attr:`hold_all`)."""
+        if self._held and not self.hold_all:
             self._sendall(b"")
+
+    # -- serving without waiting ---------------------------------------------------
+
+    def read_now(self) -> int:
+        """Take what the socket holds now into the decoder, never waiting.
+        The number of bytes; 0 if none are there, or if the peer has closed
+        or the socket broke (the next ordinary read reports that). Not on TLS,
+        whose records may need a write to read."""
+        try:
+            data = self.sock.recv(_RECV_CHUNK, socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError included
+            return 0
+        if self.bytes_in < 2:
+            self.opening = (self.opening + data)[:2]
+        self.bytes_in += len(data)
+        self.decoder.feed(data)
+        return len(data)
+
+    def send_held_now(self) -> bool:
+        """Send the replies held back as far as the socket takes them now,
+        never waiting; True when none are left (the rest goes out with the
+        next write, or at the next :meth:`flush`)."""
+        if self._held:
+            try:
+                sent = self.sock.send(self._held, socket.MSG_DONTWAIT)
+            except OSError:  # full, or broken: the next write waits, or reports it
+                return False
+            del self._held[:sent]
+            self.bytes_out += sent
+        return not self._held
 
     def read_header(self, timeout: float | None = None) -> dict | None:
         """The next header, or None if the peer closed cleanly between frames.

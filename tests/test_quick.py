@@ -1,0 +1,158 @@
+"""Quick requests, served on the parking lot's thread: a plaintext session
+starts parked, and its hello, pings and login by re-login token take no
+worker thread; anything else, or anything that would wait, goes to a worker
+and is answered as before, in order.
+
+Real servers on 127.0.0.1, raw sockets speaking the wire format.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from conftest import add_user, encode_frame, recv_frame, wait_until
+
+from sockftp import server as server_module
+from sockftp.client import Client
+from sockftp.server import QUICK_BATCH
+
+PASSWORD = "alice's long passphrase"
+HELLO = {"cmd": "hello", "versions": [1]}
+
+
+@pytest.fixture
+def srv(server):
+    running = server(anonymous=False, login_failure_delay=0.05, ban_failures=100)
+    add_user(running.root, "alice", PASSWORD)
+    return running
+
+
+def a_token(running) -> str:
+    with Client(running.host, running.port, user="alice", password=PASSWORD, keep_token=True, timeout=10) as client:
+        return client.token
+
+
+def no_workers(running) -> None:
+    """Wait until every worker thread has ended (sessions park after
+    PARK_AFTER; idle workers end after WORKER_LINGER)."""
+    wait_until(lambda: running.server.workers.threads == 0, timeout=10, what="no worker threads")
+
+
+def test_reconnects_by_token_take_no_worker_thread(srv):
+    token = a_token(srv)
+    # alice has a session open, and her token has just been used: a token
+    # login then needs neither a walk of her home nor a database write.
+    holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
+    no_workers(srv)
+    socks = []
+    for _ in range(20):
+        sock = socket.create_connection((srv.host, srv.port), timeout=10)
+        sock.sendall(encode_frame(HELLO) + encode_frame({"cmd": "auth", "user": "alice", "token": token}))
+        assert recv_frame(sock)["server"].startswith("sockftp/")
+        assert recv_frame(sock)["user"] == "alice"
+        socks.append(sock)
+    assert srv.server.workers.threads == 0, "a hello and a token login woke a worker"
+    assert srv.session_count == 21
+    # The sessions are logged in for real: the next request is served (by a worker).
+    socks[0].sendall(encode_frame({"cmd": "pwd"}))
+    assert recv_frame(socks[0])["path"] == "/"
+    for sock in socks:
+        sock.close()
+    holder.close()
+    srv.wait_idle()
+
+
+def test_logins_that_would_wait_go_to_a_worker_and_succeed(srv, audit_file):
+    # No session of alice's is open: her first token login measures her
+    # home. A password login hashes. A wrong token waits out the failure
+    # delay. Each is handed to a worker, and answered as ever.
+    token = a_token(srv)
+    sock = socket.create_connection((srv.host, srv.port), timeout=10)
+    frames = [
+        HELLO,
+        {"cmd": "auth", "user": "alice", "token": "sockftp_" + "A" * 43},
+        {"cmd": "auth", "user": "alice", "token": token},
+        {"cmd": "auth", "user": "alice", "password": PASSWORD},
+        {"cmd": "ping"},
+    ]
+    sock.sendall(b"".join(encode_frame(f) for f in frames))
+    assert recv_frame(sock)["ok"] is True
+    assert recv_frame(sock)["error"] == "auth_failed"
+    assert recv_frame(sock)["user"] == "alice"
+    assert recv_frame(sock)["user"] == "alice"
+    assert recv_frame(sock) == {"ok": True}
+    text = audit_file.read_text()
+    assert text.count("event=login-failed") == 1
+    assert text.count("event=login ") == 3  # a_token's, and this session's two
+
+
+def test_more_quick_requests_than_one_wake_serves_are_answered_in_order(srv):
+    token = a_token(srv)
+    holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
+    sock = socket.create_connection((srv.host, srv.port), timeout=10)
+    pings = QUICK_BATCH + 8
+    frames = [HELLO, {"cmd": "auth", "user": "alice", "token": token}]
+    frames += [{"cmd": "ping"}] * pings + [{"cmd": "pwd"}] + [{"cmd": "ping"}] * 3 + [{"cmd": "quota"}]
+    sock.sendall(b"".join(encode_frame(f) for f in frames))
+    replies = [recv_frame(sock) for _ in frames]
+    assert "server" in replies[0]
+    assert replies[1]["user"] == "alice"
+    assert replies[2 : 2 + pings] == [{"ok": True}] * pings
+    assert replies[2 + pings]["path"] == "/"
+    assert replies[3 + pings : 6 + pings] == [{"ok": True}] * 3
+    assert replies[-1]["user"] == "alice"
+    holder.close()
+
+
+def test_a_header_that_arrives_in_pieces_is_still_served(srv):
+    sock = socket.create_connection((srv.host, srv.port), timeout=10)
+    frame = encode_frame(HELLO)
+    for piece in (frame[:2], frame[2:7], frame[7:]):
+        sock.sendall(piece)
+        time.sleep(0.1)
+    assert recv_frame(sock)["ok"] is True
+    sock.sendall(encode_frame({"cmd": "ping"}))
+    assert recv_frame(sock) == {"ok": True}
+
+
+def test_a_client_that_never_reads_its_replies_holds_up_no_one_else(srv, monkeypatch):
+    # One client pipelines hellos (quick, with large replies) and reads none
+    # of the replies, until its connection is full. It sends them in bursts
+    # that each fit one read of the server's, pausing long enough for its
+    # session to park, so each burst is a batch the parking lot's thread may
+    # serve. Its replies must never be sent from that thread with a wait:
+    # other clients still connect, log in and get answers at once.
+    monkeypatch.setattr(server_module, "PARK_AFTER", 0.05)
+    token = a_token(srv)
+    holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    hog.settimeout(3)
+    hog.connect((srv.host, srv.port))
+    burst = encode_frame(HELLO) * 1700  # 63 KB, under one 64 KiB read; about 1 MB of replies
+
+    def stuff():
+        try:
+            for _ in range(30):
+                hog.sendall(burst)
+                time.sleep(0.15)
+        except OSError:  # timed out: the server reads no more
+            pass
+
+    stuffer = threading.Thread(target=stuff, daemon=True)
+    stuffer.start()
+    stuffer.join(30)
+    for _ in range(5):
+        started = time.monotonic()
+        sock = socket.create_connection((srv.host, srv.port), timeout=5)
+        sock.sendall(encode_frame(HELLO) + encode_frame({"cmd": "auth", "user": "alice", "token": token}))
+        assert recv_frame(sock)["ok"] is True
+        assert recv_frame(sock)["user"] == "alice"
+        assert time.monotonic() - started < 2
+        sock.close()
+    hog.close()
+    holder.close()
+    srv.wait_idle(timeout=15)
