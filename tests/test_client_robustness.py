@@ -194,3 +194,29 @@ def test_a_batch_cut_by_a_fatal_reply_is_not_continued_on_a_new_connection(tmp_p
     # second server's bytes under the first server's names.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f0"]
     assert (tmp_path / "f0").read_bytes() == b"right"
+
+
+def test_a_reconnect_by_token_sends_hello_and_login_in_one_go():
+    # The peer reads two requests before it answers either: a client that
+    # waits for the hello's reply before it logs in never gets one.
+    seen = []
+
+    def peer(conn):
+        conn.settimeout(3)
+        try:
+            seen.extend([recv_frame(conn), recv_frame(conn)])
+        except OSError:
+            return
+        conn.sendall(
+            encode_frame({"ok": True, "server": "scripted", "version": 1, "features": ["tokens"]})
+            + encode_frame({"ok": True, "user": "alice", "read_only": False})
+        )
+        recv_frame(conn)  # the quit
+        conn.sendall(encode_frame({"ok": True}))
+
+    port, thread = _scripted_server([peer])
+    with Client("127.0.0.1", port, user="alice", token="sockftp_" + "A" * 43, timeout=5) as client:
+        assert client.server_info["server"] == "scripted"
+    thread.join(5)
+    assert [frame["cmd"] for frame in seen] == ["hello", "auth"]
+    assert seen[1] == {"cmd": "auth", "user": "alice", "token": "sockftp_" + "A" * 43}

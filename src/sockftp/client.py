@@ -176,10 +176,21 @@ class Client:
         if self.tls:
             sock = self._wrap_tls(sock)
         self._wire = Wire(sock, idle_timeout=self.timeout)
-        self.server_info = self.hello()
+        token_login = self._token_login() if self.user is not None else None
+        if token_login is None:
+            self.server_info = self.hello()
+        else:
+            # A reconnect: the hello and the login by token go out in one
+            # write, and cost one round trip, not two.
+            self._send_many([self._hello_request(), token_login])
+            try:
+                self.server_info = self._reply()
+            except SockftpError:
+                self.close()  # the login's reply is still to come: out of step
+                raise
         if self.user is not None:
             try:
-                self._login()
+                self._login(sent=token_login)
             except SockftpError:
                 # Never leave a connection that is open but not logged in:
                 # its next request would fail with a confusing auth_required.
@@ -238,14 +249,24 @@ class Client:
                 f"TLS handshake with {where} failed ({describe_error(exc)}): the server does not speak TLS?"
             ) from None
 
-    def _login(self) -> dict:
+    def _token_login(self) -> dict | None:
+        """The ``auth`` request of a login by token, while there is a token
+        to use: one still valid, or the only way in (no password)."""
+        fresh = self._token_deadline is None or time.monotonic() < self._token_deadline
+        if self.token is None or not (fresh or self.password is None):
+            return None
+        return {"cmd": "auth", "user": self.user, "token": self.token}
+
+    def _login(self, sent: dict | None = None) -> dict:
         """Log in as self.user (after hello): with the token while it is
         valid, else (or if the server refuses it) with the password.
-        Returns the ``auth`` reply (``user``, ``read_only``...)."""
-        fresh = self._token_deadline is None or time.monotonic() < self._token_deadline
-        if self.token is not None and (fresh or self.password is None):
+        *sent*: the login by token, already sent behind the hello; its
+        reply comes next. Returns the ``auth`` reply (``user``,
+        ``read_only``...)."""
+        header = sent or self._token_login()
+        if header is not None:
             try:
-                return self._auth({"cmd": "auth", "user": self.user, "token": self.token})
+                return self._auth(header, sent=sent is not None)
             except AuthFailed:
                 self._forget_token()  # expired or revoked: it will never work again
                 if self.password is None:
@@ -255,13 +276,13 @@ class Client:
         self._forget_token()
         return self._auth({"cmd": "auth", "user": self.user, "password": self.password})
 
-    def _auth(self, header: dict) -> dict:
-        """Send *header*, an ``auth`` request, asking for a token if it
-        carries a password and the server has tokens; keep what the reply
-        says of the token."""
+    def _auth(self, header: dict, sent: bool = False) -> dict:
+        """Send *header*, an ``auth`` request (unless *sent* already),
+        asking for a token if it carries a password and the server has
+        tokens; keep what the reply says of the token."""
         if "password" in header and "tokens" in self.server_info.get("features", ()):
             header["new_token"] = True
-        reply = self.request(header)
+        reply = self._reply() if sent else self.request(header)
         if isinstance(reply.get("token"), str):
             self.token, self._own_token = reply["token"], True
         expires_in = reply.get("token_expires_in")
@@ -359,7 +380,11 @@ class Client:
     # -- commands ------------------------------------------------------------------
 
     def hello(self) -> dict:
-        return self.request({"cmd": "hello", "versions": list(PROTOCOL_VERSIONS), "client": "sockftp-python"})
+        return self.request(self._hello_request())
+
+    @staticmethod
+    def _hello_request() -> dict:
+        return {"cmd": "hello", "versions": list(PROTOCOL_VERSIONS), "client": "sockftp-python"}
 
     def ping(self) -> None:
         self.request({"cmd": "ping"})
