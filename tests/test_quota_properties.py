@@ -25,6 +25,9 @@ MAX_FILES = 4
 
 
 class QuotaMachine(RuleBasedStateMachine):
+    #: (quota_bytes, max_files) of the user.
+    limits = (QUOTA, MAX_FILES)
+
     def __init__(self):
         super().__init__()
         import tempfile
@@ -33,7 +36,7 @@ class QuotaMachine(RuleBasedStateMachine):
         self.inner = LocalStorage(self.dir.name)
         self.inner.mkdir(HOME, parents=True)
         self.registry = QuotaRegistry(self.inner)
-        self.ledger = self.registry.login("alice", HOME, QUOTA, MAX_FILES)
+        self.ledger = self.registry.login("alice", HOME, *self.limits)
         self.storage = QuotaStorage(self.inner, self.ledger)
 
     def teardown(self):
@@ -112,6 +115,8 @@ class QuotaMachine(RuleBasedStateMachine):
 
     @invariant()
     def complete_files_stay_within_the_quota(self):
+        if self.ledger.quota_bytes is None:
+            return
         complete = sum(
             os.path.getsize(os.path.join(root, f))
             for root, _dirs, names in os.walk(os.path.join(self.dir.name, *HOME))
@@ -124,3 +129,14 @@ class QuotaMachine(RuleBasedStateMachine):
 
 QuotaMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
 test_quota_ledger_always_matches_the_disk = QuotaMachine.TestCase
+
+
+class UnlimitedMachine(QuotaMachine):
+    """A user without limits, whose uploads skip the early measure of the
+    file they replace: the ledger must match the disk all the same."""
+
+    limits = (None, None)
+
+
+UnlimitedMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+test_an_unlimited_users_ledger_always_matches_the_disk = UnlimitedMachine.TestCase

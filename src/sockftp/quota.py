@@ -69,6 +69,11 @@ class QuotaLedger:
         """Logged-in sessions using this ledger."""
         return len(self._present)
 
+    @property
+    def limited(self) -> bool:
+        """True if a quota or a file limit is set."""
+        return self.quota_bytes is not None or self.max_files is not None
+
     def join(self) -> None:
         self._present.append(None)
 
@@ -261,16 +266,24 @@ class QuotaStorage(Storage):
             self.ledger.adjust(-replaced, -1)
 
     def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
-        replaces = self._file_size(path)
+        if self.ledger.limited:
+            replaces = self._file_size(path)
+            new_file, credited = replaces is None, replaces or 0
+        else:
+            # Nothing to refuse, so no need to know now what the upload
+            # replaces (a walk and a stat, a sixth of a small put's time):
+            # the commit measures it anyway, and checks the limits again
+            # should another login have set some meanwhile.
+            new_file, credited = False, 0
         announced = 0 if size is None else size - offset  # unknown: reserved chunk by chunk
-        self.ledger.reserve(announced, new_file=replaces is None, replaces=replaces or 0)
+        self.ledger.reserve(announced, new_file=new_file, replaces=credited)
         try:
             upload = self.inner.open_upload(path, size, offset)
         except BaseException:
-            self.ledger.release(announced, new_file=replaces is None)
+            self.ledger.release(announced, new_file=new_file)
             raise
         self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
-        return QuotaUpload(upload, self.ledger, replaces is None, replaces or 0)
+        return QuotaUpload(upload, self.ledger, new_file, credited)
 
     def open_append(self, path: RemotePath, offset: int | None = None) -> Upload:
         replaces = self._file_size(path)
