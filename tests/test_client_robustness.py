@@ -196,27 +196,68 @@ def test_a_batch_cut_by_a_fatal_reply_is_not_continued_on_a_new_connection(tmp_p
     assert (tmp_path / "f0").read_bytes() == b"right"
 
 
+TOKEN = "sockftp_" + "A" * 43
+HELLO_OK = {"ok": True, "server": "scripted", "version": 1, "features": ["tokens"]}
+AUTH_OK = {"ok": True, "user": "alice", "read_only": False}
+
+
 def test_a_reconnect_by_token_sends_hello_and_login_in_one_go():
-    # The peer reads two requests before it answers either: a client that
+    # The first connection logs in as ever. On the second (a reconnect),
+    # the peer reads two requests before it answers either: a client that
     # waits for the hello's reply before it logs in never gets one.
     seen = []
 
-    def peer(conn):
+    def first(conn):
+        assert recv_frame(conn)["cmd"] == "hello"
+        conn.sendall(encode_frame(HELLO_OK))
+        assert recv_frame(conn)["token"] == TOKEN
+        conn.sendall(encode_frame(AUTH_OK))
+        conn.settimeout(5)
+        try:
+            recv_frame(conn)  # until the client closes
+        except (EOFError, OSError):
+            pass
+
+    def second(conn):
         conn.settimeout(3)
         try:
             seen.extend([recv_frame(conn), recv_frame(conn)])
         except OSError:
             return
-        conn.sendall(
-            encode_frame({"ok": True, "server": "scripted", "version": 1, "features": ["tokens"]})
-            + encode_frame({"ok": True, "user": "alice", "read_only": False})
-        )
+        conn.sendall(encode_frame(HELLO_OK) + encode_frame(AUTH_OK))
         recv_frame(conn)  # the quit
         conn.sendall(encode_frame({"ok": True}))
 
-    port, thread = _scripted_server([peer])
-    with Client("127.0.0.1", port, user="alice", token="sockftp_" + "A" * 43, timeout=5) as client:
+    port, thread = _scripted_server([first, second])
+    client = Client("127.0.0.1", port, user="alice", token=TOKEN, timeout=5)
+    client.connect()
+    with client:
         assert client.server_info["server"] == "scripted"
     thread.join(5)
     assert [frame["cmd"] for frame in seen] == ["hello", "auth"]
-    assert seen[1] == {"cmd": "auth", "user": "alice", "token": "sockftp_" + "A" * 43}
+    assert seen[1] == {"cmd": "auth", "user": "alice", "token": TOKEN}
+
+
+def test_a_token_never_goes_in_clear_to_a_server_that_wants_tls():
+    # A TLS-only server answers a plaintext hello with tls_required and
+    # closes. The client, given a token but not told to use TLS, must not
+    # have sent the token by then.
+    received = bytearray()
+
+    def tls_only(conn):
+        assert recv_frame(conn)["cmd"] == "hello"
+        conn.sendall(encode_frame({"ok": False, "error": "tls_required", "message": "use TLS"}))
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(2)
+        try:
+            while data := conn.recv(65536):
+                received.extend(data)
+        except OSError:
+            pass
+
+    port, thread = _scripted_server([tls_only])
+    with pytest.raises(sockftp.SockftpError) as refused:
+        Client("127.0.0.1", port, user="alice", token=TOKEN, timeout=5)
+    thread.join(5)
+    assert refused.value.code == "tls_required"
+    assert TOKEN.encode() not in bytes(received)

@@ -8,6 +8,7 @@ Real servers on 127.0.0.1, raw sockets speaking the wire format.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -156,3 +157,85 @@ def test_a_client_that_never_reads_its_replies_holds_up_no_one_else(srv, monkeyp
     hog.close()
     holder.close()
     srv.wait_idle(timeout=15)
+
+
+@pytest.mark.parametrize("anonymous", [False, True])
+def test_a_command_name_that_is_no_string_is_refused_and_the_session_still_ends(server, monkeypatch, anonymous):
+    # A session wakes on the parking lot's thread, whose quick path looks
+    # the name up first: a list or an object there must be refused as ever,
+    # and must not strand the session when its client leaves.
+    monkeypatch.setattr(server_module, "PARK_AFTER", 0.02)
+    running = server(anonymous=anonymous)
+    sock = socket.create_connection((running.host, running.port), timeout=10)
+    sock.sendall(encode_frame(HELLO))
+    assert recv_frame(sock)["ok"] is True
+    wait_until(lambda: len(running.server.parking) == 1, what="parked")
+    for bad in (["x"], {"a": 1}):
+        sock.sendall(encode_frame({"cmd": bad}))
+        assert recv_frame(sock)["error"] == "bad_request"
+    sock.close()
+    running.wait_idle()
+
+
+def test_a_busy_account_database_holds_up_no_parked_session(srv):
+    # Every pooled database connection is in use (by workers writing, say,
+    # behind a busy database). A token login then waits for one on a
+    # worker; the parking lot's thread must not wait with it.
+    token = a_token(srv)
+    holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
+    other = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
+    wait_until(lambda: len(srv.server.parking) == 2, what="both parked")
+    slots = srv.server.users._slots
+    taken = [slots.acquire(timeout=5) for _ in range(4)]
+    assert all(taken)
+    release = threading.Timer(3.0, lambda: [slots.release() for _ in taken])
+    release.start()
+    try:
+        sock = socket.create_connection((srv.host, srv.port), timeout=10)
+        sock.sendall(encode_frame(HELLO) + encode_frame({"cmd": "auth", "user": "alice", "token": token}))
+        time.sleep(0.3)  # the login has reached the database
+        started = time.monotonic()
+        other.ping()
+        assert time.monotonic() - started < 1, "a parked session waited for the account database"
+        assert recv_frame(sock)["ok"] is True
+        assert recv_frame(sock)["user"] == "alice"  # served once a connection was free
+    finally:
+        release.join()
+    sock.close()
+    other.close()
+    holder.close()
+
+
+def test_replies_a_client_never_takes_end_its_session_without_an_error(server, caplog):
+    # A client pipelines hellos and reads nothing until the server can
+    # send no more: its session ends at the idle timeout, as a logged
+    # fact, not as a failure with a traceback.
+    running = server(anonymous=False, idle_timeout=1.0)
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.settimeout(3)
+    hog.connect((running.host, running.port))
+    try:
+        for _ in range(400):
+            hog.sendall(encode_frame(HELLO) * 32)
+            time.sleep(0.02)
+    except OSError:
+        pass
+    running.wait_idle(timeout=15)
+    hog.close()
+    errors = [r for r in caplog.records if r.name.startswith("sockftp") and r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+def test_a_client_that_pings_from_the_parking_lot_is_still_closed_at_its_login_deadline(server, monkeypatch):
+    monkeypatch.setattr(server_module, "PARK_AFTER", 0.02)
+    running = server(anonymous=False, header_timeout=0.6, idle_timeout=5)
+    sock = running.raw()
+    started = time.monotonic()
+    reply = {"ok": True}
+    while reply["ok"] and time.monotonic() - started < 3:
+        time.sleep(0.1)  # parked between pings: each is served on the parking lot
+        sock.sendall(encode_frame({"cmd": "ping"}))
+        reply = recv_frame(sock)
+    assert reply["error"] == "timeout"
+    assert time.monotonic() - started < 1.5

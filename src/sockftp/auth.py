@@ -34,8 +34,7 @@ from .accounts import (
 )
 from .accounts.passwords import hash_password, needs_rehash
 from .config import ServerConfig, user_home
-from .errors import AuthFailed, Banned
-from .scheduler import WouldBlock
+from .errors import AuthFailed, Banned, WouldBlock
 from .session import Identity
 
 log = logging.getLogger("sockftp.auth")
@@ -262,7 +261,7 @@ class Authenticator:
             return None, None
         hashed = token_hash(token)
         now = self._clock()
-        found = self.users.token_account(hashed, now)
+        found = self.users.token_account_now(hashed, now) if quick else self.users.token_account(hashed, now)
         if found is None:
             return None, None
         account, record = found

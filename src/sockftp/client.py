@@ -159,6 +159,7 @@ class Client:
         self.insecure = insecure
         self.server_info: dict = {}
         self._wire: Wire | None = None
+        self._spoke_plaintext = False  # a plaintext hello of ours was answered
         self._cwd = "/"
         if connect:
             self.connect()
@@ -176,12 +177,18 @@ class Client:
         if self.tls:
             sock = self._wrap_tls(sock)
         self._wire = Wire(sock, idle_timeout=self.timeout)
-        token_login = self._token_login() if self.user is not None else None
+        token_login = None
+        if self.user is not None and (self.tls or self._spoke_plaintext):
+            token_login = self._token_login()
         if token_login is None:
             self.server_info = self.hello()
+            self._spoke_plaintext = not self.tls
         else:
-            # A reconnect: the hello and the login by token go out in one
-            # write, and cost one round trip, not two.
+            # The hello and the login by token go out in one write, and cost
+            # one round trip, not two. Only over TLS, or to a server that
+            # has answered this client in plaintext before: a TLS-only
+            # server answers a plaintext hello with tls_required, and the
+            # token must not have crossed the network in clear by then.
             self._send_many([self._hello_request(), token_login])
             try:
                 self.server_info = self._reply()

@@ -161,3 +161,12 @@ class ConnectionLost(SockftpError):
     """The connection closed or broke. Raised by the client library only."""
 
     code = "connection_lost"  # type: ignore[assignment]
+
+
+class WouldBlock(Exception):
+    """Not an error of the protocol: raised by work asked to be *quick* (run
+    on the server's parking-lot thread, where nothing may wait) when it would
+    have to wait: for a password hash, a failure delay, a database write or
+    a busy database, a walk of a home directory. It is raised before the
+    work changes anything, so the caller hands the request to a worker
+    thread, which runs it again from the start."""

@@ -14,7 +14,7 @@ parked or running, never both.
 Some requests never need a worker. A plaintext session starts parked, and
 when it wakes, the watching thread serves quick requests itself: ``hello``,
 ``ping`` and a login by re-login token (a hash and an index lookup), each
-of which either finishes without waiting or raises :class:`WouldBlock`
+of which either finishes without waiting or raises :class:`~sockftp.errors.WouldBlock`
 before it changes anything. A crowd of clients that reconnect at once then
 costs one thread, not one thread each: starting and switching between 300
 threads cost 0.8 ms of server CPU per login (bench/logins.py).
@@ -34,14 +34,6 @@ import time
 from collections.abc import Callable
 
 log = logging.getLogger("sockftp.scheduler")
-
-
-class WouldBlock(Exception):
-    """Raised by work asked to be *quick* (run on the parking lot's thread,
-    where nothing may wait) when it would have to wait: for a password
-    hash, a failure delay, a database write, a walk of a home directory.
-    It is raised before the work changes anything, so the caller hands the
-    request to a worker, which runs it again from the start."""
 
 
 class WorkerPool:

@@ -52,12 +52,13 @@ from .errors import (
     Timeout,
     TlsRequired,
     TooManySessions,
+    WouldBlock,
 )
 from .frames import encode_header
 from .limits import LISTEN_BACKLOG, PARK_AFTER, SESSION_STACK_SIZE, WORKER_LINGER
 from .quota import QuotaRegistry, QuotaStorage
 from .ratelimit import RateLimit
-from .scheduler import ParkingLot, WorkerPool, WouldBlock
+from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
 from .storage import LocalStorage, Storage
 from .wire import ConnectionClosed, Wire
@@ -402,9 +403,15 @@ class SessionHandler(socketserver.BaseRequestHandler):
         Quick requests are served right here, and the session parks again:
         a client that connects, says hello and logs in with a token (a
         reconnect) never takes a thread. Anything else goes to a worker."""
-        if not timed_out and self._serve_quick():
-            self._park()
-            return
+        if not timed_out:
+            try:
+                served = self._serve_quick()
+            except Exception:  # noqa: BLE001 - a bug here must neither stop the lot nor strand the session
+                log.exception("session %s: serving on the parking lot failed", self.peer)
+                served = False
+            if served:
+                self._park()
+                return
         try:
             self.server.workers.submit(self._slice, timed_out)
         except RuntimeError:  # stopping, or no thread to be had: end here
@@ -417,7 +424,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
         replies sent. False: a worker must go on from where this stopped
         (the rest is still buffered, the replies not sent yet are held)."""
         wire = self.wire
-        if wire.tls or self.server.stopping.is_set() or not wire.read_now():
+        deadline = self._deadline()
+        if wire.tls or self.server.stopping.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            return False  # a worker says goodbye, or times the session out
+        if not wire.read_now():
             return False  # nothing came: the peer closed, or the socket broke
         wire.hold_all = True  # the replies go out together, without waiting
         try:
@@ -435,9 +445,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 return False  # a bad frame: the worker meets it again, and answers
             if header is None:
                 return not decoder.buffered  # part of a header: the worker times it
-            command = commands.COMMANDS.get(header.get("cmd"))
+            name = header.get("cmd")
+            command = commands.COMMANDS.get(name) if isinstance(name, str) else None
             if command is None or not command.quick:
-                return False
+                return False  # refused or run by a worker, as ever
             self._apply_rate_limits()
             if self._run(header, quick=True) is None:
                 return False  # it would wait: still buffered, for the worker
@@ -474,10 +485,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 audit.logout(self.session, self.wire.bytes_in, self.wire.bytes_out, time.monotonic() - self.started)
                 self.session.logout()
             if self.wire is not None:
-                try:
-                    self.wire.flush()  # a reply still held (normally sent already)
-                except (ConnectionClosed, SockftpError):
-                    pass
+                # A reply still held (normally sent already), if the socket
+                # takes it now: this may run on the parking lot's thread, and
+                # the peer may have stopped reading.
+                self.wire.send_held_now()
             self.finish()
         except Exception:  # noqa: BLE001
             log.exception("ending session %s failed", self.peer)
@@ -581,7 +592,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
             wait = PARK_AFTER if deadline is None else min(PARK_AFTER, deadline - time.monotonic())
             if wait <= 0:
                 return self._time_out()
-            if not self.wire.wait_for_input(wait):
+            try:
+                ready = self.wire.wait_for_input(wait)  # sends the replies held first
+            except (ConnectionClosed, SockftpError) as exc:  # the peer never took the replies held
+                log.info("%s %s; closing", self.peer, exc)
+                return False
+            if not ready:
                 if deadline is not None and time.monotonic() >= deadline:
                     return self._time_out()
                 return True
@@ -656,13 +672,17 @@ class SessionHandler(socketserver.BaseRequestHandler):
         ctx = commands.Context(self.session, self.wire, quick=quick)
         cwd = self.session.cwd  # the audit log resolves paths from where the command started
         name = header.get("cmd") if isinstance(header.get("cmd"), str) else "?"
-        started = time.monotonic()
-        self.record.busy = True
-        result = "ok"
         if name not in HOLD_ACROSS:
             # A reply held back for a pipelined batch must not wait out
             # slow work: an auth (argon2, the failure delay), a tree walk.
-            self.wire.flush()
+            try:
+                self.wire.flush()
+            except (ConnectionClosed, SockftpError) as exc:  # the peer never took them
+                log.info("%s %s; closing", self.peer, exc)
+                return False
+        started = time.monotonic()
+        self.record.busy = True
+        result = "ok"
         try:
             reply = commands.dispatch(ctx, header)
             if reply is not None:

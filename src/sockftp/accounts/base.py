@@ -11,7 +11,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ..errors import BadRequest
+from ..errors import BadRequest, WouldBlock
 
 #: Names are used as directory names (the home is ``users/NAME``) and in
 #: logs, so they are kept to a conservative, case-sensitive set.
@@ -99,6 +99,13 @@ class UserStore(ABC):
     def token_account(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
         """The account that the live (unexpired at *now*) token *token_hash*
         belongs to, and the token; or None."""
+
+    def token_account_now(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
+        """As :meth:`token_account`, but without waiting for anything (for
+        the server's parking-lot thread): raises WouldBlock when the answer
+        is not at hand. A store that must wait for it, over a network say,
+        keeps this default, and its token logins are run by worker threads."""
+        raise WouldBlock
 
     @abstractmethod
     def touch_token(self, token_hash: str, now: float) -> None:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import Exists, NotFound
+from ..errors import Exists, NotFound, WouldBlock
 from . import schema
 from .base import Account, StoreError, TokenRecord, UserStore
 
@@ -83,6 +83,27 @@ class SqliteUserStore(UserStore):
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
+
+    @contextmanager
+    def _idle_connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool that is free and open right now, or
+        WouldBlock. In WAL mode a read does not wait for writers."""
+        if not self._slots.acquire(blocking=False):
+            raise WouldBlock
+        try:
+            with self._idle_lock:
+                db = self._idle.pop() if self._idle else None
+            if db is None:
+                raise WouldBlock  # opening one reads the disk
+            try:
+                yield db
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"account database {self.path}: {exc}") from exc
+            finally:
+                with self._idle_lock:
+                    self._idle.append(db)
+        finally:
+            self._slots.release()
 
     def _query(self, sql: str, params: tuple = ()) -> list:
         with self._connection() as db:
@@ -163,11 +184,11 @@ class SqliteUserStore(UserStore):
             db.execute(schema.DELETE_EXPIRED_TOKENS, (created,))
 
     def token_account(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
-        rows = self._query(schema.SELECT_TOKEN_ACCOUNT, (token_hash, now))
-        if not rows:
-            return None
-        *account, created, expires, last_used = rows[0]
-        return _account(account), TokenRecord(token_hash, created, expires, last_used)
+        return _token_row(self._query(schema.SELECT_TOKEN_ACCOUNT, (token_hash, now)), token_hash)
+
+    def token_account_now(self, token_hash: str, now: float) -> tuple[Account, TokenRecord] | None:
+        with self._idle_connection() as db:
+            return _token_row(db.execute(schema.SELECT_TOKEN_ACCOUNT, (token_hash, now)).fetchall(), token_hash)
 
     def touch_token(self, token_hash: str, now: float) -> None:
         self._change(schema.TOUCH_TOKEN, (now, token_hash))
@@ -187,6 +208,13 @@ class SqliteUserStore(UserStore):
             idle, self._idle = self._idle, []
         for db in idle:
             db.close()
+
+
+def _token_row(rows: list, token_hash: str) -> tuple[Account, TokenRecord] | None:
+    if not rows:
+        return None
+    *account, created, expires, last_used = rows[0]
+    return _account(account), TokenRecord(token_hash, created, expires, last_used)
 
 
 def _account(row) -> Account:
