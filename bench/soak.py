@@ -5,9 +5,13 @@ memory, descriptors and threads are sampled.
     python -m bench.soak                               # 500 clients, 10 minutes
     python -m bench.soak --clients 100 --duration 30   # what CI runs
 
-The server is a ``sockftp serve --anonymous`` child process on 127.0.0.1,
-port 0, with a temporary root and session caps above the client count
-(anonymous, because an argon2 login costs ~0.1 s of CPU per connect).
+The server is a ``sockftp serve`` child process on 127.0.0.1, port 0, with
+a temporary root and session caps above the client count. Every session
+logs in as one user with a re-login token minted at the start (one argon2
+check), as the library reconnects: connects and reconnects then take the
+server's quick path (``hello`` and the token login served on its parking
+lot's thread). ``--login anonymous`` runs the server with ``--anonymous``
+instead.
 The clients are threads in ``--workers`` processes, each thread one
 persistent :class:`sockftp.Client` session working in a directory of its
 own, so that it knows what the server should hold: a model of its files
@@ -74,8 +78,9 @@ from sockftp import Busy, ChecksumMismatch, Client, NotFound
 from sockftp import checksum as checksums
 from sockftp.client import RESUME_THRESHOLD
 
+from .clients import mint_token
 from .common import CLIENT_TIMEOUT, MiB, cpu_seconds, open_fds, raise_file_limit, rss_bytes, thread_count
-from .servers import SockftpServer
+from .servers import USER, SockftpServer
 
 HOST = "127.0.0.1"
 
@@ -232,8 +237,18 @@ class Live:
 class Session:
     """One persistent client session, its directory and its model of it."""
 
-    def __init__(self, port: int, directory: str, rng: random.Random, scratch: str, pool: bytes, live: Live):
-        self.client = Client(HOST, port, timeout=CLIENT_TIMEOUT, connect=False)
+    def __init__(
+        self,
+        port: int,
+        token: str | None,
+        directory: str,
+        rng: random.Random,
+        scratch: str,
+        pool: bytes,
+        live: Live,
+    ):
+        login = {} if token is None else {"user": USER, "token": token}
+        self.client = Client(HOST, port, timeout=CLIENT_TIMEOUT, connect=False, **login)
         self.directory = directory
         self.rng = rng
         self.pool = memoryview(pool)
@@ -485,7 +500,9 @@ class Session:
 # -- the worker processes ----------------------------------------------------------------
 
 
-def _worker_main(index: int, port: int, sessions: int, seed: int, scratch: str, live_array, pipe) -> None:
+def _worker_main(
+    index: int, port: int, token: str | None, sessions: int, seed: int, scratch: str, live_array, pipe
+) -> None:
     """Open *sessions* sessions, say "ready", wait for ("go", deadline), run
     them to the deadline, and send back their merged Tally."""
     threading.stack_size(STACK_SIZE)
@@ -500,7 +517,7 @@ def _worker_main(index: int, port: int, sessions: int, seed: int, scratch: str, 
         directory = f"w{index}-c{number:03d}"
         local = os.path.join(scratch, directory)
         os.makedirs(local)
-        session = Session(port, directory, random.Random(f"{seed}-{directory}"), local, pool, live)
+        session = Session(port, token, directory, random.Random(f"{seed}-{directory}"), local, pool, live)
         tallies.append(session.tally)
         connected = session.attempt("connect", session.start)
         started.wait()
@@ -533,7 +550,7 @@ def _worker_main(index: int, port: int, sessions: int, seed: int, scratch: str, 
 class Workers:
     """The client processes, their pipes and their live counters."""
 
-    def __init__(self, processes: int, clients: int, port: int, seed: int, scratch: str):
+    def __init__(self, processes: int, clients: int, port: int, token: str | None, seed: int, scratch: str):
         context = multiprocessing.get_context("spawn")
         self.live = context.RawArray("q", 3 * processes)
         self.pipes, self.procs = [], []
@@ -542,7 +559,7 @@ class Workers:
         for index in range(processes):
             ours, theirs = context.Pipe()
             share = base + (index < extra)
-            args = (index, port, share, seed, scratch, self.live, theirs)
+            args = (index, port, token, share, seed, scratch, self.live, theirs)
             proc = context.Process(target=_worker_main, args=args, daemon=True)
             proc.start()
             theirs.close()
@@ -762,6 +779,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=16, help="rows of the time series shown (default 16)")
     parser.add_argument("--csv", default=None, help="also write every sample to this CSV file")
     parser.add_argument("--dir", default=None, help="where the work directory goes (default: the temp dir)")
+    parser.add_argument(
+        "--login",
+        choices=("token", "anonymous"),
+        default="token",
+        help="how sessions log in (default: one user's re-login token)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0 or args.workers < 1:
@@ -792,12 +815,14 @@ def main(argv=None) -> int:
     raise_file_limit(4 * args.clients + 1024)
     server = workers = None
     try:
-        server = SockftpServer(os.path.join(work, "root"), anonymous=True, sessions=args.clients)
+        anonymous = args.login == "anonymous"
+        server = SockftpServer(os.path.join(work, "root"), anonymous=anonymous, sessions=args.clients)
+        token = None if anonymous else mint_token(server.port)
         time.sleep(0.5)
         before = sample(server, 0.0)
         os.makedirs(os.path.join(work, "local"))
         say(f"server pid {server.pid} on port {server.port}; {args.clients} clients in {args.workers} processes")
-        workers = Workers(args.workers, args.clients, server.port, args.seed, os.path.join(work, "local"))
+        workers = Workers(args.workers, args.clients, server.port, token, args.seed, os.path.join(work, "local"))
         workers.expect("ready", 2 * CLIENT_TIMEOUT)
         connected = sample(server, 0.0, workers.totals())
         say(f"{args.clients} sessions open; running for {args.duration:g} s")
@@ -855,11 +880,12 @@ def main(argv=None) -> int:
 
     from importlib.metadata import version
 
+    who = "anonymous" if args.login == "anonymous" else "one user, logged in by token"
     lines = [
         f"sockftp soak (issue 5), {time.strftime('%Y-%m-%d %H:%M')}, 127.0.0.1, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, sockftp {version('sockftp')}",
         f"command: {command}",
-        f"{args.clients} sessions (anonymous) in {args.workers} client processes for {args.duration:g} s, seed "
+        f"{args.clients} sessions ({who}) in {args.workers} client processes for {args.duration:g} s, seed "
         f"{args.seed}; files 0 B to {1 << SIZE_BITS >> 20} MiB, log-uniform, at most {MAX_FILES} per session",
         "",
         "== operations, each verified ==",
