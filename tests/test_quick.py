@@ -8,8 +8,10 @@ Real servers on 127.0.0.1, raw sockets speaking the wire format.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import struct
 import threading
 import time
 
@@ -239,3 +241,84 @@ def test_a_client_that_pings_from_the_parking_lot_is_still_closed_at_its_login_d
         reply = recv_frame(sock)
     assert reply["error"] == "timeout"
     assert time.monotonic() - started < 1.5
+
+
+# -- any bytes, through the parking lot ------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2**64),
+    st.text(max_size=6),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+#: Requests of the quick commands and their neighbours, with fields of any
+#: type; "VALID" becomes a live token when sent.
+REQUESTS = st.one_of(
+    st.fixed_dictionaries(
+        {"cmd": st.sampled_from(["hello", "ping", "auth", "pwd", "quit", "nope"])},
+        optional={
+            "versions": ANY_VALUE,
+            "user": st.one_of(st.just("alice"), ANY_VALUE),
+            "token": st.one_of(st.just("VALID"), ANY_VALUE),
+            "password": ANY_VALUE,
+            "new_token": ANY_VALUE,
+        },
+    ),
+    st.fixed_dictionaries({"cmd": ANY_VALUE}),
+)
+CHUNKS = st.lists(st.one_of(REQUESTS, st.binary(max_size=10)), min_size=1, max_size=6)
+
+
+def _frames(data: bytes) -> list[dict]:
+    """Every reply frame in *data*; each must be a JSON object with a boolean ok."""
+    frames, position = [], 0
+    while position < len(data):
+        (length,) = struct.unpack("<I", data[position : position + 4])
+        frames.append(json.loads(data[position + 4 : position + 4 + length]))
+        assert isinstance(frames[-1]["ok"], bool)
+        position += 4 + length
+    return frames
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=CHUNKS)
+def test_any_bytes_sent_to_parked_sessions_get_frames_and_the_session_ends(srv, monkeypatch, caplog, chunks):
+    # Each chunk reaches a parked session, so it is read and served (or
+    # handed over) on the parking lot's thread. Whatever the bytes, the
+    # replies are frames, none is an internal error, the session ends when
+    # the client does, and the server logs no error.
+    monkeypatch.setattr(server_module, "PARK_AFTER", 0.01)
+    if not hasattr(srv, "token"):
+        srv.token = a_token(srv)
+        srv.holder = Client(srv.host, srv.port, user="alice", token=srv.token, timeout=10)  # alice has a session
+        srv.sources = iter(f"127.0.{n // 250}.{n % 250 + 2}" for n in range(10**6))
+    sock = srv.raw(timeout=10, source=next(srv.sources))  # its own address: bans stay with it
+    for chunk in chunks:
+        if isinstance(chunk, dict):
+            chunk = encode_frame({k: srv.token if v == "VALID" else v for k, v in chunk.items()})
+        try:
+            sock.sendall(chunk)
+        except OSError:
+            break  # the server closed after a fatal error
+        time.sleep(0.03)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    received = bytearray()
+    try:
+        while data := sock.recv(65536):
+            received += data
+    except ConnectionResetError:
+        pass
+    sock.close()
+    assert all(reply.get("error") != "internal" for reply in _frames(bytes(received)))
+    srv.wait_idle(sessions=1)
+    errors = [r for r in caplog.records if r.name.startswith("sockftp") and r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
