@@ -7,10 +7,11 @@ import os
 import threading
 
 import pytest
-from conftest import add_user, login
+from conftest import add_user
 
 from sockftp.accounts import Account, SqliteUserStore
 from sockftp.accounts.sqlite import POOL_SIZE
+from sockftp.client import Client
 from sockftp.config import users_db
 from sockftp.errors import NotFound
 
@@ -31,7 +32,11 @@ def database_fds(path) -> int:
 def test_idle_logged_in_sessions_hold_no_database_connection(server):
     srv = server(anonymous=False)
     add_user(srv.root, "alice", "alice-pw")
-    sessions = [login(srv, "alice", "alice-pw") for _ in range(POOL_SIZE + 4)]
+    first = Client(srv.host, srv.port, user="alice", password="alice-pw", timeout=10)
+    # More sessions than the pool has connections; by token, to spare argon2.
+    sessions = [first] + [
+        Client(srv.host, srv.port, user="alice", token=first.token, timeout=10) for _ in range(POOL_SIZE + 3)
+    ]
     for client in sessions:
         assert client.quota()["user"] == "alice"
     assert srv.session_count == len(sessions)
@@ -56,7 +61,7 @@ def test_the_pool_serves_many_threads_with_a_few_connections(tmp_path):
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader) for _ in range(20)]
+    threads = [threading.Thread(target=reader) for _ in range(POOL_SIZE + 8)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -19,6 +19,7 @@ import pytest
 from conftest import add_user, encode_frame, recv_frame, wait_until
 
 from sockftp import server as server_module
+from sockftp.accounts.sqlite import POOL_SIZE
 from sockftp.client import Client
 from sockftp.server import QUICK_BATCH
 
@@ -187,10 +188,9 @@ def test_a_busy_account_database_holds_up_no_parked_session(srv):
     holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
     other = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
     wait_until(lambda: len(srv.server.parking) == 2, what="both parked")
-    slots = srv.server.users._slots
-    taken = [slots.acquire(timeout=5) for _ in range(4)]
-    assert all(taken)
-    release = threading.Timer(3.0, lambda: [slots.release() for _ in taken])
+    pool = srv.server.users._pool
+    taken = [pool.get(timeout=5) for _ in range(POOL_SIZE)]
+    release = threading.Timer(3.0, lambda: [pool.put(db) for db in taken])
     release.start()
     try:
         sock = socket.create_connection((srv.host, srv.port), timeout=10)

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -459,3 +460,34 @@ def test_a_wrong_token_can_get_the_address_banned_and_then_a_good_one_is_refused
     assert_closed(sock)
     with pytest.raises(Banned):
         srv.client(user="alice", token=token)
+
+
+def test_a_crowd_reconnecting_with_one_token_writes_its_use_once(srv, monkeypatch):
+    # The token's "last used" is written at most once a minute. Without a
+    # note of the write under way, every login that read the old time
+    # before the first write landed wrote it again, each waiting for the
+    # database's lock in turn (the soak: 500 sessions, seconds per reconnect).
+    token = new_token(srv)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with store_of(srv) as store:
+        store.touch_token(digest, time.time() - 120)  # last used two minutes ago
+    users = srv.server.users
+    writes = []
+    real = users.touch_token
+
+    def slow_touch(token_hash, now):
+        writes.append(token_hash)
+        time.sleep(0.3)  # a write waiting for the database's lock
+        real(token_hash, now)
+
+    monkeypatch.setattr(users, "touch_token", slow_touch)
+    replies = []
+    threads = [
+        threading.Thread(target=lambda: replies.append(raw_auth(srv, user="alice", token=token))) for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [reply["user"] for reply in replies] == ["alice"] * 10
+    assert writes == [digest]

@@ -160,6 +160,8 @@ class Authenticator:
         self.max_tokens = config.max_tokens_per_user
         self._make_identity = make_identity or _plain_identity
         self._clock = clock  # wall-clock time: tokens outlive the process
+        #: When this server last wrote each token's use (see _touch_due).
+        self._touching: dict[str, float] = {}
 
     @property
     def tokens_enabled(self) -> bool:
@@ -267,11 +269,22 @@ class Authenticator:
         account, record = found
         if account.name != name or account.disabled:
             return None, None
-        if record.last_used is None or now - record.last_used >= self.TOUCH_INTERVAL:
+        if (record.last_used is None or now - record.last_used >= self.TOUCH_INTERVAL) and self._touch_due(hashed, now):
             if quick:
                 raise WouldBlock  # a write, which may wait for the database's lock
+            self._touching[hashed] = now
             self._best_effort("token use", self.users.touch_token, hashed, now)
         return account, record
+
+    def _touch_due(self, hashed: str, now: float) -> bool:
+        """False if this server has written the token's use within
+        TOUCH_INTERVAL, or is writing it: a crowd reconnecting with one
+        token then costs one write, not one each (the soak's 500 sessions
+        queued seconds behind each other's writes every minute)."""
+        if len(self._touching) > 4096:  # forget the old ones, keeping the table small
+            self._touching = {h: t for h, t in self._touching.items() if now - t < self.TOUCH_INTERVAL}
+        last = self._touching.get(hashed)
+        return last is None or now - last >= self.TOUCH_INTERVAL
 
     @staticmethod
     def _best_effort(what: str, call, *args, **kwargs):

@@ -252,9 +252,12 @@ class SockftpServer(socketserver.TCPServer):
     def process_request(self, request, client_address) -> None:
         record = self._admitted.pop(request)
         handler = self.RequestHandlerClass(request, client_address, self, record)
-        if self.tls_context is None and not self.config.anonymous:
+        if self.tls_context is None and not self.config.anonymous and self.workers.busy <= QUICK_WHILE_BUSY:
             # No thread yet: the session waits in the parking lot, whose
             # thread serves its hello and token login (see SessionHandler).
+            # Not while many workers are busy: the accept loop and the
+            # parking lot, one thread each, would then wait for the GIL
+            # behind all of them at every step of every new session.
             handler.start_parked()
             return
         try:

@@ -12,8 +12,8 @@ accounts while a server reads them.
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,9 +21,13 @@ from ..errors import Exists, NotFound, WouldBlock
 from . import schema
 from .base import Account, StoreError, TokenRecord, UserStore
 
-#: Connections open at most. Queries take microseconds, so a few serve a
-#: burst of thousands of logins; a thread that finds all in use waits.
-POOL_SIZE = 4
+#: Connections open at most; a thread that finds all in use waits. A query
+#: takes microseconds, but under load the thread holding a connection waits
+#: for the GIL between its steps, behind every busy session: with 4, the
+#: soak's 500 sessions held 141 token logins waiting here and reconnects
+#: took up to 50 s; with 32, at most 4.3 s (anonymous ones: 3.3 s). Each
+#: costs about 100 KB and two descriptors, and is opened only when needed.
+POOL_SIZE = 32
 
 
 class SqliteUserStore(UserStore):
@@ -39,9 +43,13 @@ class SqliteUserStore(UserStore):
             except FileNotFoundError:
                 pass
         self.path = path
-        self._idle: list[sqlite3.Connection] = []
-        self._idle_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(POOL_SIZE)
+        # The pool: POOL_SIZE slots, each None until its connection is first
+        # opened. A SimpleQueue takes no Python-level lock: with a semaphore,
+        # a thread that held it while waiting for the GIL held up every other
+        # login (the soak's 500 clients: reconnects by token took seconds).
+        self._pool: queue.SimpleQueue[sqlite3.Connection | None] = queue.SimpleQueue()
+        for _ in range(POOL_SIZE):
+            self._pool.put(None)
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -57,23 +65,46 @@ class SqliteUserStore(UserStore):
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """A connection of the pool, for one query or transaction."""
-        with self._slots:
-            with self._idle_lock:
-                db = self._idle.pop() if self._idle else None
+        db = self._pool.get()
+        try:
             if db is None:
                 db = self._open()
-            try:
-                yield db
-            except sqlite3.OperationalError as exc:  # disk full, locked, I/O: not our bug
-                raise StoreError(f"account database {self.path}: {exc}") from exc
-            finally:
-                if db.in_transaction:  # an exception inside _transaction's body
-                    try:
-                        db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # SQLite rolled back itself (as it does on a full disk)
-                with self._idle_lock:
-                    self._idle.append(db)
+            yield db
+        except sqlite3.OperationalError as exc:  # disk full, locked, I/O: not our bug
+            raise StoreError(f"account database {self.path}: {exc}") from exc
+        finally:
+            if db is not None and db.in_transaction:  # an exception inside _transaction's body
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back itself (as it does on a full disk)
+            self._pool.put(db)
+
+    @contextmanager
+    def _idle_connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool that is free and open right now, or
+        WouldBlock. In WAL mode a read does not wait for writers."""
+        db, unopened = None, []
+        try:
+            for _ in range(POOL_SIZE):  # the pool is first in, first out: look past unopened slots
+                slot = self._pool.get_nowait()
+                if slot is not None:
+                    db = slot
+                    break
+                unopened.append(slot)
+        except queue.Empty:
+            pass
+        finally:
+            for slot in unopened:
+                self._pool.put(slot)
+        if db is None:
+            raise WouldBlock  # all in use, or opening one would read the disk
+        try:
+            yield db
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"account database {self.path}: {exc}") from exc
+        finally:
+            self._pool.put(db)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -83,27 +114,6 @@ class SqliteUserStore(UserStore):
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
-
-    @contextmanager
-    def _idle_connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection of the pool that is free and open right now, or
-        WouldBlock. In WAL mode a read does not wait for writers."""
-        if not self._slots.acquire(blocking=False):
-            raise WouldBlock
-        try:
-            with self._idle_lock:
-                db = self._idle.pop() if self._idle else None
-            if db is None:
-                raise WouldBlock  # opening one reads the disk
-            try:
-                yield db
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"account database {self.path}: {exc}") from exc
-            finally:
-                with self._idle_lock:
-                    self._idle.append(db)
-        finally:
-            self._slots.release()
 
     def _query(self, sql: str, params: tuple = ()) -> list:
         with self._connection() as db:
@@ -204,10 +214,16 @@ class SqliteUserStore(UserStore):
     def close(self) -> None:
         """Close the connections not in use (the store opens new ones if it
         is used again)."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
+        idle = []
+        while True:
+            try:
+                idle.append(self._pool.get_nowait())
+            except queue.Empty:
+                break
         for db in idle:
-            db.close()
+            if db is not None:
+                db.close()
+            self._pool.put(None)
 
 
 def _token_row(rows: list, token_hash: str) -> tuple[Account, TokenRecord] | None:
