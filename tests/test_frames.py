@@ -271,3 +271,33 @@ def test_encode_decode_round_trips_any_json_object(headers, chunk):
         while (header := decoder.next_header()) is not None:
             got.append(header)
     assert got == headers
+
+
+def test_a_peeked_header_stays_until_read_and_a_bad_one_is_met_again():
+    decoder = FrameDecoder()
+    decoder.feed(encode_header({"cmd": "ping"}) + frame(b"{not json") + encode_header({"cmd": "pwd"})[:3])
+    assert decoder.peek_header() == {"cmd": "ping"}
+    assert decoder.peek_header() == {"cmd": "ping"}  # still there
+    assert decoder.next_header() == {"cmd": "ping"}
+    with pytest.raises(BadJson):
+        decoder.peek_header()  # consumes nothing...
+    with pytest.raises(BadJson):
+        decoder.next_header()  # ...so reading meets it, and consumes it
+    assert decoder.peek_header() is None  # only part of the next header is here
+    decoder.feed(encode_header({"cmd": "pwd"})[3:])
+    assert decoder.peek_header() == {"cmd": "pwd"}
+    assert decoder.next_header() == {"cmd": "pwd"}
+    assert decoder.buffered == 0
+
+
+def test_a_peek_survives_the_buffer_moving_under_it():
+    # Feeding may compact the buffer, moving the peeked bytes: the peek must
+    # not point into the old place.
+    decoder = FrameDecoder()
+    first, second = encode_header({"cmd": "a" * 40}), encode_header({"cmd": "pwd"})
+    decoder.feed(first + second)
+    assert decoder.next_header() == {"cmd": "a" * 40}
+    assert decoder.peek_header() == {"cmd": "pwd"}
+    decoder.feed(encode_header({"cmd": "ping"}))  # compacts: the consumed half goes
+    assert decoder.next_header() == {"cmd": "pwd"}
+    assert decoder.next_header() == {"cmd": "ping"}

@@ -438,9 +438,10 @@ def xattr_store(store, root):
     return store
 
 
-# Files of SMALL_FILE bytes or more keep their checksum in an attribute;
-# smaller ones are hashed whenever asked (cheaper than the system calls).
-LARGE = b"payload!" * (SMALL_FILE // 8)
+# Files over SMALL_FILE bytes keep their checksum in an attribute; small
+# ones (at most SMALL_FILE) are hashed whenever asked (cheaper than the
+# system calls).
+LARGE = b"payload!" * (SMALL_FILE // 8 + 1)
 
 
 def test_commit_records_the_checksum_in_an_xattr(xattr_store, root):
@@ -456,6 +457,10 @@ def test_a_small_file_keeps_no_attribute_and_is_hashed_when_asked(xattr_store, r
     assert os.listxattr(root / "f") == []
     assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"payload")
     assert os.listxattr(root / "f") == []
+    at_the_limit = b"x" * SMALL_FILE  # still small, as a get treats it
+    put(xattr_store, ("g",), at_the_limit)
+    assert xattr_store.checksum(("g",)) == checksum.of_bytes(at_the_limit)
+    assert os.listxattr(root / "g") == []
 
 
 def test_an_upload_taken_over_before_its_lock_starts_from_what_the_lock_holds(store, root):

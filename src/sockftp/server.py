@@ -252,7 +252,7 @@ class SockftpServer(socketserver.TCPServer):
     def process_request(self, request, client_address) -> None:
         record = self._admitted.pop(request)
         handler = self.RequestHandlerClass(request, client_address, self, record)
-        if self.tls_context is None and not self.config.anonymous and self.workers.busy <= QUICK_WHILE_BUSY:
+        if self.tls_context is None and not self.config.anonymous and self.lot_may_serve():
             # No thread yet: the session waits in the parking lot, whose
             # thread serves its hello and token login (see SessionHandler).
             # Not while many workers are busy: the accept loop and the
@@ -267,6 +267,12 @@ class SockftpServer(socketserver.TCPServer):
             # the socket after handle_error).
             self.sessions.release(record)
             raise
+
+    def lot_may_serve(self) -> bool:
+        """True while few enough workers are busy for the parking lot's one
+        thread to serve quick requests itself; past QUICK_WHILE_BUSY it
+        would wait for the GIL behind all of them at every step."""
+        return self.workers.busy <= QUICK_WHILE_BUSY
 
     def park(self, handler: SessionHandler, deadline: float | None) -> None:
         """Free *handler*'s thread until its client sends something, or until
@@ -410,7 +416,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         then waits for the GIL behind all of them at every step, and every
         session it serves or wakes waits with it (the soak: reconnects took
         2.2 s instead of 0.13 s)."""
-        if not timed_out and self.server.workers.busy <= QUICK_WHILE_BUSY:
+        if not timed_out and self.server.lot_may_serve():
             try:
                 served = self._serve_quick()
             except Exception:  # noqa: BLE001 - a bug here must neither stop the lot nor strand the session

@@ -66,19 +66,14 @@ class SqliteUserStore(UserStore):
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """A connection of the pool, for one query or transaction."""
         db = self._pool.get()
-        try:
-            if db is None:
+        if db is None:
+            try:
                 db = self._open()
+            except BaseException:
+                self._pool.put(None)
+                raise
+        with self._lent(db):
             yield db
-        except sqlite3.OperationalError as exc:  # disk full, locked, I/O: not our bug
-            raise StoreError(f"account database {self.path}: {exc}") from exc
-        finally:
-            if db is not None and db.in_transaction:  # an exception inside _transaction's body
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite rolled back itself (as it does on a full disk)
-            self._pool.put(db)
 
     @contextmanager
     def _idle_connection(self) -> Iterator[sqlite3.Connection]:
@@ -99,11 +94,23 @@ class SqliteUserStore(UserStore):
                 self._pool.put(slot)
         if db is None:
             raise WouldBlock  # all in use, or opening one would read the disk
-        try:
+        with self._lent(db):
             yield db
-        except sqlite3.OperationalError as exc:
+
+    @contextmanager
+    def _lent(self, db: sqlite3.Connection) -> Iterator[None]:
+        """*db*, taken from the pool, back into it after use, rolled back if
+        a transaction was left open, with SQLite's failures as StoreError."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:  # disk full, locked, I/O: not our bug
             raise StoreError(f"account database {self.path}: {exc}") from exc
         finally:
+            if db.in_transaction:  # an exception inside _transaction's body
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back itself (as it does on a full disk)
             self._pool.put(db)
 
     @contextmanager

@@ -622,7 +622,7 @@ class LocalDownload(Download):
 
     def checksum(self) -> str:
         key = f"{self._st.st_size}:{self._st.st_mtime_ns}:"
-        cache = self._xattrs and self.size >= SMALL_FILE
+        cache = self._xattrs and self.size > SMALL_FILE
         if cache:
             try:
                 cached = os.getxattr(self._fd, _XATTR_CHECKSUM).decode()
@@ -698,7 +698,7 @@ class LocalUpload(Upload):
         try:
             if self._storage.fsync:
                 os.fsync(self._fd)
-            if checksum and self._storage.xattrs and self.offset >= SMALL_FILE:
+            if checksum and self._storage.xattrs and self.offset > SMALL_FILE:
                 st = os.fstat(self._fd)
                 os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
             _remove_upload_size(self._fd)
