@@ -18,6 +18,7 @@ from conftest import (
 
 import sockftp
 from sockftp.client import Client
+from sockftp.errors import IOFailure
 from sockftp.frames import encode_header
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -243,9 +244,38 @@ def test_out_of_file_descriptors_the_server_neither_spins_nor_stops_serving(spaw
     finally:
         for sock in held:
             sock.close()
-    with Client(port=handle.port, timeout=10) as client:
-        client.ping()
+    # The server takes a moment to reap the 60 closed connections; a client
+    # arriving meanwhile may find it still short of descriptors. It must then
+    # be told so, in a reply, and be served once they are back.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with Client(port=handle.port, timeout=10) as client:
+                client.ping()
+            break
+        except IOFailure as exc:
+            assert "out of file descriptors" in exc.message
+            assert time.monotonic() < deadline, "the server never got its descriptors back"
+            time.sleep(0.1)
     assert "cannot accept connections" in handle.stderr()
+
+
+def test_a_session_the_server_cannot_set_up_is_told_why(srv, tmp_path):
+    # The anonymous home measured at a session's start cannot be opened (an
+    # admin replaced it with a link): the client gets the error in a reply,
+    # where it used to be hung up on without a word.
+    srv.anon_dir.rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    srv.anon_dir.symlink_to(tmp_path / "elsewhere")
+    with srv.raw() as sock:
+        send_frame(sock, {"cmd": "hello", "version": 1})
+        reply = recv_frame(sock)
+        assert reply["ok"] is False and reply["error"] == "path_refused"
+        assert_closed(sock)
+    srv.anon_dir.unlink()
+    srv.anon_dir.mkdir()
+    with Client(srv.host, srv.port, timeout=5) as client:
+        client.ping()
 
 
 def cpu_seconds_of(pid: int):

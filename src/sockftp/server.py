@@ -375,17 +375,18 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def start(self) -> None:
         """The session's first slice, on a worker thread."""
-        if self._begin():
+        if self._begin(may_wait=True):
             self._slice(timed_out=False)
 
     def start_parked(self) -> None:
         """The session's start without a thread (a plaintext server's accept
         loop): set up, and park until the client's first request."""
-        if self._begin():
+        if self._begin(may_wait=False):
             self._park()
 
-    def _begin(self) -> bool:
-        """Set up; False if the session ended instead."""
+    def _begin(self, may_wait: bool) -> bool:
+        """Set up; False if the session ended instead. *may_wait*: on a
+        worker, which may linger for a refused client to read why."""
         try:
             self.setup()
             if self.wire is None:  # TLS refused or failed, and logged
@@ -394,6 +395,15 @@ class SessionHandler(socketserver.BaseRequestHandler):
             log.info("%s session start", self.peer)
             self.started = self.last_active = time.monotonic()
             return True
+        except SockftpError as exc:
+            # The server could not set the session up (out of descriptors,
+            # its storage failing): the client is told why, not hung up on.
+            log.warning("%s session refused: %s", self.peer, exc)
+            self.session = None  # it never began: nothing to log out
+            if self.wire is not None and may_wait:
+                self._goodbye(exc)
+            self._end()
+            return False
         except Exception:  # noqa: BLE001 - one session's bug must not reach the others
             log.exception("session %s failed", self.peer)
             self._end()

@@ -81,6 +81,10 @@ def _error(exc: OSError, path: RemotePath) -> SockftpError:
         return PathRefused("name too long for the server's filesystem: {path}", path=path)
     if code == errno.EINVAL:
         return PathRefused("invalid operation on {path}", path=path)
+    if code in (errno.EMFILE, errno.ENFILE):
+        # Passing (descriptors come back as sessions and transfers end), and
+        # logged by whoever was refused: one line per failure is enough.
+        return IOFailure("the server is out of file descriptors; try again shortly")
     log.warning("storage error on %s: %s", "/".join(path), exc)
     return IOFailure(f"storage error on {{path}}: {exc.strerror}", path=path)
 
