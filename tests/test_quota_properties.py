@@ -51,13 +51,15 @@ class QuotaMachine(RuleBasedStateMachine):
         size=st.integers(0, 400),
         cut=st.integers(0, 400),
         end=st.sampled_from(["commit", "keep", "discard", "corrupt"]),
+        at_once=st.booleans(),
     )
-    def upload(self, name, size, cut, end):
+    def upload(self, name, size, cut, end, at_once):
         path = self._path(name)
         data = os.urandom(size)
         try:
             held = self.storage.partial_size(path, size)
-            upload = self.storage.open_upload(path, size, held)
+            # at_once: the unnamed file's way (see storage.local.UnnamedUpload)
+            upload = self.storage.open_upload(path, size, held, at_once=at_once)
         except SockftpError:
             return
         try:

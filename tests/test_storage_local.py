@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import LineStops, have_xattrs
+from conftest import LineStops, have_xattrs, partials_in
 
 from sockftp import checksum, errors
 from sockftp.limits import SMALL_FILE
@@ -278,6 +278,78 @@ def test_open_upload_refuses_a_resume_announced_with_another_size(store, root):
     assert info.value.details["offset"] == 0
 
 
+def test_a_large_upload_is_marked_with_its_size_from_the_start(store, root):
+    # If the server dies midway, keep() never runs: the mark must be there
+    # already for the resume check above. A small upload is marked by keep().
+    if not store.xattrs:
+        pytest.skip("no extended attributes: the announced size is not recorded")
+    large = store.open_upload(("big",), SMALL_FILE + 1)
+    large.write(b"abcd")
+    assert os.getxattr(root / partial_name("big"), "user.sockftp.upload-size") == str(SMALL_FILE + 1).encode()
+    large.keep()
+
+
+@pytest.fixture
+def unnamed(store):
+    if not store.unnamed:
+        pytest.skip("this filesystem cannot make unnamed files (O_TMPFILE)")
+    return store
+
+
+def test_an_upload_all_in_hand_shows_nothing_until_it_commits(unnamed, root):
+    up = unnamed.open_upload(("f",), 5, at_once=True)
+    up.write(b"hello")
+    assert names(root) == []  # not even a partial
+    up.commit(checksum.of_bytes(b"hello"))
+    assert names(root) == ["f"] and (root / "f").read_bytes() == b"hello"
+    up = unnamed.open_upload(("f",), 3, at_once=True)
+    up.write(b"new")
+    assert (root / "f").read_bytes() == b"hello"
+    up.commit(None)
+    assert names(root) == ["f"] and (root / "f").read_bytes() == b"new"  # replaced, no debris
+
+
+def test_an_upload_all_in_hand_that_fails_leaves_nothing_or_a_partial(unnamed, root):
+    (root / "d").mkdir()
+    up = unnamed.open_upload(("d",), 1, at_once=True)
+    up.write(b"x")
+    with pytest.raises(errors.IsADirectory):
+        up.commit(None)
+    up = unnamed.open_upload(("gone",), 2, at_once=True)
+    up.write(b"ab")
+    up.discard()
+    assert names(root) == ["d"]
+    # Stopped short (a full disk, say): its bytes become the partial.
+    up = unnamed.open_upload(("cut",), 10, at_once=True)
+    up.write(b"abcd")
+    up.keep()
+    assert names(root) == [partial_name("cut"), "d"]
+    assert unnamed.partial_size(("cut",), 10) == 4
+    if unnamed.xattrs:
+        assert unnamed.partial_size(("cut",), 11) == 0  # marked with its size
+
+
+def test_an_upload_all_in_hand_meets_a_partial_as_any_upload_does(unnamed, root):
+    first = upload(unnamed, ("f",), b"one", size=10)
+    with pytest.raises(errors.Busy):
+        unnamed.open_upload(("f",), 3, at_once=True)
+    first.keep()
+    second = unnamed.open_upload(("f",), 3, at_once=True)  # the old partial is dropped
+    assert second.dropped == 3
+    second.write(b"two")
+    second.commit(None)
+    assert names(root) == ["f"] and (root / "f").read_bytes() == b"two"
+
+
+def test_without_unnamed_files_an_upload_all_in_hand_takes_a_partial(store, root):
+    store.unnamed = False
+    up = store.open_upload(("f",), 5, at_once=True)
+    up.write(b"hello")
+    assert names(root) == [partial_name("f")]
+    up.commit(None)
+    assert names(root) == ["f"]
+
+
 def test_second_upload_of_a_path_is_busy_until_the_first_ends(store, root):
     first = upload(store, ("f",), b"one", size=3)
     with pytest.raises(errors.Busy):
@@ -293,7 +365,13 @@ def test_open_upload_refusals(store, root):
     (root / "d").mkdir()
     (root / "f").write_bytes(b"")
     with pytest.raises(errors.IsADirectory):
-        store.open_upload(("d",), 1)
+        store.open_upload(("d",), SMALL_FILE + 1)
+    # A small upload meets the directory when it commits, and leaves nothing.
+    small = store.open_upload(("d",), 1)
+    small.write(b"x")
+    with pytest.raises(errors.IsADirectory):
+        small.commit(None)
+    assert (root / "d").is_dir() and partials_in(root) == []
     with pytest.raises(errors.NotFound):
         store.open_upload(("nodir", "x"), 1)
     with pytest.raises(errors.NotADirectory):

@@ -265,7 +265,7 @@ class QuotaStorage(Storage):
         if replaced is not None:
             self.ledger.adjust(-replaced, -1)
 
-    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
+    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0, *, at_once: bool = False) -> Upload:
         if self.ledger.limited:
             replaces = self._file_size(path)
             new_file, credited = replaces is None, replaces or 0
@@ -278,7 +278,7 @@ class QuotaStorage(Storage):
         announced = 0 if size is None else size - offset  # unknown: reserved chunk by chunk
         self.ledger.reserve(announced, new_file=new_file, replaces=credited)
         try:
-            upload = self.inner.open_upload(path, size, offset)
+            upload = self.inner.open_upload(path, size, offset, at_once=at_once)
         except BaseException:
             self.ledger.release(announced, new_file=new_file)
             raise
@@ -339,22 +339,25 @@ class QuotaUpload(Upload):
     def replaced_size(self) -> int | None:
         return self.inner.replaced_size()
 
-    def commit(self, checksum: str | None) -> None:
-        # Measured now, where the file will land: the file credited at the
-        # start may have been moved or removed since, and then the upload
-        # must fit without that credit.
-        replaced = self.inner.replaced_size()
+    def commit(self, checksum: str | None) -> int | None:
+        if self.ledger.limited:
+            # Measured now, where the file will land: the file credited at
+            # the start may have been moved or removed since, and then the
+            # upload must fit without that credit.
+            try:
+                self.ledger.check_commit(self.inner.replaced_size(), self.credited, self.new_file)
+            except QuotaExceeded:
+                self.discard()
+                raise
+        # Without limits nothing can refuse it: the commit says what it
+        # replaced (a new file's lookup is a sixteenth of a small put).
         try:
-            self.ledger.check_commit(replaced, self.credited, self.new_file)
-        except QuotaExceeded:
-            self.discard()
-            raise
-        try:
-            self.inner.commit(checksum)
+            replaced = self.inner.commit(checksum)
         finally:
             self._finish()
         # The file that was there (if any) is gone; a new name is one more file.
         self.ledger.adjust(-(replaced or 0), 0 if replaced is not None else 1)
+        return replaced
 
     def keep(self) -> None:
         try:

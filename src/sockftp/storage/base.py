@@ -112,8 +112,10 @@ class Upload(ABC):
         upload began: its directory may have been renamed meanwhile."""
 
     @abstractmethod
-    def commit(self, checksum: str | None) -> None:
-        """Make the file visible under its name, atomically.
+    def commit(self, checksum: str | None) -> int | None:
+        """Make the file visible under its name, atomically. Returns the
+        size of the file it replaced, None if none: as :meth:`replaced_size`
+        found it, if that was asked just before.
 
         *checksum* is the verified checksum of the whole file, kept so that
         downloads need not hash it again; None if it was not computed.
@@ -174,13 +176,18 @@ class Storage(ABC):
         known), whatever size the interrupted upload announced."""
 
     @abstractmethod
-    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
+    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0, *, at_once: bool = False) -> Upload:
         """Start (offset 0) or resume (offset > 0) an upload of *size* bytes
         in all, or of a size not known until its bytes end (None).
 
+        *at_once*: all the bytes are in the server's hands already, and will
+        be written and committed without waiting for anyone; a store may
+        then skip what only protects an upload that is seen in progress.
+
         Raises Busy if another upload of *path* is under way, OffsetMismatch
         if fewer than *offset* bytes are held, IsADirectory, NotFound (no
-        parent directory).
+        parent directory). A store may leave IsADirectory to the commit for
+        an upload of at most ``SMALL_FILE`` bytes (then it keeps nothing).
         """
 
     @abstractmethod

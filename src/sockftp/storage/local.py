@@ -9,11 +9,13 @@ use) can lead outside the root. Names are validated before they get here
 Uploads go to a hidden partial file beside their target
 (``.sockftp-part-<hash of the name>``), locked with ``flock`` so two
 uploads of one name never interleave, and are renamed over the target
-only once complete. The partial carries its announced size in an extended
-attribute, and a committed file carries its checksum, keyed by size and
-mtime, so downloads need not hash it again. Where the filesystem has no
-extended attributes, both degrade: resumes rely on the final checksum and
-downloads hash on demand.
+only once complete. A small upload whose bytes are all in hand goes to an
+unnamed file instead, linked under its name once complete (UnnamedUpload).
+The partial carries its announced size in an extended attribute, and a
+committed file carries its checksum, keyed by size and mtime, so downloads
+need not hash it again. Where the filesystem has no extended attributes,
+both degrade: resumes rely on the final checksum and downloads hash on
+demand.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import stat as statmod
 from collections.abc import Iterator
 
@@ -121,6 +124,8 @@ class LocalStorage(Storage):
         self.fsync = fsync
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.xattrs = _probe_xattrs(self._root_fd)
+        #: Small uploads go to unnamed files (see UnnamedUpload).
+        self.unnamed = _probe_unnamed(self._root_fd)
 
     def close(self) -> None:
         fd, self._root_fd = self._root_fd, -1
@@ -411,16 +416,26 @@ class LocalStorage(Storage):
         finally:
             os.close(fd)
 
-    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0) -> Upload:
+    def open_upload(self, path: RemotePath, size: int | None, offset: int = 0, *, at_once: bool = False) -> Upload:
+        # A small upload is all in the server's hands by now, or nearly: its
+        # storage work is most of its cost, so it skips what only a long
+        # upload needs. A directory in its way is met by the rename, and
+        # its partial carries no size mark unless it stops short (keep).
+        small = size is not None and size <= SMALL_FILE
         parent_fd = self._parent(path)
+        if at_once and small and not offset and self.unnamed:
+            upload = self._open_unnamed(parent_fd, path, size)
+            if upload is not None:
+                return upload
         try:
-            try:
-                existing = os.stat(path[-1], dir_fd=parent_fd, follow_symlinks=False)
-                if statmod.S_ISDIR(existing.st_mode):
-                    raise IsADirectory("is a directory: {path}", path=path)
-            except FileNotFoundError:
-                pass
-            partial_fd, locked = self._lock_partial(parent_fd, path)
+            if not small:
+                try:
+                    existing = os.stat(path[-1], dir_fd=parent_fd, follow_symlinks=False)
+                    if statmod.S_ISDIR(existing.st_mode):
+                        raise IsADirectory("is a directory: {path}", path=path)
+                except FileNotFoundError:
+                    pass
+            partial_fd, locked, created = self._lock_partial(parent_fd, path)
         except OSError as exc:
             os.close(parent_fd)
             raise _error(exc, path) from None
@@ -444,13 +459,17 @@ class LocalStorage(Storage):
                     )
             if held != offset:
                 os.ftruncate(partial_fd, offset)
+            marked = self.xattrs and not created  # a partial we found may carry a mark
             if self.xattrs and not offset:
-                if size is None:
-                    _remove_upload_size(partial_fd)
+                if size is None or small:
+                    if marked:
+                        _remove_upload_size(partial_fd)
+                    marked = False
                 else:
                     # Set now, not when the upload stops: if the server dies
                     # midway, the mark must still guard the resume.
                     os.setxattr(partial_fd, _XATTR_UPLOAD_SIZE, str(size).encode())
+                    marked = True
             if offset:  # a new descriptor is at 0 already
                 os.lseek(partial_fd, offset, os.SEEK_SET)
         except OSError as exc:
@@ -461,7 +480,7 @@ class LocalStorage(Storage):
             os.close(partial_fd)
             os.close(parent_fd)
             raise
-        upload = LocalUpload(self, path, size, offset, parent_fd, partial_fd)
+        upload = LocalUpload(self, path, size, offset, parent_fd, partial_fd, marked)
         upload.dropped = max(0, held - offset)
         return upload
 
@@ -478,7 +497,7 @@ class LocalStorage(Storage):
                         path=path,
                         offset=st.st_size,
                     )
-                partial_fd, _ = self._lock_partial(parent_fd, path)
+                partial_fd, _, _ = self._lock_partial(parent_fd, path)
                 dropped = os.fstat(partial_fd).st_size
                 os.ftruncate(partial_fd, 0)
                 if self.xattrs:
@@ -507,15 +526,45 @@ class LocalStorage(Storage):
         upload.dropped = dropped
         return upload
 
-    def _lock_partial(self, parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result]:
+    def _open_unnamed(self, parent_fd: int, path: RemotePath, size: int) -> Upload | None:
+        """A small upload, all in hand, into an unnamed file (``O_TMPFILE``)
+        linked under its name when it commits: no partial to create, lock
+        and rename, which is most of a small put's cost. None (*parent_fd*
+        still open) when a partial of *path* is there: another upload's
+        (busy), or an old one this upload must drop; the named way handles
+        both."""
+        try:
+            try:
+                os.stat(partial_name(path[-1]), dir_fd=parent_fd, follow_symlinks=False)
+                return None
+            except FileNotFoundError:
+                pass
+            try:
+                fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=parent_fd)
+            except OSError as exc:
+                if exc.errno not in _NO_UNNAMED:
+                    raise
+                self.unnamed = False  # this filesystem cannot: never try again
+                return None
+        except OSError as exc:
+            os.close(parent_fd)
+            raise _error(exc, path) from None
+        return UnnamedUpload(self, path, size, 0, parent_fd, fd, marked=False)
+
+    def _lock_partial(self, parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result, bool]:
         """Open and lock the partial of *path*, making sure the lock is on
         the file the name still points to (a committing upload may have
         renamed it away between our open and our lock). Also returns its
         stat, taken under the lock: another upload may have written to it
-        between our open and our lock."""
+        between our open and our lock; and whether we created it."""
         name = partial_name(path[-1])
         for _ in range(10):
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent_fd)
+            try:
+                fd = os.open(name, _CREATE_PARTIAL | os.O_EXCL, 0o644, dir_fd=parent_fd)
+                created = True
+            except FileExistsError:
+                fd = os.open(name, _CREATE_PARTIAL, 0o644, dir_fd=parent_fd)
+                created = False
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -527,9 +576,16 @@ class LocalStorage(Storage):
                 current = None
             held = os.fstat(fd)
             if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
-                return fd, held
+                return fd, held, created
             os.close(fd)
         raise Busy("uploads of {path} keep racing; try again", path=path)
+
+
+#: Opening a partial: created if missing, never through a link.
+_CREATE_PARTIAL = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_UNNAMED = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC
+#: What open(O_TMPFILE) answers where the filesystem (or kernel) cannot.
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
 
 
 def _open_regular(parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result]:
@@ -567,6 +623,30 @@ def _probe_xattrs(fd: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def _probe_unnamed(dir_fd: int) -> bool:
+    """Whether unnamed files can be made in *dir_fd*'s filesystem and then
+    linked under a name (through /proc, which needs no privilege)."""
+    probe = RESERVED_PREFIX + "-probe-" + secrets.token_hex(8)
+    try:
+        fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        _link(fd, probe, dir_fd)
+        os.unlink(probe, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _link(fd: int, name: str, dir_fd: int) -> None:
+    """Give the unnamed file *fd* the name *name* in *dir_fd*; FileExistsError
+    if the name is taken."""
+    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
 def _remove_upload_size(fd: int) -> None:
@@ -659,13 +739,15 @@ class LocalDownload(Download):
 
 
 class LocalUpload(Upload):
-    def __init__(self, storage: LocalStorage, path, size, offset, parent_fd, fd):
+    def __init__(self, storage: LocalStorage, path, size, offset, parent_fd, fd, marked: bool = True):
         self._storage = storage
         self.path = path
         self.size = size
         self.offset = offset
         self._parent_fd = parent_fd
         self._fd = fd
+        self._marked = marked  # the partial may carry an upload-size mark
+        self._replaced: tuple[int | None] | None = None  # replaced_size's answer, once asked
 
     def hash_existing(self, hasher) -> None:
         buf = bytearray(min(_HASH_BUFFER, max(self.offset, 1)))
@@ -692,29 +774,56 @@ class LocalUpload(Upload):
         try:
             st = os.stat(self.path[-1], dir_fd=self._parent_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return None
+            size = None
         except OSError as exc:
             raise _error(exc, self.path) from None
-        return st.st_size if statmod.S_ISREG(st.st_mode) else None
+        else:
+            size = st.st_size if statmod.S_ISREG(st.st_mode) else None
+        self._replaced = (size,)
+        return size
 
-    def commit(self, checksum: str | None) -> None:
-        name = self.path[-1]
+    def _replaced_now(self) -> int | None:
+        return self.replaced_size() if self._replaced is None else self._replaced[0]
+
+    def commit(self, checksum: str | None) -> int | None:
         try:
             if self._storage.fsync:
                 os.fsync(self._fd)
             if checksum and self._storage.xattrs and self.offset > SMALL_FILE:
                 st = os.fstat(self._fd)
                 os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
-            _remove_upload_size(self._fd)
-            os.rename(partial_name(name), name, src_dir_fd=self._parent_fd, dst_dir_fd=self._parent_fd)
+            replaced = self._publish(self.path[-1], self._parent_fd)
             if self._storage.fsync:
                 os.fsync(self._parent_fd)
         except OSError as exc:
             raise _error(exc, self.path) from None
         finally:
             self._close()
+        return replaced
+
+    def _publish(self, name: str, parent_fd: int) -> int | None:
+        """Put the complete file under *name*, atomically; the size of the
+        file it replaced, None if none."""
+        replaced = self._replaced_now()
+        if self._marked:
+            _remove_upload_size(self._fd)
+        try:
+            os.rename(partial_name(name), name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        except IsADirectoryError:
+            # A small upload onto a directory (not checked when it opened):
+            # nothing to resume, so nothing to keep.
+            os.unlink(partial_name(name), dir_fd=parent_fd)
+            raise
+        return replaced
 
     def keep(self) -> None:
+        if not self._marked and self.size is not None and self._storage.xattrs and self._fd >= 0:
+            # A small upload stopped short: mark it now, so that a resume of
+            # another size is refused (see open_upload).
+            try:
+                os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
+            except OSError:
+                pass  # no mark: a resume is then checked by its checksum alone
         self._close()
 
     def discard(self) -> None:
@@ -732,3 +841,47 @@ class LocalUpload(Upload):
         if self._parent_fd >= 0:
             os.close(self._parent_fd)
             self._parent_fd = -1
+
+
+class UnnamedUpload(LocalUpload):
+    """A small upload (at most ``SMALL_FILE`` bytes, from offset 0) whose
+    bytes are all in hand, written to an unnamed file and linked under its
+    name when it commits. Appearing under a free name then takes one link,
+    where a partial takes a create, a lock, two stats and a rename: 41 µs a
+    file against 55 µs on a journaled ext4, most of a small put's storage
+    time. An unnamed file cannot be seen, so it needs no lock: the upload
+    waits for no one between its start and its commit, so no other request
+    can find it in progress (as it could a slow upload's partial)."""
+
+    def _publish(self, name: str, parent_fd: int) -> int | None:
+        try:
+            _link(self._fd, name, parent_fd)
+            return None  # the name was free
+        except FileExistsError:
+            pass
+        # It replaces a file: a name of its own first, renamed over the
+        # target (atomic; a link cannot replace).
+        replaced = self._replaced_now()
+        temporary = PARTIAL_PREFIX + secrets.token_hex(16)
+        _link(self._fd, temporary, parent_fd)
+        try:
+            os.rename(temporary, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        except BaseException:
+            os.unlink(temporary, dir_fd=parent_fd)
+            raise
+        return replaced
+
+    def keep(self) -> None:
+        """Stopped short: its bytes become the path's partial, resumable as
+        any other, unless another upload has made one meanwhile."""
+        if self._fd >= 0:
+            try:
+                if self._storage.xattrs:
+                    os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
+                _link(self._fd, partial_name(self.path[-1]), self._parent_fd)
+            except OSError:
+                pass  # dropped: a small upload is cheaper to send again
+        self._close()
+
+    def discard(self) -> None:
+        self._close()  # unnamed: closing it is deleting it
