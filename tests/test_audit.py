@@ -8,8 +8,9 @@ import logging
 import re
 
 import pytest
+from conftest import encode_frame, recv_frame
 
-from sockftp import audit
+from sockftp import audit, checksum
 from sockftp.accounts import Account, SqliteUserStore, hash_password
 from sockftp.config import users_db
 from sockftp.errors import AuthFailed, Banned, PathRefused
@@ -160,6 +161,29 @@ def test_anonymous_sessions_are_audited_without_a_login(srv, audit_file, files):
     srv.wait_idle()
     (put,) = [fields(line) for line in audit_lines(audit_file)]  # no login, no logout
     assert (put["event"], put["user"], put["path"], put["bytes"]) == ("put", "anonymous", "'/a.txt'", "3")
+
+
+def pipelined_puts(count: int) -> bytes:
+    """*count* small puts in one buffer, as a pipelining client sends them."""
+    frames = []
+    for n in range(count):
+        data = b"%d" % n
+        header = {"cmd": "put", "path": f"f{n}", "size": len(data), "checksum": checksum.of_bytes(data)}
+        frames.append(encode_frame(header) + data)
+    return b"".join(frames)
+
+
+def test_a_pipelined_batch_is_audited_before_its_replies_arrive(srv, audit_file):
+    # The lines of a batch are held with its replies and written before
+    # them: a client holding a reply finds its line in the file. The batch
+    # ends with the start of a next header, so the server waits for the
+    # rest of it with every reply held until then: they go out first.
+    with srv.raw() as sock:
+        sock.sendall(pipelined_puts(40) + b"\x00\x00")
+        for _ in range(40):
+            assert recv_frame(sock)["ok"] is True
+        lines = [fields(line) for line in audit_lines(audit_file)]
+        assert [(f["event"], f["path"], f["result"]) for f in lines] == [("put", f"'/f{n}'", "ok") for n in range(40)]
 
 
 def test_without_a_file_audit_lines_go_to_the_main_log(srv, files, caplog):

@@ -17,10 +17,10 @@ client chooses can start a line of its own or look like another field.
 
 The log is the ``sockftp.audit`` logger: by default its lines go to the
 main log, whatever its level; :func:`configure` sends them to a file of
-their own instead. That file is written directly, one ``write`` per line
-on a file opened for appending (so lines from many sessions never mix),
-without the logging machinery, which cost a quarter of the server's time
-per small file. This module never logs a password, and no caller may hand
+their own instead. That file is written directly, with one ``write`` per
+line or per batch of lines (:class:`Held`) on a file opened for appending
+(so lines from many sessions never mix), without the logging machinery,
+which cost a quarter of the server's time per small file. This module never logs a password, and no caller may hand
 it a request header whole. Tokens appear only as their ``token_id``, a
 prefix of their hash that names them without revealing them.
 """
@@ -63,14 +63,22 @@ class _AuditFile:
         self._stamp = ""
         self._lock = threading.Lock()  # for the stamp cache only; O_APPEND orders the writes
 
-    def write(self, text: str) -> None:
+    def line(self, text: str) -> bytes:
+        """*text* as a line of the file, stamped with the time now."""
         now = time.time()
         second = int(now)
         with self._lock:
             if second != self._second:
                 self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
             stamp = self._stamp
-        os.write(self.fd, f"{stamp},{int((now - second) * 1000):03d} {text}\n".encode())
+        return f"{stamp},{int((now - second) * 1000):03d} {text}\n".encode()
+
+    def write(self, text: str) -> None:
+        os.write(self.fd, self.line(text))
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        # One write, so under O_APPEND the batch lands whole.
+        os.write(self.fd, b"".join(lines))
 
     def close(self) -> None:
         os.close(self.fd)
@@ -94,16 +102,49 @@ def configure(path: str | None) -> None:
     log.setLevel(logging.INFO)
 
 
-def record(event: str, **fields) -> None:
-    """Write one audit line: ``event=EVENT`` and then *fields* in order."""
+class Held:
+    """One session's audit lines, held back while its replies are (the
+    batch of a pipelining client) and written together just before those
+    replies go out (:meth:`write`): one write per batch, not one per file,
+    and still no reply reaches a client before its line is in the file.
+    Lines that go to the main log are never held."""
+
+    __slots__ = ("_lines", "_file")
+
+    def __init__(self):
+        self._lines: list[bytes] = []
+        self._file: _AuditFile | None = None
+
+    def add(self, target: _AuditFile, text: str) -> None:
+        if self._file is not target:  # configured again meanwhile
+            self.write()
+            self._file = target
+        self._lines.append(target.line(text))
+
+    def write(self) -> None:
+        """Write the lines held, if any."""
+        if self._lines:
+            lines, self._lines = self._lines, []
+            _write(self._file.write_lines, lines)
+
+
+def record(event: str, held: Held | None = None, **fields) -> None:
+    """Write one audit line: ``event=EVENT`` and then *fields* in order.
+    With *held*, the line waits there for its session's replies."""
     pairs = [f"event={_value('event', event)}"]
     pairs += [f"{key}={_value(key, value)}" for key, value in fields.items()]
     target = _file
     if target is None:
         log.info(" ".join(pairs))
-        return
+    elif held is not None:
+        held.add(target, " ".join(pairs))
+    else:
+        _write(target.write, " ".join(pairs))
+
+
+def _write(write, what) -> None:
     try:
-        target.write(" ".join(pairs))
+        write(what)
     except OSError as exc:  # a full disk must not fail the command that was audited
         log.error("cannot write the audit log: %s", exc.strerror or exc)
 
@@ -133,12 +174,15 @@ def logout(session, bytes_in: int, bytes_out: int, seconds: float) -> None:
     record("logout", user=identity.name, ip=session.address, **{"in": bytes_in, "out": bytes_out}, duration=seconds)
 
 
-def command(session, name: str, header: dict, cwd: paths.RemotePath, bytes_moved: int, result: str) -> None:
+def command(
+    session, name: str, header: dict, cwd: paths.RemotePath, bytes_moved: int, result: str, held: Held | None = None
+) -> None:
     """The line for command *name* if it is audited (see :data:`AUDITED`).
 
     *header* is the request, *cwd* the session's directory when the command
     started (a command may change it): paths are logged as absolute paths
-    in the user's tree, or as sent if they are not valid.
+    in the user's tree, or as sent if they are not valid. *held*: see
+    :func:`record`.
     """
     fields = AUDITED.get(name)
     if fields is None:
@@ -149,7 +193,7 @@ def command(session, name: str, header: dict, cwd: paths.RemotePath, bytes_moved
         pairs["target"] = _path(header, target_fields, cwd)
     if name in ("put", "get"):
         pairs["bytes"] = bytes_moved
-    record(name, **pairs, result=result)
+    record(name, held, **pairs, result=result)
 
 
 def _path(header: dict, names: tuple[str, ...], cwd: paths.RemotePath):
@@ -175,4 +219,4 @@ def _value(key: str, value) -> str:
     return text
 
 
-__all__ = ["AUDITED", "command", "configure", "login", "login_failed", "logout", "record", "revoke"]
+__all__ = ["AUDITED", "Held", "command", "configure", "login", "login_failed", "logout", "record", "revoke"]

@@ -372,6 +372,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.wire = None
         self.session = None
         self._ended = False
+        self.audit_held = audit.Held()
 
     def start(self) -> None:
         """The session's first slice, on a worker thread."""
@@ -496,6 +497,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             return
         self._ended = True
         try:
+            self.audit_held.write()
             if self.session is not None:
                 log.info(
                     "%s session end user=%s in=%d out=%d %.3fs",
@@ -531,6 +533,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.request = tls_sock
         self.wire = Wire(self.request, config.idle_timeout, config.header_timeout)
         self.wire.use_sendfile = config.sendfile
+        self.wire.before_held_sent = self.audit_held.write
         self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
         self._rated_identity = None
         self.session = Session(
@@ -742,7 +745,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 if quick:
                     self.wire.decoder.next_header()  # served: consume the request peeked
                 self._log_command(name, ctx, result, started)
-                audit.command(self.session, name, header, cwd, ctx.bytes, result)
+                audit.command(self.session, name, header, cwd, ctx.bytes, result, self.audit_held)
+                if not self.wire.holding:
+                    self.audit_held.write()  # its reply went out already
         if ctx.close:
             self.wire.linger_close()
             return False

@@ -125,6 +125,9 @@ class Wire:
         #: :meth:`send_held_now` (a session served on the parking lot's
         #: thread, which must never wait for a peer).
         self.hold_all = False
+        #: Called just before held replies go out (the session's audit
+        #: lines, :class:`sockftp.audit.Held`, are written first).
+        self.before_held_sent = None
         self._poller: select.poll | None = None  # made on the first wait, then reused
         # Python enforces a socket timeout by polling before every send and
         # recv: two system calls for one. A plaintext socket is left blocking
@@ -160,6 +163,11 @@ class Wire:
         """Send several frames in one write (a batch of pipelined requests)."""
         self._sendall(b"".join(encode_header(header) for header in headers))
 
+    @property
+    def holding(self) -> bool:
+        """True while replies are held back."""
+        return bool(self._held)
+
     def flush(self) -> None:
         """Send the replies held back, if any (not while :attr:`hold_all`)."""
         if self._held and not self.hold_all:
@@ -187,6 +195,8 @@ class Wire:
         never waiting; True when none are left (the rest goes out with the
         next write, or at the next :meth:`flush`)."""
         if self._held:
+            if self.before_held_sent is not None:
+                self.before_held_sent()
             try:
                 sent = self.sock.send(self._held, socket.MSG_DONTWAIT)
             except OSError:  # full, or broken: the next write waits, or reports it
@@ -413,6 +423,8 @@ class Wire:
         """
         self._restore_idle_timeout()
         if self._held:
+            if self.before_held_sent is not None:
+                self.before_held_sent()
             data, self._held = self._held + data, bytearray()
         view = memoryview(data)
         send = self.sock.send
