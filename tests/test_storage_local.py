@@ -45,6 +45,33 @@ def names(root) -> list[str]:
 # --- construction, stat, list ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("one_call", [True, False], ids=["openat2", "walk"])
+def test_paths_are_resolved_without_links_and_errors_name_the_part(store, root, one_call):
+    # openat2 resolves a path in one call where it can; refused, the walk
+    # finds which part failed. Both must refuse a link anywhere on the way.
+    if one_call and store._open_below is None:
+        pytest.skip("openat2 is not available here")
+    if not one_call:
+        store._open_below = None
+    (root / "a" / "b").mkdir(parents=True)
+    put(store, ("a", "b", "f"), b"x")
+    os.symlink("a", root / "la")
+    os.symlink("b", root / "a" / "lb")
+    os.symlink(str(root), root / "a" / "up")
+    assert store.stat(("a", "b", "f")).size == 1
+    for linked in (("la", "b", "f"), ("a", "lb", "f"), ("a", "up", "a", "b", "f")):
+        with pytest.raises(errors.PathRefused):
+            store.stat(linked)
+        with pytest.raises(errors.PathRefused):
+            store.open_upload(linked, 1, at_once=True)
+    with pytest.raises(errors.NotFound) as info:
+        store.stat(("a", "nope", "f"))
+    assert "/a/nope" in str(info.value)
+    with pytest.raises(errors.NotADirectory):
+        store.stat(("a", "b", "f", "g"))
+    assert names(root / "a") == ["b", "lb", "up"]
+
+
 def test_root_is_created_if_missing(tmp_path):
     storage = LocalStorage(tmp_path / "a" / "b")
     try:

@@ -46,6 +46,7 @@ from ..errors import (
 from ..limits import RESERVED_PREFIX, SMALL_FILE
 from ..paths import RemotePath
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
+from .openat2 import directory_opener
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class LocalStorage(Storage):
         self.fsync = fsync
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.xattrs = _probe_xattrs(self._root_fd)
+        self._open_below = directory_opener(_DIR_FLAGS, self._root_fd)  # None: walk
         #: Small uploads go to unnamed files (see UnnamedUpload).
         self.unnamed = _probe_unnamed(self._root_fd)
 
@@ -138,6 +140,11 @@ class LocalStorage(Storage):
         """A descriptor of directory *path*, reached without following links."""
         if not path:
             return os.dup(self._root_fd)
+        if self._open_below is not None:
+            fd = self._open_below(self._root_fd, "/".join(path))
+            if fd >= 0:
+                return fd
+            # Refused: the walk meets the same refusal, and names the part.
         fd = self._root_fd  # never closed here; each level below is
         for depth, name in enumerate(path):
             try:
