@@ -368,6 +368,21 @@ def test_an_upload_all_in_hand_meets_a_partial_as_any_upload_does(unnamed, root)
     assert names(root) == ["f"] and (root / "f").read_bytes() == b"two"
 
 
+def test_a_directory_removed_under_an_upload_all_in_hand_is_not_found(unnamed, root):
+    # Removed between the walk and the unnamed file's creation: the client
+    # is told, and unnamed files stay in use (it is not the filesystem).
+    (root / "gone").mkdir()
+    parent_fd = os.open(root / "gone", os.O_RDONLY | os.O_DIRECTORY)
+    (root / "gone").rmdir()
+    try:
+        assert unnamed._open_unnamed(parent_fd, ("gone", "f"), 1) is None  # the named way says why
+    finally:
+        os.close(parent_fd)
+    with pytest.raises(errors.NotFound):
+        unnamed.open_upload(("gone", "f"), 1, at_once=True)
+    assert unnamed.unnamed
+
+
 def test_without_unnamed_files_an_upload_all_in_hand_takes_a_partial(store, root):
     store.unnamed = False
     up = store.open_upload(("f",), 5, at_once=True)

@@ -549,9 +549,10 @@ class LocalStorage(Storage):
             try:
                 fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=parent_fd)
             except OSError as exc:
-                if exc.errno not in _NO_UNNAMED:
-                    raise
-                self.unnamed = False  # this filesystem cannot: never try again
+                if exc.errno in _NO_UNNAMED:
+                    self.unnamed = False  # this filesystem cannot: never try again
+                # Else the named way meets the cause, and says it plainly (a
+                # directory removed meanwhile answers EPERM here, ENOENT there).
                 return None
         except OSError as exc:
             os.close(parent_fd)
@@ -592,7 +593,7 @@ class LocalStorage(Storage):
 _CREATE_PARTIAL = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_UNNAMED = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC
 #: What open(O_TMPFILE) answers where the filesystem (or kernel) cannot.
-_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
 
 def _open_regular(parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result]:
