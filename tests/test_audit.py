@@ -4,8 +4,11 @@ client can forge."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
+import time
 
 import pytest
 from conftest import encode_frame, recv_frame
@@ -184,6 +187,44 @@ def test_a_pipelined_batch_is_audited_before_its_replies_arrive(srv, audit_file)
             assert recv_frame(sock)["ok"] is True
         lines = [fields(line) for line in audit_lines(audit_file)]
         assert [(f["event"], f["path"], f["result"]) for f in lines] == [("put", f"'/f{n}'", "ok") for n in range(40)]
+
+
+def test_no_reply_leaves_before_its_audit_line_is_written(srv, tmp_path):
+    # The audit log is a pipe that is full: writing a line blocks until the
+    # test reads. A put's reply must not reach the client before its line
+    # is written, alone or last of a batch (its reply then leaves at once).
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    filler = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, 4096)
+        audit.configure(str(fifo))
+        with srv.raw() as sock:
+            for batch in (1, 3):
+                for size in (512, 1):  # fill the pipe, to the last byte
+                    while True:
+                        try:
+                            os.write(filler, b"." * size)
+                        except BlockingIOError:
+                            break
+                sock.sendall(pipelined_puts(batch))
+                sock.settimeout(0.5)
+                with pytest.raises(TimeoutError):
+                    sock.recv(1)  # the line is not written: no reply yet
+                sock.settimeout(5)
+                drained = b""
+                while drained.count(b"event=put") < batch:
+                    try:
+                        drained += os.read(reader, 65536)
+                    except BlockingIOError:
+                        time.sleep(0.01)
+                for _ in range(batch):
+                    assert recv_frame(sock)["ok"] is True
+    finally:
+        audit.configure(None)
+        os.close(filler)
+        os.close(reader)
 
 
 def test_without_a_file_audit_lines_go_to_the_main_log(srv, files, caplog):

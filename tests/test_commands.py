@@ -297,6 +297,24 @@ def test_rmdir_of_a_directory_with_an_upload_under_way_is_busy_and_the_upload_su
     assert (srv.anon_dir / "d" / "live.bin").read_bytes() == data
 
 
+def test_a_small_upload_slowed_by_a_rate_limit_is_seen_under_way(server):
+    # All its bytes came with the header, but the rate limit makes it wait
+    # before its commit: it must take a partial, so rmdir is busy meanwhile.
+    srv = server(session_rate=16 * 1024)
+    (srv.anon_dir / "d").mkdir()
+    data = os.urandom(40_000)
+    with srv.raw() as sock:
+        header = {"cmd": "put", "path": "d/slow.bin", "size": len(data), "checksum": checksum.of_bytes(data)}
+        send_frame(sock, header, data)
+        wait_until(lambda: partials_in(srv.anon_dir / "d") != [])
+        with srv.client() as c:
+            with pytest.raises(sockftp.Busy):
+                c.rmdir("d")
+        sock.settimeout(10)
+        assert recv_frame(sock)["ok"] is True
+    assert (srv.anon_dir / "d" / "slow.bin").read_bytes() == data
+
+
 def test_rmdir_refuses_files_missing_paths_and_the_root(srv):
     (srv.anon_dir / "f").write_bytes(b"")
     with srv.client() as c:

@@ -81,7 +81,10 @@ class _AuditFile:
         os.write(self.fd, b"".join(lines))
 
     def close(self) -> None:
-        os.close(self.fd)
+        # -1, not the old number: a session still holding lines for this
+        # file must not write them into whatever reuses the descriptor.
+        fd, self.fd = self.fd, -1
+        os.close(fd)
 
 
 _file: _AuditFile | None = None
@@ -105,9 +108,9 @@ def configure(path: str | None) -> None:
 class Held:
     """One session's audit lines, held back while its replies are (the
     batch of a pipelining client) and written together just before those
-    replies go out (:meth:`write`): one write per batch, not one per file,
-    and still no reply reaches a client before its line is in the file.
-    Lines that go to the main log are never held."""
+    replies go out (:meth:`write`): one write per batch, not one per file.
+    A line added before its reply is sent is in the file before the reply
+    leaves. Lines that go to the main log are never held."""
 
     __slots__ = ("_lines", "_file")
 

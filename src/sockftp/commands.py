@@ -439,8 +439,9 @@ def put(ctx: Context, req: dict) -> dict:
         target = _path(ctx, req, aliases=("filename",))
         if target == ctx.session.identity.home:
             raise PathRefused("a file name is needed")
-        # All of it here already (a pipelined small put): nothing to wait for.
-        at_once = expected != "trailer" and ctx.wire.decoder.buffered >= count
+        # All of it here already (a pipelined small put), and no bandwidth
+        # limit to pause for: nothing to wait for between start and commit.
+        at_once = expected != "trailer" and not ctx.wire.limits and ctx.wire.decoder.buffered >= count
         upload = ctx.session.storage.open_upload(target, size, offset, at_once=at_once)
     except SockftpError:
         _skip_upload(ctx, count, trailer=req.get("checksum") == "trailer")

@@ -353,6 +353,9 @@ class QuotaUpload(Upload):
         # replaced (a new file's lookup is a sixteenth of a small put).
         try:
             replaced = self.inner.commit(checksum)
+        except BaseException:
+            self.ledger.adjust(-self.inner.lost)  # written, counted, and gone
+            raise
         finally:
             self._finish()
         # The file that was there (if any) is gone; a new name is one more file.
@@ -360,10 +363,13 @@ class QuotaUpload(Upload):
         return replaced
 
     def keep(self) -> None:
+        if not self._open:
+            return  # committed or discarded already: nothing left to keep
         try:
             self.inner.keep()
         finally:
             self._finish()
+        self.ledger.adjust(-self.inner.lost)
 
     def discard(self) -> None:
         if not self._open:

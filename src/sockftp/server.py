@@ -533,7 +533,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.request = tls_sock
         self.wire = Wire(self.request, config.idle_timeout, config.header_timeout)
         self.wire.use_sendfile = config.sendfile
-        self.wire.before_held_sent = self.audit_held.write
+        self.wire.before_send = self.audit_held.write
         self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
         self._rated_identity = None
         self.session = Session(
@@ -709,9 +709,19 @@ class SessionHandler(socketserver.BaseRequestHandler):
         started = time.monotonic()
         self.record.busy = True
         result = "ok"
+        audited = False
+
+        def audit_first(outcome: str) -> None:
+            # The line is held before the reply is sent: whichever write
+            # carries the reply writes the line first (Wire.before_send).
+            nonlocal audited
+            audited = True
+            audit.command(self.session, name, header, cwd, ctx.bytes, outcome, self.audit_held)
+
         try:
             reply = commands.dispatch(ctx, header)
             if reply is not None:
+                audit_first(result)
                 # Held back while the client's next request is already
                 # here: a pipelined batch gets its replies in few writes.
                 self.wire.send_header(reply, hold=True)
@@ -727,8 +737,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 ctx.close = True
             if ctx.wire_dirty:
                 ctx.close = True
-            elif not self._send_error(exc):
-                return False
+            else:
+                audit_first(result)
+                if not self._send_error(exc):
+                    return False
         except ConnectionClosed as exc:
             result = "connection_lost"
             log.info("%s connection lost during %r: %s", self.peer, name[:32], exc)
@@ -737,17 +749,20 @@ class SessionHandler(socketserver.BaseRequestHandler):
             result = "internal"
             log.exception("%s %r failed", self.peer, name[:32])
             ctx.close = ctx.close or ctx.wire_dirty
-            if not ctx.wire_dirty and not self._send_error(Internal("internal server error; see the server log")):
-                return False
+            if not ctx.wire_dirty:
+                audit_first(result)
+                if not self._send_error(Internal("internal server error; see the server log")):
+                    return False
         finally:
             self.record.busy = False
             if result is not None:  # None: not run, left for a worker
                 if quick:
                     self.wire.decoder.next_header()  # served: consume the request peeked
                 self._log_command(name, ctx, result, started)
-                audit.command(self.session, name, header, cwd, ctx.bytes, result, self.audit_held)
+                if not audited:  # a command that sent its own replies (get, list), or none
+                    audit.command(self.session, name, header, cwd, ctx.bytes, result, self.audit_held)
                 if not self.wire.holding:
-                    self.audit_held.write()  # its reply went out already
+                    self.audit_held.write()  # nothing to wait for
         if ctx.close:
             self.wire.linger_close()
             return False

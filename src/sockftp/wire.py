@@ -125,9 +125,9 @@ class Wire:
         #: :meth:`send_held_now` (a session served on the parking lot's
         #: thread, which must never wait for a peer).
         self.hold_all = False
-        #: Called just before held replies go out (the session's audit
-        #: lines, :class:`sockftp.audit.Held`, are written first).
-        self.before_held_sent = None
+        #: Called just before any reply goes out, held or not (the session's
+        #: audit lines, :class:`sockftp.audit.Held`, are written first).
+        self.before_send = None
         self._poller: select.poll | None = None  # made on the first wait, then reused
         # Python enforces a socket timeout by polling before every send and
         # recv: two system calls for one. A plaintext socket is left blocking
@@ -195,8 +195,8 @@ class Wire:
         never waiting; True when none are left (the rest goes out with the
         next write, or at the next :meth:`flush`)."""
         if self._held:
-            if self.before_held_sent is not None:
-                self.before_held_sent()
+            if self.before_send is not None:
+                self.before_send()
             try:
                 sent = self.sock.send(self._held, socket.MSG_DONTWAIT)
             except OSError:  # full, or broken: the next write waits, or reports it
@@ -422,9 +422,9 @@ class Wire:
         cut off a client reading a 4 MiB chunk slower than 4 MiB per timeout.)
         """
         self._restore_idle_timeout()
+        if self.before_send is not None:
+            self.before_send()
         if self._held:
-            if self.before_held_sent is not None:
-                self.before_held_sent()
             data, self._held = self._held + data, bytearray()
         view = memoryview(data)
         send = self.sock.send

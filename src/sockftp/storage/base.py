@@ -95,6 +95,9 @@ class Upload(ABC):
     offset: int
     #: Bytes an earlier partial held beyond ``offset``, dropped on opening.
     dropped: int = 0
+    #: Bytes this upload wrote and then could not keep: a commit that
+    #: failed and kept no partial, or a :meth:`keep` that could not.
+    lost: int = 0
 
     @abstractmethod
     def hash_existing(self, hasher) -> None:

@@ -821,6 +821,7 @@ class LocalUpload(Upload):
             # A small upload onto a directory (not checked when it opened):
             # nothing to resume, so nothing to keep.
             os.unlink(partial_name(name), dir_fd=parent_fd)
+            self.lost = self.offset
             raise
         return replaced
 
@@ -861,6 +862,13 @@ class UnnamedUpload(LocalUpload):
     waits for no one between its start and its commit, so no other request
     can find it in progress (as it could a slow upload's partial)."""
 
+    def commit(self, checksum: str | None) -> int | None:
+        try:
+            return super().commit(checksum)
+        except BaseException:
+            self.lost = self.offset  # unnamed: closing it deleted it
+            raise
+
     def _publish(self, name: str, parent_fd: int) -> int | None:
         try:
             _link(self._fd, name, parent_fd)
@@ -868,8 +876,9 @@ class UnnamedUpload(LocalUpload):
         except FileExistsError:
             pass
         # It replaces a file: a name of its own first, renamed over the
-        # target (atomic; a link cannot replace).
-        replaced = self._replaced_now()
+        # target (atomic; a link cannot replace). Measured again if it was
+        # found free before: a file has appeared since.
+        replaced = self._replaced_now() if self._replaced != (None,) else self.replaced_size()
         temporary = PARTIAL_PREFIX + secrets.token_hex(16)
         _link(self._fd, temporary, parent_fd)
         try:
@@ -888,7 +897,7 @@ class UnnamedUpload(LocalUpload):
                     os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
                 _link(self._fd, partial_name(self.path[-1]), self._parent_fd)
             except OSError:
-                pass  # dropped: a small upload is cheaper to send again
+                self.lost = self.offset  # dropped: a small upload is cheaper to send again
         self._close()
 
     def discard(self) -> None:
