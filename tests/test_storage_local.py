@@ -11,6 +11,7 @@ from sockftp import checksum, errors
 from sockftp.limits import SMALL_FILE
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
 from sockftp.storage.local import PARTIAL_PREFIX, partial_name
+from sockftp.storage.syscalls import link_by_descriptor
 
 
 @pytest.fixture
@@ -316,10 +317,15 @@ def test_a_large_upload_is_marked_with_its_size_from_the_start(store, root):
     large.keep()
 
 
-@pytest.fixture
-def unnamed(store):
+@pytest.fixture(params=["by descriptor", "through /proc"])
+def unnamed(store, request):
+    """A store making unnamed files, named each way the kernel may allow."""
     if not store.unnamed:
         pytest.skip("this filesystem cannot make unnamed files (O_TMPFILE)")
+    if request.param == "through /proc":
+        store.link_unnamed = link_by_descriptor
+    elif store.link_unnamed is link_by_descriptor:
+        pytest.skip("this kernel does not let linkat name a file by its descriptor")
     return store
 
 

@@ -46,7 +46,7 @@ from ..errors import (
 from ..limits import RESERVED_PREFIX, SMALL_FILE
 from ..paths import RemotePath
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
-from .openat2 import directory_opener
+from .syscalls import directory_opener, empty_path_linker, link_by_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ class LocalStorage(Storage):
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.xattrs = _probe_xattrs(self._root_fd)
         self._open_below = directory_opener(_DIR_FLAGS, self._root_fd)  # None: walk
-        #: Small uploads go to unnamed files (see UnnamedUpload).
-        self.unnamed = _probe_unnamed(self._root_fd)
+        #: Small uploads go to unnamed files (see UnnamedUpload), named by this.
+        self.link_unnamed = _unnamed_linker(self._root_fd)
+        self.unnamed = self.link_unnamed is not None
 
     def close(self) -> None:
         fd, self._root_fd = self._root_fd, -1
@@ -541,11 +542,8 @@ class LocalStorage(Storage):
         (busy), or an old one this upload must drop; the named way handles
         both."""
         try:
-            try:
-                os.stat(partial_name(path[-1]), dir_fd=parent_fd, follow_symlinks=False)
-                return None
-            except FileNotFoundError:
-                pass
+            if os.access(partial_name(path[-1]), os.F_OK, dir_fd=parent_fd, follow_symlinks=False):
+                return None  # (access, not stat: no exception to raise and catch when absent)
             try:
                 fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=parent_fd)
             except OSError as exc:
@@ -633,28 +631,27 @@ def _probe_xattrs(fd: int) -> bool:
         return False
 
 
-def _probe_unnamed(dir_fd: int) -> bool:
-    """Whether unnamed files can be made in *dir_fd*'s filesystem and then
-    linked under a name (through /proc, which needs no privilege)."""
-    probe = RESERVED_PREFIX + "-probe-" + secrets.token_hex(8)
-    try:
-        fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        _link(fd, probe, dir_fd)
-        os.unlink(probe, dir_fd=dir_fd)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _link(fd: int, name: str, dir_fd: int) -> None:
-    """Give the unnamed file *fd* the name *name* in *dir_fd*; FileExistsError
-    if the name is taken."""
-    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+def _unnamed_linker(dir_fd: int):
+    """How to give an unnamed file a name in *dir_fd*'s filesystem: the
+    cheapest way that works there (``linkat`` by descriptor, else through
+    /proc), or None if unnamed files cannot be made and named there."""
+    for link in (empty_path_linker(), link_by_descriptor):
+        if link is None:
+            continue
+        probe = RESERVED_PREFIX + "-probe-" + secrets.token_hex(8)
+        try:
+            fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=dir_fd)
+        except OSError:
+            return None
+        try:
+            link(fd, probe, dir_fd)
+            os.unlink(probe, dir_fd=dir_fd)
+            return link
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return None
 
 
 def _remove_upload_size(fd: int) -> None:
@@ -871,7 +868,7 @@ class UnnamedUpload(LocalUpload):
 
     def _publish(self, name: str, parent_fd: int) -> int | None:
         try:
-            _link(self._fd, name, parent_fd)
+            self._storage.link_unnamed(self._fd, name, parent_fd)
             return None  # the name was free
         except FileExistsError:
             pass
@@ -880,7 +877,7 @@ class UnnamedUpload(LocalUpload):
         # found free before: a file has appeared since.
         replaced = self._replaced_now() if self._replaced != (None,) else self.replaced_size()
         temporary = PARTIAL_PREFIX + secrets.token_hex(16)
-        _link(self._fd, temporary, parent_fd)
+        self._storage.link_unnamed(self._fd, temporary, parent_fd)
         try:
             os.rename(temporary, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
         except BaseException:
@@ -895,7 +892,7 @@ class UnnamedUpload(LocalUpload):
             try:
                 if self._storage.xattrs:
                     os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
-                _link(self._fd, partial_name(self.path[-1]), self._parent_fd)
+                self._storage.link_unnamed(self._fd, partial_name(self.path[-1]), self._parent_fd)
             except OSError:
                 self.lost = self.offset  # dropped: a small upload is cheaper to send again
         self._close()
