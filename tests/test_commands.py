@@ -6,7 +6,16 @@ import json
 import os
 
 import pytest
-from conftest import assert_closed, partials_in, recv_frame, recv_frame_raw, round_trip, send_frame, wait_until
+from conftest import (
+    assert_closed,
+    encode_frame,
+    partials_in,
+    recv_frame,
+    recv_frame_raw,
+    round_trip,
+    send_frame,
+    wait_until,
+)
 
 import sockftp
 from sockftp import SockftpError, checksum
@@ -295,6 +304,33 @@ def test_rmdir_of_a_directory_with_an_upload_under_way_is_busy_and_the_upload_su
         sock.sendall(data[4000:])
         assert recv_frame(sock)["ok"] is True
     assert (srv.anon_dir / "d" / "live.bin").read_bytes() == data
+
+
+def test_small_puts_that_arrive_whole_are_stored_at_once(srv, monkeypatch):
+    # Storage hears at_once exactly when the bytes came with the header and
+    # nothing can make the upload wait: not with a trailer still to come.
+    heard = []
+    storage = srv.server.storage
+    open_upload = storage.open_upload
+
+    def spy(path, size, offset=0, *, at_once=False):
+        heard.append((path[-1], at_once))
+        return open_upload(path, size, offset, at_once=at_once)
+
+    monkeypatch.setattr(storage, "open_upload", spy)
+    frames = b""
+    for n in range(3):
+        data = b"%d" % n
+        header = {"cmd": "put", "path": f"f{n}", "size": len(data), "checksum": checksum.of_bytes(data)}
+        frames += encode_frame(header) + data
+    with srv.raw() as sock:
+        sock.sendall(frames)
+        assert [recv_frame(sock)["ok"] for _ in range(3)] == [True] * 3
+        send_frame(sock, {"cmd": "put", "path": "t", "size": 1, "checksum": "trailer"}, b"x")
+        send_frame(sock, {"checksum": checksum.of_bytes(b"x")})
+        assert recv_frame(sock)["ok"] is True
+    assert heard == [("f0", True), ("f1", True), ("f2", True), ("t", False)]
+    assert sorted(p.name for p in srv.anon_dir.iterdir()) == ["f0", "f1", "f2", "t"]
 
 
 def test_a_small_upload_slowed_by_a_rate_limit_is_seen_under_way(server):

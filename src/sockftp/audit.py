@@ -20,9 +20,10 @@ main log, whatever its level; :func:`configure` sends them to a file of
 their own instead. That file is written directly, with one ``write`` per
 line or per batch of lines (:class:`Held`) on a file opened for appending
 (so lines from many sessions never mix), without the logging machinery,
-which cost a quarter of the server's time per small file. This module never logs a password, and no caller may hand
-it a request header whole. Tokens appear only as their ``token_id``, a
-prefix of their hash that names them without revealing them.
+which cost a quarter of the server's time per small file. This module
+never logs a password, and no caller may hand it a request header whole.
+Tokens appear only as their ``token_id``, a prefix of their hash that names
+them without revealing them.
 """
 
 from __future__ import annotations

@@ -425,10 +425,10 @@ class LocalStorage(Storage):
             os.close(fd)
 
     def open_upload(self, path: RemotePath, size: int | None, offset: int = 0, *, at_once: bool = False) -> Upload:
-        # A small upload is all in the server's hands by now, or nearly: its
-        # storage work is most of its cost, so it skips what only a long
-        # upload needs. A directory in its way is met by the rename, and
-        # its partial carries no size mark unless it stops short (keep).
+        # A small upload's storage work is most of its cost, so it skips
+        # what only a long upload needs: a directory in its way is met by
+        # the rename, and its partial carries no size mark unless it stops
+        # short (keep). All in hand, it needs no partial at all.
         small = size is not None and size <= SMALL_FILE
         parent_fd = self._parent(path)
         if at_once and small and not offset and self.unnamed:
@@ -830,6 +830,7 @@ class LocalUpload(Upload):
                 os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
             except OSError:
                 pass  # no mark: a resume is then checked by its checksum alone
+            self._marked = True
         self._close()
 
     def discard(self) -> None:
@@ -873,9 +874,9 @@ class UnnamedUpload(LocalUpload):
         except FileExistsError:
             pass
         # It replaces a file: a name of its own first, renamed over the
-        # target (atomic; a link cannot replace). Measured again if it was
-        # found free before: a file has appeared since.
-        replaced = self._replaced_now() if self._replaced != (None,) else self.replaced_size()
+        # target (atomic; a link cannot replace). Measured now: the name was
+        # taken even if an earlier look found it free.
+        replaced = self.replaced_size()
         temporary = PARTIAL_PREFIX + secrets.token_hex(16)
         self._storage.link_unnamed(self._fd, temporary, parent_fd)
         try:
@@ -886,16 +887,15 @@ class UnnamedUpload(LocalUpload):
         return replaced
 
     def keep(self) -> None:
-        """Stopped short: its bytes become the path's partial, resumable as
-        any other, unless another upload has made one meanwhile."""
+        """Stopped short: its bytes become the path's partial, resumable and
+        marked as any other, unless another upload has made one meanwhile."""
         if self._fd >= 0:
             try:
-                if self._storage.xattrs:
-                    os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
                 self._storage.link_unnamed(self._fd, partial_name(self.path[-1]), self._parent_fd)
             except OSError:
                 self.lost = self.offset  # dropped: a small upload is cheaper to send again
-        self._close()
+                self._close()
+        super().keep()
 
     def discard(self) -> None:
         self._close()  # unnamed: closing it is deleting it
