@@ -4,7 +4,13 @@ moving the same file, with none of a file server's work.
 * download limit: the faster of ``socket.sendfile()`` and a ``readinto`` +
   ``sendall`` loop with 4 MiB buffers, each into a discarding ``recv_into``;
 * upload limit: ``sendall`` into ``recv_into`` plus a file write, the faster
-  of 1 MiB and 4 MiB buffers.
+  of 1 MiB and 4 MiB buffers;
+* for reference, outside both limits: ``sendfile`` into ``recv_into`` plus a
+  file write, what any download that keeps the file (sockftp's get, an FTP
+  client's RETR) is up against. The download limit discards what it
+  receives, and on this VM a receiver that only discards is woken for
+  every 64 KiB segment or every 4 MiB depending on its timing, so that limit
+  swings from 2 to 7 GB/s between runs (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ UPLOAD_VARIANTS = (
     ("raw upload, 1M + file write", "copy", MiB, True),
     ("raw upload, 4M + file write", "copy", 4 * MiB, True),
 )
+WRITING_DOWNLOAD_VARIANTS = (("raw download, sendfile + file write", "sendfile", 4 * MiB, True),)
 
 
 def _raw_sender(port: int, path: str, mode: str, buffer_size: int) -> None:

@@ -91,6 +91,26 @@ def round_trip(sock: socket.socket) -> dict:
     return reply
 
 
+def reserves_blocks(directory) -> bool:
+    """True if the filesystem of *directory* reserves blocks with
+    ``fallocate`` (what sockftp.prealloc uses ahead of large writes)."""
+    from sockftp import prealloc
+
+    path = Path(directory) / ".fallocate-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        return prealloc._fallocate is not None and prealloc._fallocate(fd, prealloc.FALLOC_FL_KEEP_SIZE, 0, 4096) == 0
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def disk_held(path) -> int:
+    """Bytes of disk the file at *path* holds (more than its size while
+    blocks are reserved past its end)."""
+    return os.stat(path).st_blocks * 512
+
+
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -10,11 +10,12 @@ import threading
 import time
 
 import pytest
-from conftest import encode_frame, recv_frame
+from conftest import disk_held, encode_frame, recv_frame, reserves_blocks, wait_until
 
 import sockftp
 import sockftp.limits
 from sockftp import Client
+from sockftp.client import partial_path
 from sockftp.errors import ConnectionLost, error_from_reply
 
 MiB = 1024 * 1024
@@ -194,6 +195,45 @@ def test_a_batch_cut_by_a_fatal_reply_is_not_continued_on_a_new_connection(tmp_p
     # second server's bytes under the first server's names.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f0"]
     assert (tmp_path / "f0").read_bytes() == b"right"
+
+
+def test_a_download_cut_short_keeps_a_partial_holding_only_its_bytes(tmp_path):
+    # The client reserves disk a window ahead of a large download's writes
+    # (sockftp.prealloc); the partial it keeps to resume must give that back.
+    if not reserves_blocks(tmp_path):
+        pytest.skip("this filesystem reserves no blocks with fallocate")
+    total, sent = 40 * MiB, 6 * MiB
+    cut = threading.Event()
+
+    def cut_short(conn):
+        assert recv_frame(conn)["cmd"] == "hello"
+        conn.sendall(encode_frame({"ok": True, "server": "scripted", "version": 1}))
+        assert recv_frame(conn)["cmd"] == "get"
+        conn.sendall(encode_frame({"ok": True, "size": total, "filesize": total, "offset": 0}))
+        conn.sendall(os.urandom(sent))
+        cut.wait(10)
+
+    port, thread = _scripted_server([cut_short])
+    local = tmp_path / "big.bin"
+    partial = partial_path(str(local))
+    failures = []
+
+    def download():
+        try:
+            Client("127.0.0.1", port, timeout=10).get("big.bin", local)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            failures.append(exc)
+
+    downloader = threading.Thread(target=download)
+    downloader.start()
+    wait_until(lambda: os.path.exists(partial) and os.path.getsize(partial) == sent, what="6 MiB received")
+    assert disk_held(partial) >= sent + 8 * MiB  # reserved ahead while the download runs
+    cut.set()
+    downloader.join(10)
+    thread.join(10)
+    assert [type(exc) for exc in failures] == [ConnectionLost]
+    assert os.path.getsize(partial) == sent  # kept, to resume from
+    assert disk_held(partial) <= sent + 256 * 1024
 
 
 TOKEN = "sockftp_" + "A" * 43

@@ -7,7 +7,17 @@ import socket
 import threading
 
 import pytest
-from conftest import encode_frame, partials_in, recv_exact, recv_frame, round_trip, send_frame, wait_until
+from conftest import (
+    disk_held,
+    encode_frame,
+    partials_in,
+    recv_exact,
+    recv_frame,
+    reserves_blocks,
+    round_trip,
+    send_frame,
+    wait_until,
+)
 
 import sockftp
 from sockftp import checksum
@@ -149,6 +159,27 @@ def test_put_resumes_after_client_disconnect(srv, files):
     assert result.checksum == checksum.of_bytes(data)
     assert (srv.anon_dir / "big.bin").read_bytes() == data
     assert partials_in(srv.anon_dir) == []
+
+
+def test_an_upload_reserves_blocks_ahead_and_a_kept_partial_holds_only_its_bytes(srv, files):
+    # The server reserves disk a window ahead of a large upload's writes
+    # (sockftp.prealloc); one that stops short must give that back, or every
+    # abandoned partial would hold disk its bytes never filled.
+    if not reserves_blocks(srv.anon_dir):
+        pytest.skip("this filesystem reserves no blocks with fallocate")
+    data = os.urandom(40 * MiB)
+    sent = 6 * MiB
+    sock = start_raw_upload(srv, "big.bin", data, sent)
+    wait_for_partial(srv, srv.anon_dir, sent)
+    (partial,) = partials_in(srv.anon_dir)
+    assert disk_held(partial) >= sent + 8 * MiB  # reserved ahead while the upload runs
+    sock.close()
+    srv.wait_idle()
+    assert partial.stat().st_size == sent
+    assert disk_held(partial) <= sent + 256 * 1024
+    with srv.client() as c:
+        assert c.put(files("big.bin", data), "big.bin").resumed_from == sent
+    assert (srv.anon_dir / "big.bin").read_bytes() == data
 
 
 def test_resume_command_reports_what_the_server_holds(srv):

@@ -45,6 +45,7 @@ from ..errors import (
 )
 from ..limits import RESERVED_PREFIX, SMALL_FILE
 from ..paths import RemotePath
+from ..prealloc import Preallocation
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
 from .syscalls import directory_opener, empty_path_linker, link_by_descriptor
 
@@ -753,6 +754,9 @@ class LocalUpload(Upload):
         self._fd = fd
         self._marked = marked  # the partial may carry an upload-size mark
         self._replaced: tuple[int | None] | None = None  # replaced_size's answer, once asked
+        # Blocks reserved ahead of the writes (see sockftp.prealloc); only
+        # for an announced size, which also bounds the reservation.
+        self._ahead = Preallocation.for_file(fd, offset, size) if size is not None else None
 
     def hash_existing(self, hasher) -> None:
         buf = bytearray(min(_HASH_BUFFER, max(self.offset, 1)))
@@ -767,6 +771,8 @@ class LocalUpload(Upload):
 
     def write(self, data) -> None:
         view = memoryview(data)
+        if self._ahead is not None:
+            self._ahead.cover(self.offset + len(view))
         try:
             while view:
                 written = os.write(self._fd, view)
@@ -831,6 +837,8 @@ class LocalUpload(Upload):
             except OSError:
                 pass  # no mark: a resume is then checked by its checksum alone
             self._marked = True
+        if self._ahead is not None and self._fd >= 0:
+            self._ahead.release(self.offset)  # a kept partial holds only its bytes
         self._close()
 
     def discard(self) -> None:
