@@ -197,6 +197,32 @@ def small_disk(path: Path, size: int):
         subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
+@contextmanager
+def small_ext4(path: Path, size: int):
+    """An ext4 filesystem of *size* bytes in an image file, loop-mounted at
+    *path*, unmounted afterwards (for what tmpfs does differently, such as
+    keeping part of a refused ``fallocate``). Skips the test, saying why,
+    without root, ``mkfs.ext4`` or a loop device."""
+    if not can_mount():
+        pytest.skip("loop-mounting an ext4 image needs root")
+    image = path.with_suffix(".img")
+    with open(image, "wb") as f:
+        f.truncate(size)
+    path.mkdir(parents=True, exist_ok=True)
+    for command in (["mkfs.ext4", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(path)]):
+        try:
+            done = subprocess.run(command, capture_output=True)
+        except FileNotFoundError:
+            pytest.skip(f"cannot make a small ext4: no {command[0]}")
+        if done.returncode != 0:
+            pytest.skip(f"cannot make a small ext4: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+        image.unlink()
+
+
 #: Set in a test process that runs as root of a user namespace of its own.
 IN_USER_NAMESPACE = "SOCKFTP_TEST_IN_USER_NAMESPACE"
 

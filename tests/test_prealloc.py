@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from faults import small_ext4
 
 from sockftp import prealloc
 from sockftp.prealloc import MINIMUM, WINDOW, Preallocation
@@ -63,11 +64,12 @@ def test_release_gives_back_what_was_reserved_past_the_bytes_written(fd):
     assert held(fd) <= 2 * MiB + SLACK
 
 
-def test_a_resumed_file_is_covered_from_where_it_resumes(fd):
+def test_a_resumed_file_is_reserved_ahead_too(fd):
     os.write(fd, os.urandom(3 * MiB))
     ahead = Preallocation.for_file(fd, 3 * MiB, 40 * MiB)
     ahead.cover(4 * MiB)
     assert held(fd) >= 4 * MiB + WINDOW
+    assert os.fstat(fd).st_size == 3 * MiB
 
 
 def test_small_transfers_get_none(fd):
@@ -75,17 +77,47 @@ def test_small_transfers_get_none(fd):
     assert Preallocation.for_file(fd, 5 * MiB, 5 * MiB + MINIMUM - 1) is None
 
 
-def test_a_refusal_turns_it_off_and_the_writer_goes_on(tmp_path):
+def test_a_refusal_turns_it_off_and_the_writer_goes_on(tmp_path, monkeypatch):
     path = tmp_path / "read-only.bin"
     path.write_bytes(b"")
-    fd = os.open(path, os.O_RDONLY)  # fallocate needs a writable descriptor: EBADF
+    fd = os.open(path, os.O_RDONLY)  # fallocate needs a writable descriptor: EBADF, every time
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    real = prealloc._fallocate
+    if real is None:
+        pytest.skip("no fallocate here")
+    monkeypatch.setattr(prealloc, "_fallocate", counted)
     try:
         ahead = Preallocation.for_file(fd, 0, 64 * MiB)
-        if ahead is None:
-            pytest.skip("no fallocate here")
-        ahead.cover(4 * MiB)  # no exception
+        ahead.cover(4 * MiB)  # refused, and no exception
         ahead.cover(30 * MiB)
+        ahead.cover(60 * MiB)
+        assert len(calls) == 1  # asked once, then written without
         ahead.release(0)
         assert held(fd) == 0
     finally:
         os.close(fd)
+
+
+def test_a_refusal_for_want_of_space_still_gives_back_what_it_reserved(tmp_path):
+    # ext4 keeps the part of a refused fallocate it managed before ENOSPC:
+    # a partial kept on a nearly full disk must not hold it.
+    with small_ext4(tmp_path / "disk", 64 * MiB) as disk:
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        with open(disk / "ballast", "wb") as ballast:
+            ballast.write(bytes(free - 8 * MiB))
+            os.fsync(ballast.fileno())
+        fd = os.open(disk / "partial", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            ahead = Preallocation.for_file(fd, 0, 1 << 40)
+            ahead.cover(MiB)  # 17 MiB asked, about 8 free
+            os.write(fd, os.urandom(MiB))
+            ahead.release(MiB)
+            assert os.fstat(fd).st_size == MiB
+            assert held(fd) <= MiB + SLACK
+        finally:
+            os.close(fd)

@@ -66,7 +66,9 @@ class Preallocation:
     def __init__(self, fd: int, start: int, end: int):
         self._fd = fd
         self._end = end
-        self._reserved = start  # blocks are reserved up to here
+        # Blocks may be reserved up to here: a refused call may still have
+        # reserved part of its range (ext4 keeps what it got before ENOSPC).
+        self._reserved = start
 
     @classmethod
     def for_file(cls, fd: int, start: int, end: int) -> Preallocation | None:
@@ -84,14 +86,15 @@ class Preallocation:
         stop = min(upto + WINDOW, self._end)
         if stop <= self._reserved:
             return
-        if _fallocate(self._fd, FALLOC_FL_KEEP_SIZE, self._reserved, stop - self._reserved) != 0:
-            self._end = self._reserved  # refused here: write without it from now on
-            return
+        refused = _fallocate(self._fd, FALLOC_FL_KEEP_SIZE, self._reserved, stop - self._reserved) != 0
         self._reserved = stop
+        if refused:
+            self._end = stop  # write without it from now on
 
     def release(self, written_to: int) -> None:
         """The transfer stopped with the file ending at *written_to*: give
-        back the blocks reserved past it. Best effort, once.
+        back the blocks reserved past it. Best effort, once; the descriptor
+        is not used again (call it before closing).
 
         By truncating the file to its own size: ext4 and XFS free the blocks
         past the end that way, where a punched hole stops at the end of the

@@ -850,6 +850,7 @@ class LocalUpload(Upload):
             self._close()
 
     def _close(self) -> None:
+        self._ahead = None  # it holds the descriptor's number, soon another file's
         if self._fd >= 0:
             os.close(self._fd)  # also releases the flock
             self._fd = -1
