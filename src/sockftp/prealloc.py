@@ -96,9 +96,9 @@ class Preallocation:
         back the blocks reserved past it. Best effort, once; the descriptor
         is not used again (call it before closing).
 
-        By truncating the file to its own size: ext4 and XFS free the blocks
-        past the end that way, where a punched hole stops at the end of the
-        file (ext4 punches nothing there)."""
+        By truncating the file to its own size: ext4 frees the blocks past
+        the end that way (the tests check it), where a punched hole stops at
+        the end of the file."""
         fd, self._fd = self._fd, -1
         if fd < 0 or self._reserved <= written_to:
             return
