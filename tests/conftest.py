@@ -93,8 +93,8 @@ def round_trip(sock: socket.socket) -> dict:
 
 def reserves_blocks(directory) -> bool:
     """True if the filesystem of *directory* reserves blocks with
-    ``fallocate`` (what sockftp.prealloc uses ahead of large writes)."""
-    from sockftp import prealloc
+    ``fallocate`` (what sockftp.storage.prealloc uses ahead of large writes)."""
+    from sockftp.storage import prealloc
 
     path = Path(directory) / ".fallocate-probe"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

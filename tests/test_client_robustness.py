@@ -199,7 +199,7 @@ def test_a_batch_cut_by_a_fatal_reply_is_not_continued_on_a_new_connection(tmp_p
 
 def test_a_download_cut_short_keeps_a_partial_holding_only_its_bytes(tmp_path):
     # The client reserves disk a window ahead of a large download's writes
-    # (sockftp.prealloc); the partial it keeps to resume must give that back.
+    # (sockftp.storage.prealloc); the partial it keeps to resume must give that back.
     if not reserves_blocks(tmp_path):
         pytest.skip("this filesystem reserves no blocks with fallocate")
     total, sent = 40 * MiB, 6 * MiB

@@ -49,8 +49,8 @@ from .errors import (
     error_from_reply,
 )
 from .limits import DEFAULT_HOST, DEFAULT_PORT, MAX_NAME_LENGTH, PROTOCOL_VERSIONS
-from .prealloc import Preallocation
 from .storage.base import DIRECTORY, FILE, Entry
+from .storage.prealloc import Preallocation
 from .tls import TlsSetupError, client_context, describe_error
 from .wire import ConnectionClosed, SourceEnded, Wire
 
@@ -685,7 +685,7 @@ class Client:
             size, count, expected = reply["size"], reply["filesize"], reply.get("checksum")
             done = offset
             # Disk blocks reserved ahead of the writes: they cost ext4 far
-            # less than blocks it must reserve page by page (sockftp.prealloc).
+            # less than blocks it must reserve page by page (sockftp.storage.prealloc).
             ahead = Preallocation.for_file(fd, offset, offset + count)
 
             def write(chunk):

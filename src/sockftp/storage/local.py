@@ -45,8 +45,8 @@ from ..errors import (
 )
 from ..limits import RESERVED_PREFIX, SMALL_FILE
 from ..paths import RemotePath
-from ..prealloc import Preallocation
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
+from .prealloc import Preallocation
 from .syscalls import directory_opener, empty_path_linker, link_by_descriptor
 
 log = logging.getLogger(__name__)
@@ -754,7 +754,7 @@ class LocalUpload(Upload):
         self._fd = fd
         self._marked = marked  # the partial may carry an upload-size mark
         self._replaced: tuple[int | None] | None = None  # replaced_size's answer, once asked
-        # Blocks reserved ahead of the writes (see sockftp.prealloc); only
+        # Blocks reserved ahead of the writes (see storage.prealloc); only
         # for an announced size, which also bounds the reservation.
         self._ahead = Preallocation.for_file(fd, offset, size) if size is not None else None
 

@@ -1,5 +1,5 @@
-"""Two Linux system calls storage uses and Python has no binding for,
-called through ctypes; where the kernel, the C library or a seccomp filter
+"""Linux system calls storage uses and Python has no binding for, called
+through ctypes; where the kernel, the C library or a seccomp filter
 refuses them, their factory returns None and storage does without.
 
 * ``openat2(2)`` opens a directory below another in one call, the kernel
@@ -10,6 +10,9 @@ refuses them, their factory returns None and storage does without.
   file its name by its descriptor (unprivileged since Linux 6.10), 1.6 µs
   a file cheaper than the link through ``/proc/self/fd`` that works
   everywhere else.
+* ``fallocate(2)`` with its mode flags (Python has only
+  ``posix_fallocate``, which grows the file): blocks reserved ahead of a
+  large write, see :mod:`sockftp.storage.prealloc`.
 """
 
 from __future__ import annotations
@@ -96,4 +99,19 @@ def empty_path_linker() -> Callable[[int, str, int], None] | None:
     return link
 
 
-__all__ = ["directory_opener", "empty_path_linker", "link_by_descriptor"]
+def block_reserver() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``fallocate(fd, mode, offset, length)``, returning 0 or -1
+    (errno left unread: every caller only needs to know it was refused);
+    None without one."""
+    libc = _libc()
+    if libc is None:
+        return None
+    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if function is None:
+        return None
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return function
+
+
+__all__ = ["block_reserver", "directory_opener", "empty_path_linker", "link_by_descriptor"]

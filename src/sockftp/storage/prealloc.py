@@ -25,10 +25,9 @@ would have, and meet any real error themselves.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
-from collections.abc import Callable
+
+from .syscalls import block_reserver
 
 FALLOC_FL_KEEP_SIZE = 0x01
 
@@ -37,23 +36,7 @@ WINDOW = 16 * 1024 * 1024
 #: Transfers smaller than this are not worth a system call.
 MINIMUM = 1024 * 1024
 
-
-def _binding() -> Callable[[int, int, int, int], int] | None:
-    """libc's ``fallocate(fd, mode, offset, length)``, returning 0 or -1;
-    None where there is none."""
-    if sys.platform != "linux":
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.fallocate64 if hasattr(libc, "fallocate64") else libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return function
-
-
-_fallocate = _binding()
+_fallocate = block_reserver()
 
 
 class Preallocation:
