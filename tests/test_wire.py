@@ -18,6 +18,17 @@ def test_only_a_bounded_number_of_transfers_get_a_large_buffer():
     assert len(pool.take(10 * 1024 * 1024)) == 64 * 1024  # second and again are out
 
 
+def test_the_buffer_given_back_last_is_lent_first():
+    # Before any slot never used: that one would cost a fresh buffer,
+    # zeroed with the GIL held, in every run of a crowd.
+    pool = BufferPool(size=1024 * 1024, large_count=3, small_size=64 * 1024)
+    first, second = pool.take(10 * 1024 * 1024), pool.take(10 * 1024 * 1024)
+    pool.give(first)
+    pool.give(second)
+    assert pool.take(10 * 1024 * 1024) is second
+    assert pool.take(10 * 1024 * 1024) is first
+
+
 def test_small_transfers_get_a_buffer_their_size():
     pool = BufferPool(size=1024 * 1024, large_count=1, small_size=64 * 1024)
     assert len(pool.take(4096)) == 4096

@@ -19,7 +19,6 @@ untouched.
 from __future__ import annotations
 
 import os
-import queue
 import select
 import socket
 import ssl
@@ -62,20 +61,23 @@ class BufferPool:
         self.size = size
         self.small_size = small_size
         # One slot per large buffer: None until first used, then the buffer.
-        # SimpleQueue's put and get_nowait take no lock of their own that a
-        # thread could hold while it waits for the GIL: with a lock (the
-        # BoundedSemaphore this replaces), 500 busy sessions queued behind
-        # it for seconds (bench/soak.py, 433 of 531 threads waiting there).
-        self._slots: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
-        for _ in range(large_count):
-            self._slots.put(None)
+        # A stack, so the buffer given back last is lent first: its pages
+        # are mapped and warm, while a slot never used costs a fresh 4 MiB
+        # zeroed with the GIL held. As a queue, the unused slots came first:
+        # 50 transfers after 50 others allocated 14 buffers anew
+        # (docs/BENCHMARKS.md, "Buffers lent last in, first out").
+        # list.append and list.pop are each one step under the GIL and take
+        # no lock that a thread could hold while it waits for the GIL: with
+        # a lock (the BoundedSemaphore of old), 500 busy sessions queued
+        # behind it for seconds (bench/soak.py, 433 of 531 threads waiting).
+        self._slots: list[bytearray | None] = [None] * large_count
 
     def take(self, want: int) -> bytearray:
         """A buffer for a transfer of *want* bytes."""
         if want > self.small_size:
             try:
-                buffer = self._slots.get_nowait()
-            except queue.Empty:
+                buffer = self._slots.pop()
+            except IndexError:
                 pass
             else:
                 return bytearray(self.size) if buffer is None else buffer
@@ -83,7 +85,7 @@ class BufferPool:
 
     def give(self, buffer: bytearray) -> None:
         if len(buffer) == self.size:
-            self._slots.put(buffer)
+            self._slots.append(buffer)
 
 
 BUFFERS = BufferPool()
