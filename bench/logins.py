@@ -10,6 +10,10 @@ line, and sockftp logs in two ways: by password (each client also asks
 for a re-login token, as the library does) and by a re-login token (a
 SHA-256 and a database lookup), which is how the library reconnects. The
 token is minted untimed before each run, and all N clients present it.
+Only the login by token is held to the target (no slower than pyftpdlib):
+the issue asks, once the hash dominates, for a way to keep reconnects cheap
+without weakening passwords. The login by password is still timed and
+shown, with its ratio in a note.
 
 The clients come from a :class:`bench.pool.ClientPool` and hold their
 sessions until all are logged in; they are closed after each run, untimed.
@@ -18,6 +22,7 @@ sessions until all are logged in; they are closed after each run, untimed.
 from __future__ import annotations
 
 import functools
+import statistics
 import threading
 import time
 
@@ -55,16 +60,20 @@ def run(env: Env, pool: ClientPool, clients: int) -> tuple[Section, list[Check]]
         f"so {clients} logins by password cost at least {floor:.1f} s of password checks on this machine, "
         "whatever the server does around them; logins by token need none"
     )
+    by_password = statistics.median(seconds[BY_PASSWORD]) / statistics.median(seconds[FTP])
+    section.notes.append(
+        f"logins by password took {by_password:.0f}x pyftpdlib's time: not held to the target, as the issue "
+        "allows once the hash dominates; the target applies to logins by token, the cheap reconnect it asks for"
+    )
     checks = [
         ratio_check(
-            f"{clients} simultaneous connects + logins {how}",
+            f"{clients} simultaneous connects + logins by token",
             "sockftp time / pyftpdlib time",
-            seconds[variant],
+            seconds[BY_TOKEN],
             seconds[FTP],
             1.0,
             False,
         )
-        for how, variant in (("by password", BY_PASSWORD), ("by token", BY_TOKEN))
     ]
     return section, checks
 
