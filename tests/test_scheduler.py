@@ -149,6 +149,34 @@ def test_a_parked_socket_wakes_at_its_deadline(lot):
         a.close(), b.close()
 
 
+def test_a_burst_of_arrivals_wakes_the_watcher_once(lot):
+    # The accept loop parks every new session: a send and a wake-up for each
+    # cost a burst of 300 logins about 5% of its time (docs/BENCHMARKS.md).
+    busy, release = threading.Event(), threading.Event()
+    a, b = socket.socketpair()
+    lot.park(a, None, lambda timed_out: (busy.set(), release.wait(5)))
+    b.send(b"x")
+    assert busy.wait(5), "the watcher never woke the first socket"
+    before = lot.wakeups
+    pairs = [socket.socketpair() for _ in range(20)]
+    woken = []
+    for x, _ in pairs:
+        lot.park(x, None, woken.append)  # while the watcher is busy
+    assert lot.wakeups - before == 1
+    release.set()
+    for _, y in pairs:
+        y.send(b"x")
+    wait_until(lambda: len(woken) == 20, what="every arrival admitted by that one wake-up")
+    # The next round is woken again.
+    c, d = socket.socketpair()
+    lot.park(c, None, woken.append)
+    assert lot.wakeups - before == 2
+    d.send(b"x")
+    wait_until(lambda: len(woken) == 21, what="a later arrival admitted")
+    for x, y in [(a, b), (c, d), *pairs]:
+        x.close(), y.close()
+
+
 def test_closing_the_lot_wakes_every_parked_socket():
     lot = ParkingLot()
     a, b = socket.socketpair()

@@ -164,6 +164,9 @@ class ParkingLot:
         self._parked: dict[int, tuple[int, socket.socket, Callable[[bool], None]]] = {}  # fd -> (ticket, sock, wake)
         self._tickets = itertools.count()
         self._closed = False
+        self._signalled = False  # a wake-up byte is on its way for arrivals not yet admitted
+        #: Wake-up bytes sent to the watching thread so far (for tests and stats).
+        self.wakeups = 0
         # Written to wake the selector when a socket arrives or on close.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -176,12 +179,22 @@ class ParkingLot:
         return len(self._parked)
 
     def park(self, sock: socket.socket, deadline: float | None, wake: Callable[[bool], None]) -> None:
+        own = threading.get_ident() == self._thread.ident
         with self._lock:
             if self._closed:
                 raise RuntimeError("the parking lot is closed")
             self._arrivals.append((sock, deadline, wake))
-        if threading.get_ident() == self._thread.ident:
-            return  # parked again by a wake: admitted at the end of this round
+            if own:
+                return  # parked again by a wake: admitted at the end of this round
+            # One wake-up per round is enough: the round it starts admits
+            # every arrival until then. In a burst of new sessions the
+            # accept loop would otherwise pay a send, and the watcher a
+            # wake-up, for each one.
+            signalled, self._signalled = self._signalled, True
+            if not signalled:
+                self.wakeups += 1
+        if signalled:
+            return
         try:
             self._wake_w.send(b"\0")
         except BlockingIOError:
@@ -218,6 +231,7 @@ class ParkingLot:
         """Watch the sockets parked since the last round. False once closed."""
         with self._lock:
             arrivals, self._arrivals = self._arrivals, []
+            self._signalled = False  # a park from now on wakes the next round
             closed = self._closed
         for sock, deadline, wake in arrivals:
             if closed:
