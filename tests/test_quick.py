@@ -259,6 +259,9 @@ def test_while_many_workers_are_busy_the_parking_lot_hands_everything_over(srv, 
         sock.sendall(encode_frame({"cmd": "put", "path": f"slow{n}", "size": 1 << 20}) + b"x" * 1000)
         uploads.append(sock)
     wait_until(lambda: srv.server.workers.busy > server_module.QUICK_WHILE_BUSY, what="busy workers")
+    # Every upload is on its worker (a worker still ending an earlier
+    # session also counts as busy): only the holder is parked.
+    wait_until(lambda: len(srv.server.parking) == 1, what="only the holder parked")
     caplog.set_level(logging.INFO, logger="sockftp.audit")
     caplog.clear()
     sock = socket.create_connection((srv.host, srv.port), timeout=10)

@@ -165,7 +165,7 @@ class ParkingLot:
         self._tickets = itertools.count()
         self._closed = False
         self._signalled = False  # a wake-up byte is on its way for arrivals not yet admitted
-        #: Wake-up bytes sent to the watching thread so far (for tests and stats).
+        #: Wake-ups of the watching thread that park has asked for (tests read it).
         self.wakeups = 0
         # Written to wake the selector when a socket arrives or on close.
         self._wake_r, self._wake_w = socket.socketpair()
