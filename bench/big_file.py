@@ -21,7 +21,7 @@ import statistics
 from . import raw
 from .clients import FtpSession, SockftpSession
 from .common import Env, Samples, human_size, interleave, make_file, timed
-from .report import Check, Section, ratio_check
+from .report import Check, Section, ratio, ratio_check
 from .servers import FtpServer, SockftpServer, make_tls_files
 
 
@@ -164,11 +164,10 @@ def _writing_download_note(rates: dict[str, list[float]]) -> str:
     """sockftp's get against a raw download that writes the file too: not a
     target, but how close the get comes to a bare loop doing its one chore."""
     ((name, *_),) = raw.WRITING_DOWNLOAD_VARIANTS
-    ours, bare = rates["sockftp get"], rates[name]
-    per_run = [a / b for a, b in zip(ours, bare, strict=True)]
+    value, per_run = ratio(rates["sockftp get"], rates[name])
     return (
-        f"sockftp get / {name}: {statistics.median(ours) / statistics.median(bare):.2f} "
-        f"({min(per_run):.2f}-{max(per_run):.2f}); not a target: the download limit discards what it receives"
+        f"sockftp get / {name}: {value:.2f} ({min(per_run):.2f}-{max(per_run):.2f}); "
+        "not a target: the download limit discards what it receives"
     )
 
 

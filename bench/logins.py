@@ -28,7 +28,7 @@ import time
 from .clients import mint_token
 from .common import Env, Samples, interleave, timed
 from .pool import ClientPool
-from .report import Check, Section, ratio_check
+from .report import Check, Section, ratio, ratio_check
 from .servers import PASSWORD, FtpServer, SockftpServer
 
 #: Seconds to let a server settle after a run's sessions close.
@@ -60,9 +60,9 @@ def run(env: Env, pool: ClientPool, clients: int) -> tuple[Section, list[Check]]
         "whatever the server does around them; logins by token need none"
     )
     measure = "sockftp time / pyftpdlib time"
-    by_password = ratio_check("", measure, seconds[BY_PASSWORD], seconds[FTP], 1.0, False)
+    by_password, _ = ratio(seconds[BY_PASSWORD], seconds[FTP])
     section.notes.append(
-        f"logins by password took {by_password.value:.3g}x pyftpdlib's time; once the hash dominates, the issue "
+        f"logins by password took {by_password:.3g}x pyftpdlib's time; once the hash dominates, the issue "
         "holds the cheap reconnect it asks for to the target instead: logins by token"
     )
     checks = [

@@ -67,9 +67,14 @@ def ratio_check(
     workload: str, measure: str, numerator: list[float], denominator: list[float], target: float, at_least: bool
 ) -> Check:
     """A check on numerator / denominator: of the medians, with the per-run ratios as spread."""
-    value = statistics.median(numerator) / statistics.median(denominator)
-    per_run = [a / b for a, b in zip(numerator, denominator, strict=True)]
+    value, per_run = ratio(numerator, denominator)
     return Check(workload, measure, value, target, at_least, per_run)
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, list[float]]:
+    """The ratio of the medians, and the ratios run by run (the runs are interleaved)."""
+    value = statistics.median(numerator) / statistics.median(denominator)
+    return value, [a / b for a, b in zip(numerator, denominator, strict=True)]
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import reserves_blocks
 from faults import small_ext4
 
 from sockftp.storage import prealloc
@@ -23,10 +24,9 @@ def held(fd: int) -> int:
 
 @pytest.fixture
 def fd(tmp_path):
-    fd = os.open(tmp_path / "file.bin", os.O_RDWR | os.O_CREAT, 0o644)
-    if prealloc._fallocate is None or prealloc._fallocate(fd, prealloc.FALLOC_FL_KEEP_SIZE, 0, 4096) != 0:
-        os.close(fd)
+    if not reserves_blocks(tmp_path):
         pytest.skip("this filesystem reserves no blocks with fallocate")
+    fd = os.open(tmp_path / "file.bin", os.O_RDWR | os.O_CREAT, 0o644)
     yield fd
     os.close(fd)
 

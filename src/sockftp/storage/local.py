@@ -837,7 +837,7 @@ class LocalUpload(Upload):
             except OSError:
                 pass  # no mark: a resume is then checked by its checksum alone
             self._marked = True
-        if self._ahead is not None and self._fd >= 0:
+        if self._ahead is not None:  # None once closed
             self._ahead.release(self.offset)  # a kept partial holds only its bytes
         self._close()
 
