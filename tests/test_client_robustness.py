@@ -278,6 +278,30 @@ def test_a_reconnect_by_token_sends_hello_and_login_in_one_go():
     assert seen[1] == {"cmd": "auth", "user": "alice", "token": TOKEN}
 
 
+def test_a_token_issued_in_clear_goes_out_with_the_first_hello():
+    # It has crossed the network in clear already: a new client sends it
+    # behind its very first hello, and the login costs one round trip.
+    clear_token = "sockftp_c." + "A" * 43
+    seen = []
+
+    def answers_after_two(conn):
+        conn.settimeout(3)
+        try:
+            seen.extend([recv_frame(conn), recv_frame(conn)])
+        except OSError:
+            return  # only the hello came: the test fails below
+        conn.sendall(encode_frame(HELLO_OK) + encode_frame(AUTH_OK))
+        recv_frame(conn)  # the quit
+        conn.sendall(encode_frame({"ok": True}))
+
+    port, thread = _scripted_server([answers_after_two])
+    with Client("127.0.0.1", port, user="alice", token=clear_token, timeout=5) as client:
+        assert client.server_info["server"] == "scripted"
+    thread.join(5)
+    assert [frame["cmd"] for frame in seen] == ["hello", "auth"]
+    assert seen[1] == {"cmd": "auth", "user": "alice", "token": clear_token}
+
+
 def test_a_token_never_goes_in_clear_to_a_server_that_wants_tls():
     # A TLS-only server answers a plaintext hello with tls_required and
     # closes. The client, given a token but not told to use TLS, must not

@@ -112,3 +112,19 @@ def test_put_many_sends_large_files_through_a_resumable_put(srv, tmp_path):
         results = client.put_many([(small, "small"), (big, "big"), (small, "small2")])
     assert [r.path for r in results] == ["/small", "/big", "/small2"]
     assert (srv.anon_dir / "big").read_bytes() == big.read_bytes()
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["served-by-a-worker", "served-by-the-parking-lot"])
+def test_every_session_socket_sends_small_replies_at_once(server, anonymous):
+    # Nagle's algorithm would hold a small reply back until the peer's
+    # delayed ACK (~40 ms). The server turns it off on the listening socket,
+    # which Linux passes on to accepted ones, or on each socket elsewhere.
+    srv = server(anonymous=anonymous)
+    for _ in range(2):  # the first session, which asks the kernel, and one after
+        sock = srv.raw()
+        sock.sendall(encode_frame({"cmd": "hello"}))
+        assert recv_frame(sock)["ok"]
+    records = list(srv.server.sessions._sessions)
+    assert len(records) == 2
+    for record in records:
+        assert record.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

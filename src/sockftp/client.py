@@ -49,6 +49,7 @@ from .errors import (
     error_from_reply,
 )
 from .limits import DEFAULT_HOST, DEFAULT_PORT, MAX_NAME_LENGTH, PROTOCOL_VERSIONS
+from .protocol import token_issued_in_clear
 from .storage.base import DIRECTORY, FILE, Entry
 from .storage.prealloc import Preallocation
 from .tls import TlsSetupError, client_context, describe_error
@@ -179,17 +180,14 @@ class Client:
             sock = self._wrap_tls(sock)
         self._wire = Wire(sock, idle_timeout=self.timeout)
         token_login = None
-        if self.user is not None and (self.tls or self._spoke_plaintext):
+        if self.user is not None and self._may_send_token_first():
             token_login = self._token_login()
         if token_login is None:
             self.server_info = self.hello()
             self._spoke_plaintext = not self.tls
         else:
             # The hello and the login by token go out in one write, and cost
-            # one round trip, not two. Only over TLS, or to a server that
-            # has answered this client in plaintext before: a TLS-only
-            # server answers a plaintext hello with tls_required, and the
-            # token must not have crossed the network in clear by then.
+            # one round trip, not two (see _may_send_token_first).
             self._send_many([self._hello_request(), token_login])
             try:
                 self.server_info = self._reply()
@@ -256,6 +254,17 @@ class Client:
             raise ConnectionLost(
                 f"TLS handshake with {where} failed ({describe_error(exc)}): the server does not speak TLS?"
             ) from None
+
+    def _may_send_token_first(self) -> bool:
+        """True if the token may go out with the hello, before the server
+        has answered: over TLS; to a server that has answered a plaintext
+        hello of this client; or if the token was issued in plaintext, and
+        so has crossed the network in clear already. Otherwise a TLS-only
+        server, which answers a plaintext hello with tls_required, would be
+        sent a token that has only ever travelled encrypted."""
+        if self.tls or self._spoke_plaintext:
+            return True
+        return self.token is not None and token_issued_in_clear(self.token)
 
     def _token_login(self) -> dict | None:
         """The ``auth`` request of a login by token, while there is a token
