@@ -13,6 +13,7 @@ import pytest
 from conftest import disk_held, encode_frame, recv_frame, reserves_blocks, wait_until
 
 import sockftp
+import sockftp.client
 import sockftp.limits
 from sockftp import Client
 from sockftp.client import partial_path
@@ -241,6 +242,14 @@ HELLO_OK = {"ok": True, "server": "scripted", "version": 1, "features": ["tokens
 AUTH_OK = {"ok": True, "user": "alice", "read_only": False}
 
 
+@pytest.fixture
+def as_if_remote(monkeypatch):
+    """The client takes its loopback peer for one on another machine (every
+    test server is on loopback): the real sockets, the remote rules."""
+    monkeypatch.setattr(sockftp.client, "stays_on_this_machine", lambda address: False)
+
+
+@pytest.mark.usefixtures("as_if_remote")
 def test_a_reconnect_by_token_sends_hello_and_login_in_one_go():
     # The first connection logs in as ever. On the second (a reconnect),
     # the peer reads two requests before it answers either: a client that
@@ -278,10 +287,9 @@ def test_a_reconnect_by_token_sends_hello_and_login_in_one_go():
     assert seen[1] == {"cmd": "auth", "user": "alice", "token": TOKEN}
 
 
-def test_a_token_issued_in_clear_goes_out_with_the_first_hello():
-    # It has crossed the network in clear already: a new client sends it
-    # behind its very first hello, and the login costs one round trip.
-    clear_token = "sockftp_c." + "A" * 43
+def test_to_a_loopback_address_a_new_client_sends_its_token_with_the_first_hello():
+    # Bytes to 127.0.0.1 never leave the machine: a new client sends the
+    # login behind its very first hello, and it costs one round trip.
     seen = []
 
     def answers_after_two(conn):
@@ -295,13 +303,36 @@ def test_a_token_issued_in_clear_goes_out_with_the_first_hello():
         conn.sendall(encode_frame({"ok": True}))
 
     port, thread = _scripted_server([answers_after_two])
-    with Client("127.0.0.1", port, user="alice", token=clear_token, timeout=5) as client:
+    with Client("127.0.0.1", port, user="alice", token=TOKEN, timeout=5) as client:
         assert client.server_info["server"] == "scripted"
     thread.join(5)
     assert [frame["cmd"] for frame in seen] == ["hello", "auth"]
-    assert seen[1] == {"cmd": "auth", "user": "alice", "token": clear_token}
+    assert seen[1] == {"cmd": "auth", "user": "alice", "token": TOKEN}
 
 
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("192.0.2.7", False),
+        ("10.0.0.1", False),
+        ("2001:db8::1", False),
+        ("::ffff:192.0.2.7", False),
+        ("fe80::1%eth0", False),
+        ("not an address", False),
+    ],
+)
+def test_only_a_loopback_peer_is_sent_a_token_before_the_hello_is_answered(address, local):
+    # Anywhere else a TLS-only server answers a plaintext hello with
+    # tls_required, and a token sent behind it would have crossed the
+    # network in clear (the end-to-end case is the next test).
+    assert sockftp.client.stays_on_this_machine(address) is local
+
+
+@pytest.mark.usefixtures("as_if_remote")
 def test_a_token_never_goes_in_clear_to_a_server_that_wants_tls():
     # A TLS-only server answers a plaintext hello with tls_required and
     # closes. The client, given a token but not told to use TLS, must not

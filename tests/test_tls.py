@@ -16,10 +16,10 @@ import time
 
 import pytest
 import trustme
-from conftest import add_user, assert_closed, have_ipv6_loopback, recv_frame, send_frame, wait_until
+from conftest import assert_closed, have_ipv6_loopback, recv_frame, send_frame, wait_until
 
 import sockftp
-from sockftp import protocol, tls
+from sockftp import tls
 from sockftp.client import Client
 from sockftp.config import ServerConfig
 from sockftp.errors import ConnectionLost, ShuttingDown, TlsRequired
@@ -94,20 +94,6 @@ def test_downloads_over_tls_never_use_sendfile_even_when_asked(tls_server, pki, 
     with tls_client(srv, pki) as c:
         c.get("f.bin", tmp_path / "f.bin")
     assert (tmp_path / "f.bin").read_bytes() == data
-
-
-def test_a_token_issued_under_tls_does_not_say_it_crossed_in_clear(tls_server, server, pki):
-    # Only a token issued on a plaintext connection may be sent ahead of a
-    # plaintext hello (sockftp.protocol.token_issued_in_clear).
-    tokens = {}
-    for name, running, kwargs in (
-        ("tls", tls_server(anonymous=False), {"tls": True, "tls_ca": pki["ca"]}),
-        ("plaintext", server(anonymous=False), {}),
-    ):
-        add_user(running.root, "alice", "alice's secret")
-        tokens[name] = running.client(user="alice", password="alice's secret", keep_token=True, **kwargs).token
-    assert tokens["tls"].startswith("sockftp_") and not protocol.token_issued_in_clear(tokens["tls"])
-    assert protocol.token_issued_in_clear(tokens["plaintext"])
 
 
 def test_localhost_name_verifies_too(tls_server, pki):

@@ -27,8 +27,7 @@ from sockftp.config import users_db
 from sockftp.errors import AuthFailed, BadRequest, Banned
 
 PASSWORD = "alice's long passphrase"
-#: A token issued on a plaintext connection, as every one in this file is.
-TOKEN = re.compile(r"^sockftp_c\.[A-Za-z0-9_-]{43}$")
+TOKEN = re.compile(r"^sockftp_[A-Za-z0-9_-]{43}$")
 TOKEN_FAILED = "wrong user name or token (tokens expire, and are revoked when the password changes)"
 
 
@@ -112,7 +111,7 @@ def test_the_database_keeps_only_the_hash_of_a_token(srv):
         if os.path.exists(path):
             stored += open(path, "rb").read()
     assert token.encode() not in stored
-    assert token.removeprefix("sockftp_c.").encode() not in stored
+    assert token.removeprefix("sockftp_").encode() not in stored
     assert digest.encode() in stored
     with store_of(srv) as store:
         (record,) = store.tokens("alice", time.time())

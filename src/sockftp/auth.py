@@ -176,11 +176,10 @@ class Authenticator:
         token: str | None = None,
         new_token=False,
         quick=False,
-        in_clear=False,
     ) -> Login:
         """Log *name* in with *password* or *token* (exactly one). With
         *new_token* (password logins only), issue a token too, if tokens
-        are on; *in_clear*: one that will cross a plaintext connection.
+        are on.
 
         Raises AuthFailed after the failure delay, or Banned if *address*
         is refused (before any password work).
@@ -238,7 +237,7 @@ class Authenticator:
             expires = used.expires
         elif new_token and self.tokens_enabled:
             # No token (the client keeps its password) if the store cannot write.
-            issued, expires, used = self._best_effort("token", self._issue, account.name, in_clear) or (None,) * 3
+            issued, expires, used = self._best_effort("token", self._issue, account.name) or (None, None, None)
         identity = self._make_identity(account, quick=True) if quick else self._make_identity(account)
         audit.login(account.name, address, method, token_id(used.token_hash) if used else None)
         return Login(identity, issued, expires)
@@ -297,8 +296,8 @@ class Authenticator:
             log.warning("login went on without its %s write: %s", what, exc)
             return None
 
-    def _issue(self, name: str, in_clear: bool = False) -> tuple[str, float, TokenRecord]:
-        token = new_token(in_clear)
+    def _issue(self, name: str) -> tuple[str, float, TokenRecord]:
+        token = new_token()
         now = self._clock()
         record = TokenRecord(token_hash(token), now, now + self.token_lifetime)
         self.users.add_token(name, record.token_hash, record.created, record.expires, self.max_tokens)

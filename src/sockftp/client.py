@@ -22,6 +22,7 @@ once complete and verified.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import socket
 import ssl
@@ -49,7 +50,6 @@ from .errors import (
     error_from_reply,
 )
 from .limits import DEFAULT_HOST, DEFAULT_PORT, MAX_NAME_LENGTH, PROTOCOL_VERSIONS
-from .protocol import token_issued_in_clear
 from .storage.base import DIRECTORY, FILE, Entry
 from .storage.prealloc import Preallocation
 from .tls import TlsSetupError, client_context, describe_error
@@ -258,13 +258,16 @@ class Client:
     def _may_send_token_first(self) -> bool:
         """True if the token may go out with the hello, before the server
         has answered: over TLS; to a server that has answered a plaintext
-        hello of this client; or if the token was issued in plaintext, and
-        so has crossed the network in clear already. Otherwise a TLS-only
-        server, which answers a plaintext hello with tls_required, would be
-        sent a token that has only ever travelled encrypted."""
+        hello of this client; or to a loopback address, where the bytes
+        never leave this machine. Anywhere else a TLS-only server, which
+        answers a plaintext hello with tls_required, would have been sent
+        the token in clear."""
         if self.tls or self._spoke_plaintext:
             return True
-        return self.token is not None and token_issued_in_clear(self.token)
+        try:
+            return stays_on_this_machine(self._wire.sock.getpeername()[0])
+        except OSError:
+            return False
 
     def _token_login(self) -> dict | None:
         """The ``auth`` request of a login by token, while there is a token
@@ -991,6 +994,18 @@ def _check_remote_name(name: str) -> None:
 
 
 __all__ = ["Client", "Entry", "Exists", "Progress", "TransferResult", "partial_path"]
+
+
+def stays_on_this_machine(address: str) -> bool:
+    """True if *address* (an IP address) is a loopback one: 127.0.0.0/8,
+    ::1, or 127.x mapped into IPv6."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def _write_all(fd: int, data) -> None:

@@ -74,21 +74,6 @@ def command_name(header: dict) -> str:
     return cmd
 
 
-#: Every re-login token starts with this.
-TOKEN_PREFIX = "sockftp_"
-#: A token issued on a plaintext connection starts with this instead ("." is
-#: not a base64url character, so no token issued under TLS can).
-CLEAR_TOKEN_PREFIX = TOKEN_PREFIX + "c."
-
-
-def token_issued_in_clear(token: str) -> bool:
-    """True if *token* was issued on a plaintext connection, and so has
-    already crossed the network in clear: sending it again ahead of the
-    server's first answer exposes nothing that was hidden. The one thing a
-    client may read from a token (docs/PROTOCOL.md, Re-login tokens)."""
-    return token.startswith(CLEAR_TOKEN_PREFIX)
-
-
 def ok(**fields) -> dict:
     """A success reply."""
     return {"ok": True, **fields}

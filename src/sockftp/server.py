@@ -555,11 +555,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
         self._rated_identity = None
         self.session = Session(
-            self.server.storage,
-            self.peer,
-            address=self.client_address[0],
-            authenticator=self.server.authenticator,
-            encrypted=self.wire.tls,
+            self.server.storage, self.peer, address=self.client_address[0], authenticator=self.server.authenticator
         )
         if config.anonymous:
             self.session.login(self.server.anonymous_identity())

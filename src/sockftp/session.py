@@ -55,8 +55,6 @@ class Session:
     identity: Identity | None = None
     cwd: RemotePath = ()  # relative to the home
     protocol_version: int | None = None
-    #: The connection is TLS. FTP sessions leave it False: they never issue tokens.
-    encrypted: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -87,7 +85,7 @@ class Session:
         Banned."""
         if self.authenticator is None:
             raise AuthFailed("this server has no user accounts")
-        result = self.authenticator.login(self.address, name, in_clear=not self.encrypted, **credentials)
+        result = self.authenticator.login(self.address, name, **credentials)
         self.login(result.identity)
         return result
 

@@ -1,9 +1,8 @@
 """Re-login tokens: random bearer secrets that log a user in without argon2.
 
 A token is ``sockftp_`` followed by 43 url-safe base64 characters: 256
-random bits from :mod:`secrets`; one issued on a plaintext connection
-starts ``sockftp_c.``, which is all a client may read from it. The prefix
-lets people and secret scanners recognise a leaked one. Stores keep only :func:`token_hash`, the
+random bits from :mod:`secrets`. The prefix lets people and secret
+scanners recognise a leaked one. Stores keep only :func:`token_hash`, the
 SHA-256 of the token, in hex. SHA-256 is enough here, where a password
 needs argon2: a token has 256 bits of entropy, so there is no dictionary
 to try and no way to search for a preimage. A stolen database therefore
@@ -20,18 +19,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from ..protocol import CLEAR_TOKEN_PREFIX, TOKEN_PREFIX
-
-PREFIX = TOKEN_PREFIX
+PREFIX = "sockftp_"
 RANDOM_BYTES = 32  # 256 bits
 ID_LENGTH = 12  # hex digits of the hash in token_id
 
 
-def new_token(in_clear: bool = False) -> str:
-    """A new token; *in_clear*: to be sent on a plaintext connection, which
-    the token then says (``sockftp_c.``), so that a client may send it
-    along with its first request (see sockftp.protocol)."""
-    return (CLEAR_TOKEN_PREFIX if in_clear else PREFIX) + secrets.token_urlsafe(RANDOM_BYTES)
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(RANDOM_BYTES)
 
 
 def token_hash(token: str) -> str:
