@@ -1,10 +1,16 @@
-"""The transfer buffer pool: bounded memory however many transfers stall."""
+"""The transfer buffer pool: bounded memory however many transfers stall;
+and replies sent without waiting, on TLS too."""
 
 from __future__ import annotations
 
-from conftest import LineStops, returns_at_once
+import socket
+import ssl
+import threading
 
-from sockftp.wire import BufferPool
+import trustme
+from conftest import LineStops, recv_frame, returns_at_once
+
+from sockftp.wire import BufferPool, Wire
 
 
 def test_only_a_bounded_number_of_transfers_get_a_large_buffer():
@@ -54,3 +60,33 @@ def test_a_thread_stalled_anywhere_in_give_never_holds_up_take():
 
     assert stops.each_stop(check) >= 1
     assert {len(pool.take(1024)) for _ in range(2)} == {1024}  # both large buffers are back
+
+
+def test_replies_held_on_a_tls_session_go_out_without_waiting():
+    # A session ending with replies still held sends them as far as the
+    # socket takes them now (SessionHandler._end); a TLS socket's send takes
+    # no MSG_DONTWAIT, and once raised ValueError there.
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    a, b = socket.socketpair()
+    a.settimeout(5), b.settimeout(5)
+    wrapped = {}
+    handshake = threading.Thread(
+        target=lambda: wrapped.setdefault("server", server_context.wrap_socket(a, server_side=True))
+    )
+    handshake.start()
+    client = client_context.wrap_socket(b, server_hostname="localhost")
+    handshake.join(5)
+    wire = Wire(wrapped["server"], idle_timeout=5)
+    wire.hold_all = True
+    wire.send_header({"ok": True, "n": 1})
+    wire.send_header({"ok": True, "n": 2})
+    wire.hold_all = False
+    assert wire.send_held_now() is True
+    assert not wire.holding
+    assert wrapped["server"].gettimeout() == 5, "the socket's timeout is as it was"
+    assert [recv_frame(client)["n"] for _ in range(2)] == [1, 2]
+    client.close(), wire.close()

@@ -202,12 +202,24 @@ class Wire:
             if self.before_send is not None:
                 self.before_send()
             try:
-                sent = self.sock.send(self._held, socket.MSG_DONTWAIT)
+                sent = self._send_now(self._held)
             except OSError:  # full, or broken: the next write waits, or reports it
                 return False
             del self._held[:sent]
             self.bytes_out += sent
         return not self._held
+
+    def _send_now(self, data) -> int:
+        if not self.tls:
+            return self.sock.send(data, socket.MSG_DONTWAIT)
+        # A TLS socket's send takes no flags: it is made non-blocking for
+        # the call instead (SSLWantWriteError, an OSError, when it is full).
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0)
+        try:
+            return self.sock.send(data)
+        finally:
+            self.sock.settimeout(timeout)
 
     def read_header(self, timeout: float | None = None) -> dict | None:
         """The next header, or None if the peer closed cleanly between frames.
