@@ -137,9 +137,9 @@ class Wire:
         # ends a stalled call with EAGAIN. TLS keeps Python's timeouts: its
         # library must see a blocking socket that really blocks.
         self._kernel_timeouts = not self.tls and sock.family in (socket.AF_INET, socket.AF_INET6)
-        # Set on the first call that may wait (every one of them sets it
-        # first), not here: a session served without waiting (a token login
-        # on the parking lot) never pays the system calls.
+        # Set by the first call that may wait (each sets its own value
+        # first), not here: a login served on the parking lot, which never
+        # waits, pays no system calls for them.
         self._timeout: float | None = -1.0  # what the socket has now; -1: not set yet
 
     # -- headers -----------------------------------------------------------
