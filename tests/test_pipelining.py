@@ -117,10 +117,9 @@ def test_put_many_sends_large_files_through_a_resumable_put(srv, tmp_path):
 @pytest.mark.parametrize("anonymous", [True, False], ids=["served-by-a-worker", "served-by-the-parking-lot"])
 def test_every_session_socket_sends_small_replies_at_once(server, anonymous):
     # Nagle's algorithm would hold a small reply back until the peer's
-    # delayed ACK (~40 ms). The server turns it off on the listening socket,
-    # which Linux passes on to accepted ones, or on each socket elsewhere.
+    # delayed ACK (~40 ms). The server turns it off on every session socket.
     srv = server(anonymous=anonymous)
-    for _ in range(2):  # the first session, which asks the kernel, and one after
+    for _ in range(2):
         sock = srv.raw()
         sock.sendall(encode_frame({"cmd": "hello"}))
         assert recv_frame(sock)["ok"]

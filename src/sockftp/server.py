@@ -165,7 +165,6 @@ class SockftpServer(socketserver.TCPServer):
         self._stop_lock = threading.Lock()
         self._stopped = False
         self._last_accept_warning = 0.0
-        self._nodelay_inherited: bool | None = None  # asked of the first session
         _raise_file_limit(config.max_sessions)
         self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
         self.workers = WorkerPool("session", linger=WORKER_LINGER)
@@ -304,21 +303,7 @@ class SockftpServer(socketserver.TCPServer):
     def server_activate(self) -> None:
         # Sessions need far less than the default 8 MiB of stack address space.
         threading.stack_size(SESSION_STACK_SIZE)
-        try:
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            self._nodelay_inherited = False
         super().server_activate()
-
-    def nodelay_inherited(self, sock: socket.socket) -> bool:
-        """True if *sock*, accepted, came with TCP_NODELAY from the listening
-        socket. Asked of the first session only: the answer is the kernel's."""
-        if self._nodelay_inherited is None:
-            try:
-                self._nodelay_inherited = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-            except OSError:
-                return False
-        return self._nodelay_inherited
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self._serving.set()
@@ -539,10 +524,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         config = self.server.config
         # Replies are small writes answering small reads; without this,
         # Nagle's algorithm meets delayed ACKs and a small get waits ~40 ms.
-        # Linux copies it from the listening socket, which saves a system
-        # call per session; elsewhere it is set here.
-        if not self.server.nodelay_inherited(self.request):
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.wire = None
         if self.server.tls_context is not None:
             tls_sock = self._start_tls()
