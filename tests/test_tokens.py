@@ -396,6 +396,45 @@ def test_a_refused_switch_keeps_the_token_of_the_login_in_force(srv):
     assert client.quota()["user"] == "alice", "the reconnect still logs in as alice, by her token"
 
 
+def test_a_switch_after_a_lost_connection_logs_in_the_new_user_only(srv, audit_file):
+    client = srv.client(user="alice", password=PASSWORD)
+    bobs = new_token(srv, "bob", "bob's")
+    client.close()  # lost: the switch below makes the connection again
+    client.auth("bob", token=bobs)
+    assert client.token == bobs
+    assert client.quota()["user"] == "bob"
+    client.close()
+    assert client.quota()["user"] == "bob", "the reconnect logs in as bob, by his token"
+    assert logins(audit_file) == [
+        ("login", "alice", "password"),
+        ("login", "bob", "password"),  # new_token
+        ("login", "bob", "token"),
+        ("login", "bob", "token"),
+    ], "alice is not logged in again, and bob's token is never tried under her name"
+
+
+def test_a_switch_after_a_lost_connection_does_not_need_the_old_login(srv):
+    client = srv.client(user="alice", token=new_token(srv))  # no password to fall back on
+    client.close()
+    client.auth("bob", "bob's")
+    assert client.quota()["user"] == "bob"
+
+
+def test_a_switch_on_a_connection_the_server_has_cut_connects_again(srv):
+    client = srv.client(user="alice", password=PASSWORD)  # revoking her own token will find the cut
+    srv.server.sessions.interrupt(idle_only=False)
+    client.auth("bob", "bob's")
+    assert client.quota()["user"] == "bob"
+
+
+def test_a_refused_switch_after_a_lost_connection_leaves_the_old_login_to_reconnect(srv):
+    client = srv.client(user="alice", password=PASSWORD)
+    client.close()
+    with pytest.raises(AuthFailed):
+        client.auth("bob", "not bob's")
+    assert client.quota()["user"] == "alice", "the next request logs alice in again"
+
+
 def test_the_client_needs_a_user_with_a_token():
     with pytest.raises(ValueError, match="needs user= too"):
         Client(token="sockftp_x", connect=False)

@@ -169,7 +169,13 @@ class Client:
     # -- connection --------------------------------------------------------------
 
     def connect(self) -> dict:
-        """Connect and say hello. Returns the server's hello reply."""
+        """Connect and say hello, then log in as ``user`` (if set) and go
+        back to the remote directory. Returns the server's hello reply."""
+        return self._connect(login=True)
+
+    def _connect(self, login: bool) -> dict:
+        """connect(); with *login* False, only the hello: for auth() on a
+        lost connection, whose login is the new connection's first."""
         self.close()
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -180,6 +186,10 @@ class Client:
             sock = self._wrap_tls(sock)
         self._wire = Wire(sock, idle_timeout=self.timeout)
         token_login = None
+        if not login:
+            self.server_info = self.hello()
+            self._spoke_plaintext = not self.tls
+            return self.server_info
         if self.user is not None and self._may_send_token_first():
             token_login = self._token_login()
         if token_login is None:
@@ -302,7 +312,14 @@ class Client:
         tokens; keep what the reply says of the token."""
         if "password" in header and "tokens" in self.server_info.get("features", ()):
             header["new_token"] = True
-        reply = self._reply() if sent else self.request(header)
+        if not sent:
+            # On this connection only: a new one would log in before this
+            # login is sent, with the credentials it is replacing.
+            if self._wire is None:
+                raise ConnectionLost("the connection closed before the login")
+            with self._io():
+                self._wire.send_header(header)
+        reply = self._reply()
         if isinstance(reply.get("token"), str):
             self.token, self._own_token = reply["token"], True
         expires_in = reply.get("token_expires_in")
@@ -413,16 +430,25 @@ class Client:
         """Log in as *user* on this connection with *password* or *token*
         (switching from whoever was logged in), and again after every
         reconnect. The remote directory goes back to ``/``. Returns the
-        reply (``user``, ``read_only``, and the token fields).
+        reply (``user``, ``read_only``, and the token fields). On a lost
+        connection it connects again and logs in as *user* only.
 
         Raises AuthFailed (the previous login, if any, stays in force; the
-        token this client had asked for itself is revoked all the same),
-        Banned."""
+        token this client had asked for itself is revoked all the same if
+        the connection was still open), Banned."""
         if not isinstance(user, str) or not isinstance(password if token is None else token, str):
             raise ValueError("auth needs a user name and a password or a token")
         if password is not None and token is not None:
             raise ValueError("auth takes a password or a token, not both")
-        self._release_token()
+        if self._wire is not None:
+            self._release_token()  # (which may find the connection gone)
+        fresh = self._wire is None
+        if fresh:
+            # The connection was lost: this login is the new one's first.
+            # Reconnecting as the previous user first would cost a login,
+            # could fail on its own (a stale token), and would try the new
+            # token under the old name.
+            self._connect(login=False)
         kept = (self.token, self.token_expires, self._token_deadline, self._own_token)
         self._forget_token()
         header = {"cmd": "auth", "user": user}
@@ -433,6 +459,8 @@ class Client:
         except SockftpError:
             # The previous login stays, and so does the token it uses.
             self.token, self.token_expires, self._token_deadline, self._own_token = kept
+            if fresh:
+                self.close()  # not logged in: the next request reconnects as before
             raise
         self.user, self.password = user, password
         self._cwd = "/"
