@@ -71,7 +71,13 @@ def interleave(variants: dict[str, Callable[[], float]], runs: int, on_run=None)
     run (A B C, then C B A), so that drift of a noisy machine hits all of
     them alike. Each variant returns its own measurement (usually seconds
     of the part it times). Returns the measurements per variant, in run
-    order, so that ratios can be taken run by run."""
+    order, so that ratios can be taken run by run.
+
+    First it waits for what the setup wrote to reach the disk: otherwise the
+    kernel writes it out during the first timed runs, on the same two
+    cores (measured: 22 s of kernel CPU inside a 3-run ``--only big``, 8 s
+    after this ``sync``)."""
+    os.sync()
     results: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for run in range(runs):
