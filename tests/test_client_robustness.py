@@ -310,6 +310,29 @@ def test_to_a_loopback_address_a_new_client_sends_its_token_with_the_first_hello
     assert seen[1] == {"cmd": "auth", "user": "alice", "token": TOKEN}
 
 
+def test_a_refused_hello_leaves_no_connection_open():
+    # A hello refused with an error the server does not close after
+    # (unsupported_version): the client closes, rather than keep a
+    # connection whose next request would meet auth_required.
+    closed = []
+
+    def refuses_the_hello(conn):
+        conn.settimeout(3)
+        recv_frame(conn)
+        conn.sendall(encode_frame({"ok": False, "error": "unsupported_version", "message": "no version in common"}))
+        try:
+            closed.append(conn.recv(1) == b"")
+        except OSError:
+            closed.append(False)
+
+    port, thread = _scripted_server([refuses_the_hello])
+    client = Client("127.0.0.1", port, timeout=5, connect=False)
+    with pytest.raises(sockftp.errors.UnsupportedVersion):
+        client.connect()
+    thread.join(5)
+    assert closed == [True]
+
+
 @pytest.mark.parametrize(
     ("address", "local"),
     [

@@ -420,19 +420,33 @@ def test_a_switch_after_a_lost_connection_does_not_need_the_old_login(srv):
     assert client.quota()["user"] == "bob"
 
 
-def test_a_switch_on_a_connection_the_server_has_cut_connects_again(srv):
+def test_a_switch_on_a_connection_the_server_has_cut_connects_again(srv, audit_file):
     client = srv.client(user="alice", password=PASSWORD)  # revoking her own token will find the cut
     srv.server.sessions.interrupt(idle_only=False)
     client.auth("bob", "bob's")
     assert client.quota()["user"] == "bob"
+    assert logins(audit_file) == [("login", "alice", "password"), ("login", "bob", "password")]
 
 
-def test_a_refused_switch_after_a_lost_connection_leaves_the_old_login_to_reconnect(srv):
+def test_a_switch_on_a_connection_cut_unnoticed_tries_once_more_on_a_new_one(srv, audit_file):
+    client = srv.client(user="alice", token=new_token(srv))  # not its own: nothing to revoke first
+    srv.server.sessions.interrupt(idle_only=False)
+    client.auth("bob", "bob's")
+    assert client.quota()["user"] == "bob"
+    assert logins(audit_file)[-1] == ("login", "bob", "password")
+
+
+def test_a_refused_switch_after_a_lost_connection_leaves_the_old_login_to_reconnect(srv, audit_file):
     client = srv.client(user="alice", password=PASSWORD)
     client.close()
     with pytest.raises(AuthFailed):
         client.auth("bob", "not bob's")
     assert client.quota()["user"] == "alice", "the next request logs alice in again"
+    assert logins(audit_file) == [
+        ("login", "alice", "password"),
+        ("login-failed", "bob", "password"),
+        ("login", "alice", "token"),
+    ], "alice is logged in again after the refusal, by her token, not before it"
 
 
 def test_the_client_needs_a_user_with_a_token():

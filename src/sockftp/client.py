@@ -186,15 +186,17 @@ class Client:
             sock = self._wrap_tls(sock)
         self._wire = Wire(sock, idle_timeout=self.timeout)
         token_login = None
-        if not login:
-            self.server_info = self.hello()
-            self._spoke_plaintext = not self.tls
-            return self.server_info
-        if self.user is not None and self._may_send_token_first():
+        if login and self.user is not None and self._may_send_token_first():
             token_login = self._token_login()
         if token_login is None:
-            self.server_info = self.hello()
+            try:
+                self.server_info = self.hello()
+            except SockftpError:
+                self.close()  # (unsupported_version, say): never open but not logged in
+                raise
             self._spoke_plaintext = not self.tls
+            if not login:
+                return self.server_info
         else:
             # The hello and the login by token go out in one write, and cost
             # one round trip, not two (see _may_send_token_first).
@@ -316,7 +318,7 @@ class Client:
             # On this connection only: a new one would log in before this
             # login is sent, with the credentials it is replacing.
             if self._wire is None:
-                raise ConnectionLost("the connection closed before the login")
+                raise ConnectionLost(f"connection to {self.host}:{self.port} closed before the login")
             with self._io():
                 self._wire.send_header(header)
         reply = self._reply()
@@ -441,7 +443,7 @@ class Client:
         if password is not None and token is not None:
             raise ValueError("auth takes a password or a token, not both")
         if self._wire is not None:
-            self._release_token()  # (which may find the connection gone)
+            self._release_token()  # (which may find the connection gone, or not)
         fresh = self._wire is None
         if fresh:
             # The connection was lost: this login is the new one's first.
@@ -455,7 +457,16 @@ class Client:
         header.update({"password": password} if token is None else {"token": token})
         self.token = token  # for a token login; _auth learns its expiry from the reply
         try:
-            reply = self._auth(header)
+            try:
+                reply = self._auth(header)
+            except ConnectionLost:
+                if fresh:
+                    raise
+                # The connection had died unnoticed (say, the server's idle
+                # timeout): once more, on a new one.
+                fresh = True
+                self._connect(login=False)
+                reply = self._auth(header)
         except SockftpError:
             # The previous login stays, and so does the token it uses.
             self.token, self.token_expires, self._token_deadline, self._own_token = kept
