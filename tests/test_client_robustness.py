@@ -242,6 +242,24 @@ HELLO_OK = {"ok": True, "server": "scripted", "version": 1, "features": ["tokens
 AUTH_OK = {"ok": True, "user": "alice", "read_only": False}
 
 
+def _answers_only_hello_and_login_together(seen: list):
+    """A scripted session that reads two requests before it answers either
+    (recorded in *seen*): a client that waits for the hello's reply before
+    it logs in gets none, and its test fails on what *seen* holds."""
+
+    def play(conn):
+        conn.settimeout(3)
+        try:
+            seen.extend([recv_frame(conn), recv_frame(conn)])
+        except OSError:
+            return  # only the hello came
+        conn.sendall(encode_frame(HELLO_OK) + encode_frame(AUTH_OK))
+        recv_frame(conn)  # the quit
+        conn.sendall(encode_frame({"ok": True}))
+
+    return play
+
+
 @pytest.fixture
 def as_if_remote(monkeypatch):
     """The client takes its loopback peer for one on another machine (every
@@ -267,17 +285,7 @@ def test_a_reconnect_by_token_sends_hello_and_login_in_one_go():
         except (EOFError, OSError):
             pass
 
-    def second(conn):
-        conn.settimeout(3)
-        try:
-            seen.extend([recv_frame(conn), recv_frame(conn)])
-        except OSError:
-            return
-        conn.sendall(encode_frame(HELLO_OK) + encode_frame(AUTH_OK))
-        recv_frame(conn)  # the quit
-        conn.sendall(encode_frame({"ok": True}))
-
-    port, thread = _scripted_server([first, second])
+    port, thread = _scripted_server([first, _answers_only_hello_and_login_together(seen)])
     client = Client("127.0.0.1", port, user="alice", token=TOKEN, timeout=5)
     client.connect()
     with client:
@@ -291,18 +299,7 @@ def test_to_a_loopback_address_a_new_client_sends_its_token_with_the_first_hello
     # Bytes to 127.0.0.1 never leave the machine: a new client sends the
     # login behind its very first hello, and it costs one round trip.
     seen = []
-
-    def answers_after_two(conn):
-        conn.settimeout(3)
-        try:
-            seen.extend([recv_frame(conn), recv_frame(conn)])
-        except OSError:
-            return  # only the hello came: the test fails below
-        conn.sendall(encode_frame(HELLO_OK) + encode_frame(AUTH_OK))
-        recv_frame(conn)  # the quit
-        conn.sendall(encode_frame({"ok": True}))
-
-    port, thread = _scripted_server([answers_after_two])
+    port, thread = _scripted_server([_answers_only_hello_and_login_together(seen)])
     with Client("127.0.0.1", port, user="alice", token=TOKEN, timeout=5) as client:
         assert client.server_info["server"] == "scripted"
     thread.join(5)
