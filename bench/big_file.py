@@ -185,7 +185,7 @@ def _check_size(path: str, size: int) -> None:
 
 
 def _same_content(a: str, b: str) -> bool:
-    from sockftp import checksum
+    from sockftp.protocol import checksum
 
     with open(a, "rb") as first, open(b, "rb") as second:
         return checksum.of_file(first) == checksum.of_file(second)

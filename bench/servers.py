@@ -173,7 +173,7 @@ def add_sockftp_user(root: str) -> None:
     add bench`` does (without its process start-up: this runs for every
     server the bench starts). No quota, no file limit."""
     from sockftp.accounts import Account, SqliteUserStore, hash_password
-    from sockftp.config import users_db
+    from sockftp.server.config import users_db
 
     store = SqliteUserStore(users_db(root))
     try:

@@ -75,8 +75,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sockftp import Busy, ChecksumMismatch, Client, NotFound
-from sockftp import checksum as checksums
 from sockftp.client import RESUME_THRESHOLD
+from sockftp.protocol import checksum as checksums
 
 from .clients import mint_token
 from .common import CLIENT_TIMEOUT, MiB, cpu_seconds, open_fds, raise_file_limit, rss_bytes, thread_count

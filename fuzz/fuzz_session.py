@@ -201,7 +201,7 @@ def _fuzz(argv: list[str]) -> int:
     if mode not in MODES:
         raise SystemExit(f"{_MODE_ENV} must be one of {MODES}")
     with atheris.instrument_imports(include=["sockftp"]):
-        import sockftp.server  # noqa: F401 - and everything it imports
+        import sockftp.server.listener  # noqa: F401 - and everything it imports
 
     sys.path.insert(0, str(REPO))
     from fuzz import harness, structured

@@ -59,11 +59,11 @@ import xxhash
 
 from sockftp.accounts import Account, SqliteUserStore, hash_password
 from sockftp.accounts import passwords as _passwords
-from sockftp.config import ServerConfig, user_home, users_db
-from sockftp.errors import ErrorCode
-from sockftp.limits import MAX_HEADER_SIZE
+from sockftp.protocol.errors import ErrorCode
+from sockftp.protocol.limits import MAX_HEADER_SIZE
 from sockftp.server import SockftpServer
-from sockftp.session import ANONYMOUS_HOME
+from sockftp.server.config import ServerConfig, user_home, users_db
+from sockftp.server.session import ANONYMOUS_HOME
 from sockftp.storage.local import partial_name
 
 #: The accounts of the fuzzed server. ``auth`` with these succeeds.

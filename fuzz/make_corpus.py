@@ -16,8 +16,8 @@ from pathlib import Path
 
 import xxhash
 
-from sockftp.commands import COMMANDS
-from sockftp.frames import encode_header
+from sockftp.protocol.frames import encode_header
+from sockftp.server.commands import COMMANDS
 
 from .harness import PARTIAL_BYTES, PARTIAL_SIZE, PASSWORD, READER, READER_PASSWORD, USER
 from .structured import FIELD_NAMES, NAMES

@@ -17,7 +17,7 @@ import struct
 
 import xxhash
 
-from sockftp.commands import COMMANDS as SERVER_COMMANDS
+from sockftp.server.commands import COMMANDS as SERVER_COMMANDS
 
 from .harness import PARTIAL_BYTES, PARTIAL_SIZE, PASSWORD, READER, READER_PASSWORD, USER
 

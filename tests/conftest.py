@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from sockftp.client import Client
-from sockftp.config import ServerConfig
 from sockftp.server import SockftpServer
+from sockftp.server.config import ServerConfig
 
 # --- seed-style raw frames ------------------------------------------------------
 
@@ -93,8 +93,8 @@ def round_trip(sock: socket.socket) -> dict:
 
 def reserves_blocks(directory) -> bool:
     """True if the filesystem of *directory* reserves blocks with
-    ``fallocate`` (what sockftp.storage.prealloc uses ahead of large writes)."""
-    from sockftp.storage import prealloc
+    ``fallocate`` (what sockftp.disk.prealloc uses ahead of large writes)."""
+    from sockftp.disk import prealloc
 
     path = Path(directory) / ".fallocate-probe"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -476,7 +476,7 @@ def local(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def audit_file(tmp_path):
     """Audit lines go to a file for the test, and back to the main log after."""
-    from sockftp import audit
+    from sockftp.server import audit
 
     path = tmp_path / "audit.log"
     audit.configure(str(path))
@@ -488,7 +488,7 @@ def add_user(root, name: str, password: str = "secret", **limits) -> None:
     """Create account *name* in the server at *root* (limits: quota_bytes,
     max_files, read_only)."""
     from sockftp.accounts import Account, SqliteUserStore, hash_password
-    from sockftp.config import users_db
+    from sockftp.server.config import users_db
 
     store = SqliteUserStore(users_db(str(root)))
     try:

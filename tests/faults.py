@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 from conftest import encode_frame, recv_exact, recv_frame, send_frame
 
-from sockftp import checksum
-from sockftp.limits import RESERVED_PREFIX
+from sockftp.protocol import checksum
+from sockftp.protocol.limits import RESERVED_PREFIX
 
 MiB = 1024 * 1024
 

@@ -20,8 +20,8 @@ from conftest import add_user
 
 from sockftp import ftp
 from sockftp.client import Client
-from sockftp.config import ServerConfig
 from sockftp.server import SockftpServer
+from sockftp.server.config import ServerConfig
 
 PASSWORD = "secret"
 

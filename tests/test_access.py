@@ -10,8 +10,8 @@ import pytest
 from conftest import add_user, assert_closed, encode_frame, login, recv_frame
 
 import sockftp
-from sockftp.commands import COMMANDS
-from sockftp.config import users_db
+from sockftp.server.commands import COMMANDS
+from sockftp.server.config import users_db
 
 # Requests for every command, with plausible arguments.
 REQUESTS = {
@@ -193,7 +193,7 @@ def test_each_failed_login_is_delayed(server):
 
 
 def test_parallel_guesses_from_one_address_are_stopped_by_the_ban(server):
-    from sockftp.auth import BanList
+    from sockftp.server.auth import BanList
 
     srv = server(anonymous=False, login_failure_delay=0.01, ban_failures=3, ban_time=60)
     add_user(srv.root, "alice", "alice-pw")

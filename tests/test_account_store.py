@@ -12,8 +12,8 @@ from conftest import add_user
 from sockftp.accounts import Account, SqliteUserStore
 from sockftp.accounts.sqlite import POOL_SIZE
 from sockftp.client import Client
-from sockftp.config import users_db
-from sockftp.errors import NotFound
+from sockftp.protocol.errors import NotFound
+from sockftp.server.config import users_db
 
 
 def database_fds(path) -> int:

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from sockftp.accounts import SqliteUserStore, verify_password
 from sockftp.cli import main, parse_size
-from sockftp.config import MAX_SIZE, users_db
-from sockftp.errors import AuthFailed
+from sockftp.protocol.errors import AuthFailed
+from sockftp.server.config import MAX_SIZE, users_db
 
 MiB = 1024 * 1024
 PASSWORD = "correct horse battery staple"

@@ -13,10 +13,11 @@ import time
 import pytest
 from conftest import encode_frame, recv_frame
 
-from sockftp import audit, checksum
 from sockftp.accounts import Account, SqliteUserStore, hash_password
-from sockftp.config import users_db
-from sockftp.errors import AuthFailed, Banned, PathRefused
+from sockftp.protocol import checksum
+from sockftp.protocol.errors import AuthFailed, Banned, PathRefused
+from sockftp.server import audit
+from sockftp.server.config import users_db
 
 PASSWORD = "correct horse battery staple"
 

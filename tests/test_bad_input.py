@@ -281,7 +281,7 @@ def test_put_with_malformed_checksum_gets_bad_request_and_drains(srv, checksum):
 
 
 def test_refused_put_too_large_to_drain_is_answered_and_closed(srv):
-    from sockftp.limits import MAX_DRAIN
+    from sockftp.protocol.limits import MAX_DRAIN
 
     with srv.raw() as sock:
         send_frame(sock, {"cmd": "put", "path": "../escape", "size": MAX_DRAIN + 1})

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from sockftp.cli import main
+from sockftp.cli.progress import human_size
 from sockftp.client import partial_path
-from sockftp.progress import human_size
 
 MiB = 1024 * 1024
 

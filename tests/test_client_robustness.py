@@ -14,10 +14,10 @@ from conftest import disk_held, encode_frame, recv_frame, reserves_blocks, wait_
 
 import sockftp
 import sockftp.client
-import sockftp.limits
+import sockftp.protocol.limits
 from sockftp import Client
 from sockftp.client import partial_path
-from sockftp.errors import ConnectionLost, error_from_reply
+from sockftp.protocol.errors import ConnectionLost, error_from_reply
 
 MiB = 1024 * 1024
 
@@ -120,7 +120,7 @@ def test_a_refused_upload_too_large_to_drain_reports_the_servers_reason(srv, tmp
     (srv.anon_dir / "target").mkdir()
     source = tmp_path / "big.bin"
     with open(source, "wb") as f:
-        f.truncate(sockftp.limits.MAX_DRAIN + 8 * MiB)
+        f.truncate(sockftp.protocol.limits.MAX_DRAIN + 8 * MiB)
     with srv.client(timeout=30) as client:
         with pytest.raises(sockftp.IsADirectory):
             client.put(source, "target", resume=False)
@@ -200,7 +200,7 @@ def test_a_batch_cut_by_a_fatal_reply_is_not_continued_on_a_new_connection(tmp_p
 
 def test_a_download_cut_short_keeps_a_partial_holding_only_its_bytes(tmp_path):
     # The client reserves disk a window ahead of a large download's writes
-    # (sockftp.storage.prealloc); the partial it keeps to resume must give that back.
+    # (sockftp.disk.prealloc); the partial it keeps to resume must give that back.
     if not reserves_blocks(tmp_path):
         pytest.skip("this filesystem reserves no blocks with fallocate")
     total, sent = 40 * MiB, 6 * MiB
@@ -324,7 +324,7 @@ def test_a_refused_hello_leaves_no_connection_open():
 
     port, thread = _scripted_server([refuses_the_hello])
     client = Client("127.0.0.1", port, timeout=5, connect=False)
-    with pytest.raises(sockftp.errors.UnsupportedVersion):
+    with pytest.raises(sockftp.UnsupportedVersion):
         client.connect()
     thread.join(5)
     assert closed == [True]

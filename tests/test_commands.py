@@ -18,10 +18,11 @@ from conftest import (
 )
 
 import sockftp
-from sockftp import SockftpError, checksum
-from sockftp.commands import LIST_BATCH_ENTRIES
-from sockftp.frames import encoded_size
-from sockftp.limits import MAX_HEADER_SIZE
+from sockftp import SockftpError
+from sockftp.protocol import checksum
+from sockftp.protocol.frames import encoded_size
+from sockftp.protocol.limits import MAX_HEADER_SIZE
+from sockftp.server.commands import LIST_BATCH_ENTRIES
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

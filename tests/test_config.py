@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 
 from sockftp.accounts import Account, SqliteUserStore, hash_password
-from sockftp.config import SETTINGS, ConfigError, ServerConfig, load_config, parse_size, users_db
+from sockftp.server.config import SETTINGS, ConfigError, ServerConfig, load_config, parse_size, users_db
 
 # -- sizes -----------------------------------------------------------------------------
 

@@ -39,8 +39,8 @@ from faults import (
 )
 
 import sockftp
-from sockftp import checksum
 from sockftp.client import RESUME_THRESHOLD, partial_path
+from sockftp.protocol import checksum
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from sockftp import errors
-from sockftp.errors import BadFrame, BadJson, BadRequest, SockftpError
-from sockftp.frames import FrameDecoder, decode_header, encode_header, parse_length
-from sockftp.limits import MAX_HEADER_SIZE
+from sockftp.protocol import errors
+from sockftp.protocol.errors import BadFrame, BadJson, BadRequest, SockftpError
+from sockftp.protocol.frames import FrameDecoder, decode_header, encode_header, parse_length
+from sockftp.protocol.limits import MAX_HEADER_SIZE
 
 
 def frame(payload: bytes) -> bytes:

@@ -13,17 +13,17 @@ import time
 
 import pytest
 
-from sockftp import checksum
 from sockftp.accounts import Account, SqliteUserStore, hash_password
-from sockftp.auth import Authenticator
-from sockftp.config import ServerConfig
-from sockftp.errors import OffsetMismatch
 from sockftp.ftp import commands
 from sockftp.ftp.commands import Context, Link, Settings, State
 from sockftp.ftp.data import DataError, TransferAborted
 from sockftp.ftp.replies import Reply
-from sockftp.quota import QuotaLedger, QuotaStorage
-from sockftp.session import ANONYMOUS_HOME, Identity, Session
+from sockftp.protocol import checksum
+from sockftp.protocol.errors import OffsetMismatch
+from sockftp.server.auth import Authenticator
+from sockftp.server.config import ServerConfig
+from sockftp.server.quota import QuotaLedger, QuotaStorage
+from sockftp.server.session import ANONYMOUS_HOME, Identity, Session
 from sockftp.storage import LocalStorage
 
 PEER = "192.0.2.10"
@@ -219,7 +219,7 @@ def test_a_failed_login_waits_and_the_third_on_a_connection_closes_it(make):
 
 
 def test_failed_logins_ban_the_address_for_every_front_door(make):
-    from sockftp.errors import Banned
+    from sockftp.protocol.errors import Banned
 
     run = make(ban_failures=2, ban_window=60, ban_time=60)
     run("USER alice")

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sockftp import errors
 from sockftp.ftp import listing, parser, replies
 from sockftp.ftp.replies import Reply
+from sockftp.protocol import errors
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, Entry
 
 # --- command lines -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from conftest import have_ipv6_loopback, partials_in, wait_until
 from ftp_support import PASSWORD, ftp_command, ftp_server_fixture, read_reply  # noqa: F401 - a fixture
 
 import sockftp
-from sockftp import checksum
+from sockftp.protocol import checksum
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

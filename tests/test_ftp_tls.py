@@ -13,7 +13,7 @@ import ssl
 import pytest
 from ftp_support import PASSWORD, ftp_command, ftp_server_fixture, pki_fixture, read_reply  # noqa: F401 - fixtures
 
-from sockftp.config import ConfigError, ServerConfig
+from sockftp.server.config import ConfigError, ServerConfig
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

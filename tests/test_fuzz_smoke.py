@@ -83,7 +83,7 @@ def target(tmp_path, monkeypatch):
 
 def test_the_oracles_report_an_exception_in_a_command(target, monkeypatch):
     from fuzz.harness import Finding, frame
-    from sockftp import commands
+    from sockftp.server import commands
 
     def broken(ctx, req):
         raise RuntimeError("a planted bug")

@@ -36,10 +36,10 @@ from faults import (
 )
 
 import sockftp
-from sockftp import checksum
-from sockftp.auth import BanList
-from sockftp.limits import LIST_BATCH_ENTRIES, MAX_DRAIN, MAX_HEADER_SIZE
-from sockftp.storage import prealloc
+from sockftp.disk import prealloc
+from sockftp.protocol import checksum
+from sockftp.protocol.limits import LIST_BATCH_ENTRIES, MAX_DRAIN, MAX_HEADER_SIZE
+from sockftp.server.auth import BanList
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -141,7 +141,7 @@ def test_a_petabyte_upload_announcement_costs_nothing_and_a_quota_refuses_it_at_
     send_frame(sock, {"cmd": "put", "path": "huge.bin", "size": petabyte}, chunk)
     wait_until(lambda: partial_sizes(srv.anon_dir) == [MiB], what="the megabyte that came")
     (held,) = srv.anon_dir.glob(".sockftp-part-*")
-    # Disk is reserved at most one window ahead of the bytes (sockftp.storage.prealloc), never for the petabyte.
+    # Disk is reserved at most one window ahead of the bytes (sockftp.disk.prealloc), never for the petabyte.
     assert held.stat().st_blocks * 512 <= MiB + prealloc.WINDOW + 256 * 1024
     assert_served_promptly(srv)
     # It then stalls, and the idle timeout ends it; its partial stays hidden,

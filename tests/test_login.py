@@ -23,10 +23,10 @@ from click.testing import CliRunner
 
 from sockftp.accounts import Account, SqliteUserStore, hash_password, verify_password
 from sockftp.cli import ServerAddress, main
+from sockftp.cli.shell import Shell
 from sockftp.client import Client
-from sockftp.config import users_db
-from sockftp.errors import AuthFailed, AuthRequired, Banned, PermissionDenied, SockftpError
-from sockftp.shell import Shell
+from sockftp.protocol.errors import AuthFailed, AuthRequired, Banned, PermissionDenied, SockftpError
+from sockftp.server.config import users_db
 
 MiB = 1024 * 1024
 ALICE_PASSWORD = "alice's long passphrase"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sockftp.errors import PathRefused
-from sockftp.limits import MAX_NAME_LENGTH, MAX_PATH_DEPTH, MAX_PATH_LENGTH
-from sockftp.paths import ROOT, check_name, is_within, parent, resolve, to_text
+from sockftp.protocol.errors import PathRefused
+from sockftp.protocol.limits import MAX_NAME_LENGTH, MAX_PATH_DEPTH, MAX_PATH_LENGTH
+from sockftp.protocol.paths import ROOT, check_name, is_within, parent, resolve, to_text
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Blocks reserved ahead of a sequential writer (sockftp.storage.prealloc), on a real
+"""Blocks reserved ahead of a sequential writer (sockftp.disk.prealloc), on a real
 file in the test's temporary directory."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from conftest import reserves_blocks
 from faults import small_ext4
 
-from sockftp.storage import prealloc
-from sockftp.storage.prealloc import MINIMUM, WINDOW, Preallocation
+from sockftp.disk import prealloc
+from sockftp.disk.prealloc import MINIMUM, WINDOW, Preallocation
 
 MiB = 1024 * 1024
 #: What a filesystem may round an allocation up to (a block, an extent's end).

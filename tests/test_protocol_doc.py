@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sockftp import checksum, frames, limits
-from sockftp.commands import COMMANDS, FEATURES
-from sockftp.errors import FATAL_CODES, ErrorCode
+from sockftp.protocol import checksum, frames, limits
+from sockftp.protocol.errors import FATAL_CODES, ErrorCode
+from sockftp.server.commands import COMMANDS, FEATURES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 

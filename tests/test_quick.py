@@ -18,10 +18,10 @@ import time
 import pytest
 from conftest import add_user, encode_frame, recv_frame, wait_until
 
-from sockftp import server as server_module
 from sockftp.accounts.sqlite import POOL_SIZE
 from sockftp.client import Client
-from sockftp.server import QUICK_BATCH
+from sockftp.server import listener as server_module
+from sockftp.server.listener import QUICK_BATCH
 
 PASSWORD = "alice's long passphrase"
 HELLO = {"cmd": "hello", "versions": [1]}

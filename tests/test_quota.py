@@ -179,7 +179,7 @@ def _start_raw_upload(srv, path: str, data: bytes, sent: int):
     """A raw session of alice that announces *data* for *path* and sends its
     first *sent* bytes; returns a function that sends the rest and the reply
     (its ``sock`` attribute is the session's socket)."""
-    from sockftp import checksum
+    from sockftp.protocol import checksum
 
     sock = srv.raw()
     sock.sendall(encode_frame({"cmd": "auth", "user": "alice", "password": "secret"}))
@@ -250,7 +250,7 @@ def test_rmdir_refused_for_an_upload_under_way_removes_nothing(quota_server, fil
 @pytest.fixture
 def ledgered(tmp_path):
     """A QuotaStorage over a fresh LocalStorage with a 100 KiB, 3-file quota."""
-    from sockftp.quota import QuotaLedger, QuotaStorage
+    from sockftp.server.quota import QuotaLedger, QuotaStorage
     from sockftp.storage import LocalStorage
 
     inner = LocalStorage(tmp_path / "root")
@@ -315,7 +315,7 @@ def test_a_session_stopped_anywhere_in_its_logout_never_holds_up_another_login(t
     ended sessions kept their places and new clients were refused. Here a
     logout is stopped at every line it runs, and each time another session
     must log in and out at once."""
-    from sockftp.quota import QuotaRegistry
+    from sockftp.server.quota import QuotaRegistry
     from sockftp.storage import LocalStorage
 
     registry = QuotaRegistry(LocalStorage(tmp_path))

@@ -14,8 +14,9 @@ from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
 
-from sockftp import SockftpError, checksum  # noqa: E402
-from sockftp.quota import QuotaRegistry, QuotaStorage  # noqa: E402
+from sockftp import SockftpError  # noqa: E402
+from sockftp.protocol import checksum  # noqa: E402
+from sockftp.server.quota import QuotaRegistry, QuotaStorage  # noqa: E402
 from sockftp.storage import LocalStorage  # noqa: E402
 
 HOME = ("users", "alice")

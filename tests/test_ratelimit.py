@@ -15,10 +15,11 @@ import time
 import pytest
 
 from sockftp.accounts import Account, SqliteUserStore, hash_password
-from sockftp.config import ServerConfig, users_db
-from sockftp.ratelimit import MIN_CHUNK, RateLimit, chunk_size, throttle
+from sockftp.protocol.pacing import chunk_size, throttle
+from sockftp.protocol.wire import Wire
 from sockftp.server import SockftpServer
-from sockftp.wire import Wire
+from sockftp.server.config import ServerConfig, users_db
+from sockftp.server.ratelimit import MIN_CHUNK, RateLimit
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

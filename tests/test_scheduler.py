@@ -10,8 +10,8 @@ import time
 import pytest
 from conftest import LineStops, encode_frame, recv_frame, returns_at_once, round_trip, send_frame, wait_until
 
-from sockftp.limits import PARK_AFTER
-from sockftp.scheduler import ParkingLot, WorkerPool
+from sockftp.protocol.limits import PARK_AFTER
+from sockftp.server.scheduler import ParkingLot, WorkerPool
 
 # --- the worker pool -------------------------------------------------------------------------------
 

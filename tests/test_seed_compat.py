@@ -15,7 +15,7 @@ import struct
 
 from conftest import recv_exact, recv_frame
 
-from sockftp import checksum
+from sockftp.protocol import checksum
 
 
 def seed_connect(srv) -> socket.socket:

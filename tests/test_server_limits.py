@@ -18,8 +18,8 @@ from conftest import (
 
 import sockftp
 from sockftp.client import Client
-from sockftp.errors import IOFailure
-from sockftp.frames import encode_header
+from sockftp.protocol.errors import IOFailure
+from sockftp.protocol.frames import encode_header
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

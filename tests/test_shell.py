@@ -1,5 +1,5 @@
 """``sockftp shell``: piped into a real process, and driven in-process through
-:class:`~sockftp.shell.Shell` (commands and Tab completion) on a real anonymous_server."""
+:class:`~sockftp.cli.shell.Shell` (commands and Tab completion) on a real anonymous_server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from sockftp.cli.shell import Shell
 from sockftp.client import Client
-from sockftp.shell import Shell
 
 
 class Session:

@@ -11,8 +11,8 @@ import time
 import pytest
 from conftest import assert_closed, encode_frame, partials_in, recv_frame, round_trip, send_frame, wait_until
 
-from sockftp import checksum
 from sockftp.client import RESUME_THRESHOLD, Client
+from sockftp.protocol import checksum
 
 MiB = 1024 * 1024
 

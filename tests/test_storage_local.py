@@ -7,11 +7,11 @@ import os
 import pytest
 from conftest import LineStops, have_xattrs, partials_in
 
-from sockftp import checksum, errors
-from sockftp.limits import SMALL_FILE
+from sockftp.disk.syscalls import link_by_descriptor
+from sockftp.protocol import checksum, errors
+from sockftp.protocol.limits import SMALL_FILE
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
 from sockftp.storage.local import PARTIAL_PREFIX, partial_name
-from sockftp.storage.syscalls import link_by_descriptor
 
 
 @pytest.fixture

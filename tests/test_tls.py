@@ -19,11 +19,11 @@ import trustme
 from conftest import assert_closed, have_ipv6_loopback, recv_frame, send_frame, wait_until
 
 import sockftp
-from sockftp import tls
 from sockftp.client import Client
-from sockftp.config import ServerConfig
-from sockftp.errors import ConnectionLost, ShuttingDown, TlsRequired
+from sockftp.protocol import tls
+from sockftp.protocol.errors import ConnectionLost, ShuttingDown, TlsRequired
 from sockftp.server import SockftpServer
+from sockftp.server.config import ServerConfig
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 

@@ -23,8 +23,8 @@ from conftest import add_user, assert_closed, encode_frame, recv_frame, wait_unt
 from sockftp.accounts import SqliteUserStore, hash_password, token_id
 from sockftp.cli import main
 from sockftp.client import Client
-from sockftp.config import users_db
-from sockftp.errors import AuthFailed, BadRequest, Banned
+from sockftp.protocol.errors import AuthFailed, BadRequest, Banned
+from sockftp.server.config import users_db
 
 PASSWORD = "alice's long passphrase"
 TOKEN = re.compile(r"^sockftp_[A-Za-z0-9_-]{43}$")

@@ -20,8 +20,8 @@ from conftest import (
 )
 
 import sockftp
-from sockftp import checksum
 from sockftp.client import RESUME_THRESHOLD, Client, partial_path
+from sockftp.protocol import checksum
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -163,7 +163,7 @@ def test_put_resumes_after_client_disconnect(srv, files):
 
 def test_an_upload_reserves_blocks_ahead_and_a_kept_partial_holds_only_its_bytes(srv, files):
     # The server reserves disk a window ahead of a large upload's writes
-    # (sockftp.storage.prealloc); one that stops short must give that back, or every
+    # (sockftp.disk.prealloc); one that stops short must give that back, or every
     # abandoned partial would hold disk its bytes never filled.
     if not reserves_blocks(srv.anon_dir):
         pytest.skip("this filesystem reserves no blocks with fallocate")

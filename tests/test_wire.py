@@ -10,7 +10,7 @@ import threading
 import trustme
 from conftest import LineStops, recv_frame, returns_at_once
 
-from sockftp.wire import BufferPool, Wire
+from sockftp.protocol.wire import BufferPool, Wire
 
 
 def test_only_a_bounded_number_of_transfers_get_a_large_buffer():

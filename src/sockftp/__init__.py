@@ -1,15 +1,24 @@
 """sockftp: a concurrent, multi-user file-transfer server, client library and command line.
 
-The data path, by module: :mod:`~sockftp.wire` moves bytes on a socket,
-:mod:`~sockftp.frames` turns them into headers, :mod:`~sockftp.commands`
-acts on them for a :mod:`~sockftp.session`, :mod:`~sockftp.storage` keeps
-the files. :mod:`~sockftp.server` runs sessions; :mod:`~sockftp.client`
-is the other end.
+The packages, by role (docs/ARCHITECTURE.md draws the map):
+
+- :mod:`sockftp.protocol`: what both ends share: frames, header fields,
+  error codes, limits, checksums, the wire and TLS contexts;
+- :mod:`sockftp.server`: the listener, sessions, commands, logins, quotas;
+- :mod:`sockftp.ftp`: the FTP front door, on the server's sessions;
+- :mod:`sockftp.storage` and :mod:`sockftp.accounts`: where files and
+  users live, behind interfaces every door shares;
+- :mod:`sockftp.client` and :mod:`sockftp.cli`: the other end.
+
+The data path of an upload: :mod:`~sockftp.protocol.wire` reads bytes,
+:mod:`~sockftp.protocol.frames` turns them into a header,
+:mod:`~sockftp.server.commands` acts on it for a session, and
+:mod:`~sockftp.storage` keeps the file.
 """
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402 - after __version__, which commands.py imports
+from .protocol.errors import (  # noqa: E402 - after __version__, which commands.py imports
     FATAL_CODES,
     AuthFailed,
     AuthRequired,

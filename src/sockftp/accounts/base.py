@@ -11,7 +11,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ..errors import BadRequest, WouldBlock
+from ..protocol.errors import BadRequest, WouldBlock
 
 #: Names are used as directory names (the home is ``users/NAME``) and in
 #: logs, so they are kept to a conservative, case-sensitive set.

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import Exists, NotFound, WouldBlock
+from ..protocol.errors import Exists, NotFound, WouldBlock
 from . import schema
 from .base import Account, StoreError, TokenRecord, UserStore
 

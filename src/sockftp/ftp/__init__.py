@@ -2,7 +2,7 @@
 
 A second listener (``sockftp serve --ftp-port PORT``) that speaks FTP
 (RFC 959, 2389, 2428, 3659, 4217 and 2640, and the HASH draft) over the
-same :class:`~sockftp.session.Session`, storage, quotas, bans, bandwidth
+same :class:`~sockftp.server.session.Session`, storage, quotas, bans, bandwidth
 limits and audit log as the native protocol. docs/FTP.md says what is
 supported and how it maps onto sockftp.
 

@@ -27,9 +27,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import checksum as checksums
 from ..accounts.tokens import PREFIX as TOKEN_PREFIX
-from ..errors import (
+from ..protocol import checksum as checksums
+from ..protocol.errors import (
     AuthFailed,
     Banned,
     IsADirectory,
@@ -39,8 +39,8 @@ from ..errors import (
     QuotaExceeded,
     SockftpError,
 )
-from ..paths import RemotePath
-from ..session import ANONYMOUS, Identity, Session
+from ..protocol.paths import RemotePath
+from ..server.session import ANONYMOUS, Identity, Session
 from ..storage import DIRECTORY, FILE, Entry, Storage, Upload
 from . import listing, parser
 from .data import DataConnection, DataError, TransferAborted, TransferFailed

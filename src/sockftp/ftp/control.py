@@ -20,9 +20,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .. import tls
-from ..errors import Timeout
-from ..wire import ConnectionClosed
+from ..protocol import tls
+from ..protocol.errors import Timeout
+from ..protocol.wire import ConnectionClosed
 from .data import ControlWatch
 from .parser import LineReader, LineTooLong
 from .replies import Reply

@@ -37,10 +37,10 @@ import socket
 import ssl
 import time
 
-from .. import tls
-from ..limits import TRANSFER_BUFFER_SIZE
-from ..ratelimit import chunk_size, throttle
-from ..wire import BUFFERS
+from ..protocol import tls
+from ..protocol.limits import TRANSFER_BUFFER_SIZE
+from ..protocol.pacing import chunk_size, throttle
+from ..protocol.wire import BUFFERS
 from .parser import same_host
 
 log = logging.getLogger("sockftp.ftp")
@@ -88,7 +88,7 @@ class DataConnection:
     Args:
         sock: the connected socket.
         timeout: seconds any wait for the client may last.
-        limits: the session's :class:`~sockftp.ratelimit.RateLimit` objects.
+        limits: the session's :class:`~sockftp.server.ratelimit.RateLimit` objects.
         watch: the control connection, see :class:`ControlWatch`.
     """
 

@@ -19,7 +19,7 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
-from ..limits import MAX_FILE_SIZE, MAX_PATH_LENGTH
+from ..protocol.limits import MAX_FILE_SIZE, MAX_PATH_LENGTH
 
 #: Longest command line, in bytes without its line end: a verb, a space and
 #: the longest path a client may send (4096 bytes, limits.MAX_PATH_LENGTH),

@@ -8,7 +8,7 @@ is indented by a space, so a client cannot take it for the last line.
 No text a client chose (a path, a user name) may start a line of its own:
 :func:`encode` turns CR, LF and NUL inside a line into spaces.
 
-:func:`for_error` maps sockftp's error codes (:mod:`sockftp.errors`) to
+:func:`for_error` maps sockftp's error codes (:mod:`sockftp.protocol.errors`) to
 the FTP reply codes a client understands, so storage and session refusals
 read the same on both front doors.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import ErrorCode, SockftpError
+from ..protocol.errors import ErrorCode, SockftpError
 
 _BREAKS = re.compile(r"[\r\n\x00]")
 
@@ -99,7 +99,7 @@ CLOSING = frozenset({221, 421})
 def for_error(exc: SockftpError, display=None, creates: bool = False) -> Reply:
     """The reply for a refusal: its FTP code, and sockftp's message with
     the path as the client sees it (*display*, see
-    :meth:`sockftp.session.Session.display`). A refused path is 553 (file
+    :meth:`sockftp.server.session.Session.display`). A refused path is 553 (file
     name not allowed) for a command that *creates* a name, 550 otherwise."""
     exc.localize(display or (lambda parts: "/" + "/".join(parts)))
     code = _CODES.get(exc.code, 550)

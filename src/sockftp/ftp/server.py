@@ -2,7 +2,7 @@
 
 :class:`FtpServer` is a second front door of a
 :class:`~sockftp.server.SockftpServer` and owns nothing of its own: every
-control connection gets a :class:`~sockftp.session.Session` over the main
+control connection gets a :class:`~sockftp.server.session.Session` over the main
 server's storage and authenticator, the identities it makes (homes,
 quotas, read-only flags), its bandwidth limits and TLS context, and a slot
 in its session registry, so ``max_sessions`` and ``max_sessions_per_ip``
@@ -24,13 +24,14 @@ import ssl
 import threading
 import time
 
-from .. import audit, tls
-from ..errors import Banned, SockftpError, Timeout, TooManySessions
-from ..limits import LISTEN_BACKLOG
-from ..ratelimit import RateLimit
-from ..server import _peer, _resolve  # the main listener's, so both resolve and log alike
-from ..session import Identity, Session
-from ..wire import ConnectionClosed
+from ..protocol import tls
+from ..protocol.errors import Banned, SockftpError, Timeout, TooManySessions
+from ..protocol.limits import LISTEN_BACKLOG
+from ..protocol.wire import ConnectionClosed
+from ..server import audit
+from ..server.listener import _peer, _resolve  # the main listener's, so both resolve and log alike
+from ..server.ratelimit import RateLimit
+from ..server.session import Identity, Session
 from . import commands
 from .commands import Context, Link, Settings, State
 from .control import ABORT, ANSWERED, LATER, ControlConnection

@@ -1,10 +1,10 @@
 """The storage interface: what commands may ask of where files live.
 
 Commands and front ends (the native protocol and the FTP front door) talk to a
-:class:`Storage` in :data:`~sockftp.paths.RemotePath` terms only. A backend
+:class:`Storage` in :data:`~sockftp.protocol.paths.RemotePath` terms only. A backend
 turns those into local files, objects in a bucket, or anything else; it
 never sees a socket, a session or a user, and it raises only
-:class:`~sockftp.errors.SockftpError` subclasses.
+:class:`~sockftp.protocol.errors.SockftpError` subclasses.
 
 Uploads are two-phase by contract: bytes go to an :class:`Upload` that
 no reader can see, and appear under their name only on :meth:`Upload.commit`,
@@ -23,12 +23,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..paths import RemotePath
+from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry
+from ..protocol.paths import RemotePath
 
-FILE = "file"
-DIRECTORY = "dir"
-LINK = "link"
-OTHER = "other"
+__all__ = ["DIRECTORY", "FILE", "LINK", "OTHER", "Entry", "Usage", "Download", "Upload", "Storage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +38,6 @@ class Usage:
     files: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One file or directory as listings and ``stat`` show it."""
-
-    name: str
-    type: str  # FILE, DIRECTORY, LINK or OTHER
-    size: int
-    mtime: float  # seconds since the epoch
-
-    def to_wire(self) -> dict:
-        return {"name": self.name, "type": self.type, "size": self.size, "mtime": self.mtime}
-
-
 class Download(ABC):
     """A file opened for reading. Its content and size stay fixed while open,
     even if the name is replaced by a new upload meanwhile."""
@@ -62,7 +47,7 @@ class Download(ABC):
 
     @abstractmethod
     def checksum(self) -> str:
-        """The whole file's checksum (see :mod:`sockftp.checksum`)."""
+        """The whole file's checksum (see :mod:`sockftp.protocol.checksum`)."""
 
     def fileno(self) -> int | None:
         """A file descriptor for zero-copy sending, or None if there is none."""

@@ -4,7 +4,7 @@ Every path is walked one name at a time from an open descriptor of the
 root, with ``O_NOFOLLOW``: a symbolic link anywhere on the way is refused,
 never followed, so no link (and no link swapped in between a check and a
 use) can lead outside the root. Names are validated before they get here
-(:mod:`sockftp.paths`); this module trusts them to be single components.
+(:mod:`sockftp.protocol.paths`); this module trusts them to be single components.
 
 Uploads go to a hidden partial file beside their target
 (``.sockftp-part-<hash of the name>``), locked with ``flock`` so two
@@ -29,8 +29,10 @@ import secrets
 import stat as statmod
 from collections.abc import Iterator
 
-from .. import checksum as checksums
-from ..errors import (
+from ..disk.prealloc import Preallocation
+from ..disk.syscalls import directory_opener, empty_path_linker, link_by_descriptor
+from ..protocol import checksum as checksums
+from ..protocol.errors import (
     Busy,
     Exists,
     IOFailure,
@@ -43,13 +45,11 @@ from ..errors import (
     PathRefused,
     SockftpError,
 )
-from ..limits import RESERVED_PREFIX, SMALL_FILE
-from ..paths import RemotePath
+from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
+from ..protocol.paths import RemotePath
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
-from .prealloc import Preallocation
-from .syscalls import directory_opener, empty_path_linker, link_by_descriptor
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sockftp.storage")
 
 PARTIAL_PREFIX = RESERVED_PREFIX + "-part-"
 _XATTR_CHECKSUM = "user.sockftp.checksum"

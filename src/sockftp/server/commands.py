@@ -6,7 +6,7 @@ else, so no client-supplied name can reach a method it was not meant to
 handler). Each command declares whether it needs a logged-in session and
 whether it writes; the dispatcher enforces both before the command runs.
 
-Commands speak to the client through a :class:`~sockftp.wire.Wire` and to
+Commands speak to the client through a :class:`~sockftp.protocol.wire.Wire` and to
 files through the session's :class:`~sockftp.storage.Storage`; they know
 nothing of sockets or of the local filesystem.
 """
@@ -17,9 +17,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import __version__, protocol
-from . import checksum as checksums
-from .errors import (
+from .. import __version__
+from ..protocol import checksum as checksums
+from ..protocol import fields as protocol
+from ..protocol.errors import (
     BadRequest,
     ChecksumMismatch,
     Internal,
@@ -33,8 +34,8 @@ from .errors import (
     UnknownCommand,
     UnsupportedVersion,
 )
-from .frames import encoded_size
-from .limits import (
+from ..protocol.frames import encoded_size
+from ..protocol.limits import (
     LIST_BATCH_ENTRIES,
     MAX_DRAIN,
     MAX_FILE_SIZE,
@@ -45,12 +46,12 @@ from .limits import (
     PROTOCOL_VERSIONS,
     SMALL_FILE,
 )
+from ..protocol.wire import ConnectionClosed, Wire
+from ..storage import DIRECTORY, FILE
 from .quota import QuotaLedger
 from .session import Session
-from .storage import DIRECTORY, FILE
-from .wire import ConnectionClosed, Wire
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sockftp.commands")
 
 #: What ``hello`` announces. A client checks for a feature before using it.
 FEATURES = (

@@ -15,7 +15,7 @@ more than letters, digits and ``.:_@/+-``. Quoting is Python's ``repr``,
 which escapes newlines and every other unprintable character, so no name a
 client chooses can start a line of its own or look like another field.
 
-The log is the ``sockftp.audit`` logger: by default its lines go to the
+The log is the ``sockftp.server.audit`` logger: by default its lines go to the
 main log, whatever its level; :func:`configure` sends them to a file of
 their own instead. That file is written directly, with one ``write`` per
 line or per batch of lines (:class:`Held`) on a file opened for appending
@@ -34,14 +34,14 @@ import re
 import threading
 import time
 
-from . import paths
-from .errors import SockftpError
+from ..protocol import paths
+from ..protocol.errors import SockftpError
 
 log = logging.getLogger("sockftp.audit")
 
 #: Commands that leave a line, and the request fields that hold their path
 #: and, for a rename, their target (the first field present wins, as in
-#: :mod:`sockftp.protocol`).
+#: :mod:`sockftp.protocol.fields`).
 AUDITED = {
     "put": (("path", "filename"), ()),
     "get": (("path", "filename"), ()),

@@ -8,9 +8,9 @@
             print(entry.name, entry.size)
         ftp.get("inbox/report.pdf", "copy.pdf")
 
-Every failure is a :class:`~sockftp.errors.SockftpError` subclass carrying the
+Every failure is a :class:`~sockftp.protocol.errors.SockftpError` subclass carrying the
 server's code and message (``NotFound``, ``PathRefused``, ...), or
-:class:`~sockftp.errors.ConnectionLost` when the connection broke.
+:class:`~sockftp.protocol.errors.ConnectionLost` when the connection broke.
 
 Transfers are verified end to end with the checksum the protocol carries,
 and resumed automatically: an interrupted ``put`` continues from what the
@@ -34,8 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import checksum as checksums
-from .errors import (
+from ..disk.prealloc import Preallocation
+from ..protocol import checksum as checksums
+from ..protocol.entries import DIRECTORY, FILE, Entry
+from ..protocol.errors import (
     FATAL_CODES,
     AuthFailed,
     BadRequest,
@@ -49,11 +51,9 @@ from .errors import (
     Timeout,
     error_from_reply,
 )
-from .limits import DEFAULT_HOST, DEFAULT_PORT, MAX_NAME_LENGTH, PROTOCOL_VERSIONS
-from .storage.base import DIRECTORY, FILE, Entry
-from .storage.prealloc import Preallocation
-from .tls import TlsSetupError, client_context, describe_error
-from .wire import ConnectionClosed, SourceEnded, Wire
+from ..protocol.limits import DEFAULT_HOST, DEFAULT_PORT, MAX_NAME_LENGTH, PROTOCOL_VERSIONS
+from ..protocol.tls import TlsSetupError, client_context, describe_error
+from ..protocol.wire import ConnectionClosed, SourceEnded, Wire
 
 #: progress(done, total): bytes of the current file moved so far, and its size.
 Progress = Callable[[int, int], None]

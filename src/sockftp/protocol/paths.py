@@ -6,7 +6,7 @@ filesystem root; a path without a leading ``/`` is taken from the session's
 current directory. The result is a :data:`RemotePath`, a tuple of names that
 storage backends join under their own root.
 
-What is refused, with :class:`~sockftp.errors.PathRefused`:
+What is refused, with :class:`~sockftp.protocol.errors.PathRefused`:
 
 * ``..`` that would climb above the root (``..`` inside it is resolved
   here, lexically, which is sound because storage never follows symlinks);

@@ -7,9 +7,9 @@ written in that style interoperate. Raw file bytes follow a header only
 when it announces their count; the decoder hands those back untouched
 through :meth:`FrameDecoder.take_raw`.
 
-Errors are the protocol's own: :class:`~sockftp.errors.BadFrame` when the
+Errors are the protocol's own: :class:`~sockftp.protocol.errors.BadFrame` when the
 length prefix cannot be trusted (the stream is lost, the caller must close),
-:class:`~sockftp.errors.BadJson` or :class:`~sockftp.errors.BadRequest` when
+:class:`~sockftp.protocol.errors.BadJson` or :class:`~sockftp.protocol.errors.BadRequest` when
 one header is bad but the stream is still in step (the frame is consumed).
 Nothing else escapes, whatever the input: the property tests hold us to it.
 """

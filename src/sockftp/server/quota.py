@@ -33,9 +33,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import NotFound, QuotaExceeded
-from .paths import RemotePath
-from .storage import FILE, Download, Entry, Storage, Upload, Usage
+from ..protocol.errors import NotFound, QuotaExceeded
+from ..protocol.paths import RemotePath
+from ..storage import FILE, Download, Entry, Storage, Upload, Usage
 
 
 def human(size: int) -> str:

@@ -23,9 +23,9 @@ import sys
 
 import click
 
-from .cli import download, error_message, format_entry, format_quota, make_display, move, stat_lines, upload
-from .errors import FATAL_CODES, ConnectionLost, SockftpError, Timeout
-from .storage.base import DIRECTORY, FILE, LINK, OTHER, Entry
+from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry
+from ..protocol.errors import FATAL_CODES, ConnectionLost, SockftpError, Timeout
+from . import download, error_message, format_entry, format_quota, make_display, move, stat_lines, upload
 
 HISTORY_FILE = "~/.sockftp_history"
 HISTORY_LENGTH = 1000

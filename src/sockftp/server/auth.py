@@ -2,7 +2,7 @@
 
 Shared by every protocol front end. The :class:`Authenticator` turns a user
 name and a password (or a re-login token) into an
-:class:`~sockftp.session.Identity`, or refuses with the same answer whether
+:class:`~sockftp.server.session.Identity`, or refuses with the same answer whether
 the user exists or not, after the same work (a full argon2 verification
 against a dummy hash, for a password) and the same delay.
 
@@ -21,8 +21,7 @@ from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from . import audit
-from .accounts import (
+from ..accounts import (
     Account,
     StoreError,
     TokenRecord,
@@ -32,9 +31,10 @@ from .accounts import (
     token_id,
     verify_password,
 )
-from .accounts.passwords import hash_password, needs_rehash
+from ..accounts.passwords import hash_password, needs_rehash
+from ..protocol.errors import AuthFailed, Banned, WouldBlock
+from . import audit
 from .config import ServerConfig, user_home
-from .errors import AuthFailed, Banned, WouldBlock
 from .session import Identity
 
 log = logging.getLogger("sockftp.auth")

@@ -12,7 +12,7 @@ refuses them, their factory returns None and storage does without.
   everywhere else.
 * ``fallocate(2)`` with its mode flags (Python has only
   ``posix_fallocate``, which grows the file): blocks reserved ahead of a
-  large write, see :mod:`sockftp.storage.prealloc`.
+  large write, see :mod:`sockftp.disk.prealloc`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ commands. What differs from the seed, and why:
 * a session holds a thread only while it has work: one that goes quiet
   parks its socket in a selector and frees its thread, so 10,000 idle
   sessions cost memory for their sockets and state, not for 10,000 threads
-  (:mod:`sockftp.scheduler`);
+  (:mod:`sockftp.server.scheduler`);
 * :meth:`SockftpServer.stop` shuts down gracefully: stop accepting, end
   idle sessions, give busy ones a grace period, then cut them (an upload
   cut short stays a resumable partial, never a visible file);
@@ -38,11 +38,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import audit, commands, tls
-from .accounts import Account, SqliteUserStore, UserStore
-from .auth import Authenticator
-from .config import ServerConfig, user_home, users_db
-from .errors import (
+from ..accounts import Account, SqliteUserStore, UserStore
+from ..protocol import tls
+from ..protocol.errors import (
     FATAL_CODES,
     Banned,
     ErrorCode,
@@ -54,14 +52,17 @@ from .errors import (
     TooManySessions,
     WouldBlock,
 )
-from .frames import encode_header
-from .limits import LISTEN_BACKLOG, PARK_AFTER, SESSION_STACK_SIZE, WORKER_LINGER
+from ..protocol.frames import encode_header
+from ..protocol.limits import LISTEN_BACKLOG, PARK_AFTER, SESSION_STACK_SIZE, WORKER_LINGER
+from ..protocol.wire import ConnectionClosed, Wire
+from ..storage import LocalStorage, Storage
+from . import audit, commands
+from .auth import Authenticator
+from .config import ServerConfig, user_home, users_db
 from .quota import QuotaRegistry, QuotaStorage
 from .ratelimit import RateLimit
 from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity, Session
-from .storage import LocalStorage, Storage
-from .wire import ConnectionClosed, Wire
 
 log = logging.getLogger("sockftp.server")
 
@@ -354,7 +355,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
     """One connection: read a frame, run its command, reply; until done.
 
     socketserver's handler runs a whole session in its constructor. Here a
-    session runs in slices (see :mod:`sockftp.scheduler`): :meth:`start`
+    session runs in slices (see :mod:`sockftp.server.scheduler`): :meth:`start`
     sets up and serves, and whenever the client goes quiet the session
     parks, to be :meth:`wake`-d by its next request, on whichever worker
     thread is free. :meth:`setup`, :meth:`handle` and :meth:`finish` keep

@@ -14,7 +14,7 @@ parked or running, never both.
 Some requests never need a worker. A plaintext session starts parked, and
 when it wakes, the watching thread serves quick requests itself: ``hello``,
 ``ping`` and a login by re-login token (a hash and an index lookup), each
-of which either finishes without waiting or raises :class:`~sockftp.errors.WouldBlock`
+of which either finishes without waiting or raises :class:`~sockftp.protocol.errors.WouldBlock`
 before it changes anything. A crowd of clients that reconnect at once then
 costs one thread, not one thread each: starting and switching between 300
 threads cost 0.8 ms of server CPU per login (bench/logins.py). It does so

@@ -2,7 +2,7 @@
 
 A :class:`RateLimit` lets through *bytes_per_second* on average, in bursts
 of at most *burst* bytes. One limits a session; one shared by all of a
-user's sessions limits that user. :class:`~sockftp.wire.Wire` charges every
+user's sessions limits that user. :class:`~sockftp.protocol.wire.Wire` charges every
 raw file byte it moves to the limits it is given; frame headers are free.
 
 The bucket works by reservation: a caller takes the bytes it wants at once,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .limits import TRANSFER_BUFFER_SIZE
+from ..protocol.limits import TRANSFER_BUFFER_SIZE
 
 #: A throttled transfer moves at most this fraction of a second's allowance
 #: per chunk, so a chunk is never a large share of a second and several
@@ -72,22 +72,3 @@ class RateLimit:
 
     def __repr__(self) -> str:
         return f"RateLimit({self.rate:g} B/s, burst={self.burst:g})"
-
-
-def throttle(limits, count: int) -> None:
-    """Wait until *count* bytes may pass every one of *limits*.
-
-    The bytes are reserved from all of them at once and the wait is the
-    longest, not the sum: a session limited to 4 MB/s inside a user limited
-    to 4 MB/s moves 4 MB/s, not 2.
-    """
-    wait = 0.0
-    for limit in limits:
-        wait = max(wait, limit.reserve(count))
-    if wait > 0:
-        time.sleep(wait)
-
-
-def chunk_size(limits, default: int) -> int:
-    """The chunk a transfer under *limits* should move at a time."""
-    return min([default, *(limit.chunk_size for limit in limits)])

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import paths
-from .errors import AuthFailed, AuthRequired, NotADirectory, PathRefused, PermissionDenied
-from .paths import RemotePath
-from .storage import DIRECTORY, LINK, Storage
+from ..protocol import paths
+from ..protocol.errors import AuthFailed, AuthRequired, NotADirectory, PathRefused, PermissionDenied
+from ..protocol.paths import RemotePath
+from ..storage import DIRECTORY, LINK, Storage
 
 
 @dataclass(frozen=True)

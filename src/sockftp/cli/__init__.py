@@ -3,7 +3,7 @@
 Each client command connects, does one thing and exits. Success is status
 0; a failure prints exactly one line, ``sockftp: MESSAGE``, on stderr and
 exits with a status that says which side failed (the ``EXIT_*`` constants).
-The transfer and listing helpers below are shared with :mod:`sockftp.shell`.
+The transfer and listing helpers below are shared with :mod:`sockftp.cli.shell`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import time
 
 import click
 
-from . import __version__, limits
-from .config import MAX_SIZE, default_root, parse_size
-from .errors import ConnectionLost, NotADirectory, NotFound, SockftpError, Timeout
+from .. import __version__
+from ..protocol import limits
+from ..protocol.entries import DIRECTORY, FILE, LINK, Entry
+from ..protocol.errors import ConnectionLost, NotADirectory, NotFound, SockftpError, Timeout
+from ..server.config import MAX_SIZE, default_root, parse_size
 from .progress import TransferDisplay, bars_wanted, describe_transfer, human_size
-from .storage.base import DIRECTORY, FILE, LINK, Entry
 
 EXIT_SERVER_ERROR = 1  # the server refused: not found, exists, not empty...
 EXIT_USAGE = 2  # click's status for a bad command line
@@ -218,10 +219,10 @@ def serve(config_file, **settings) -> None:
     """
     import shlex
 
-    from . import audit, ftp
-    from .config import ConfigError, load_config
-    from .server import SockftpServer
-    from .tls import TlsSetupError
+    from .. import ftp
+    from ..protocol.tls import TlsSetupError
+    from ..server import SockftpServer, audit
+    from ..server.config import ConfigError, load_config
 
     ctx = click.get_current_context()
     given = {
@@ -375,7 +376,7 @@ class ServerAddress:
         be refused; nothing is asked for), else with the password. With
         *by_password*, with the password only."""
         # Imported here: the client library is not needed for --help or serve.
-        from .client import Client
+        from ..client import Client
 
         token = None if by_password else self.token
         if token is not None:
@@ -883,7 +884,7 @@ def _limit_value(value):
 
 
 def _check_user_name(ctx, param, value: str) -> str:
-    from .accounts import check_user_name
+    from ..accounts import check_user_name
 
     try:
         return check_user_name(value)
@@ -907,7 +908,7 @@ def admin_command(func):
     def run(root, **kwargs):
         import sqlite3
 
-        from .accounts import StoreError
+        from ..accounts import StoreError
 
         root = root or default_root()
         try:
@@ -930,8 +931,8 @@ class _Accounts:
         self.store = None
 
     def __enter__(self):
-        from .accounts import SqliteUserStore
-        from .config import users_db
+        from ..accounts import SqliteUserStore
+        from ..server.config import users_db
 
         path = users_db(self.root)
         if self.create or os.path.exists(path):
@@ -955,7 +956,7 @@ class _Accounts:
 
 def home_directory(root: str, name: str) -> str:
     """Where user *name*'s files are on disk."""
-    from .config import user_home
+    from ..server.config import user_home
 
     return os.path.join(root, *user_home(name))
 
@@ -1021,7 +1022,7 @@ def user_add(root, name, quota, max_files, read_only, password_stdin) -> None:
     --password-stdin (e.g. from a secrets manager). It never goes on the
     command line.
     """
-    from .accounts import Account, hash_password
+    from ..accounts import Account, hash_password
 
     with _Accounts(root, create=True) as accounts:
         if accounts.store.get(name) is not None:
@@ -1068,8 +1069,8 @@ def user_list(root, as_json) -> None:
 
     Usage is measured by reading each home, partial uploads included.
     """
-    from .config import user_home
-    from .storage import LocalStorage
+    from ..server.config import user_home
+    from ..storage import LocalStorage
 
     with _Accounts(root) as accounts:
         users = accounts.list()
@@ -1122,7 +1123,7 @@ def user_passwd(root, name, password_stdin) -> None:
     with --password-stdin. Sessions already logged in go on; the old
     password and every re-login token of NAME stop working at once.
     """
-    from .accounts import hash_password
+    from ..accounts import hash_password
 
     with _Accounts(root) as accounts:
         accounts.get(name)
@@ -1177,7 +1178,7 @@ def user_tokens(root, name) -> None:
     Each is shown by its id (as the audit log names it), never by its
     value, which the server does not know.
     """
-    from .accounts import token_id
+    from ..accounts import token_id
 
     with _Accounts(root) as accounts:
         accounts.get(name)

@@ -1,13 +1,13 @@
 """Socket I/O for frames and raw file bytes, shared by server and client.
 
 This is the only module that reads or writes a connected socket. Frames are
-parsed by :mod:`sockftp.frames`; here we only move bytes: whole headers
+parsed by :mod:`sockftp.protocol.frames`; here we only move bytes: whole headers
 in and out, and the raw bytes that follow a header, through the fast paths
 (large reused buffers, ``sendfile``) with hashing on the way.
 
 Peer failures surface as two exceptions: :class:`ConnectionClosed` (the
 peer went away or the socket broke, at any byte) and
-:class:`~sockftp.errors.Timeout`.
+:class:`~sockftp.protocol.errors.Timeout`.
 
 The socket may be a TLS one (:class:`ssl.SSLSocket`): everything works the
 same, except that ``sendfile`` cannot be used (the kernel cannot encrypt),
@@ -28,7 +28,7 @@ import time
 from .errors import Timeout
 from .frames import FrameDecoder, encode_header
 from .limits import TRANSFER_BUFFER_SIZE
-from .ratelimit import chunk_size, throttle
+from .pacing import chunk_size, throttle
 
 # Reads between transfers. Below glibc's mmap threshold (128 KiB), so the
 # buffer recv() allocates comes from the heap rather than a fresh mapping.
@@ -114,7 +114,7 @@ class Wire:
         #: encrypt.
         self.use_sendfile = False
         self.tls = isinstance(sock, ssl.SSLSocket)
-        #: Bandwidth limits (:class:`~sockftp.ratelimit.RateLimit`) that every
+        #: Bandwidth limits (:class:`~sockftp.server.ratelimit.RateLimit`) that every
         #: raw byte, in or out, is charged to. Empty: no throttling at all.
         self.limits: list = []
         #: The peer's first two bytes, to tell a TLS client from a plaintext one.
@@ -128,7 +128,7 @@ class Wire:
         #: thread, which must never wait for a peer).
         self.hold_all = False
         #: Called just before any reply goes out, held or not (the session's
-        #: audit lines, :class:`sockftp.audit.Held`, are written first).
+        #: audit lines, :class:`sockftp.server.audit.Held`, are written first).
         self.before_send = None
         self._poller: select.poll | None = None  # made on the first wait, then reused
         # Python enforces a socket timeout by polling before every send and

@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
-from . import limits
+from ..protocol import limits
 
 #: The server's own files inside the data directory.
 STATE_DIR = limits.RESERVED_PREFIX

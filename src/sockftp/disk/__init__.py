@@ -1,0 +1,1 @@
+"""Local-disk helpers that both ends use."""
