@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import partials_in, wait_until
-from ftp_support import PASSWORD, ftp_server_fixture, pki_fixture  # noqa: F401 - fixtures
+from ftp_support import PASSWORD, free_port_run, ftp_server_fixture, pki_fixture  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.usefixtures("no_server_errors"), pytest.mark.timeout(180)]
 
@@ -265,6 +265,45 @@ def test_lftp_resumes_an_interrupted_download(srv, work, audit_lines):
     held = interrupted_download(srv, work, lambda: (lftp_args(srv, "get up.bin -o down.bin"),))
     run(lftp_args(srv, "get -c up.bin -o down.bin"))  # REST, then RETR
     check_resumed_download(work, audit_lines, held)
+
+
+def test_lftp_mirrors_a_tree_five_times_larger_than_the_passive_range(ftp_server, work):
+    # Every file is a data connection, and each one the server ends first
+    # leaves its passive port in TIME_WAIT: the range must be reusable.
+    first = free_port_run(10)
+    srv = ftp_server(ftp_passive_ports=(first, first + 9))
+    srv.add_user("alice")
+    tree = work / "tree"
+    tree.mkdir()
+    for number in range(50):
+        (tree / f"f{number:02}.txt").write_bytes(b"x" * number)
+    run(lftp_args(srv, "mirror -R tree tree"))
+    run(lftp_args(srv, "mirror tree back"))
+    names = sorted(p.name for p in tree.iterdir())
+    assert sorted(p.name for p in (work / "back").iterdir()) == names
+    for name in names:
+        assert (work / "back" / name).read_bytes() == (tree / name).read_bytes()
+
+
+def test_rclone_copies_a_tree_five_times_larger_than_the_passive_range(ftp_server, work):
+    rclone = shutil.which("rclone")
+    if rclone is None:
+        pytest.skip("rclone is not installed (apt-get install -y rclone)")
+    first = free_port_run(10)
+    srv = ftp_server(ftp_passive_ports=(first, first + 9))
+    home = srv.add_user("alice")
+    tree = work / "tree"
+    tree.mkdir()
+    for number in range(50):
+        (tree / f"f{number:02}.txt").write_bytes(b"y" * number)
+    obscured = run([rclone, "obscure", PASSWORD]).stdout.strip()
+    remote = f":ftp,host=127.0.0.1,port={srv.port},user=alice,pass={obscured}:"
+    run([rclone, "copy", "--config", "/dev/null", str(tree), remote + "tree"])
+    run([rclone, "copy", "--config", "/dev/null", remote + "tree", str(work / "back")])
+    for number in range(50):
+        name = f"f{number:02}.txt"
+        assert (home / "tree" / name).read_bytes() == b"y" * number
+        assert (work / "back" / name).read_bytes() == b"y" * number
 
 
 def test_lftp_over_explicit_ftps(tls_srv, work, pki):
