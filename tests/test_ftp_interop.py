@@ -42,7 +42,7 @@ def need(binary: str) -> str:
     """The path of *binary*; skips the test (fails it in CI) if it is missing."""
     path = shutil.which(binary)
     if path is None:
-        message = f"{binary} is not installed (apt-get install -y lftp ncftp tnftp curl)"
+        message = f"{binary} is not installed (apt-get install -y lftp ncftp tnftp curl rclone)"
         if os.environ.get("SOCKFTP_FTP_CLIENTS") == "required":
             pytest.fail(message)
         pytest.skip(message)
@@ -286,9 +286,7 @@ def test_lftp_mirrors_a_tree_five_times_larger_than_the_passive_range(ftp_server
 
 
 def test_rclone_copies_a_tree_five_times_larger_than_the_passive_range(ftp_server, work):
-    rclone = shutil.which("rclone")
-    if rclone is None:
-        pytest.skip("rclone is not installed (apt-get install -y rclone)")
+    rclone = need("rclone")
     first = free_port_run(10)
     srv = ftp_server(ftp_passive_ports=(first, first + 9))
     home = srv.add_user("alice")
