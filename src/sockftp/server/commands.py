@@ -451,7 +451,11 @@ def put(ctx: Context, req: dict) -> dict:
 
 
 def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> dict:
-    hasher = checksums.Hasher() if expected is not None else None
+    # Every upload is hashed as it arrives, checksum sent or not (a few
+    # percent of a core): the reply then tells a client that sent none what
+    # was stored, the checksum is kept with the file, and no get of a file
+    # sockftp stored ever has to read it all first to hash it.
+    hasher = checksums.Hasher()
     failures: list[SockftpError] = []
     received = 0
 
@@ -473,7 +477,7 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
             ctx.close = True
             raise failures[0]
 
-    if hasher is not None and upload.offset:
+    if upload.offset:
         try:
             upload.hash_existing(hasher)
         except Exception:
@@ -488,8 +492,8 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
             expected = _read_trailer(ctx)
         if failures:
             raise failures[0]
-        actual = hasher.value() if hasher is not None else None
-        if actual != expected:
+        actual = hasher.value()
+        if expected is not None and actual != expected:
             upload.discard()
             raise ChecksumMismatch(
                 f"upload of {ctx.path} arrived damaged: expected {expected}, got {actual}; nothing was stored",
