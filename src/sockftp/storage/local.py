@@ -61,6 +61,7 @@ from .local_files import (
     _unnamed_linker,
     partial_name,
 )
+from .space import DiskSpace
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -91,10 +92,12 @@ def _display_name(name: str) -> str:
 class LocalStorage(Storage):
     """Files under *root*, which is created if missing."""
 
-    def __init__(self, root: str | os.PathLike, fsync: bool = False):
+    def __init__(self, root: str | os.PathLike, fsync: bool = False, min_free: int | float | None = None):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.abspath(root)
         self.fsync = fsync
+        #: Free space less a reserve and what uploads under way were promised.
+        self.space = DiskSpace(self.root, min_free)
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.xattrs = _probe_xattrs(self._root_fd)
         self._open_below = directory_opener(_DIR_FLAGS, self._root_fd)  # None: walk
@@ -401,6 +404,19 @@ class LocalStorage(Storage):
         # what only a long upload needs: a directory in its way is met by
         # the rename, and its partial carries no size mark unless it stops
         # short (keep). All in hand, it needs no partial at all.
+        # Refused before any disk work if the rest cannot fit (a resume
+        # re-sends at least size - offset bytes).
+        promise = self.space.promise(size - offset) if size is not None else None
+        try:
+            upload = self._open_upload(path, size, offset, at_once)
+        except BaseException:
+            if promise is not None:
+                promise.release()
+            raise
+        upload.promise = promise
+        return upload
+
+    def _open_upload(self, path: RemotePath, size: int | None, offset: int, at_once: bool) -> Upload:
         small = size is not None and size <= SMALL_FILE
         parent_fd = self._parent(path)
         if at_once and small and not offset and self.unnamed:

@@ -41,6 +41,7 @@ from ..protocol.errors import (
 from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
 from ..protocol.paths import RemotePath
 from .base import Download, Upload
+from .space import Promise
 
 if TYPE_CHECKING:
     # Only for annotations: the uploads are handed their storage, never
@@ -248,6 +249,9 @@ class LocalUpload(Upload):
         # Blocks reserved ahead of the writes (see storage.prealloc); only
         # for an announced size, which also bounds the reservation.
         self._ahead = Preallocation.for_file(fd, offset, size) if size is not None else None
+        #: The free space promised to an upload of announced size (see
+        #: storage.space); None for an unknown size, checked chunk by chunk.
+        self.promise: Promise | None = None
 
     def hash_existing(self, hasher) -> None:
         buf = bytearray(min(_HASH_BUFFER, max(self.offset, 1)))
@@ -262,6 +266,10 @@ class LocalUpload(Upload):
 
     def write(self, data) -> None:
         view = memoryview(data)
+        if self.promise is not None:
+            self.promise.landed(len(view))
+        else:
+            self._storage.space.check(len(view))
         if self._ahead is not None:
             self._ahead.cover(self.offset + len(view))
         try:
@@ -342,6 +350,8 @@ class LocalUpload(Upload):
 
     def _close(self) -> None:
         self._ahead = None  # it holds the descriptor's number, soon another file's
+        if self.promise is not None:
+            self.promise.release()
         if self._fd >= 0:
             os.close(self._fd)  # also releases the flock
             self._fd = -1
