@@ -77,6 +77,21 @@ from .base import main
     help="fsync every upload before it becomes visible (durable, slower).  [default: no]",
 )
 @click.option(
+    "--min-free",
+    metavar="SIZE|N%",
+    default=None,
+    help="Disk space kept free: uploads that would eat into it are refused at once (2G, 5%).  "
+    "[default: the smaller of 1% and 1G]",
+)
+@click.option(
+    "--partial-ttl",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=limits.PARTIAL_TTL,
+    show_default=True,
+    help="Remove partial uploads untouched for this long.",
+)
+@click.option(
     "--sendfile/--no-sendfile",
     default=True,
     help="Send plaintext downloads with sendfile() (zero-copy) rather than a buffered copy loop.  [default: yes]",

@@ -145,7 +145,7 @@ class SockftpServer(socketserver.TCPServer):
                 raise ValueError(f"{name} must be above 0 bytes per second (or None for no limit)")
         self._user_rates: dict[str, RateLimit] = {}
         self._user_rates_lock = threading.Lock()
-        self.storage = storage or LocalStorage(config.root, fsync=config.fsync)
+        self.storage = storage or LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
         self.users = users or SqliteUserStore(users_db(config.root))
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.quotas = QuotaRegistry(self.storage)

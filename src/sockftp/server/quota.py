@@ -236,6 +236,9 @@ class QuotaStorage(Storage):
     def usage(self, path: RemotePath) -> Usage:
         return self.inner.usage(path)
 
+    def check_space(self, count: int) -> None:
+        self.inner.check_space(count)
+
     def mkdir(self, path: RemotePath, parents: bool = False) -> None:
         self.inner.mkdir(path, parents)
 

@@ -202,5 +202,9 @@ class Storage(ABC):
     def usage(self, path: RemotePath) -> Usage:
         """What the subtree at *path* holds (nothing if it does not exist)."""
 
+    def check_space(self, count: int) -> None:
+        """Raise InsufficientStorage unless *count* more bytes fit now. For
+        a backend that cannot tell (an object store), anything fits."""
+
     def close(self) -> None:
         """Release what the backend holds open."""

@@ -105,6 +105,9 @@ class LocalStorage(Storage):
         self.link_unnamed = _unnamed_linker(self._root_fd)
         self.unnamed = self.link_unnamed is not None
 
+    def check_space(self, count: int) -> None:
+        self.space.check(count)
+
     def close(self) -> None:
         fd, self._root_fd = self._root_fd, -1
         if fd >= 0:

@@ -111,9 +111,15 @@ def stru(ctx: Context, argument: str) -> Reply:
     return Reply(200, "Structure set to F")
 
 
-@command("ALLO", syntax="ALLO size")
+@command("ALLO", syntax="ALLO size [R record-size]")
 def allo(ctx: Context, argument: str) -> Reply:
-    return Reply(202, "No storage allocation necessary")
+    # Nothing to allocate ahead, but a client that announces a size learns
+    # now, not after the bytes, that the disk cannot take them (452).
+    words = argument.split()
+    if not words or not words[0].isdigit():
+        return Reply(501, "ALLO needs a size in bytes")
+    ctx.storage.check_space(int(words[0]))
+    return Reply(202, "No storage allocation necessary; there is room")
 
 
 @command("ACCT", needs_login=False, syntax="ACCT account")
