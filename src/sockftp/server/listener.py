@@ -48,8 +48,9 @@ from ..protocol.frames import encode_header
 from ..protocol.limits import LISTEN_BACKLOG, SESSION_STACK_SIZE, WORKER_LINGER
 from ..storage import LocalStorage, Storage
 from .auth import Authenticator
-from .config import ServerConfig, user_home, users_db
+from .config import USERS_DIR, ServerConfig, user_home, users_db
 from .handler import QUICK_WHILE_BUSY, SessionHandler
+from .janitor import Janitor
 from .quota import QuotaRegistry, QuotaStorage
 from .ratelimit import RateLimit
 from .scheduler import ParkingLot, WorkerPool
@@ -149,6 +150,7 @@ class SockftpServer(socketserver.TCPServer):
         self.users = users or SqliteUserStore(users_db(config.root))
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.quotas = QuotaRegistry(self.storage)
+        self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
         #: Other listeners over this server's accounts, storage and session
@@ -176,6 +178,14 @@ class SockftpServer(socketserver.TCPServer):
     def display_address(self) -> str:
         host = self.server_address[0]
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def _partial_removed(self, directory, size: int) -> None:
+        """The janitor removed a partial of *size* bytes in *directory*:
+        its owner's usage gives the bytes back."""
+        if directory[:1] == ANONYMOUS_HOME:
+            self.quotas.removed_behind(ANONYMOUS, size)
+        elif len(directory) >= 2 and directory[0] == USERS_DIR:
+            self.quotas.removed_behind(directory[1], size)
 
     def user_rate_limit(self, name: str) -> RateLimit | None:
         """The bandwidth limit all of user *name*'s sessions share, or None
@@ -300,6 +310,7 @@ class SockftpServer(socketserver.TCPServer):
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self._serving.set()
+        self.janitor.start()
         try:
             if not self.stopping.is_set():
                 super().serve_forever(poll_interval)
@@ -322,6 +333,7 @@ class SockftpServer(socketserver.TCPServer):
 
     def _stop(self, grace: float) -> None:
         self.stopping.set()
+        self.janitor.stop()
         for front_end in self.front_ends:
             front_end.stop_accepting()
         if self._serving.is_set():

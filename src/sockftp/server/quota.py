@@ -208,6 +208,13 @@ class QuotaRegistry:
     def logout(self, ledger: QuotaLedger) -> None:
         ledger.leave()
 
+    def removed_behind(self, name: str, size: int) -> None:
+        """*size* bytes of *name*'s were removed behind the sessions' backs
+        (the janitor's expired partials): usage gives them back."""
+        ledger = self._ledgers.get(name)
+        if ledger is not None:
+            ledger.adjust(-size)
+
 
 class QuotaStorage(Storage):
     """*inner*, with every change accounted in *ledger*."""

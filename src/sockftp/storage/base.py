@@ -202,6 +202,13 @@ class Storage(ABC):
     def usage(self, path: RemotePath) -> Usage:
         """What the subtree at *path* holds (nothing if it does not exist)."""
 
+    def expire_partials(self, path: RemotePath, untouched_since: float) -> Iterator[tuple[RemotePath, int]]:
+        """Remove the partial uploads under *path* that no upload holds and
+        nothing wrote to since *untouched_since* (seconds since the epoch).
+        Yields, for each, the directory it was in and the bytes it held.
+        A backend without partials yields nothing."""
+        return iter(())
+
     def check_space(self, count: int) -> None:
         """Raise InsufficientStorage unless *count* more bytes fit now. For
         a backend that cannot tell (an object store), anything fits."""

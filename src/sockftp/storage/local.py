@@ -179,16 +179,55 @@ class LocalStorage(Storage):
             return download.checksum()
 
     def usage(self, path: RemotePath) -> Usage:
+        total = files = 0
+        for _fd, _directory, name, st in self._walk_files(path):
+            total += st.st_size
+            files += not name.startswith(RESERVED_PREFIX)
+        return Usage(total, files)
+
+    def expire_partials(self, path: RemotePath, untouched_since: float) -> Iterator[tuple[RemotePath, int]]:
+        for fd, directory, name, st in self._walk_files(path):
+            if not name.startswith(PARTIAL_PREFIX) or st.st_mtime >= untouched_since:
+                continue
+            try:
+                partial_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                continue  # taken or committed meanwhile
+            try:
+                try:
+                    # An upload holds its partial's lock while it runs: never
+                    # take a partial from under one, however old it looks.
+                    fcntl.flock(partial_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                held = os.fstat(partial_fd)
+                try:
+                    current = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                # Still the same file, and still untouched now we hold it.
+                if (current.st_ino, current.st_dev) != (held.st_ino, held.st_dev) or held.st_mtime >= untouched_since:
+                    continue
+                os.unlink(name, dir_fd=fd)
+                yield directory, held.st_size
+            finally:
+                os.close(partial_fd)
+
+    def _walk_files(self, path: RemotePath) -> Iterator[tuple[int, RemotePath, str, os.stat_result]]:
+        """Every regular file under *path*, partials included: its
+        directory's descriptor (open while the caller looks), that
+        directory's path, its name and its stat. Nothing if *path* is not
+        a directory."""
         try:
             fd = self._open_dir(path)
         except (NotFound, NotADirectory):
-            return Usage()
-        total = files = 0
+            return
         # Depth first, holding one descriptor per level of the branch being
-        # measured, never one per directory still to measure: a home with
-        # more directories than the server has free descriptors must not
-        # exhaust them, nor have the ones it could not open go uncounted.
-        branch: list[tuple[int, list[str]]] = []
+        # walked, never one per directory still to walk: a home with more
+        # directories than the server has free descriptors must not exhaust
+        # them, nor have the ones it could not open go unseen.
+        branch: list[tuple[int, RemotePath, list[str]]] = []
+        here = path
         try:
             while fd is not None:
                 subdirectories = []
@@ -199,20 +238,21 @@ class LocalStorage(Storage):
                         except FileNotFoundError:
                             continue  # removed meanwhile
                         if statmod.S_ISREG(st.st_mode):
-                            total += st.st_size
-                            files += not item.name.startswith(RESERVED_PREFIX)
+                            yield fd, here, item.name, st
                         elif statmod.S_ISDIR(st.st_mode):
                             subdirectories.append(item.name)
-                branch.append((fd, subdirectories))
+                branch.append((fd, here, subdirectories))
                 fd = None
                 while branch and fd is None:
-                    parent, pending = branch[-1]
+                    parent, parent_path, pending = branch[-1]
                     if not pending:
                         os.close(parent)
                         branch.pop()
                         continue
+                    name = pending.pop()
                     try:
-                        fd = os.open(pending.pop(), _DIR_FLAGS, dir_fd=parent)
+                        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                        here = (*parent_path, name)
                     except (FileNotFoundError, NotADirectoryError):
                         pass  # removed, or replaced by a file, meanwhile
                     except OSError as exc:
@@ -223,9 +263,8 @@ class LocalStorage(Storage):
         finally:
             if fd is not None:
                 os.close(fd)
-            for parent, _ in branch:
+            for parent, _, _ in branch:
                 os.close(parent)
-        return Usage(total, files)
 
     # -- directories ----------------------------------------------------------
 
