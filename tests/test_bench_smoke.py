@@ -44,7 +44,8 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     assert "FAILED" not in out, out
     assert "== targets (issue 4)" in out, out
     for row in (
-        "sockftp / raw download limit",
+        "sockftp / raw download + file write",
+        "the discarding download limit",
         "sockftp / pyftpdlib STOR",
         "argon2id password check",
         "one 8 MiB file: sockftp FTP STOR",
