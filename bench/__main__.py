@@ -9,6 +9,9 @@ Workloads, each in its own module:
 
 * ``big_file``: one big file over one session, put and get, plain and TLS,
   pyftpdlib STOR and RETR, and the raw loopback limits;
+* ``fresh_get`` (``--only fresh-get``): a seed-style get of a freshly
+  seed-style uploaded file to a client that only drains, against
+  pyftpdlib's RETR of a freshly STORed one;
 * ``crowd``: N clients each getting, then each putting, a 10 MiB file;
 * ``small_files``: 1000 files of 4 KiB put, then got, over one session;
 * ``logins``: N simultaneous connects with login, by password and by
@@ -36,12 +39,12 @@ import tempfile
 import time
 import traceback
 
-from . import big_file, crowd, ftp_front, idle, logins, small_files
+from . import big_file, crowd, fresh_get, ftp_front, idle, logins, small_files
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "small", "logins", "crowd", "idle", "ftp")
+WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp")
 
 #: --quick: every workload, tiny, once. Seconds in all.
 QUICK = {
@@ -145,6 +148,7 @@ def main(argv=None) -> int:
     pool = ClientPool(args.client_procs) if {"logins", "crowd", "idle", "ftp"} & set(args.only) else None
     workloads = {
         "big": lambda: big_file.run(env, args.size),
+        "fresh-get": lambda: fresh_get.run(env, args.size),
         "small": lambda: small_files.run(env, args.files, args.file_size),
         "logins": lambda: logins.run(env, pool, args.logins),
         "crowd": lambda: crowd.run(env, pool, args.clients, args.crowd_size),

@@ -19,7 +19,7 @@ pytest.importorskip("pyftpdlib")
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(160)  # six workloads; each logs in with argon2 (~0.1-1 s a check here)
+@pytest.mark.timeout(160)  # seven workloads; each logs in with argon2 (~0.1-1 s a check here)
 def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
@@ -34,6 +34,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     out = result.stdout
     for section in (
         "one 8 MiB file",
+        "get of a freshly uploaded 8 MiB file",
         "files of 4 KiB",
         "simultaneous connects",
         "many clients",
@@ -46,6 +47,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     for row in (
         "sockftp / raw download + file write",
         "the discarding download limit",
+        "get of a fresh seed-style upload, 8 MiB, draining client",
         "sockftp / pyftpdlib STOR",
         "argon2id password check",
         "one 8 MiB file: sockftp FTP STOR",
