@@ -165,12 +165,13 @@ def render(run: Run, checks: list[Check]) -> str:
     ]
     lines += [_row(check) for check in checks]
     met = sum(check.met for check in checks)
-    lines += [
-        "",
-        f"**{met} of {len(checks)} targets met.** Medians of {run.runs} interleaved "
-        f"run{'s' if run.runs != 1 else ''}; ratio: sockftp / reference, of the medians, with its range run by "
-        "run in brackets. For times and memory, lower is better.",
-    ]
+    how = (
+        f"Medians of {run.runs} interleaved runs; ratio: sockftp / reference, of the medians, with its range run by "
+        "run in brackets."
+        if run.runs > 1
+        else "One run of each variant; ratio: sockftp / reference."
+    )
+    lines += ["", f"**{met} of {len(checks)} targets met.** {how} For times and memory, lower is better."]
     if run.failed:
         lines += ["", f"**Failed:** {', '.join(run.failed)} (no figures; see the text report)."]
     context = [f"- {_cell(check.workload)}: {_cell(check.context)}" for check in checks if check.context]
