@@ -292,16 +292,23 @@ def test_rclone_copies_a_tree_five_times_larger_than_the_passive_range(ftp_serve
     home = srv.add_user("alice")
     tree = work / "tree"
     tree.mkdir()
+    (tree / "sub").mkdir()
     for number in range(50):
         (tree / f"f{number:02}.txt").write_bytes(b"y" * number)
+        os.utime(tree / f"f{number:02}.txt", (1234567890 + number, 1234567890 + number))
     obscured = run([rclone, "obscure", PASSWORD]).stdout.strip()
     remote = f":ftp,host=127.0.0.1,port={srv.port},user=alice,pass={obscured}:"
-    run([rclone, "copy", "--config", "/dev/null", str(tree), remote + "tree"])
+    up = run([rclone, "copy", "--config", "/dev/null", str(tree), remote + "tree"])
+    # MFMT lets rclone keep times, so a later sync does not send files again.
+    assert "not supported" not in up.stderr, up.stderr
     run([rclone, "copy", "--config", "/dev/null", remote + "tree", str(work / "back")])
     for number in range(50):
         name = f"f{number:02}.txt"
         assert (home / "tree" / name).read_bytes() == b"y" * number
         assert (work / "back" / name).read_bytes() == b"y" * number
+        assert (home / "tree" / name).stat().st_mtime == 1234567890 + number
+    again = run([rclone, "copy", "-v", "--config", "/dev/null", str(tree), remote + "tree"])
+    assert "Copied" not in again.stderr, again.stderr  # nothing changed: nothing sent
 
 
 def test_lftp_over_explicit_ftps(tls_srv, work, pki):

@@ -25,7 +25,7 @@ class PipelinedTransfers:
     ``_raw_transfer`` (from :class:`~sockftp.client.single.SingleTransfers`).
     """
 
-    def put_many(self, pairs, *, window: int = 64) -> list[TransferResult]:
+    def put_many(self, pairs, *, window: int = 64, times: bool = True) -> list[TransferResult]:
         """Upload many files over this connection, pipelined: small files go
         out without waiting for each reply, up to *window* at a time, so a
         thousand small files cost a thousand writes, not a thousand round
@@ -33,7 +33,8 @@ class PipelinedTransfers:
 
         *pairs* are ``(local, remote)``. Every file is tried; the first
         failure is raised once the rest are done. Returns the results of the
-        files that were stored, in order.
+        files that were stored, in order. With *times*, each stored file
+        keeps its local modification time.
         """
         results: list[TransferResult] = []
         pending: deque[tuple[str, str, int]] = deque()
@@ -49,7 +50,8 @@ class PipelinedTransfers:
         for local, remote in pairs:
             local = os.fspath(local)
             with open(local, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
+                st = os.fstat(f.fileno())
+                size = st.st_size
                 if size >= RESUME_THRESHOLD:
                     data = None
                 else:
@@ -60,7 +62,7 @@ class PipelinedTransfers:
                 while pending:
                     collect()
                 try:
-                    results.append(self.put(local, remote))
+                    results.append(self.put(local, remote, times=times))
                 except ConnectionLost:
                     raise
                 except SockftpError as exc:
@@ -68,6 +70,8 @@ class PipelinedTransfers:
                 continue
             # The checksum goes up front: one frame per file, not two.
             header = {"cmd": "put", "path": remote, "size": size, "checksum": checksums.of_bytes(data)}
+            if times:
+                header["mtime"] = st.st_mtime
             self._check_batch(len(pending))
             self._send(header, data)
             pending.append((local, remote, size))
@@ -98,7 +102,7 @@ class PipelinedTransfers:
             failures.append(exc)
             return None
 
-    def get_many(self, pairs, *, window: int = 64) -> list[TransferResult]:
+    def get_many(self, pairs, *, window: int = 64, times: bool = True) -> list[TransferResult]:
         """Download many small files over this connection, pipelined like
         :meth:`put_many`: up to *window* requests in flight. Each file is
         verified and appears under its name only once complete. *pairs* are
@@ -141,7 +145,7 @@ class PipelinedTransfers:
                     failures.append(ChecksumMismatch(f"download of {remote} arrived damaged"))
                     return
                 mtime = reply.get("mtime")
-                if isinstance(mtime, (int, float)):
+                if times and isinstance(mtime, (int, float)):
                     os.utime(fd, (mtime, mtime))  # through the descriptor: no second path lookup
             finally:
                 os.close(fd)

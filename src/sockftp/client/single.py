@@ -68,27 +68,32 @@ class SingleTransfers:
         *,
         resume: bool = True,
         progress: Progress | None = None,
+        times: bool = True,
     ) -> TransferResult:
         """Upload file *local* to *remote* (default: its name, in the current
         remote directory). Resumes an interrupted upload of the same path and
-        size; the server commits the file only if its checksum matches."""
+        size; the server commits the file only if its checksum matches. With
+        *times*, the stored file keeps *local*'s modification time."""
         local = os.fspath(local)
         remote = remote if remote is not None else os.path.basename(local)
-        return self._with_retries(lambda: self._put_once(local, remote, resume, progress))
+        return self._with_retries(lambda: self._put_once(local, remote, resume, progress, times))
 
-    def _put_once(self, local: str, remote: str, resume: bool, progress: Progress | None) -> TransferResult:
+    def _put_once(
+        self, local: str, remote: str, resume: bool, progress: Progress | None, times: bool = True
+    ) -> TransferResult:
         with open(local, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
             if not statmod.S_ISREG(st.st_mode):
                 raise BadRequest(f"not a regular file: {local}")
             size = st.st_size
+            mtime = st.st_mtime if times else None
             offset = 0
             if resume and size >= RESUME_THRESHOLD:
                 offset = self.request({"cmd": "resume", "path": remote, "size": size})["offset"]
             restarted = False
             while True:
                 try:
-                    return self._send_file(f, local, remote, size, offset, progress)
+                    return self._send_file(f, local, remote, size, offset, progress, mtime)
                 except ChecksumMismatch:
                     if not offset or restarted:
                         raise
@@ -101,9 +106,13 @@ class SingleTransfers:
                         raise
                     offset, restarted = held, True
 
-    def _send_file(self, f, local: str, remote: str, size: int, offset: int, progress) -> TransferResult:
+    def _send_file(
+        self, f, local: str, remote: str, size: int, offset: int, progress, mtime: float | None = None
+    ) -> TransferResult:
         hasher = checksums.Hasher()
         header = {"cmd": "put", "path": remote, "size": size, "offset": offset, "checksum": "trailer"}
+        if mtime is not None:
+            header["mtime"] = mtime  # a server without the "mtime" feature ignores it
         if size < RESUME_THRESHOLD:
             data = os.pread(f.fileno(), size + 1, 0)
             if len(data) != size:
@@ -176,16 +185,18 @@ class SingleTransfers:
         *,
         resume: bool = True,
         progress: Progress | None = None,
+        times: bool = True,
     ) -> TransferResult:
         """Download *remote* to *local* (default: its name, in the current
         directory; a directory means a file of that name inside it). The file
-        appears under its name only once complete and verified."""
+        appears under its name only once complete and verified. With *times*,
+        it keeps the remote file's modification time."""
         local = os.fspath(local) if local is not None else remote.rstrip("/").rsplit("/", 1)[-1]
         if os.path.isdir(local):
             local = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1])
-        return self._with_retries(lambda: self._get_once(remote, local, resume, progress))
+        return self._with_retries(lambda: self._get_once(remote, local, resume, progress, times))
 
-    def _get_once(self, remote: str, local: str, resume: bool, progress) -> TransferResult:
+    def _get_once(self, remote: str, local: str, resume: bool, progress, times: bool = True) -> TransferResult:
         partial = partial_path(local)
         offset = 0
         if resume:
@@ -194,14 +205,16 @@ class SingleTransfers:
             except FileNotFoundError:
                 pass
         try:
-            return self._receive_file(remote, local, partial, offset, progress)
+            return self._receive_file(remote, local, partial, offset, progress, times)
         except (ChecksumMismatch, OffsetMismatch):
             if not offset:
                 raise
             # The local part no longer matches the remote file: start over, once.
-            return self._receive_file(remote, local, partial, 0, progress)
+            return self._receive_file(remote, local, partial, 0, progress, times)
 
-    def _receive_file(self, remote: str, local: str, partial: str, offset: int, progress) -> TransferResult:
+    def _receive_file(
+        self, remote: str, local: str, partial: str, offset: int, progress, times: bool = True
+    ) -> TransferResult:
         # Everything local that can fail is done before asking: once the
         # server starts sending, a local failure would leave its bytes unread.
         hasher = checksums.Hasher()
@@ -254,7 +267,7 @@ class SingleTransfers:
             raise ChecksumMismatch(f"download of {remote} arrived damaged (expected {expected}, got {actual})")
         os.replace(partial, local)
         mtime = reply.get("mtime")
-        if isinstance(mtime, (int, float)):
+        if times and isinstance(mtime, (int, float)):
             os.utime(local, (mtime, mtime))
         return TransferResult(reply.get("path", remote), local, size, count, offset, actual)
 

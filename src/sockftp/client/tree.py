@@ -23,7 +23,7 @@ class TreeTransfers:
     """
 
     def put_tree(
-        self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None
+        self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None, times: bool = True
     ) -> list[TransferResult]:
         """Upload directory *local_dir* as *remote_dir*, recursively.
 
@@ -46,7 +46,7 @@ class TreeTransfers:
                 target = _join(base, name)
                 if on_file is not None:
                     on_file(source, target)
-                results.append(self.put(source, target, progress=progress))
+                results.append(self.put(source, target, progress=progress, times=times))
         return results
 
     def walk(self, remote_dir: str) -> Iterator[tuple[str, list[Entry], list[Entry]]]:
@@ -63,7 +63,7 @@ class TreeTransfers:
             yield from self.walk(_join(remote_dir, d.name))
 
     def get_tree(
-        self, remote_dir: str, local_dir: str | os.PathLike, *, progress=None, on_file=None
+        self, remote_dir: str, local_dir: str | os.PathLike, *, progress=None, on_file=None, times: bool = True
     ) -> list[TransferResult]:
         """Download directory *remote_dir* into *local_dir*, recursively."""
         local_dir = os.fspath(local_dir)
@@ -78,7 +78,7 @@ class TreeTransfers:
                 target = os.path.join(target_dir, entry.name)
                 if on_file is not None:
                     on_file(source, target)
-                results.append(self.get(source, target, progress=progress))
+                results.append(self.get(source, target, progress=progress, times=times))
         return results
 
 

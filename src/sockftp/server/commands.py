@@ -63,6 +63,7 @@ FEATURES = (
     "accounts",  # the auth command; homes per user
     "quota",  # the quota (df) command; quota_exceeded on put
     "tokens",  # re-login tokens: auth with new_token or token; the revoke command
+    "mtime",  # put keeps the modification time it is given
 )
 
 
@@ -436,6 +437,7 @@ def put(ctx: Context, req: dict) -> dict:
         expected = protocol.string(req, "checksum", default=None)
         if expected is not None and expected != "trailer" and not checksums.is_valid(expected):
             raise BadRequest(f"field 'checksum' must be 'trailer' or one of {list(checksums.ALGORITHMS)} 'ALG:HEX'")
+        mtime = protocol.timestamp(req, "mtime")
         ctx.session.require_write()
         target = _path(ctx, req, aliases=("filename",))
         if target == ctx.session.identity.home:
@@ -444,6 +446,7 @@ def put(ctx: Context, req: dict) -> dict:
         # limit to pause for: nothing to wait for between start and commit.
         at_once = expected != "trailer" and not ctx.wire.limits and ctx.wire.decoder.buffered >= count
         upload = ctx.session.storage.open_upload(target, size, offset, at_once=at_once)
+        upload.set_mtime(mtime)
     except SockftpError:
         _skip_upload(ctx, count, trailer=req.get("checksum") == "trailer")
         raise

@@ -246,6 +246,9 @@ class QuotaStorage(Storage):
     def check_space(self, count: int) -> None:
         self.inner.check_space(count)
 
+    def set_mtime(self, path: RemotePath, mtime: float) -> None:
+        self.inner.set_mtime(path, mtime)
+
     def mkdir(self, path: RemotePath, parents: bool = False) -> None:
         self.inner.mkdir(path, parents)
 
@@ -329,6 +332,9 @@ class QuotaUpload(Upload):
     @property
     def offset(self) -> int:
         return self.inner.offset
+
+    def set_mtime(self, mtime: float | None) -> None:
+        self.inner.set_mtime(mtime)
 
     def hash_existing(self, hasher) -> None:
         self.inner.hash_existing(hasher)

@@ -27,6 +27,7 @@ import errno
 import fcntl
 import os
 import stat as statmod
+import time
 from collections.abc import Iterator
 
 from ..disk.syscalls import directory_opener
@@ -38,6 +39,7 @@ from ..protocol.errors import (
     NotFound,
     OffsetMismatch,
     PathRefused,
+    PermissionDenied,
 )
 from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
 from ..protocol.paths import RemotePath
@@ -52,6 +54,7 @@ from .local_files import (
     LocalDownload,
     LocalUpload,
     UnnamedUpload,
+    _cache_checksum,
     _copy_prefix,
     _error,
     _open_regular,
@@ -59,6 +62,7 @@ from .local_files import (
     _read_upload_size,
     _remove_upload_size,
     _unnamed_linker,
+    _valid_cached_checksum,
     partial_name,
 )
 from .space import DiskSpace
@@ -177,6 +181,34 @@ class LocalStorage(Storage):
     def checksum(self, path: RemotePath) -> str:
         with self.open_read(path) as download:
             return download.checksum()
+
+    def set_mtime(self, path: RemotePath, mtime: float) -> None:
+        if not path:
+            raise PermissionDenied("the root's time is not the client's to set")
+        parent_fd = self._parent(path)
+        try:
+            # Opened, not changed by name: a link put in the way meanwhile
+            # is refused by O_NOFOLLOW rather than followed out of the jail.
+            try:
+                fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PathRefused("{path} is a symbolic link", path=path) from None
+                raise
+            try:
+                keep_checksum = self.xattrs and statmod.S_ISREG(os.fstat(fd).st_mode)
+                cached = _valid_cached_checksum(fd) if keep_checksum else None
+                os.utime(fd, ns=(time.time_ns(), round(mtime * 1e9)))
+                if cached is not None:
+                    # The cached checksum is keyed by size and time, so that a
+                    # change behind the server's back voids it; this one is ours.
+                    _cache_checksum(fd, cached)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(parent_fd)
 
     def usage(self, path: RemotePath) -> Usage:
         total = files = 0

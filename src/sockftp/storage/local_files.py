@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import stat as statmod
+import time
 from typing import TYPE_CHECKING
 
 from ..disk.prealloc import Preallocation
@@ -181,6 +182,29 @@ def _copy_prefix(source_fd: int, target_fd: int, count: int) -> None:
         position += n
 
 
+def _valid_cached_checksum(fd: int, st: os.stat_result | None = None) -> str | None:
+    """The checksum cached with the file, if it was cached for the file as
+    it is now (same size and modification time), else None."""
+    st = st or os.fstat(fd)
+    key = f"{st.st_size}:{st.st_mtime_ns}:"
+    try:
+        cached = os.getxattr(fd, _XATTR_CHECKSUM).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if cached.startswith(key) and checksums.is_valid(cached[len(key) :]):
+        return cached[len(key) :]
+    return None
+
+
+def _cache_checksum(fd: int, checksum: str, st: os.stat_result | None = None) -> None:
+    """Keep *checksum* with the file, keyed by its size and time now."""
+    st = st or os.fstat(fd)
+    try:
+        os.setxattr(fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
+    except OSError:
+        pass  # read-only file or filesystem: hash again next time
+
+
 def _read_upload_size(fd: int) -> int | None:
     try:
         return int(os.getxattr(fd, _XATTR_UPLOAD_SIZE))
@@ -203,15 +227,11 @@ class LocalDownload(Download):
         return os.preadv(self._fd, [buffer], offset)
 
     def checksum(self) -> str:
-        key = f"{self._st.st_size}:{self._st.st_mtime_ns}:"
         cache = self._xattrs and self.size > SMALL_FILE
         if cache:
-            try:
-                cached = os.getxattr(self._fd, _XATTR_CHECKSUM).decode()
-                if cached.startswith(key) and checksums.is_valid(cached[len(key) :]):
-                    return cached[len(key) :]
-            except (OSError, UnicodeDecodeError):
-                pass
+            cached = _valid_cached_checksum(self._fd, self._st)
+            if cached is not None:
+                return cached
         hasher = checksums.Hasher()
         buf = bytearray(_HASH_BUFFER)
         view = memoryview(buf)
@@ -224,10 +244,7 @@ class LocalDownload(Download):
             position += n
         value = hasher.value()
         if cache:
-            try:
-                os.setxattr(self._fd, _XATTR_CHECKSUM, (key + value).encode())
-            except OSError:
-                pass  # read-only file or filesystem: hash again next time
+            _cache_checksum(self._fd, value, self._st)
         return value
 
     def close(self) -> None:
@@ -299,9 +316,10 @@ class LocalUpload(Upload):
         try:
             if self._storage.fsync:
                 os.fsync(self._fd)
+            if self.mtime is not None:
+                os.utime(self._fd, ns=(time.time_ns(), round(self.mtime * 1e9)))
             if checksum and self._storage.xattrs and self.offset > SMALL_FILE:
-                st = os.fstat(self._fd)
-                os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
+                _cache_checksum(self._fd, checksum)
             replaced = self._publish(self.path[-1], self._parent_fd)
             if self._storage.fsync:
                 os.fsync(self._parent_fd)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ...protocol.errors import IsADirectory
+from ...protocol.errors import IsADirectory, SockftpError
 from ...storage import FILE
 from .. import listing, parser
 from ..replies import Reply, quote_path
@@ -104,13 +104,47 @@ def size(ctx: Context, argument: str) -> Reply:
     return Reply(213, str(entry.size))
 
 
-@command("MDTM", argument=REQUIRED, syntax="MDTM path")
+@command("MDTM", argument=REQUIRED, syntax="MDTM [YYYYMMDDHHMMSS] path")
 def mdtm(ctx: Context, argument: str) -> Reply:
+    # Some clients set a time with MDTM, as MFMT does: a time-val, a space
+    # and a path. Only when no file has the whole argument as its name.
+    stamp, _, rest = argument.partition(" ")
+    when = parser.parse_time(stamp)
+    if when is not None and rest and not _exists(ctx, argument):
+        _set_time(ctx, rest, when)
+        return Reply(213, f"Modify={stamp}; {ctx.display(ctx.resolve(rest))}")
     target = ctx.resolve(argument)
     entry = ctx.storage.stat(target)
     if entry.type != FILE:
         raise Refusal(Reply(550, f"{ctx.display(target)} is not a plain file"))
     return Reply(213, parser.format_time(entry.mtime))
+
+
+@command("MFMT", writes=True, argument=REQUIRED, syntax="MFMT YYYYMMDDHHMMSS path")
+def mfmt(ctx: Context, argument: str) -> Reply:
+    """Set a file's or directory's modification time (draft-somers-ftp-mfxx),
+    so a client such as rclone can keep times and not send files again."""
+    stamp, _, rest = argument.partition(" ")
+    when = parser.parse_time(stamp)
+    if when is None or not rest:
+        return Reply(501, "Syntax: MFMT YYYYMMDDHHMMSS path (UTC)")
+    target = _set_time(ctx, rest, when)
+    return Reply(213, f"Modify={stamp}; {ctx.display(target)}")
+
+
+def _set_time(ctx: Context, raw: str, when: float):
+    ctx.session.require_write()
+    target = ctx.resolve(raw)
+    ctx.storage.set_mtime(target, when)
+    return target
+
+
+def _exists(ctx: Context, raw: str) -> bool:
+    try:
+        ctx.storage.stat(ctx.resolve(raw))
+    except SockftpError:
+        return False
+    return True
 
 
 @command("MLST", syntax="MLST [path]")

@@ -33,7 +33,7 @@ def clnt(ctx: Context, argument: str) -> Reply:
 
 @command("FEAT", needs_login=False, argument=NONE)
 def feat(ctx: Context, argument: str) -> Reply:
-    features = ["EPRT", "EPSV", "MDTM", "REST STREAM", "SIZE", "TVFS", "UTF8"]
+    features = ["EPRT", "EPSV", "MDTM", "MFMT", "REST STREAM", "SIZE", "TVFS", "UTF8"]
     features.append(listing.feat_line(ctx.state.facts))
     features.append("HASH " + ";".join(name + ("*" if name == ctx.state.hash else "") for name in HASHES))
     if ctx.settings.tls_available:
