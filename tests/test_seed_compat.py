@@ -14,6 +14,7 @@ import socket
 import struct
 
 from conftest import recv_exact, recv_frame
+from ftp_support import ftp_server_fixture  # noqa: F401 - a fixture
 
 from sockftp.protocol import checksum
 
@@ -127,3 +128,16 @@ def test_a_small_seed_put_returns_its_checksum_too(srv):
         seed_put(sock, "small.txt", b"hello")
         reply = recv_frame(sock)
     assert reply["checksum"] == checksum.of_bytes(b"hello")
+
+
+def test_an_ftp_upload_is_hashed_as_it_arrives_and_hash_needs_no_read(ftp_server):
+    import io
+
+    srv = ftp_server()
+    home = srv.add_user("alice")
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    client = srv.login()
+    client.storbinary("STOR f.bin", io.BytesIO(data))
+    stored = os.getxattr(home / "f.bin", "user.sockftp.checksum").decode()
+    assert stored.endswith(":" + checksum.of_bytes(data))
+    assert client.sendcmd("HASH f.bin").split()[3] == checksum.of_bytes(data).split(":")[1]
