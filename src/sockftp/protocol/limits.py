@@ -105,6 +105,18 @@ BAN_TIME = 900.0
 #: The expiry is fixed at issue: using a token does not extend it.
 TOKEN_LIFETIME = 86400.0
 
+#: Seconds a verified password is remembered, as a keyed hash in memory, so
+#: that the same user logging in again with it skips the argon2 check. FTP
+#: clients open a control connection per parallel transfer (lftp ``mirror
+#: --parallel=4``, FileZilla, rclone), each with its own PASS, and scripts
+#: run a connection per command: at 0.1 s of CPU per check, lftp's three
+#: extra connections cost the server nearly as much CPU as the 1000 small
+#: files it then uploads through them (issue 21). Five minutes, as Apache's
+#: mod_authn_socache: long enough for a burst of connections and a script's
+#: commands, short enough that memory holds few such hashes at a time. The
+#: lifetime starts at the argon2 check; using it does not extend it.
+PASSWORD_CACHE_TIME = 300.0
+
 #: Live tokens one user may have. Past it, the oldest is dropped when a
 #: new one is issued, so a client that logs in again and again cannot grow
 #: the table (the oldest is also the one most likely forgotten). Each
