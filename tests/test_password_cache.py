@@ -171,6 +171,12 @@ def test_the_memory_is_bounded_and_forgets_the_oldest_first():
     assert len(recent) == 1, "expired entries are dropped as new ones come"
 
 
+def test_a_password_that_is_no_valid_utf8_is_refused_not_a_crash(srv):
+    assert auth(srv)["ok"]
+    reply = auth(srv, password="\ud800")  # a lone surrogate, which JSON can carry
+    assert reply["ok"] is False and reply["error"] == "auth_failed", reply
+
+
 # -- the FTP door ---------------------------------------------------------------------------------------------
 
 
@@ -200,3 +206,14 @@ def test_an_ftp_login_with_a_wrong_password_after_a_right_one_is_refused(ftp_ser
     srv.login("alice", PASSWORD)
     with pytest.raises(ftplib.error_perm, match="^530"):
         srv.login("alice", PASSWORD[:-1])
+
+
+def test_an_ftp_password_that_is_no_valid_utf8_gets_530_not_an_internal_error(ftp_server):
+    srv = ftp_server(login_failure_delay=0.05)
+    srv.add_user("alice", PASSWORD)
+    sock = srv.raw(timeout=10)
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"220")
+    sock.sendall(b"USER alice\r\nPASS \xc3\x28\x80\r\n")  # not UTF-8: decoded to lone surrogates
+    assert reader.readline().startswith(b"331")
+    assert reader.readline().startswith(b"530")

@@ -27,9 +27,17 @@ _slots = threading.BoundedSemaphore(CONCURRENT_VERIFICATIONS)
 _DUMMY_HASH = _hasher.hash("sockftp: no such user")
 
 
+def _utf8(password: str) -> bytes:
+    # A password may hold lone surrogates: JSON can carry them, and an FTP
+    # line that is not UTF-8 is decoded with surrogateescape. argon2 would
+    # encode strictly and raise; this encodes every string, the same way
+    # for hashing and for checking, so such a password is merely wrong.
+    return password.encode("utf-8", "surrogatepass")
+
+
 def hash_password(password: str) -> str:
     with _slots:
-        return _hasher.hash(password)
+        return _hasher.hash(_utf8(password))
 
 
 def verify_password(encoded: str | None, password: str) -> bool:
@@ -37,7 +45,7 @@ def verify_password(encoded: str | None, password: str) -> bool:
     constant time, even when *encoded* is None (no such user)."""
     with _slots:
         try:
-            _hasher.verify(encoded or _DUMMY_HASH, password)
+            _hasher.verify(encoded or _DUMMY_HASH, _utf8(password))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
     return encoded is not None
