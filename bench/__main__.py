@@ -20,6 +20,9 @@ Workloads, each in its own module:
   client's wait.
 * ``ftp``: sockftp's FTP front door against pyftpdlib, on the big file,
   small files, logins and many clients, with the same ftplib client.
+* ``ftp_parallel`` (``--only ftp-parallel``): lftp ``mirror -R`` of the
+  small files over 1 connection and over 4, sockftp's FTP front door
+  against vsftpd (issue 21).
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -53,12 +56,12 @@ import time
 import traceback
 from pathlib import Path
 
-from . import big_file, crowd, fresh_get, ftp_front, idle, logins, results, small_files
+from . import big_file, crowd, fresh_get, ftp_front, ftp_parallel, idle, logins, results, small_files
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp")
+WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp", "ftp-parallel")
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
 SIZING = ("size", "clients", "crowd_size", "files", "file_size", "logins", "idle_sessions")
@@ -232,6 +235,7 @@ def main(argv=None) -> int:
         "ftp": lambda: ftp_front.run(
             env, pool, args.size, args.files, args.file_size, args.logins, args.clients, args.crowd_size
         ),
+        "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
     }
     started = time.monotonic()
     try:
