@@ -309,8 +309,10 @@ class SockftpServer(socketserver.TCPServer):
         super().server_activate()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self._serving.set()
+        # Before _serving: a stop() that sees _serving waits for the loop
+        # below, so nothing may stand between the two.
         self.janitor.start()
+        self._serving.set()
         try:
             if not self.stopping.is_set():
                 super().serve_forever(poll_interval)
