@@ -158,6 +158,7 @@ class SockftpServer(socketserver.TCPServer):
         self.front_ends: list = []
         self._serving = threading.Event()
         self._stop_lock = threading.Lock()
+        self._serve_lock = threading.Lock()  # serve_forever's start against stop()
         self._stopped = False
         self._last_accept_warning = 0.0
         _raise_file_limit(config.max_sessions)
@@ -309,13 +310,16 @@ class SockftpServer(socketserver.TCPServer):
         super().server_activate()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        # Before _serving: a stop() that sees _serving waits for the loop
-        # below, so nothing may stand between the two.
+        # Decided under one lock with stop(): either the stop comes first
+        # and we never serve, or we serve and the stop waits for the loop to
+        # end. Without it a stop in between waited for a loop never begun.
+        with self._serve_lock:
+            if self.stopping.is_set():
+                return
+            self._serving.set()
         self.janitor.start()
-        self._serving.set()
         try:
-            if not self.stopping.is_set():
-                super().serve_forever(poll_interval)
+            super().serve_forever(poll_interval)
         finally:
             self._serving.clear()
 
@@ -334,11 +338,13 @@ class SockftpServer(socketserver.TCPServer):
             self._stopped = True
 
     def _stop(self, grace: float) -> None:
-        self.stopping.set()
+        with self._serve_lock:
+            self.stopping.set()
+            serving = self._serving.is_set()
         self.janitor.stop()
         for front_end in self.front_ends:
             front_end.stop_accepting()
-        if self._serving.is_set():
+        if serving:
             self.shutdown()  # returns once serve_forever has stopped accepting
         self.server_close()
         log.info("stopping: %d sessions open", len(self.sessions))
