@@ -9,6 +9,9 @@ Workloads, each in its own module:
 
 * ``big_file``: one big file over one session, put and get, plain and TLS,
   pyftpdlib STOR and RETR, and the raw loopback limits;
+* ``fresh_get`` (``--only fresh-get``): a seed-style get of a freshly
+  seed-style uploaded file to a client that only drains, against
+  pyftpdlib's RETR of a freshly STORed one;
 * ``crowd``: N clients each getting, then each putting, a 10 MiB file;
 * ``small_files``: 1000 files of 4 KiB put, then got, over one session;
 * ``logins``: N simultaneous connects with login, by password and by
@@ -25,6 +28,19 @@ Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
 issue as a ratio, marked met or missed. Progress goes to stderr, the table
 to stdout. The exit status is 1 if any workload failed.
+
+Then the results table (``bench.results``), in Markdown: printed on stdout
+by every run, and written between the markers at the top of
+docs/BENCHMARKS.md by the run of record only. A run is of record when it
+was launched without ``--quick``, ``--only``, ``--no-prewarm`` or
+``--no-record``, with the issue's sizes (the defaults; ``--runs`` 3 or
+more, ``--dir`` and the like are free), from a checkout whose src/,
+bench/ and pyproject.toml are committed and whose sockftp is the one
+imported; did not fail; and measured code that the document's run of
+record did not. So a re-launch of the same code never replaces it
+(``--replace-record`` does, for a run of record that measured nothing,
+e.g. on a broken machine). Whether the run is of record, and if not why,
+is said at its start.
 """
 
 from __future__ import annotations
@@ -38,13 +54,28 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
-from . import big_file, big_home, crowd, ftp_front, idle, logins, small_files
+from . import big_file, big_home, crowd, fresh_get, ftp_front, idle, logins, results, small_files
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "small", "logins", "crowd", "idle", "ftp", "home")
+WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp", "home")
+
+#: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
+SIZING = (
+    "size",
+    "clients",
+    "crowd_size",
+    "files",
+    "file_size",
+    "logins",
+    "idle_sessions",
+    "home_files",
+    "home_clients",
+    "home_seconds",
+)
 
 #: --quick: every workload, tiny, once. Seconds in all.
 QUICK = {
@@ -63,7 +94,7 @@ QUICK = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=parse_size, default=parse_size("1G"), help="the big file (default 1G)")
     parser.add_argument("--runs", type=int, default=3, help="runs of every variant (default 3)")
@@ -88,6 +119,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dir", default=None, help="where the work directory goes (default: the temp dir)")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run: tiny sizes, 1 run")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="never write the results table into docs/BENCHMARKS.md (it is printed anyway)",
+    )
+    parser.add_argument(
+        "--replace-record",
+        action="store_true",
+        help="let this run replace a run of record of the same code (only if that one measured nothing)",
+    )
+    return parser
+
+
+def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.quick:
         for name, value in QUICK.items():
@@ -125,10 +171,14 @@ def _workloads(text: str) -> list[str]:
     return names
 
 
+def command_line(argv) -> str:
+    return shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+
+
 def header(args, argv, work: str) -> list[str]:
     from importlib.metadata import version
 
-    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(argv)
     return [
         f"sockftp benchmark (issue 4), {time.strftime('%Y-%m-%d %H:%M')}, 127.0.0.1, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, sockftp {version('sockftp')}, pyftpdlib {version('pyftpdlib')}",
@@ -148,8 +198,38 @@ def idle_counts_within_limits(counts: list[int], limit: int, env: Env) -> list[i
     return fitting
 
 
+def not_of_record(args, parser: argparse.ArgumentParser, code: results.Code, recorded: str | None) -> str | None:
+    """Why this run is not the run of record, decided before it starts; None if it is."""
+    import sockftp
+
+    if args.no_record:
+        return "--no-record"
+    if args.quick:
+        return "--quick"
+    if set(args.only) != set(WORKLOADS):
+        return "--only: not every workload"
+    changed = [f"--{name.replace('_', '-')}" for name in SIZING if getattr(args, name) != parser.get_default(name)]
+    if changed:
+        return f"{', '.join(changed)}: not the issue's sizes"
+    if args.no_prewarm:
+        return "--no-prewarm"
+    if args.runs < parser.get_default("runs"):
+        return f"--runs {args.runs}: fewer than {parser.get_default('runs')}"
+    if code.commit is None or code.code_commit is None:
+        return "not run from a git checkout"
+    if code.dirty:
+        return f"uncommitted changes under {', '.join(results.CODE_PATHS)}"
+    imported = Path(sockftp.__file__).resolve()
+    if not imported.is_relative_to(results.REPO / "src"):
+        return f"sockftp imported from {imported.parent}, not this checkout's src/"
+    if recorded == code.code_commit and not args.replace_record:
+        return f"a re-launch: {results.DOC.name} already holds the run of record of this code"
+    return None
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(argv, parser)
     try:
         import pyftpdlib  # noqa: F401
     except ImportError:
@@ -158,14 +238,25 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="sockftp-bench-", dir=args.dir)
     env = Env(work, args.runs, Prewarm(work, enabled=not args.no_prewarm), quiet=args.quiet)
     report = Report(header(args, argv, work))
-    failed = False
+    started_at = time.strftime("%Y-%m-%d %H:%M")
+    code = results.code_state()
+    machine = results.machine(work)
+    failed: list[str] = []
     # Servers, client workers and this process all inherit it: a session
     # costs a server one descriptor, a pyftpdlib transfer three.
     limit = raise_file_limit(2 * max(args.idle_sessions) + 3 * max(args.clients) + 1024)
     idle_counts = idle_counts_within_limits(args.idle_sessions, limit, env) if "idle" in args.only else []
+    why_not = not_of_record(args, parser, code, results.recorded_code())
+    if why_not is None and idle_counts != args.idle_sessions:
+        why_not = "idle counts skipped for the open-file limit"
+    if why_not is None:
+        env.say(f"the run of record: its results table goes into {results.DOC}")
+    else:
+        env.say(f"not a run of record ({why_not}): its results table is printed, not written")
     pool = ClientPool(args.client_procs) if {"logins", "crowd", "idle", "ftp"} & set(args.only) else None
     workloads = {
         "big": lambda: big_file.run(env, args.size),
+        "fresh-get": lambda: fresh_get.run(env, args.size),
         "small": lambda: small_files.run(env, args.files, args.file_size),
         "logins": lambda: logins.run(env, pool, args.logins),
         "crowd": lambda: crowd.run(env, pool, args.clients, args.crowd_size),
@@ -183,7 +274,7 @@ def main(argv=None) -> int:
             try:
                 section, checks = workloads[name]()
             except Exception:  # noqa: BLE001 - report it, and go on with the others
-                failed = True
+                failed.append(name)
                 traceback.print_exc()
                 section, checks = Section(f"{name}: FAILED"), []
                 section.notes.append(traceback.format_exc().strip().splitlines()[-1])
@@ -193,8 +284,18 @@ def main(argv=None) -> int:
         if pool is not None:
             pool.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report.header.append(f"took {time.monotonic() - started:.0f} s")
+    took = time.monotonic() - started
+    report.header.append(f"took {took:.0f} s")
     print(report.render())
+    if failed and why_not is None:
+        why_not = "a workload failed"
+    run = results.Run(started_at, command_line(argv), args.runs, took, code, machine, why_not, tuple(failed))
+    block = results.render(run, report.checks)
+    print(f"\n== results table (Markdown{', written into ' + str(results.DOC) if why_not is None else ''}) ==")
+    print(block, end="")
+    if why_not is None:
+        results.write(block)
+        env.say(f"wrote the results table into {results.DOC}")
     return 1 if failed else 0
 
 

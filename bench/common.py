@@ -103,7 +103,7 @@ class Prewarm:
 
     On this VM, writing page cache into memory that has been free for about
     a second runs at 0.35-0.9 GB/s, back-to-back writes at 4-6 GB/s
-    (docs/BENCHMARKS.md). Writing as many bytes as the variant is about to
+    (docs/bench-notes.md). Writing as many bytes as the variant is about to
     write, and deleting them, leaves that much memory fresh for it, so every
     variant starts in the fast mode instead of a random one. Measured here:
     512 MiB written 2 s after the last write ran at 0.34-0.59 GB/s, and at

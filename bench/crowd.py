@@ -82,7 +82,7 @@ def run(env: Env, pool: ClientPool, client_counts: list[int], size: int) -> tupl
                 results = interleave(variants, env.runs)
                 for name, measurements in results.items():
                     section.add(name, Samples("s", [m.seconds for m in measurements]), _cpu_detail(measurements))
-                checks += _checks(clients, results)
+                checks += _checks(clients, size, results)
         finally:
             pool.close_sessions()
     os.unlink(source)
@@ -146,13 +146,22 @@ def _cpu_detail(measurements: list[Measurement]) -> str:
     return f"CPU s: server {server:.2f}, clients {clients:.2f}; cores {busy:.0%} busy"
 
 
-def _checks(clients: int, results: dict[str, list[Measurement]]) -> list[Check]:
+def _checks(clients: int, size: int, results: dict[str, list[Measurement]]) -> list[Check]:
     """sockftp's time <= 0.8 x pyftpdlib's, for get and for put."""
     checks = []
-    for phase in ("get", "put"):
+    for phase, verb in (("get", "RETR"), ("put", "STOR")):
         ours = [m.seconds for m in results[f"{clients} clients {phase}, sockftp"]]
         theirs = [m.seconds for m in results[f"{clients} clients {phase}, pyftpdlib"]]
         checks.append(
-            ratio_check(f"{clients} clients x {phase}", "sockftp time / pyftpdlib time", ours, theirs, 0.8, False)
+            ratio_check(
+                f"{clients} clients x {phase} {human_size(size)} (wall time)",
+                "sockftp time / pyftpdlib time",
+                ours,
+                theirs,
+                0.8,
+                False,
+                unit="s",
+                reference_name=f"pyftpdlib {verb}",
+            )
         )
     return checks

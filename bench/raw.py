@@ -1,16 +1,18 @@
 """The raw loopback limits: minimal socket pairs between two processes
 moving the same file, with none of a file server's work.
 
-* download limit: the faster of ``socket.sendfile()`` and a ``readinto`` +
-  ``sendall`` loop with 4 MiB buffers, each into a discarding ``recv_into``;
+* the get's reference: ``sendfile`` into ``recv_into`` plus a file write,
+  what any download that keeps the file (sockftp's get, an FTP client's
+  RETR) is up against (issue 16, item 8: a real download has to land
+  somewhere);
+* download limit, printed beside it as context: the faster of
+  ``socket.sendfile()`` and a ``readinto`` + ``sendall`` loop with 4 MiB
+  buffers, each into a discarding ``recv_into``. On this VM a receiver that
+  only discards is woken for every 64 KiB segment or every 4 MiB depending
+  on its timing, so that limit swings from 2 to 7 GB/s between runs
+  (docs/bench-notes.md);
 * upload limit: ``sendall`` into ``recv_into`` plus a file write, the faster
-  of 1 MiB and 4 MiB buffers;
-* for reference, outside both limits: ``sendfile`` into ``recv_into`` plus a
-  file write, what any download that keeps the file (sockftp's get, an FTP
-  client's RETR) is up against. The download limit discards what it
-  receives, and on this VM a receiver that only discards is woken for
-  every 64 KiB segment or every 4 MiB depending on its timing, so that limit
-  swings from 2 to 7 GB/s between runs (docs/BENCHMARKS.md).
+  of 1 MiB and 4 MiB buffers.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ spread), then every target of issue 4 as a ratio, marked met or missed.
 A ratio is taken of the medians; the spread after it is the range of the
 same ratio taken run by run (the runs are interleaved, so run *i* of two
 variants ran side by side).
+
+Each :class:`Check` also carries the two medians it compares (sockftp's
+and its reference's, as :class:`Figure`), so that :mod:`bench.results` can
+put them side by side in the Markdown table of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,16 +42,43 @@ class Section:
 
 
 @dataclass
+class Figure:
+    """A median and its unit, e.g. 3.95 GB/s."""
+
+    value: float
+    unit: str
+
+    def text(self) -> str:
+        if abs(self.value) >= 1000:
+            return f"{self.value:,.0f} {self.unit}"
+        return f"{self.value:.{significant_digits(self.value)}f} {self.unit}"
+
+
+@dataclass
 class Check:
-    """One target: *value* compared with *target* (at least, or at most)."""
+    """One target: *value* compared with *target* (at least, or at most).
+
+    *value* is a ratio (``unit`` "x") of sockftp's figure to its
+    reference's, or a figure of sockftp's alone held to an absolute target
+    (``unit`` "KB", "ms"); *ours* and *reference* are the medians it was
+    taken from, or for an absolute target the reference shown beside it for
+    context. *context* is a sentence the results table prints under it."""
 
     workload: str
-    measure: str  # what the value is, e.g. "sockftp / raw download limit"
+    measure: str  # what the value is, e.g. "sockftp / raw download + file write"
     value: float
     target: float
     at_least: bool
     per_run: list[float] = field(default_factory=list)
     unit: str = "x"
+    ours: Figure | None = None
+    reference: Figure | None = None
+    reference_name: str = ""  # e.g. "pyftpdlib RETR"
+    context: str = ""
+
+    @property
+    def is_ratio(self) -> bool:
+        return self.unit == "x"
 
     @property
     def met(self) -> bool:
@@ -64,11 +95,33 @@ class Check:
 
 
 def ratio_check(
-    workload: str, measure: str, numerator: list[float], denominator: list[float], target: float, at_least: bool
+    workload: str,
+    measure: str,
+    numerator: list[float],
+    denominator: list[float],
+    target: float,
+    at_least: bool,
+    *,
+    unit: str,
+    reference_name: str,
+    context: str = "",
 ) -> Check:
-    """A check on numerator / denominator: of the medians, with the per-run ratios as spread."""
+    """A check on numerator (sockftp's figures, in *unit*) / denominator (its
+    reference's, *reference_name*): of the medians, with the per-run ratios
+    as spread."""
     value, per_run = ratio(numerator, denominator)
-    return Check(workload, measure, value, target, at_least, per_run)
+    return Check(
+        workload,
+        measure,
+        value,
+        target,
+        at_least,
+        per_run,
+        ours=Figure(statistics.median(numerator), unit),
+        reference=Figure(statistics.median(denominator), unit),
+        reference_name=reference_name,
+        context=context,
+    )
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, list[float]]:

@@ -56,24 +56,19 @@ def run(env: Env, files: int, size: int) -> tuple[Section, list[Check]]:
     section = Section(f"{files} files of {human_size(size)}, one after another over one session (files/s)")
     for name, values in per_second.items():
         section.add(name, Samples("files/s", values))
-    workload = f"{files} x {human_size(size)} files, one session"
+    workload = f"{files} files of {human_size(size)}, one session"
     checks = [
         ratio_check(
-            workload,
-            "put: sockftp / pyftpdlib files/s",
-            per_second["sockftp put"],
-            per_second["pyftpdlib put"],
+            f"{verb}, {workload}",
+            f"{verb}: sockftp / pyftpdlib files/s",
+            per_second[f"sockftp {verb}"],
+            per_second[f"pyftpdlib {verb}"],
             5,
             True,
-        ),
-        ratio_check(
-            workload,
-            "get: sockftp / pyftpdlib files/s",
-            per_second["sockftp get"],
-            per_second["pyftpdlib get"],
-            5,
-            True,
-        ),
+            unit="files/s",
+            reference_name=f"pyftpdlib {ftp_verb}",
+        )
+        for verb, ftp_verb in (("put", "STOR"), ("get", "RETR"))
     ]
     return section, checks
 

@@ -2,7 +2,7 @@
 
     python -m bench.transfer --size 1G --runs 5
 
-(The figures of docs/BENCHMARKS.md's first table. ``python -m bench`` runs
+(The figures of docs/bench-notes.md's first table. ``python -m bench`` runs
 this comparison too, with TLS, pyftpdlib and a page-cache prewarm.)
 
 Everything runs on 127.0.0.1. The server is a real ``sockftp serve``

@@ -1,6 +1,6 @@
 """One in-process sockftp server, and one session with it per fuzz input.
 
-:class:`Target` starts a :class:`~sockftp.server.SockftpServer` on
+:class:`Target` starts a :class:`~sockftp.server.listener.SockftpServer` on
 127.0.0.1, port 0, through its public API only (``SockftpServer(config)``,
 ``serve_forever`` in a thread, ``stop``), and drives it over real TCP
 connections. For each input it connects, sends the input's byte stream (in

@@ -92,6 +92,29 @@ class RunningFtp:
                 pass
 
 
+def free_port_run(count: int) -> int:
+    """The first of *count* consecutive ports that are free now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count > 65535:
+            continue
+        try:
+            held = []
+            for port in range(first, first + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
 @pytest.fixture(name="ftp_server")
 def ftp_server_fixture(tmp_path_factory):
     """Factory: ``ftp_server(**overrides)`` -> a started :class:`RunningFtp`

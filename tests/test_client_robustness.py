@@ -13,7 +13,7 @@ import pytest
 from conftest import disk_held, encode_frame, recv_frame, reserves_blocks, wait_until
 
 import sockftp
-import sockftp.client
+import sockftp.client.connection
 import sockftp.protocol.limits
 from sockftp import Client
 from sockftp.client import partial_path
@@ -264,7 +264,7 @@ def _answers_only_hello_and_login_together(seen: list):
 def as_if_remote(monkeypatch):
     """The client takes its loopback peer for one on another machine (every
     test server is on loopback): the real sockets, the remote rules."""
-    monkeypatch.setattr(sockftp.client, "stays_on_this_machine", lambda address: False)
+    monkeypatch.setattr(sockftp.client.connection, "stays_on_this_machine", lambda address: False)
 
 
 @pytest.mark.usefixtures("as_if_remote")
@@ -349,7 +349,7 @@ def test_only_a_loopback_peer_is_sent_a_token_before_the_hello_is_answered(addre
     # Anywhere else a TLS-only server answers a plaintext hello with
     # tls_required, and a token sent behind it would have crossed the
     # network in clear (the end-to-end case is the next test).
-    assert sockftp.client.stays_on_this_machine(address) is local
+    assert sockftp.client.connection.stays_on_this_machine(address) is local
 
 
 @pytest.mark.usefixtures("as_if_remote")

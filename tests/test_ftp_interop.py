@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import partials_in, wait_until
-from ftp_support import PASSWORD, ftp_server_fixture, pki_fixture  # noqa: F401 - fixtures
+from ftp_support import PASSWORD, free_port_run, ftp_server_fixture, pki_fixture  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.usefixtures("no_server_errors"), pytest.mark.timeout(180)]
 
@@ -42,7 +42,7 @@ def need(binary: str) -> str:
     """The path of *binary*; skips the test (fails it in CI) if it is missing."""
     path = shutil.which(binary)
     if path is None:
-        message = f"{binary} is not installed (apt-get install -y lftp ncftp tnftp curl)"
+        message = f"{binary} is not installed (apt-get install -y lftp ncftp tnftp curl rclone)"
         if os.environ.get("SOCKFTP_FTP_CLIENTS") == "required":
             pytest.fail(message)
         pytest.skip(message)
@@ -265,6 +265,50 @@ def test_lftp_resumes_an_interrupted_download(srv, work, audit_lines):
     held = interrupted_download(srv, work, lambda: (lftp_args(srv, "get up.bin -o down.bin"),))
     run(lftp_args(srv, "get -c up.bin -o down.bin"))  # REST, then RETR
     check_resumed_download(work, audit_lines, held)
+
+
+def test_lftp_mirrors_a_tree_five_times_larger_than_the_passive_range(ftp_server, work):
+    # Every file is a data connection, and each one the server ends first
+    # leaves its passive port in TIME_WAIT: the range must be reusable.
+    first = free_port_run(10)
+    srv = ftp_server(ftp_passive_ports=(first, first + 9))
+    srv.add_user("alice")
+    tree = work / "tree"
+    tree.mkdir()
+    for number in range(50):
+        (tree / f"f{number:02}.txt").write_bytes(b"x" * number)
+    run(lftp_args(srv, "mirror -R tree tree"))
+    run(lftp_args(srv, "mirror tree back"))
+    names = sorted(p.name for p in tree.iterdir())
+    assert sorted(p.name for p in (work / "back").iterdir()) == names
+    for name in names:
+        assert (work / "back" / name).read_bytes() == (tree / name).read_bytes()
+
+
+def test_rclone_copies_a_tree_five_times_larger_than_the_passive_range(ftp_server, work):
+    rclone = need("rclone")
+    first = free_port_run(10)
+    srv = ftp_server(ftp_passive_ports=(first, first + 9))
+    home = srv.add_user("alice")
+    tree = work / "tree"
+    tree.mkdir()
+    (tree / "sub").mkdir()
+    for number in range(50):
+        (tree / f"f{number:02}.txt").write_bytes(b"y" * number)
+        os.utime(tree / f"f{number:02}.txt", (1234567890 + number, 1234567890 + number))
+    obscured = run([rclone, "obscure", PASSWORD]).stdout.strip()
+    remote = f":ftp,host=127.0.0.1,port={srv.port},user=alice,pass={obscured}:"
+    up = run([rclone, "copy", "--config", "/dev/null", str(tree), remote + "tree"])
+    # MFMT lets rclone keep times, so a later sync does not send files again.
+    assert "not supported" not in up.stderr, up.stderr
+    run([rclone, "copy", "--config", "/dev/null", remote + "tree", str(work / "back")])
+    for number in range(50):
+        name = f"f{number:02}.txt"
+        assert (home / "tree" / name).read_bytes() == b"y" * number
+        assert (work / "back" / name).read_bytes() == b"y" * number
+        assert (home / "tree" / name).stat().st_mtime == 1234567890 + number
+    again = run([rclone, "copy", "-v", "--config", "/dev/null", str(tree), remote + "tree"])
+    assert "Copied" not in again.stderr, again.stderr  # nothing changed: nothing sent
 
 
 def test_lftp_over_explicit_ftps(tls_srv, work, pki):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import have_ipv6_loopback, partials_in, wait_until
-from ftp_support import PASSWORD, ftp_command, ftp_server_fixture, read_reply  # noqa: F401 - a fixture
+from ftp_support import PASSWORD, free_port_run, ftp_command, ftp_server_fixture, read_reply  # noqa: F401 - a fixture
 
 import sockftp
 from sockftp.protocol import checksum
@@ -461,7 +461,7 @@ def test_stopping_the_server_ends_ftp_sessions_with_421(srv):
 
 
 def test_pasv_ports_come_from_the_configured_range(ftp_server):
-    first = _free_port_run(4)
+    first = free_port_run(4)
     srv = ftp_server(ftp_passive_ports=(first, first + 3))
     srv.add_user("alice")
     client = srv.login()
@@ -469,6 +469,39 @@ def test_pasv_ports_come_from_the_configured_range(ftp_server):
         _host, port = client.makepasv()
         assert first <= port <= first + 3
     put(client, "f", b"in range")
+
+
+def test_a_burst_five_times_the_passive_range_never_runs_out_of_ports(ftp_server):
+    # The server closes a download's data connection first, so each one
+    # leaves its passive port in TIME_WAIT for a minute. Without
+    # SO_REUSEADDR the fifth transfer on a range of four found no port.
+    first = free_port_run(4)
+    srv = ftp_server(ftp_passive_ports=(first, first + 3))
+    srv.add_user("alice")
+    client = srv.login()
+    put(client, "f", b"burst")
+    for _ in range(20):
+        assert get(client, "f") == b"burst"
+        assert client.nlst() == ["f"]
+
+
+def test_a_passive_port_in_use_by_a_live_listener_is_still_skipped(ftp_server):
+    # SO_REUSEADDR lets a port in TIME_WAIT be bound again; on Linux it
+    # never lets two sockets listen on one port, so a busy port is skipped.
+    first = free_port_run(2)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", first))
+    holder.listen(1)
+    try:
+        srv = ftp_server(ftp_passive_ports=(first, first + 1))
+        srv.add_user("alice")
+        client = srv.login()
+        for _ in range(3):
+            _host, port = client.makepasv()
+            assert port == first + 1
+    finally:
+        holder.close()
 
 
 def test_pasv_announces_the_masquerade_address_and_epsv_only_a_port(ftp_server):
@@ -556,29 +589,6 @@ def test_unknown_and_malformed_commands(srv):
     assert "RETR" in client.sendcmd("HELP")
     assert client.sendcmd("SYST") == "215 UNIX Type: L8"
     assert client.sendcmd("ABOR").startswith("225")
-
-
-def _free_port_run(count: int) -> int:
-    """The first of *count* consecutive ports that are free now."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + count > 65535:
-            continue
-        try:
-            held = []
-            for port in range(first, first + count):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise AssertionError("no run of free ports")
 
 
 # --- sockftp serve ----------------------------------------------------------------------------------------

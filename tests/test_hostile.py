@@ -118,7 +118,7 @@ def test_clients_that_request_a_download_and_never_read_it_are_cut_while_others_
     assert_served_promptly(srv)
 
 
-def test_a_petabyte_upload_announcement_costs_nothing_and_a_quota_refuses_it_at_once(server):
+def test_a_petabyte_upload_announcement_costs_nothing_and_is_refused_at_once(server):
     srv = server(idle_timeout=1.0, login_failure_delay=0.01)
     add_user(srv.root, "alice", quota_bytes=10 * MiB)
     petabyte = 2**50
@@ -136,9 +136,20 @@ def test_a_petabyte_upload_announcement_costs_nothing_and_a_quota_refuses_it_at_
     with srv.client(user="alice", password="secret") as alice:
         assert_usage_matches_disk(alice, home)
 
-    # No quota: the announcement is accepted, but only bytes that arrive take room.
+    # No quota: the disk has no room for a petabyte, which is refused as
+    # announced too (insufficient_storage), and nothing is kept.
     sock = started_session(srv)
+    started = time.monotonic()
     send_frame(sock, {"cmd": "put", "path": "huge.bin", "size": petabyte}, chunk)
+    assert error_of(recv_frame(sock)) == "insufficient_storage"
+    assert_closed(sock)
+    assert time.monotonic() - started < 1.5
+    assert visible(srv.anon_dir) == {} and partial_sizes(srv.anon_dir) == []
+
+    # A size the disk can hold is accepted, but only bytes that arrive take room.
+    big = 64 * MiB
+    sock = started_session(srv)
+    send_frame(sock, {"cmd": "put", "path": "huge.bin", "size": big}, chunk)
     wait_until(lambda: partial_sizes(srv.anon_dir) == [MiB], what="the megabyte that came")
     (held,) = srv.anon_dir.glob(".sockftp-part-*")
     # Disk is reserved at most one window ahead of the bytes (sockftp.disk.prealloc), never for the petabyte.
@@ -153,7 +164,7 @@ def test_a_petabyte_upload_announcement_costs_nothing_and_a_quota_refuses_it_at_
     assert held.stat().st_blocks * 512 <= MiB + 256 * 1024
     with srv.client() as anonymous:
         assert_usage_matches_disk(anonymous, srv.anon_dir)
-        assert anonymous.request({"cmd": "resume", "path": "huge.bin", "size": petabyte})["offset"] == MiB
+        assert anonymous.request({"cmd": "resume", "path": "huge.bin", "size": big})["offset"] == MiB
 
 
 # --- limits ---------------------------------------------------------------------------------------

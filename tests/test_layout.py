@@ -154,7 +154,6 @@ def test_imports_point_one_way(graph):
     assert wrong == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli and cli.shell import each other until the cli is split")
 def test_no_import_cycles(graph):
     assert find_cycle(graph) is None
 

@@ -20,8 +20,8 @@ from conftest import add_user, encode_frame, recv_frame, wait_until
 
 from sockftp.accounts.sqlite import POOL_SIZE
 from sockftp.client import Client
-from sockftp.server import listener as server_module
-from sockftp.server.listener import QUICK_BATCH
+from sockftp.server import handler as handler_module  # the module whose handle() reads PARK_AFTER
+from sockftp.server.handler import QUICK_BATCH
 
 PASSWORD = "alice's long passphrase"
 HELLO = {"cmd": "hello", "versions": [1]}
@@ -129,7 +129,7 @@ def test_a_client_that_never_reads_its_replies_holds_up_no_one_else(srv, monkeyp
     # session to park, so each burst is a batch the parking lot's thread may
     # serve. Its replies must never be sent from that thread with a wait:
     # other clients still connect, log in and get answers at once.
-    monkeypatch.setattr(server_module, "PARK_AFTER", 0.05)
+    monkeypatch.setattr(handler_module, "PARK_AFTER", 0.05)
     token = a_token(srv)
     holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
     hog = socket.socket()
@@ -167,7 +167,7 @@ def test_a_command_name_that_is_no_string_is_refused_and_the_session_still_ends(
     # A session wakes on the parking lot's thread, whose quick path looks
     # the name up first: a list or an object there must be refused as ever,
     # and must not strand the session when its client leaves.
-    monkeypatch.setattr(server_module, "PARK_AFTER", 0.02)
+    monkeypatch.setattr(handler_module, "PARK_AFTER", 0.02)
     running = server(anonymous=anonymous)
     sock = socket.create_connection((running.host, running.port), timeout=10)
     sock.sendall(encode_frame(HELLO))
@@ -230,7 +230,7 @@ def test_replies_a_client_never_takes_end_its_session_without_an_error(server, c
 
 
 def test_a_client_that_pings_from_the_parking_lot_is_still_closed_at_its_login_deadline(server, monkeypatch):
-    monkeypatch.setattr(server_module, "PARK_AFTER", 0.02)
+    monkeypatch.setattr(handler_module, "PARK_AFTER", 0.02)
     running = server(anonymous=False, header_timeout=0.6, idle_timeout=5)
     sock = running.raw()
     started = time.monotonic()
@@ -251,14 +251,14 @@ def test_while_many_workers_are_busy_the_parking_lot_hands_everything_over(srv, 
     token = a_token(srv)
     holder = Client(srv.host, srv.port, user="alice", token=token, timeout=10)
     uploads = []
-    for n in range(server_module.QUICK_WHILE_BUSY + 1):
+    for n in range(handler_module.QUICK_WHILE_BUSY + 1):
         sock = socket.create_connection((srv.host, srv.port), timeout=10)
         sock.sendall(encode_frame({"cmd": "auth", "user": "alice", "token": token}))
         assert recv_frame(sock)["user"] == "alice"
         # An upload whose bytes stop coming: its worker waits in receive.
         sock.sendall(encode_frame({"cmd": "put", "path": f"slow{n}", "size": 1 << 20}) + b"x" * 1000)
         uploads.append(sock)
-    wait_until(lambda: srv.server.workers.busy > server_module.QUICK_WHILE_BUSY, what="busy workers")
+    wait_until(lambda: srv.server.workers.busy > handler_module.QUICK_WHILE_BUSY, what="busy workers")
     # Every upload is on its worker (a worker still ending an earlier
     # session also counts as busy): only the holder is parked.
     wait_until(lambda: len(srv.server.parking) == 1, what="only the holder parked")
@@ -331,7 +331,7 @@ def test_any_bytes_sent_to_parked_sessions_get_frames_and_the_session_ends(srv, 
     # handed over) on the parking lot's thread. Whatever the bytes, the
     # replies are frames, none is an internal error, the session ends when
     # the client does, and the server logs no error.
-    monkeypatch.setattr(server_module, "PARK_AFTER", 0.01)
+    monkeypatch.setattr(handler_module, "PARK_AFTER", 0.01)
     if not hasattr(srv, "token"):
         srv.token = a_token(srv)
         srv.holder = Client(srv.host, srv.port, user="alice", token=srv.token, timeout=10)  # alice has a session

@@ -71,7 +71,7 @@ class QuotaMachine(RuleBasedStateMachine):
         data = os.urandom(size)
         try:
             held = self.storage.partial_size(path, size)
-            # at_once: the unnamed file's way (see storage.local.UnnamedUpload)
+            # at_once: the unnamed file's way (see storage.local_files.UnnamedUpload)
             upload = self.storage.open_upload(path, size, held, at_once=at_once)
         except SockftpError:
             return

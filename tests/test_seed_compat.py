@@ -14,6 +14,7 @@ import socket
 import struct
 
 from conftest import recv_exact, recv_frame
+from ftp_support import ftp_server_fixture  # noqa: F401 - a fixture
 
 from sockftp.protocol import checksum
 
@@ -103,3 +104,40 @@ def test_seed_put_replaces_an_existing_file(srv):
         seed_put(sock, "doc.txt", b"new")
         assert recv_frame(sock)["ok"] is True
     assert (srv.anon_dir / "doc.txt").read_bytes() == b"new"
+
+
+def test_a_seed_put_is_hashed_as_it_arrives_and_its_checksum_kept(srv):
+    # A seed-style put sends no checksum. The server hashes it anyway: the
+    # reply says what was stored, and the checksum is kept with the file,
+    # so the first get needs no read of the whole file to hash it.
+    data = os.urandom(3 * 1024 * 1024 + 7)  # above SMALL_FILE, so it is kept in an xattr
+    with seed_connect(srv) as sock:
+        seed_put(sock, "big.bin", data)
+        reply = recv_frame(sock)
+    assert reply["ok"] is True
+    assert reply["checksum"] == checksum.of_bytes(data)
+    stored = os.getxattr(srv.anon_dir / "big.bin", "user.sockftp.checksum").decode()
+    assert stored.endswith(":" + checksum.of_bytes(data))
+    with seed_connect(srv) as sock:
+        got, body = seed_get(sock, "big.bin")
+    assert body == data and got["checksum"] == reply["checksum"]
+
+
+def test_a_small_seed_put_returns_its_checksum_too(srv):
+    with seed_connect(srv) as sock:
+        seed_put(sock, "small.txt", b"hello")
+        reply = recv_frame(sock)
+    assert reply["checksum"] == checksum.of_bytes(b"hello")
+
+
+def test_an_ftp_upload_is_hashed_as_it_arrives_and_hash_needs_no_read(ftp_server):
+    import io
+
+    srv = ftp_server()
+    home = srv.add_user("alice")
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    client = srv.login()
+    client.storbinary("STOR f.bin", io.BytesIO(data))
+    stored = os.getxattr(home / "f.bin", "user.sockftp.checksum").decode()
+    assert stored.endswith(":" + checksum.of_bytes(data))
+    assert client.sendcmd("HASH f.bin").split()[3] == checksum.of_bytes(data).split(":")[1]

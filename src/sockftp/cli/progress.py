@@ -13,21 +13,12 @@ import os
 import sys
 import time
 
+from ..protocol.units import human_size  # noqa: F401 - re-exported: the cli formats sizes with it
+
 #: Seconds between two redraws of a bar. The client reports every chunk it
 #: moves, often thousands a second; redrawing for each would cost more than
 #: the transfer.
 REDRAW_INTERVAL = 0.1
-
-
-def human_size(size: float) -> str:
-    """``512 B``, ``4.0 KiB``, ``10.0 MiB``: binary units, one decimal."""
-    if size < 1024:
-        return f"{int(size)} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        size /= 1024
-        if size < 1024 or unit == "PiB":
-            return f"{size:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def bars_wanted(quiet: bool, force: bool) -> bool:

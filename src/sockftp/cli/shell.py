@@ -11,6 +11,10 @@ With a terminal, the prompt shows the remote directory, Tab completes
 remote and local names, and history is kept in ``~/.sockftp_history``. With
 a pipe, commands are read one per line, silently, and the exit status is 1
 if any of them failed.
+
+The shell reuses what the one-shot commands do (:mod:`sockftp.cli.files`),
+so both behave alike. Nothing but the package ``__init__`` may import this
+module: it sits on top of the others, and an import back would be a cycle.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import click
 
 from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry
 from ..protocol.errors import FATAL_CODES, ConnectionLost, SockftpError, Timeout
-from . import download, error_message, format_entry, format_quota, make_display, move, stat_lines, upload
+from .base import client_command, display_options, error_message, main, make_display
+from .files import download, move, stat_lines, upload
+from .format import format_entry, format_quota
 
 HISTORY_FILE = "~/.sockftp_history"
 HISTORY_LENGTH = 1000
@@ -293,6 +299,22 @@ class Shell(cmd.Cmd):
         if self.lost:
             return []  # do not reconnect in the middle of typing
         return [(e.name, e.type == DIRECTORY) for e in self.client.ls(directory)]
+
+
+# -- the command: sockftp shell ---------------------------------------------------------------
+
+
+@main.command()
+@display_options
+@client_command
+def shell(server, quiet, force_progress) -> None:
+    """Interactive session: cd, ls, put, get, lcd, ... (type help).
+
+    Commands may also come from a pipe, one per line.
+    """
+    with server.connect() as client:
+        status = run_shell(client, quiet=quiet, force_progress=force_progress)
+    click.get_current_context().exit(status)
 
 
 def run_shell(client, *, quiet: bool = False, force_progress: bool = False) -> int:

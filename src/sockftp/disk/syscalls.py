@@ -83,7 +83,7 @@ def link_by_descriptor(fd: int, name: str, dir_fd: int) -> None:
 def empty_path_linker() -> Callable[[int, str, int], None] | None:
     """A function like :func:`link_by_descriptor` through ``linkat`` with
     ``AT_EMPTY_PATH``, or None without libc's ``linkat``. Whether the
-    kernel allows it is for the caller to try (see storage.local)."""
+    kernel allows it is for the caller to try (see storage.local_files)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "linkat"):
         return None

@@ -12,9 +12,9 @@ The data path, one module per step:
   arguments (pure);
 * ``replies.py``: replies to bytes, and sockftp's errors to reply codes (pure);
 * ``listing.py``: storage entries to LIST, NLST and MLSD lines (pure);
-* ``commands.py``: one function per command, over a session and its
-  storage; every decision (logins, RFC 2577 checks, resume) is taken here,
-  and none of it touches a socket;
+* ``commands/``: one function per command, over a session and its
+  storage, one module per kind of command; every decision (logins,
+  RFC 2577 checks, resume) is taken here, and none of it touches a socket;
 * ``control.py``: the control connection's socket, TLS included;
 * ``data.py``: data connections, passive and active, TLS, timeouts, and
   the loops that move file bytes;

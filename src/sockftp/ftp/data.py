@@ -324,6 +324,11 @@ class DataChannels:
         for port in self._candidate_ports():
             listener = socket.socket(self.family, socket.SOCK_STREAM)
             try:
+                # Each transfer the server ends first leaves its port in
+                # TIME_WAIT for a minute; without this a burst of transfers
+                # larger than the range finds no port. Linux still refuses
+                # a port another socket listens on, so busy ports are skipped.
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 listener.bind((self.local, port))
                 listener.listen(1)
             except OSError as exc:

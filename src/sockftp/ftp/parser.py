@@ -15,7 +15,10 @@ nothing else.
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import ipaddress
+import re
 import time
 from dataclasses import dataclass
 
@@ -235,6 +238,25 @@ def split_list_options(argument: str) -> tuple[str, str]:
         options += word[1:]
         rest = rest.lstrip()
     return options, rest
+
+
+_TIME_VAL = re.compile(r"^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,9}))?$")
+
+
+def parse_time(text: str) -> float | None:
+    """An RFC 3659 time-val (``YYYYMMDDHHMMSS[.sss]``, UTC) as seconds
+    since the epoch; None if *text* is not one, or names no real time."""
+    match = _TIME_VAL.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    try:
+        # datetime checks the calendar (no 31 February), timegm does not.
+        moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    fraction = match.group(7)
+    return calendar.timegm(moment.timetuple()) + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
 def format_time(seconds: float, fraction: bool = False) -> str:

@@ -79,6 +79,7 @@ _CODES = {
     ErrorCode.BUSY: 450,  # file unavailable (busy): try again later
     ErrorCode.QUOTA_EXCEEDED: 552,  # exceeded storage allocation
     ErrorCode.NO_SPACE: 452,  # insufficient storage space
+    ErrorCode.INSUFFICIENT_STORAGE: 452,
     ErrorCode.OFFSET_MISMATCH: 554,  # invalid REST parameter (RFC 3659)
     ErrorCode.CHECKSUM_MISMATCH: 451,
     ErrorCode.IO_ERROR: 451,  # local error in processing

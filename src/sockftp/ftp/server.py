@@ -29,9 +29,10 @@ from ..protocol.errors import Banned, SockftpError, Timeout, TooManySessions
 from ..protocol.limits import LISTEN_BACKLOG
 from ..protocol.wire import ConnectionClosed
 from ..server import audit
-from ..server.listener import _peer, _resolve  # the main listener's, so both resolve and log alike
+from ..server.listener import _resolve  # the main listener's, so both resolve alike
 from ..server.ratelimit import RateLimit
 from ..server.session import Identity, Session
+from ..server.sockets import _peer  # and log peers alike
 from . import commands
 from .commands import Context, Link, Settings, State
 from .control import ABORT, ANSWERED, LATER, ControlConnection

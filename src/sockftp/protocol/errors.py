@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     CHECKSUM_MISMATCH = "checksum_mismatch"
     OFFSET_MISMATCH = "offset_mismatch"
     NO_SPACE = "no_space"
+    INSUFFICIENT_STORAGE = "insufficient_storage"  # refused up front: the rest would not fit
     QUOTA_EXCEEDED = "quota_exceeded"
     # -- the server --
     TOO_MANY_SESSIONS = "too_many_sessions"
@@ -129,6 +130,9 @@ OffsetMismatch = _subclass(
     "OffsetMismatch", ErrorCode.OFFSET_MISMATCH, "The resume offset does not match what is held."
 )
 NoSpace = _subclass("NoSpace", ErrorCode.NO_SPACE, "The server's disk is full.")
+InsufficientStorage = _subclass(
+    "InsufficientStorage", ErrorCode.INSUFFICIENT_STORAGE, "The server has no room for the rest of this upload."
+)
 QuotaExceeded = _subclass("QuotaExceeded", ErrorCode.QUOTA_EXCEEDED, "The quota would be exceeded.")
 TooManySessions = _subclass(
     "TooManySessions", ErrorCode.TOO_MANY_SESSIONS, "The server or this address has too many sessions."

@@ -55,6 +55,22 @@ def integer(
     return value
 
 
+#: The latest modification time a request may set: the year 9999, as far as
+#: FTP's MFMT and every filesystem sockftp runs on can write.
+MAX_TIMESTAMP = 253402300799.0
+
+
+def timestamp(header: dict, name: str) -> float | None:
+    """An optional time in seconds since the epoch (a number, fractions
+    allowed), from 1970 to the year 9999; None if absent or null."""
+    value = header.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_TIMESTAMP:
+        raise BadRequest(f"field {name!r} must be a number of seconds since 1970, up to the year 9999")
+    return float(value)
+
+
 def boolean(header: dict, name: str, default: bool = False) -> bool:
     value = header.get(name, default)
     if value is None:

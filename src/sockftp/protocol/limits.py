@@ -134,3 +134,8 @@ PARK_AFTER = 0.5
 
 #: Seconds an idle worker thread waits for another session before it ends.
 WORKER_LINGER = 1.0
+
+#: Seconds a partial upload may sit untouched before the janitor removes it
+#: (a week, as a client that lost its connection on Friday resumes on
+#: Monday); until then it counts against its owner's quota.
+PARTIAL_TTL = 7 * 24 * 3600.0

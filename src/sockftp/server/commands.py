@@ -63,6 +63,7 @@ FEATURES = (
     "accounts",  # the auth command; homes per user
     "quota",  # the quota (df) command; quota_exceeded on put
     "tokens",  # re-login tokens: auth with new_token or token; the revoke command
+    "mtime",  # put keeps the modification time it is given
 )
 
 
@@ -441,6 +442,7 @@ def put(ctx: Context, req: dict) -> dict:
         expected = protocol.string(req, "checksum", default=None)
         if expected is not None and expected != "trailer" and not checksums.is_valid(expected):
             raise BadRequest(f"field 'checksum' must be 'trailer' or one of {list(checksums.ALGORITHMS)} 'ALG:HEX'")
+        mtime = protocol.timestamp(req, "mtime")
         ctx.session.require_write()
         target = _path(ctx, req, aliases=("filename",))
         if target == ctx.session.identity.home:
@@ -449,6 +451,7 @@ def put(ctx: Context, req: dict) -> dict:
         # limit to pause for: nothing to wait for between start and commit.
         at_once = expected != "trailer" and not ctx.wire.limits and ctx.wire.decoder.buffered >= count
         upload = ctx.session.storage.open_upload(target, size, offset, at_once=at_once)
+        upload.set_mtime(mtime)
     except SockftpError:
         _skip_upload(ctx, count, trailer=req.get("checksum") == "trailer")
         raise
@@ -456,7 +459,11 @@ def put(ctx: Context, req: dict) -> dict:
 
 
 def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> dict:
-    hasher = checksums.Hasher() if expected is not None else None
+    # Every upload is hashed as it arrives, checksum sent or not (a few
+    # percent of a core): the reply then tells a client that sent none what
+    # was stored, the checksum is kept with the file, and no get of a file
+    # sockftp stored ever has to read it all first to hash it.
+    hasher = checksums.Hasher()
     failures: list[SockftpError] = []
     received = 0
 
@@ -478,7 +485,7 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
             ctx.close = True
             raise failures[0]
 
-    if hasher is not None and upload.offset:
+    if upload.offset:
         try:
             upload.hash_existing(hasher)
         except Exception:
@@ -493,8 +500,8 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
             expected = _read_trailer(ctx)
         if failures:
             raise failures[0]
-        actual = hasher.value() if hasher is not None else None
-        if actual != expected:
+        actual = hasher.value()
+        if expected is not None and actual != expected:
             upload.discard()
             raise ChecksumMismatch(
                 f"upload of {ctx.path} arrived damaged: expected {expected}, got {actual}; nothing was stored",

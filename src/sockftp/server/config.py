@@ -64,6 +64,10 @@ class ServerConfig:
     header_timeout: float = limits.HEADER_TIMEOUT
     shutdown_grace: float = limits.SHUTDOWN_GRACE
     fsync: bool = False  # fsync each upload before it becomes visible
+    #: Disk space kept free: bytes, or a share of the disk (0.01 for "1%");
+    #: None for the smaller of 1% and 1 GiB (see storage.space).
+    min_free: int | float | None = None
+    partial_ttl: float = limits.PARTIAL_TTL  # seconds before an untouched partial is removed
     sendfile: bool = True  # zero-copy downloads without TLS (see Wire.use_sendfile)
     log_level: str = "info"
     # -- TLS: both or neither
@@ -182,6 +186,22 @@ def parse_ipv4(value) -> str:
         raise ConfigError(f"expected an IPv4 address such as 203.0.113.7, got {_show(value)}") from None
 
 
+def parse_reserve(value: str | int) -> int | float:
+    """Disk space to keep free: a size (``"1G"``, bytes as an int) or a
+    share of the disk (``"1%"``, returned as the fraction 0.01)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1])
+        except ValueError:
+            share = -1.0
+        if not (0 <= share < 100) or not math.isfinite(share):
+            raise ValueError(f"expected a share of the disk from 0% to 99%, got {_show(value)}")
+        return share / 100
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f'expected a size such as "1G" or a share such as "1%", got {_show(value)}')
+    return parse_size(value)
+
+
 # -- the config file ---------------------------------------------------------------------
 
 
@@ -199,7 +219,7 @@ class ConfigError(ValueError):
 class Setting:
     """How one ServerConfig field is read from a file or a flag, and its valid range."""
 
-    kind: str  # "str", "int", "seconds", "bool", "size", "path", "file", "choice", "ports", "ipv4"
+    kind: str  # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4"
     minimum: float | None = None
     maximum: float | None = None
     above: bool = False  # the minimum itself is not allowed
@@ -223,6 +243,8 @@ class Setting:
             return parse_port_range(value)
         if kind == "ipv4":
             return parse_ipv4(value)
+        if kind == "reserve":
+            return parse_reserve(value)
         if kind == "size":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f'expected a size (bytes, or a string such as "10M"), got {_show(value)}')
@@ -283,6 +305,8 @@ SETTINGS: dict[str, Setting] = {
     "header_timeout": Setting("seconds", 0, above=True),
     "shutdown_grace": Setting("seconds", 0),
     "fsync": Setting("bool"),
+    "min_free": Setting("reserve"),
+    "partial_ttl": Setting("seconds", 0, above=True),
     "sendfile": Setting("bool"),
     "log_level": Setting("choice", choices=("debug", "info", "warning", "error")),
     "tls_cert": Setting("file"),

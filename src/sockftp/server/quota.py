@@ -466,6 +466,32 @@ class QuotaRegistry:
         if keeper is not None and keeper.owes:
             keeper.flush()  # a last try at what the store missed
 
+    def removed_behind(self, name: str, size: int) -> None:
+        """*size* bytes of *name*'s were removed behind the sessions' backs
+        (the janitor's expired partials): usage gives them back, in memory
+        and in the account store. A user with no ledger here (not logged
+        in since the start) has only the store to tell; that write is made
+        under the registry's lock, so a first login reads the store either
+        before it (and then its ledger takes the change) or after."""
+        with self._lock:
+            ledger = self._ledgers.get(name)
+            if ledger is None:
+                if self.users is not None and name not in RESERVED_NAMES:
+                    try:
+                        self.users.add_usage(name, -size, 0, 0)
+                    except StoreError as exc:
+                        log.warning(
+                            "the usage of %s still counts a removed partial of %s (run: sockftp user rescan %s): %s",
+                            name,
+                            human(size),
+                            name,
+                            exc,
+                        )
+                return
+        keeper = ledger.begin()  # after a load or measure under way, which may have counted the partial
+        ledger.adjust(-size)
+        ledger.end(keeper, -size, 0)
+
 
 class QuotaStorage(Storage):
     """*inner*, with every change accounted in *ledger*."""
@@ -493,6 +519,12 @@ class QuotaStorage(Storage):
 
     def usage(self, path: RemotePath) -> Usage:
         return self.inner.usage(path)
+
+    def check_space(self, count: int) -> None:
+        self.inner.check_space(count)
+
+    def set_mtime(self, path: RemotePath, mtime: float) -> None:
+        self.inner.set_mtime(path, mtime)
 
     def mkdir(self, path: RemotePath, parents: bool = False) -> None:
         self.inner.mkdir(path, parents)
@@ -634,6 +666,9 @@ class QuotaUpload(Upload):
     @property
     def offset(self) -> int:
         return self.inner.offset
+
+    def set_mtime(self, mtime: float | None) -> None:
+        self.inner.set_mtime(mtime)
 
     def hash_existing(self, hasher) -> None:
         self.inner.hash_existing(hasher)

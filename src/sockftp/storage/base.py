@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry
+from ..protocol.errors import PermissionDenied
 from ..protocol.paths import RemotePath
 
 __all__ = ["DIRECTORY", "FILE", "LINK", "OTHER", "Entry", "Usage", "Download", "Upload", "Storage"]
@@ -83,6 +84,14 @@ class Upload(ABC):
     #: Bytes this upload wrote and then could not keep: a commit that
     #: failed and kept no partial, or a :meth:`keep` that could not.
     lost: int = 0
+
+    #: The modification time the file gets when it commits (seconds since
+    #: the epoch); None for the time of the commit.
+    mtime: float | None = None
+
+    def set_mtime(self, mtime: float | None) -> None:
+        """Give the file *mtime* when it commits, as ``rsync -t`` keeps it."""
+        self.mtime = mtime
 
     @abstractmethod
     def hash_existing(self, hasher) -> None:
@@ -201,6 +210,22 @@ class Storage(ABC):
     @abstractmethod
     def usage(self, path: RemotePath) -> Usage:
         """What the subtree at *path* holds (nothing if it does not exist)."""
+
+    def set_mtime(self, path: RemotePath, mtime: float) -> None:
+        """Set the modification time of the file or directory at *path*.
+        Raises NotFound, PathRefused, PermissionDenied."""
+        raise PermissionDenied("this storage cannot set modification times")
+
+    def expire_partials(self, path: RemotePath, untouched_since: float) -> Iterator[tuple[RemotePath, int]]:
+        """Remove the partial uploads under *path* that no upload holds and
+        nothing wrote to since *untouched_since* (seconds since the epoch).
+        Yields, for each, the directory it was in and the bytes it held.
+        A backend without partials yields nothing."""
+        return iter(())
+
+    def check_space(self, count: int) -> None:
+        """Raise InsufficientStorage unless *count* more bytes fit now. For
+        a backend that cannot tell (an object store), anything fits."""
 
     def close(self) -> None:
         """Release what the backend holds open."""

@@ -16,82 +16,58 @@ committed file carries its checksum, keyed by size and mtime, so downloads
 need not hash it again. Where the filesystem has no extended attributes,
 both degrade: resumes rely on the final checksum and downloads hash on
 demand.
+
+The open files themselves (LocalDownload, LocalUpload, UnnamedUpload) and
+the low-level helpers beneath them are in :mod:`sockftp.storage.local_files`.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
-import logging
 import os
-import secrets
 import stat as statmod
+import time
 from collections.abc import Iterator
 
-from ..disk.prealloc import Preallocation
-from ..disk.syscalls import directory_opener, empty_path_linker, link_by_descriptor
-from ..protocol import checksum as checksums
+from ..disk.syscalls import directory_opener
 from ..protocol.errors import (
     Busy,
     Exists,
-    IOFailure,
     IsADirectory,
-    NoSpace,
     NotADirectory,
-    NotEmpty,
     NotFound,
     OffsetMismatch,
     PathRefused,
-    SockftpError,
+    PermissionDenied,
 )
 from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
 from ..protocol.paths import RemotePath
 from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
 
-log = logging.getLogger("sockftp.storage")
-
-PARTIAL_PREFIX = RESERVED_PREFIX + "-part-"
-_XATTR_CHECKSUM = "user.sockftp.checksum"
-_XATTR_UPLOAD_SIZE = "user.sockftp.upload-size"
+# The open files, and the conventions the tree shares with them. PARTIAL_PREFIX
+# and partial_name are also imported from here by tests and tools.
+from .local_files import (
+    _CREATE_UNNAMED,
+    _XATTR_UPLOAD_SIZE,
+    PARTIAL_PREFIX,
+    LocalDownload,
+    LocalUpload,
+    UnnamedUpload,
+    _cache_checksum,
+    _copy_prefix,
+    _error,
+    _open_regular,
+    _probe_xattrs,
+    _read_upload_size,
+    _remove_upload_size,
+    _unnamed_linker,
+    _valid_cached_checksum,
+    partial_name,
+)
+from .space import DiskSpace
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_HASH_BUFFER = 4 * 1024 * 1024
-
-
-def partial_name(name: str) -> str:
-    """The hidden partial file for *name*: fixed length whatever the name."""
-    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return PARTIAL_PREFIX + digest
-
-
-def _error(exc: OSError, path: RemotePath) -> SockftpError:
-    """The protocol error for an OS error on *path*."""
-    code = exc.errno
-    if code == errno.ENOENT:
-        return NotFound("no such file or directory: {path}", path=path)
-    if code == errno.EEXIST:
-        return Exists("already exists: {path}", path=path)
-    if code == errno.ENOTDIR:
-        return NotADirectory("not a directory: {path}", path=path)
-    if code == errno.EISDIR:
-        return IsADirectory("is a directory: {path}", path=path)
-    if code == errno.ENOTEMPTY:
-        return NotEmpty("directory not empty: {path}", path=path)
-    if code == errno.ELOOP:
-        return PathRefused("symbolic links are not followed: {path}", path=path)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpace("no space left on the server for {path}", path=path)
-    if code == errno.ENAMETOOLONG:
-        return PathRefused("name too long for the server's filesystem: {path}", path=path)
-    if code == errno.EINVAL:
-        return PathRefused("invalid operation on {path}", path=path)
-    if code in (errno.EMFILE, errno.ENFILE):
-        # Passing (descriptors come back as sessions and transfers end), and
-        # logged by whoever was refused: one line per failure is enough.
-        return IOFailure("the server is out of file descriptors; try again shortly")
-    log.warning("storage error on %s: %s", "/".join(path), exc)
-    return IOFailure(f"storage error on {{path}}: {exc.strerror}", path=path)
 
 
 def _entry(name: str, st: os.stat_result) -> Entry:
@@ -120,16 +96,21 @@ def _display_name(name: str) -> str:
 class LocalStorage(Storage):
     """Files under *root*, which is created if missing."""
 
-    def __init__(self, root: str | os.PathLike, fsync: bool = False):
+    def __init__(self, root: str | os.PathLike, fsync: bool = False, min_free: int | float | None = None):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.abspath(root)
         self.fsync = fsync
+        #: Free space less a reserve and what uploads under way were promised.
+        self.space = DiskSpace(self.root, min_free)
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.xattrs = _probe_xattrs(self._root_fd)
         self._open_below = directory_opener(_DIR_FLAGS, self._root_fd)  # None: walk
         #: Small uploads go to unnamed files (see UnnamedUpload), named by this.
         self.link_unnamed = _unnamed_linker(self._root_fd)
         self.unnamed = self.link_unnamed is not None
+
+    def check_space(self, count: int) -> None:
+        self.space.check(count)
 
     def close(self) -> None:
         fd, self._root_fd = self._root_fd, -1
@@ -201,17 +182,84 @@ class LocalStorage(Storage):
         with self.open_read(path) as download:
             return download.checksum()
 
+    def set_mtime(self, path: RemotePath, mtime: float) -> None:
+        if not path:
+            raise PermissionDenied("the root's time is not the client's to set")
+        parent_fd = self._parent(path)
+        try:
+            # Opened, not changed by name: a link put in the way meanwhile
+            # is refused by O_NOFOLLOW rather than followed out of the jail.
+            try:
+                fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PathRefused("{path} is a symbolic link", path=path) from None
+                raise
+            try:
+                keep_checksum = self.xattrs and statmod.S_ISREG(os.fstat(fd).st_mode)
+                cached = _valid_cached_checksum(fd) if keep_checksum else None
+                os.utime(fd, ns=(time.time_ns(), round(mtime * 1e9)))
+                if cached is not None:
+                    # The cached checksum is keyed by size and time, so that a
+                    # change behind the server's back voids it; this one is ours.
+                    _cache_checksum(fd, cached)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(parent_fd)
+
     def usage(self, path: RemotePath) -> Usage:
+        total = files = 0
+        for _fd, _directory, name, st in self._walk_files(path):
+            total += st.st_size
+            files += not name.startswith(RESERVED_PREFIX)
+        return Usage(total, files)
+
+    def expire_partials(self, path: RemotePath, untouched_since: float) -> Iterator[tuple[RemotePath, int]]:
+        for fd, directory, name, st in self._walk_files(path):
+            if not name.startswith(PARTIAL_PREFIX) or st.st_mtime >= untouched_since:
+                continue
+            try:
+                partial_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                continue  # taken or committed meanwhile
+            try:
+                try:
+                    # An upload holds its partial's lock while it runs: never
+                    # take a partial from under one, however old it looks.
+                    fcntl.flock(partial_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                held = os.fstat(partial_fd)
+                try:
+                    current = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                # Still the same file, and still untouched now we hold it.
+                if (current.st_ino, current.st_dev) != (held.st_ino, held.st_dev) or held.st_mtime >= untouched_since:
+                    continue
+                os.unlink(name, dir_fd=fd)
+                yield directory, held.st_size
+            finally:
+                os.close(partial_fd)
+
+    def _walk_files(self, path: RemotePath) -> Iterator[tuple[int, RemotePath, str, os.stat_result]]:
+        """Every regular file under *path*, partials included: its
+        directory's descriptor (open while the caller looks), that
+        directory's path, its name and its stat. Nothing if *path* is not
+        a directory."""
         try:
             fd = self._open_dir(path)
         except (NotFound, NotADirectory):
-            return Usage()
-        total = files = 0
+            return
         # Depth first, holding one descriptor per level of the branch being
-        # measured, never one per directory still to measure: a home with
-        # more directories than the server has free descriptors must not
-        # exhaust them, nor have the ones it could not open go uncounted.
-        branch: list[tuple[int, list[str]]] = []
+        # walked, never one per directory still to walk: a home with more
+        # directories than the server has free descriptors must not exhaust
+        # them, nor have the ones it could not open go unseen.
+        branch: list[tuple[int, RemotePath, list[str]]] = []
+        here = path
         try:
             while fd is not None:
                 subdirectories = []
@@ -222,20 +270,21 @@ class LocalStorage(Storage):
                         except FileNotFoundError:
                             continue  # removed meanwhile
                         if statmod.S_ISREG(st.st_mode):
-                            total += st.st_size
-                            files += not item.name.startswith(RESERVED_PREFIX)
+                            yield fd, here, item.name, st
                         elif statmod.S_ISDIR(st.st_mode):
                             subdirectories.append(item.name)
-                branch.append((fd, subdirectories))
+                branch.append((fd, here, subdirectories))
                 fd = None
                 while branch and fd is None:
-                    parent, pending = branch[-1]
+                    parent, parent_path, pending = branch[-1]
                     if not pending:
                         os.close(parent)
                         branch.pop()
                         continue
+                    name = pending.pop()
                     try:
-                        fd = os.open(pending.pop(), _DIR_FLAGS, dir_fd=parent)
+                        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                        here = (*parent_path, name)
                     except (FileNotFoundError, NotADirectoryError):
                         pass  # removed, or replaced by a file, meanwhile
                     except OSError as exc:
@@ -246,9 +295,8 @@ class LocalStorage(Storage):
         finally:
             if fd is not None:
                 os.close(fd)
-            for parent, _ in branch:
+            for parent, _, _ in branch:
                 os.close(parent)
-        return Usage(total, files)
 
     # -- directories ----------------------------------------------------------
 
@@ -430,6 +478,19 @@ class LocalStorage(Storage):
         # what only a long upload needs: a directory in its way is met by
         # the rename, and its partial carries no size mark unless it stops
         # short (keep). All in hand, it needs no partial at all.
+        # Refused before any disk work if the rest cannot fit (a resume
+        # re-sends at least size - offset bytes).
+        promise = self.space.promise(size - offset) if size is not None else None
+        try:
+            upload = self._open_upload(path, size, offset, at_once)
+        except BaseException:
+            if promise is not None:
+                promise.release()
+            raise
+        upload.promise = promise
+        return upload
+
+    def _open_upload(self, path: RemotePath, size: int | None, offset: int, at_once: bool) -> Upload:
         small = size is not None and size <= SMALL_FILE
         parent_fd = self._parent(path)
         if at_once and small and not offset and self.unnamed:
@@ -590,31 +651,8 @@ class LocalStorage(Storage):
 
 #: Opening a partial: created if missing, never through a link.
 _CREATE_PARTIAL = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_CREATE_UNNAMED = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC
 #: What open(O_TMPFILE) answers where the filesystem (or kernel) cannot.
 _NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
-
-
-def _open_regular(parent_fd: int, path: RemotePath) -> tuple[int, os.stat_result]:
-    """A blocking read descriptor of the regular file *path* (whose parent
-    is open as *parent_fd*), and its stat. Raises NotFound, IsADirectory,
-    PathRefused (a link, a FIFO, a device...)."""
-    try:
-        # O_NONBLOCK so that a FIFO placed in the tree cannot block us.
-        fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent_fd)
-    except OSError as exc:
-        raise _error(exc, path) from None
-    try:
-        st = os.fstat(fd)
-        if statmod.S_ISDIR(st.st_mode):
-            raise IsADirectory("is a directory: {path}", path=path)
-        if not statmod.S_ISREG(st.st_mode):
-            raise PathRefused("not a regular file: {path}", path=path)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
 
 
 def _is_link(name: str, dir_fd: int) -> bool:
@@ -622,289 +660,3 @@ def _is_link(name: str, dir_fd: int) -> bool:
         return statmod.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
-
-
-def _probe_xattrs(fd: int) -> bool:
-    try:
-        os.listxattr(fd)
-        return True
-    except OSError:
-        return False
-
-
-def _unnamed_linker(dir_fd: int):
-    """How to give an unnamed file a name in *dir_fd*'s filesystem: the
-    cheapest way that works there (``linkat`` by descriptor, else through
-    /proc), or None if unnamed files cannot be made and named there."""
-    for link in (empty_path_linker(), link_by_descriptor):
-        if link is None:
-            continue
-        probe = RESERVED_PREFIX + "-probe-" + secrets.token_hex(8)
-        try:
-            fd = os.open(".", _CREATE_UNNAMED, 0o644, dir_fd=dir_fd)
-        except OSError:
-            return None
-        try:
-            link(fd, probe, dir_fd)
-            os.unlink(probe, dir_fd=dir_fd)
-            return link
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    return None
-
-
-def _remove_upload_size(fd: int) -> None:
-    try:
-        os.removexattr(fd, _XATTR_UPLOAD_SIZE)
-    except OSError:
-        pass  # there was none
-
-
-def _copy_prefix(source_fd: int, target_fd: int, count: int) -> None:
-    """Copy the first *count* bytes of *source_fd* to the start of
-    *target_fd*: in the kernel where it can (copy_file_range shares blocks
-    on filesystems that can), through a buffer where it cannot."""
-    position = 0
-    try:
-        while position < count:
-            copied = os.copy_file_range(source_fd, target_fd, count - position, position, position)
-            if not copied:
-                raise IOFailure("file shrank while it was being copied")
-            position += copied
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    buffer = bytearray(min(_HASH_BUFFER, max(count - position, 1)))
-    view = memoryview(buffer)
-    while position < count:
-        n = os.preadv(source_fd, [view[: min(len(buffer), count - position)]], position)
-        if not n:
-            raise IOFailure("file shrank while it was being copied")
-        written = 0
-        while written < n:
-            written += os.pwrite(target_fd, view[written:n], position + written)
-        position += n
-
-
-def _read_upload_size(fd: int) -> int | None:
-    try:
-        return int(os.getxattr(fd, _XATTR_UPLOAD_SIZE))
-    except (OSError, ValueError):
-        return None
-
-
-class LocalDownload(Download):
-    def __init__(self, fd: int, st: os.stat_result, xattrs: bool):
-        self._fd = fd
-        self._st = st
-        self._xattrs = xattrs
-        self.size = st.st_size
-        self.mtime = st.st_mtime_ns / 1e9
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def readinto(self, buffer, offset: int) -> int:
-        return os.preadv(self._fd, [buffer], offset)
-
-    def checksum(self) -> str:
-        key = f"{self._st.st_size}:{self._st.st_mtime_ns}:"
-        cache = self._xattrs and self.size > SMALL_FILE
-        if cache:
-            try:
-                cached = os.getxattr(self._fd, _XATTR_CHECKSUM).decode()
-                if cached.startswith(key) and checksums.is_valid(cached[len(key) :]):
-                    return cached[len(key) :]
-            except (OSError, UnicodeDecodeError):
-                pass
-        hasher = checksums.Hasher()
-        buf = bytearray(_HASH_BUFFER)
-        view = memoryview(buf)
-        position = 0
-        while position < self.size:
-            n = os.preadv(self._fd, [view[: min(_HASH_BUFFER, self.size - position)]], position)
-            if not n:
-                break
-            hasher.update(view[:n])
-            position += n
-        value = hasher.value()
-        if cache:
-            try:
-                os.setxattr(self._fd, _XATTR_CHECKSUM, (key + value).encode())
-            except OSError:
-                pass  # read-only file or filesystem: hash again next time
-        return value
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-class LocalUpload(Upload):
-    def __init__(self, storage: LocalStorage, path, size, offset, parent_fd, fd, marked: bool = True):
-        self._storage = storage
-        self.path = path
-        self.size = size
-        self.offset = offset
-        self._parent_fd = parent_fd
-        self._fd = fd
-        self._marked = marked  # the partial may carry an upload-size mark
-        self._replaced: tuple[int | None] | None = None  # replaced_size's answer, once asked
-        # Blocks reserved ahead of the writes (see storage.prealloc); only
-        # for an announced size, which also bounds the reservation.
-        self._ahead = Preallocation.for_file(fd, offset, size) if size is not None else None
-
-    def hash_existing(self, hasher) -> None:
-        buf = bytearray(min(_HASH_BUFFER, max(self.offset, 1)))
-        view = memoryview(buf)
-        position = 0
-        while position < self.offset:
-            n = os.preadv(self._fd, [view[: min(len(buf), self.offset - position)]], position)
-            if not n:
-                raise IOFailure("partial upload of {path} shrank while resuming", path=self.path)
-            hasher.update(view[:n])
-            position += n
-
-    def write(self, data) -> None:
-        view = memoryview(data)
-        if self._ahead is not None:
-            self._ahead.cover(self.offset + len(view))
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-                self.offset += written
-        except OSError as exc:
-            raise _error(exc, self.path) from None
-
-    def replaced_size(self) -> int | None:
-        try:
-            st = os.stat(self.path[-1], dir_fd=self._parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            size = None
-        except OSError as exc:
-            raise _error(exc, self.path) from None
-        else:
-            size = st.st_size if statmod.S_ISREG(st.st_mode) else None
-        self._replaced = (size,)
-        return size
-
-    def _replaced_now(self) -> int | None:
-        return self.replaced_size() if self._replaced is None else self._replaced[0]
-
-    def commit(self, checksum: str | None) -> int | None:
-        try:
-            if self._storage.fsync:
-                os.fsync(self._fd)
-            if checksum and self._storage.xattrs and self.offset > SMALL_FILE:
-                st = os.fstat(self._fd)
-                os.setxattr(self._fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
-            replaced = self._publish(self.path[-1], self._parent_fd)
-            if self._storage.fsync:
-                os.fsync(self._parent_fd)
-        except OSError as exc:
-            raise _error(exc, self.path) from None
-        finally:
-            self._close()
-        return replaced
-
-    def _publish(self, name: str, parent_fd: int) -> int | None:
-        """Put the complete file under *name*, atomically; the size of the
-        file it replaced, None if none."""
-        replaced = self._replaced_now()
-        if self._marked:
-            _remove_upload_size(self._fd)
-        try:
-            os.rename(partial_name(name), name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-        except IsADirectoryError:
-            # A small upload onto a directory (not checked when it opened):
-            # nothing to resume, so nothing to keep.
-            os.unlink(partial_name(name), dir_fd=parent_fd)
-            self.lost = self.offset
-            raise
-        return replaced
-
-    def keep(self) -> None:
-        if not self._marked and self.size is not None and self._storage.xattrs and self._fd >= 0:
-            # A small upload stopped short: mark it now, so that a resume of
-            # another size is refused (see open_upload).
-            try:
-                os.setxattr(self._fd, _XATTR_UPLOAD_SIZE, str(self.size).encode())
-            except OSError:
-                pass  # no mark: a resume is then checked by its checksum alone
-            self._marked = True
-        if self._ahead is not None:  # None once closed
-            self._ahead.release(self.offset)  # a kept partial holds only its bytes
-        self._close()
-
-    def discard(self) -> None:
-        try:
-            os.unlink(partial_name(self.path[-1]), dir_fd=self._parent_fd)
-        except OSError:
-            pass
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        self._ahead = None  # it holds the descriptor's number, soon another file's
-        if self._fd >= 0:
-            os.close(self._fd)  # also releases the flock
-            self._fd = -1
-        if self._parent_fd >= 0:
-            os.close(self._parent_fd)
-            self._parent_fd = -1
-
-
-class UnnamedUpload(LocalUpload):
-    """A small upload (at most ``SMALL_FILE`` bytes, from offset 0) whose
-    bytes are all in hand, written to an unnamed file and linked under its
-    name when it commits. Appearing under a free name then takes one link,
-    where a partial takes a create, a lock, two stats and a rename: 41 µs a
-    file against 55 µs on a journaled ext4, most of a small put's storage
-    time. An unnamed file cannot be seen, so it needs no lock: the upload
-    waits for no one between its start and its commit, so no other request
-    can find it in progress (as it could a slow upload's partial)."""
-
-    def commit(self, checksum: str | None) -> int | None:
-        try:
-            return super().commit(checksum)
-        except BaseException:
-            self.lost = self.offset  # unnamed: closing it deleted it
-            raise
-
-    def _publish(self, name: str, parent_fd: int) -> int | None:
-        try:
-            self._storage.link_unnamed(self._fd, name, parent_fd)
-            return None  # the name was free
-        except FileExistsError:
-            pass
-        # It replaces a file: a name of its own first, renamed over the
-        # target (atomic; a link cannot replace). Measured now: the name was
-        # taken even if an earlier look found it free.
-        replaced = self.replaced_size()
-        temporary = PARTIAL_PREFIX + secrets.token_hex(16)
-        self._storage.link_unnamed(self._fd, temporary, parent_fd)
-        try:
-            os.rename(temporary, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-        except BaseException:
-            os.unlink(temporary, dir_fd=parent_fd)
-            raise
-        return replaced
-
-    def keep(self) -> None:
-        """Stopped short: its bytes become the path's partial, resumable and
-        marked as any other, unless another upload has made one meanwhile."""
-        if self._fd >= 0:
-            try:
-                self._storage.link_unnamed(self._fd, partial_name(self.path[-1]), self._parent_fd)
-            except OSError:
-                self.lost = self.offset  # dropped: a small upload is cheaper to send again
-                self._close()
-        super().keep()
-
-    def discard(self) -> None:
-        self._close()  # unnamed: closing it is deleting it

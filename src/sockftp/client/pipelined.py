@@ -1,0 +1,180 @@
+"""Many small files over one connection, pipelined: put_many and get_many.
+
+Requests go out without waiting for each reply, up to a window at a time,
+so a thousand small files cost a thousand writes, not a thousand round
+trips. Replies are read strictly in order: a batch must never go on over a
+new connection, whose replies would be taken for the lost ones'.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from ..protocol import checksum as checksums
+from ..protocol.errors import ChecksumMismatch, ConnectionLost, SockftpError
+from .single import RESUME_THRESHOLD, TransferResult, _write_all, partial_path
+
+
+class PipelinedTransfers:
+    """put_many and get_many.
+
+    Expects of the class it is mixed into: ``_send``, ``_send_many``,
+    ``_reply``, ``wire`` and ``_wire`` (from
+    :class:`~sockftp.client.connection.Connection`), and ``put`` and
+    ``_raw_transfer`` (from :class:`~sockftp.client.single.SingleTransfers`).
+    """
+
+    def put_many(self, pairs, *, window: int = 64, times: bool = True) -> list[TransferResult]:
+        """Upload many files over this connection, pipelined: small files go
+        out without waiting for each reply, up to *window* at a time, so a
+        thousand small files cost a thousand writes, not a thousand round
+        trips. Files of ``RESUME_THRESHOLD`` or more go through :meth:`put`.
+
+        *pairs* are ``(local, remote)``. Every file is tried; the first
+        failure is raised once the rest are done. Returns the results of the
+        files that were stored, in order. With *times*, each stored file
+        keeps its local modification time.
+        """
+        results: list[TransferResult] = []
+        pending: deque[tuple[str, str, int]] = deque()
+        failures: list[SockftpError] = []
+
+        def collect() -> None:
+            local, remote, size = pending.popleft()
+            reply = self._reply_or_failure(failures)
+            if reply is None:
+                return
+            results.append(TransferResult(reply.get("path", remote), local, size, size, 0, reply.get("checksum")))
+
+        for local, remote in pairs:
+            local = os.fspath(local)
+            with open(local, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                size = st.st_size
+                if size >= RESUME_THRESHOLD:
+                    data = None
+                else:
+                    data = os.pread(f.fileno(), size + 1, 0)
+                    if len(data) != size:
+                        raise SockftpError(f"{local} changed size while being read", code="local_error")
+            if data is None:
+                while pending:
+                    collect()
+                try:
+                    results.append(self.put(local, remote, times=times))
+                except ConnectionLost:
+                    raise
+                except SockftpError as exc:
+                    failures.append(exc)
+                continue
+            # The checksum goes up front: one frame per file, not two.
+            header = {"cmd": "put", "path": remote, "size": size, "checksum": checksums.of_bytes(data)}
+            if times:
+                header["mtime"] = st.st_mtime
+            self._check_batch(len(pending))
+            self._send(header, data)
+            pending.append((local, remote, size))
+            if len(pending) >= window:
+                collect()
+        while pending:
+            collect()
+        if failures:
+            raise failures[0]
+        return results
+
+    def _check_batch(self, unanswered: int) -> None:
+        """Before sending more of a pipelined batch: if a reply (a fatal
+        error, such as shutting_down) closed the connection, the requests
+        still unanswered are lost with it, and a new connection must not
+        take their place, or its replies would be read as theirs."""
+        if unanswered and self._wire is None:
+            raise ConnectionLost(f"the connection closed with {unanswered} requests of the batch unanswered")
+
+    def _reply_or_failure(self, failures: list[SockftpError]) -> dict | None:
+        """The next reply of a pipelined batch, or None after noting its
+        error in *failures* (a lost connection ends the batch)."""
+        try:
+            return self._reply()
+        except ConnectionLost:
+            raise
+        except SockftpError as exc:
+            failures.append(exc)
+            return None
+
+    def get_many(self, pairs, *, window: int = 64, times: bool = True) -> list[TransferResult]:
+        """Download many small files over this connection, pipelined like
+        :meth:`put_many`: up to *window* requests in flight. Each file is
+        verified and appears under its name only once complete. *pairs* are
+        ``(remote, local)``; the first failure is raised once the rest are
+        done."""
+        results: list[TransferResult] = []
+        pending: deque[tuple[str, str]] = deque()
+        failures: list[SockftpError] = []
+
+        def collect() -> None:
+            remote, local = pending.popleft()
+            reply = self._reply_or_failure(failures)
+            if reply is None:
+                return
+            hasher = checksums.Hasher()
+            partial = partial_path(local)
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                fd = None
+                failures.append(SockftpError(f"{partial}: {exc.strerror or exc}", code="local_error"))
+
+            def write(chunk) -> None:
+                if fd is not None:  # else read anyway, to stay in step
+                    _write_all(fd, chunk)
+
+            try:
+                with self._raw_transfer():
+                    self.wire.receive(reply["filesize"], write, hasher)
+            except BaseException:
+                if fd is not None:  # a local write failed, or the connection: leave no partial
+                    os.close(fd)
+                    os.unlink(partial)
+                raise
+            if fd is None:
+                return
+            try:
+                if reply.get("checksum") is not None and hasher.value() != reply["checksum"]:
+                    os.unlink(partial)
+                    failures.append(ChecksumMismatch(f"download of {remote} arrived damaged"))
+                    return
+                mtime = reply.get("mtime")
+                if times and isinstance(mtime, (int, float)):
+                    os.utime(fd, (mtime, mtime))  # through the descriptor: no second path lookup
+            finally:
+                os.close(fd)
+            try:
+                os.replace(partial, local)
+            except OSError as exc:  # a directory in the way, say: this file fails, the batch goes on in step
+                os.unlink(partial)
+                failures.append(SockftpError(f"{local}: {exc.strerror or exc}", code="local_error"))
+                return
+            size = reply["size"]
+            results.append(TransferResult(reply.get("path", remote), local, size, size, 0, hasher.value()))
+
+        # Requests go out in batches of half a window, one write each; the
+        # other half of the window is still being answered meanwhile.
+        batch: list[dict] = []
+        for remote, local in pairs:
+            batch.append({"cmd": "get", "path": remote})
+            pending.append((remote, os.fspath(local)))
+            if len(pending) >= window:
+                self._check_batch(len(pending) - len(batch))
+                self._send_many(batch)
+                batch = []
+                while len(pending) > window // 2:
+                    collect()
+        if batch:
+            self._check_batch(len(pending) - len(batch))
+            self._send_many(batch)
+        while pending:
+            collect()
+        if failures:
+            raise failures[0]
+        return results

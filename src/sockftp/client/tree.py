@@ -1,0 +1,96 @@
+"""Whole directories: put_tree, walk and get_tree, a file at a time.
+
+Names in a remote listing come from the server: they must never make a
+download write outside the local directory (see _check_remote_name).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from ..protocol.entries import DIRECTORY, FILE, Entry
+from ..protocol.errors import NotADirectory, PathRefused
+from .single import TransferResult
+
+
+class TreeTransfers:
+    """put_tree, walk and get_tree.
+
+    Expects of the class it is mixed into: ``mkdir``, ``stat`` and ``ls``
+    (from :class:`~sockftp.client.files.FileOperations`), and ``put`` and
+    ``get`` (from :class:`~sockftp.client.single.SingleTransfers`).
+    """
+
+    def put_tree(
+        self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None, times: bool = True
+    ) -> list[TransferResult]:
+        """Upload directory *local_dir* as *remote_dir*, recursively.
+
+        Symbolic links to directories are skipped (they could loop).
+        *on_file(local, remote)* is called before each file.
+        """
+        local_dir = os.fspath(local_dir)
+        results = []
+        self.mkdir(remote_dir, parents=True)
+        for root, dirs, files in os.walk(local_dir):
+            rel = os.path.relpath(root, local_dir)
+            base = remote_dir if rel == "." else _join(remote_dir, *rel.split(os.sep))
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+            for d in dirs:
+                self.mkdir(_join(base, d), parents=True)
+            for name in sorted(files):
+                source = os.path.join(root, name)
+                if not os.path.isfile(source):
+                    continue
+                target = _join(base, name)
+                if on_file is not None:
+                    on_file(source, target)
+                results.append(self.put(source, target, progress=progress, times=times))
+        return results
+
+    def walk(self, remote_dir: str) -> Iterator[tuple[str, list[Entry], list[Entry]]]:
+        """Like os.walk: (directory, subdirectories, files), top down."""
+        if self.stat(remote_dir).type != DIRECTORY:
+            raise NotADirectory(f"not a directory: {remote_dir}")
+        entries = self.ls(remote_dir)
+        for entry in entries:
+            _check_remote_name(entry.name)
+        dirs = [e for e in entries if e.type == DIRECTORY]
+        files = [e for e in entries if e.type == FILE]
+        yield remote_dir, dirs, files
+        for d in dirs:
+            yield from self.walk(_join(remote_dir, d.name))
+
+    def get_tree(
+        self, remote_dir: str, local_dir: str | os.PathLike, *, progress=None, on_file=None, times: bool = True
+    ) -> list[TransferResult]:
+        """Download directory *remote_dir* into *local_dir*, recursively."""
+        local_dir = os.fspath(local_dir)
+        results = []
+        prefix = remote_dir.rstrip("/")
+        for directory, _dirs, files in self.walk(remote_dir):
+            rel = directory[len(prefix) :].strip("/")
+            target_dir = os.path.join(local_dir, *rel.split("/")) if rel else local_dir
+            os.makedirs(target_dir, exist_ok=True)
+            for entry in files:
+                source = _join(directory, entry.name)
+                target = os.path.join(target_dir, entry.name)
+                if on_file is not None:
+                    on_file(source, target)
+                results.append(self.get(source, target, progress=progress, times=times))
+        return results
+
+
+def _join(base: str, *names: str) -> str:
+    """Remote path *names* inside *base*; ``_join("/", "a")`` is ``/a``."""
+    if base.endswith("/"):
+        return base + "/".join(names)
+    return "/".join([base, *names]) if base else "/".join(names)
+
+
+def _check_remote_name(name: str) -> None:
+    # A listing comes from the server: never let a hostile one make us write
+    # outside the local directory.
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise PathRefused(f"the server sent an unsafe name: {name!r}")
