@@ -210,19 +210,6 @@ def no_server_errors(request, caplog):
 # --- in-process servers -----------------------------------------------------------
 
 
-def keep_usage_in_store(server: SockftpServer) -> SockftpServer:
-    """Give *server*'s quota registry its account store, so usage is kept
-    there (issue 16). listener.py does not pass it yet: it is being split,
-    and the lead adds ``self.users`` to its ``QuotaRegistry(...)`` after
-    the split. Until then in-process test servers get it here; then this is
-    a no-op (test_usage.py's strict xfail says when to remove it)."""
-    from sockftp.server.quota import QuotaRegistry
-
-    if server.quotas.users is None:
-        server.quotas = QuotaRegistry(server.storage, server.users)
-    return server
-
-
 @dataclass
 class RunningServer:
     """An in-process server and the handles tests need."""
@@ -297,7 +284,7 @@ def server(tmp_path_factory):
     def start(**overrides) -> RunningServer:
         root = overrides.pop("root", None) or tmp_path_factory.mktemp("root")
         config = ServerConfig(root=str(root), port=0, **{"host": "127.0.0.1", "anonymous": True, **overrides})
-        srv = keep_usage_in_store(SockftpServer(config))
+        srv = SockftpServer(config)
         thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         thread.start()
         running = RunningServer(srv, thread, Path(root))
@@ -461,7 +448,7 @@ def have_xattrs(path: Path) -> bool:
 @pytest.fixture
 def anonymous_server(tmp_path):
     """A bare SockftpServer with anonymous access, polled quickly."""
-    server = keep_usage_in_store(SockftpServer(ServerConfig(root=str(tmp_path / "root"), port=0, anonymous=True)))
+    server = SockftpServer(ServerConfig(root=str(tmp_path / "root"), port=0, anonymous=True))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield server
     server.stop(0)

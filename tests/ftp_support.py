@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import add_user, keep_usage_in_store
+from conftest import add_user
 
 from sockftp import ftp
 from sockftp.client import Client
@@ -124,7 +124,7 @@ def ftp_server_fixture(tmp_path_factory):
     def start(**overrides) -> RunningFtp:
         root = overrides.pop("root", None) or tmp_path_factory.mktemp("ftproot")
         settings = {"host": "127.0.0.1", "port": 0, "ftp_port": 0, "login_failure_delay": 0.01, **overrides}
-        main = keep_usage_in_store(SockftpServer(ServerConfig(root=str(root), **settings)))
+        main = SockftpServer(ServerConfig(root=str(root), **settings))
         threading.Thread(target=main.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         front = ftp.start(main)
         running = RunningFtp(main, front, Path(root))

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, add_user, keep_usage_in_store, login, partials_in, recv_frame
+from conftest import RunningServer, add_user, login, partials_in, recv_frame
 from test_seed_compat import seed_connect, seed_get, seed_put
 
 import sockftp
@@ -87,7 +87,7 @@ def counted(tmp_path_factory):
         root = root or tmp_path_factory.mktemp("root")
         settings = {"host": "127.0.0.1", "port": 0, "anonymous": False, "login_failure_delay": 0.01, **overrides}
         storage = CountingStorage(root)
-        srv = keep_usage_in_store(SockftpServer(ServerConfig(root=str(root), **settings), storage=storage))
+        srv = SockftpServer(ServerConfig(root=str(root), **settings), storage=storage)
         thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         thread.start()
         running = RunningServer(srv, thread, Path(root))
@@ -471,11 +471,6 @@ def test_usage_writes_keep_the_pools_bound(tmp_path):
 # --- wiring ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="listener.py does not pass its account store to QuotaRegistry yet (it was being split); once it does, "
-    "remove this mark and conftest.keep_usage_in_store",
-)
 def test_the_server_gives_its_quota_registry_its_account_store(tmp_path):
     server = SockftpServer(ServerConfig(root=str(tmp_path), port=0, host="127.0.0.1"))
     try:
