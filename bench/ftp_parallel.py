@@ -4,6 +4,7 @@ sockftp's FTP front door against vsftpd (issue 21, item 5).
     python -m bench.ftp_parallel                      # 1000 files of 4 KiB, 5 runs
     python -m bench.ftp_parallel --files 200 --runs 3
     python -m bench --only ftp-parallel               # with the bench's --files, --file-size, --runs
+    python -m bench.ftp_parallel --baseline /tmp/main/src   # and another sockftp, e.g. before a change
 
 Each variant is one ``lftp mirror -R [--parallel=4] SOURCE TARGET``
 process, timed from its start to its exit: connecting, logging in, the
@@ -32,6 +33,11 @@ The servers, each a child process on 127.0.0.1:
   left out with a note saying why. Its transfer log is on, as sockftp's
   audit log is.
 
+With ``--baseline SRC`` (a sockftp source tree, for instance ``git
+archive main src | tar -x -C /tmp/main``), a second sockftp server,
+importing sockftp from SRC, runs the same variants in the same run, so a
+change is measured against what it changes side by side.
+
 Variants are interleaved (A B C D, then D C B A). The notes give the
 ratios of the medians, with their range run by run, against the targets:
 sockftp's four connections at least as fast as its one, and at least as
@@ -42,6 +48,7 @@ workload is skipped, with a note.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -68,10 +75,10 @@ MIRROR_TIMEOUT = 600.0
 
 VSFTPD = "/usr/sbin/vsftpd"
 
-OURS, THEIRS = "sockftp FTP", "vsftpd"
+OURS, THEIRS, BASELINE = "sockftp FTP", "vsftpd", "sockftp FTP baseline"
 
 
-def run(env: Env, files: int, file_size: int) -> tuple[Section, list]:
+def run(env: Env, files: int, file_size: int, baseline: str | None = None) -> tuple[Section, list]:
     section = Section(
         f"lftp mirror -R of {files} files of {human_size(file_size)}: 1 connection against {PARALLEL} "
         f"(files/s; server CPU per 1000 files)"
@@ -83,23 +90,40 @@ def run(env: Env, files: int, file_size: int) -> tuple[Section, list]:
     sources = _make_sources(env.fresh_dir("ftpp-sources"), files, file_size)
     source_dir = os.path.dirname(sources[0])
     try:
-        with SockftpServer(env.path("ftpp-sockftp"), ftp=True) as ours:
+        with contextlib.ExitStack() as servers:
+            ours = servers.enter_context(SockftpServer(env.path("ftpp-sockftp"), ftp=True))
             targets = {OURS: Target(ours, ours.ftp_port, (USER, PASSWORD), ours.home(), _process_cpu)}
+            if baseline is not None:
+                with _imports_from(baseline):
+                    theirs = servers.enter_context(SockftpServer(env.path("ftpp-baseline"), ftp=True))
+                targets[BASELINE] = Target(theirs, theirs.ftp_port, (USER, PASSWORD), theirs.home(), _process_cpu)
+                section.notes.append(f"{BASELINE}: sockftp imported from {baseline}")
             vsftpd, why_not = start_vsftpd(env.path("ftpp-vsftpd"))
-            try:
-                if vsftpd is not None:
-                    targets[THEIRS] = Target(vsftpd, vsftpd.port, ("anonymous", "bench@"), vsftpd.home(), _tree_cpu)
-                else:
-                    section.notes.append(f"vsftpd left out: {why_not}")
-                for target in targets.values():
-                    _log_in(lftp, target)
-                measure(env, section, targets, lftp, source_dir, files, file_size)
-            finally:
-                if vsftpd is not None:
-                    vsftpd.stop()
+            if vsftpd is not None:
+                servers.enter_context(vsftpd)
+                targets[THEIRS] = Target(vsftpd, vsftpd.port, ("anonymous", "bench@"), vsftpd.home(), _tree_cpu)
+            else:
+                section.notes.append(f"vsftpd left out: {why_not}")
+            for target in targets.values():
+                _log_in(lftp, target)
+            measure(env, section, targets, lftp, source_dir, files, file_size)
     finally:
         shutil.rmtree(source_dir, ignore_errors=True)
     return section, []
+
+
+@contextlib.contextmanager
+def _imports_from(src: str):
+    """Server processes started meanwhile import sockftp from *src* (their PYTHONPATH)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.path.abspath(src)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 class Target:
@@ -132,6 +156,14 @@ def measure(env: Env, section: Section, targets: dict, lftp: str, source_dir: st
         section.add(label, Samples("files/s", values), f"server CPU {per_1000.spread()} s per 1000 files")
     serial, parallel = (f"{OURS}, {_connections(n)}" for n in (1, PARALLEL))
     section.notes.append(_ratio(f"{OURS}: {PARALLEL} connections / 1", rates[parallel], rates[serial], 1.0))
+    if BASELINE in targets:
+        base_serial, base_parallel = (f"{BASELINE}, {_connections(n)}" for n in (1, PARALLEL))
+        section.notes.append(
+            _ratio(f"{BASELINE}: {PARALLEL} connections / 1", rates[base_parallel], rates[base_serial], 1.0)
+        )
+        for connections, ours_label, base_label in ((1, serial, base_serial), (PARALLEL, parallel, base_parallel)):
+            what = f"{OURS} / {BASELINE}, {_connections(connections)}"
+            section.notes.append(_ratio(what, rates[ours_label], rates[base_label]))
     if THEIRS in targets:
         their_serial, their_parallel = (f"{THEIRS}, {_connections(n)}" for n in (1, PARALLEL))
         section.notes.append(
@@ -361,6 +393,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=RUNS, help=f"runs of every variant (default {RUNS})")
     parser.add_argument("--dir", default=None, help="where the work directory goes (default: the temp dir)")
     parser.add_argument("--no-prewarm", action="store_true", help="skip the page-cache prewarm before each variant")
+    parser.add_argument("--baseline", metavar="SRC", help="also a sockftp imported from SRC (a source tree's src/)")
     args = parser.parse_args(argv)
     import tempfile
 
@@ -378,7 +411,7 @@ def main(argv=None) -> int:
                 f"work directory on {describe_filesystem(work)}",
             ]
         )
-        section, _ = run(env, args.files, args.file_size)
+        section, _ = run(env, args.files, args.file_size, args.baseline)
         report.sections.append(section)
         print(report.render())
     finally:
