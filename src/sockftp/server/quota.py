@@ -242,6 +242,9 @@ class QuotaStorage(Storage):
     def blocks(self, path: RemotePath) -> BlockList:
         return self.inner.blocks(path)
 
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        return self.inner.kept_blocks(path, download)
+
     def open_read(self, path: RemotePath) -> Download:
         return self.inner.open_read(path)
 
