@@ -10,7 +10,17 @@ import os
 import stat
 
 import pytest
-from conftest import add_user, assert_closed, encode_frame, login, partials_in, recv_frame, recv_frame_raw, send_frame
+from conftest import (
+    add_user,
+    assert_closed,
+    encode_frame,
+    login,
+    partials_in,
+    recv_frame,
+    recv_frame_raw,
+    send_frame,
+    wait_until,
+)
 
 import sockftp
 from sockftp.client.tree import _tree_entry
@@ -84,8 +94,8 @@ def test_tree_lists_a_real_tree_depth_first_with_the_kept_checksums(srv, files, 
         sock = srv.raw()
         send_frame(sock, {"cmd": "put", "path": "top/cut.bin", "size": 10}, b"12345")
         sock.close()
-        srv.wait_idle(1)
-        assert partials_in(top) and list(top.glob(".sockftp-blocks-*"))
+        wait_until(lambda: partials_in(top), what="the cut upload's partial")
+        assert list(top.glob(".sockftp-blocks-*"))
 
         entries = list(client.tree("top", checksums=True))
 
