@@ -276,6 +276,13 @@ class Connection:
             self._wire.close()
             self._wire = None
 
+    def _abort(self) -> None:
+        """Close with a reset (see :meth:`Wire.abort`): for a connection left
+        in the middle of raw bytes, so that the server lets go at once."""
+        if self._wire is not None:
+            self._wire.abort()
+            self._wire = None
+
     def __enter__(self) -> Self:
         return self
 

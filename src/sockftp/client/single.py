@@ -61,7 +61,7 @@ class SingleTransfers:
     """put and get, one file each, with resume, verification and retries.
 
     Expects of the class it is mixed into (:class:`~sockftp.client.connection.Connection`):
-    ``connect``, ``close``, ``request``, ``_send``, ``_reply``, ``_io``,
+    ``connect``, ``close``, ``_abort``, ``request``, ``_send``, ``_reply``, ``_io``,
     ``_lost``, ``wire`` and ``_wire``, and the ``retries`` attribute.
     """
 
@@ -256,13 +256,16 @@ class SingleTransfers:
         """While raw bytes move, any failure leaves the stream out of step
         (bytes announced but not sent, or sent but not read): close the
         connection before passing the failure on, whatever it is, even an
-        exception from a progress callback or Ctrl-C."""
-        try:
-            with self._io():
+        exception from a progress callback or Ctrl-C. With a reset, not a
+        plain close: the server then lets go of an interrupted upload at
+        once, rather than once the megabytes still queued have reached it,
+        and the same upload run again right away is not told ``busy``."""
+        with self._io():  # which closes too, but plainly: reset first
+            try:
                 yield
-        except BaseException:
-            self.close()
-            raise
+            except BaseException:
+                self._abort()
+                raise
 
     def _salvage_reply(self, exc: ConnectionClosed) -> NoReturn:
         """The server cut an upload short: it may have said why first."""

@@ -372,6 +372,8 @@ def resume(ctx: Context, req: dict) -> dict:
             raise IsADirectory(f"is a directory: {ctx.session.display(target)}")
     except NotFound:
         pass
+    # What an upload whose client is gone still has to write counts too.
+    _wait_for_abandoned(ctx, target)
     return protocol.ok(path=ctx.session.display(target), offset=ctx.session.storage.partial_size(target, size))
 
 
@@ -473,6 +475,9 @@ def put(ctx: Context, req: dict) -> dict:
             # limit to pause for: nothing to wait for between start and commit.
             at_once = delta is None and expected != "trailer" and not ctx.wire.limits
             at_once = at_once and ctx.wire.decoder.buffered >= count
+            # Before opening, which reserves quota: the old upload's reservation
+            # could make this one's look over the quota.
+            _wait_for_abandoned(ctx, target)
             upload = ctx.session.storage.open_upload(target, size, offset, at_once=at_once)
         except BaseException:
             if plan is not None:
@@ -482,7 +487,22 @@ def put(ctx: Context, req: dict) -> dict:
     except SockftpError:
         _skip_upload(ctx, count, trailer=req.get("checksum") == "trailer")
         raise
-    return _receive_upload(ctx, upload, count, expected, plan)
+    uploads = ctx.session.uploads
+    if uploads is None or at_once:  # all in hand: it waits for no client, so none can abandon it
+        return _receive_upload(ctx, upload, count, expected, plan)
+    holder = uploads.hold(target, ctx.session.user, ctx.wire.peer_hung_up)
+    try:
+        return _receive_upload(ctx, upload, count, expected, plan)
+    finally:
+        uploads.release(target, holder)
+
+
+def _wait_for_abandoned(ctx: Context, target) -> None:
+    """If an upload of *target* by this user is under way, but its client
+    is gone, let it finish letting go (briefly) rather than answer busy:
+    it is most likely this client's own, interrupted and run again."""
+    if ctx.session.uploads is not None:
+        ctx.session.uploads.wait_for_abandoned(target, ctx.session.user)
 
 
 def _receive_upload(ctx: Context, upload, count: int, expected: str | None, plan=None) -> dict:

@@ -249,7 +249,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
         self._rated_identity = None
         self.session = Session(
-            self.server.storage, self.peer, address=self.client_address[0], authenticator=self.server.authenticator
+            self.server.storage,
+            self.peer,
+            address=self.client_address[0],
+            authenticator=self.server.authenticator,
+            uploads=self.server.uploads,
         )
         if config.anonymous:
             self.session.login(self.server.anonymous_identity())
