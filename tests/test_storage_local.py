@@ -564,9 +564,8 @@ def xattr_store(store, root):
     return store
 
 
-# Files over SMALL_FILE bytes keep their checksum in an attribute; small
-# ones (at most SMALL_FILE) are hashed whenever asked (cheaper than the
-# system calls).
+# Every committed file keeps its checksum in an attribute, small ones too:
+# a tree's listing reports only kept checksums, and never hashes a file.
 LARGE = b"payload!" * (SMALL_FILE // 8 + 1)
 
 
@@ -578,15 +577,19 @@ def test_commit_records_the_checksum_in_an_xattr(xattr_store, root):
     assert xattr_store.checksum(("f",)) == checksum.of_bytes(LARGE)
 
 
-def test_a_small_file_keeps_no_attribute_and_is_hashed_when_asked(xattr_store, root):
-    put(xattr_store, ("f",), b"payload")
-    assert os.listxattr(root / "f") == []
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"payload")
-    assert os.listxattr(root / "f") == []
-    at_the_limit = b"x" * SMALL_FILE  # still small, as a get treats it
-    put(xattr_store, ("g",), at_the_limit)
-    assert xattr_store.checksum(("g",)) == checksum.of_bytes(at_the_limit)
-    assert os.listxattr(root / "g") == []
+def test_a_small_file_keeps_its_checksum_too_and_one_asked_for_is_kept(xattr_store, root):
+    for name, data in (("f", b"payload"), ("g", b"x" * SMALL_FILE), ("empty", b"")):
+        put(xattr_store, (name,), data)
+        st = os.stat(root / name)
+        cached = os.getxattr(root / name, "user.sockftp.checksum").decode()
+        assert cached == f"{st.st_size}:{st.st_mtime_ns}:{checksum.of_bytes(data)}"
+    (root / "placed").write_bytes(b"put there without sockftp")
+    assert xattr_store.checksum(("placed",)) == checksum.of_bytes(b"put there without sockftp")
+    assert (
+        os.getxattr(root / "placed", "user.sockftp.checksum")
+        .decode()
+        .endswith(checksum.of_bytes(b"put there without sockftp"))
+    )
 
 
 def test_an_upload_taken_over_before_its_lock_starts_from_what_the_lock_holds(store, root):

@@ -295,6 +295,12 @@ class Connection:
             self.connect()
         return self._wire
 
+    def supports(self, feature: str) -> bool:
+        """True if the server announced *feature* in its hello (connecting
+        first if need be)."""
+        self.wire  # noqa: B018 - connects, which reads the hello
+        return feature in self.server_info.get("features", ())
+
     # -- requests ------------------------------------------------------------------
 
     def request(self, header: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Many small files over one connection, pipelined: put_many and get_many.
+"""Many small files over one connection, pipelined: put_many and get_many;
+and the ranges of one file (get_ranges), for a download built by a delta.
 
 Requests go out without waiting for each reply, up to a window at a time,
 so a thousand small files cost a thousand writes, not a thousand round
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ..protocol import checksum as checksums
-from ..protocol.errors import ChecksumMismatch, ConnectionLost, SockftpError
+from ..protocol.errors import ChecksumMismatch, ConnectionLost, DeltaBaseChanged, SockftpError
 from .single import RESUME_THRESHOLD, TransferResult, _write_all, partial_path
 
 #: on_done(source, target, result, error), called once per file of a batch
@@ -23,8 +25,20 @@ from .single import RESUME_THRESHOLD, TransferResult, _write_all, partial_path
 OnDone = Callable[[str, str, TransferResult | None, SockftpError | None], None]
 
 
+@dataclass(frozen=True)
+class RangeResult:
+    """What :meth:`PipelinedTransfers.get_ranges` learnt of the remote file:
+    its size, time and WHOLE checksum, and the bytes received."""
+
+    path: str
+    size: int
+    mtime: float
+    checksum: str | None
+    received: int
+
+
 class PipelinedTransfers:
-    """put_many and get_many.
+    """put_many, get_many and get_ranges.
 
     Expects of the class it is mixed into: ``_send``, ``_send_many``,
     ``_reply``, ``wire`` and ``_wire`` (from
@@ -215,6 +229,80 @@ class PipelinedTransfers:
         if failures:
             raise failures[0]
         return results
+
+    def get_ranges(
+        self,
+        remote: str,
+        ranges: Iterable[tuple[int, int]],
+        write: Callable[[int, memoryview], None],
+        *,
+        window: int = 16,
+    ) -> RangeResult:
+        """Download the byte ranges ``(offset, length)`` of file *remote*,
+        pipelined over this connection (feature ``delta``), as a download
+        built by a delta needs them. ``write(position, chunk)`` gets each
+        chunk with its position in the remote file; the chunk is a view of
+        a reused buffer, to be consumed before returning. A range past the
+        end is cut at the end. With no ranges, only the file's details are
+        fetched.
+
+        Raises DeltaBaseChanged if the file changed between two replies
+        (its size or checksum differ): the ranges then come from different
+        versions. Every reply is read, so the connection stays in step."""
+        requests = [(offset, length) for offset, length in ranges] or [(0, 0)]
+        failures: list[SockftpError] = []
+        pending: deque[tuple[int, int]] = deque()
+        first: dict | None = None
+        received = 0
+
+        def collect() -> None:
+            nonlocal first, received
+            offset, length = pending.popleft()
+            reply = self._reply_or_failure(failures)
+            if reply is None:
+                return
+            count = reply.get("filesize")
+            if first is None:
+                first = reply
+            same = (reply.get("size"), reply.get("checksum")) == (first.get("size"), first.get("checksum"))
+            position = offset
+
+            def deliver(chunk) -> None:
+                nonlocal position
+                if same and not failures:
+                    write(position, chunk)
+                position += len(chunk)
+
+            with self._raw_transfer():
+                self.wire.receive(count, deliver)
+            received += count
+            if not same:
+                failures.append(DeltaBaseChanged(f"{remote} changed while its ranges were downloaded"))
+            elif isinstance(first.get("size"), int) and count != max(0, min(length, first["size"] - offset)):
+                failures.append(SockftpError(f"the server sent {count} bytes of a range of {length}", code="bad_reply"))
+
+        batch: list[dict] = []
+        for offset, length in requests:
+            if failures:
+                break  # no more requests; those in flight are still read
+            batch.append({"cmd": "get", "path": remote, "offset": offset, "length": length})
+            pending.append((offset, length))
+            if len(pending) >= window:
+                self._check_batch(len(pending) - len(batch))
+                self._send_many(batch)
+                batch = []
+                while len(pending) > window // 2:
+                    collect()
+        if batch:
+            self._check_batch(len(pending) - len(batch))
+            self._send_many(batch)
+        while pending:
+            collect()
+        if failures:
+            raise failures[0]
+        return RangeResult(
+            first.get("path", remote), first["size"], first.get("mtime"), first.get("checksum"), received
+        )
 
 
 def _read_small(local: str) -> tuple[bytes | None, os.stat_result]:

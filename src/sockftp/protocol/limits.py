@@ -46,6 +46,24 @@ LIST_BATCH_ENTRIES = 500
 #: Clients cannot create, see or address such names.
 RESERVED_PREFIX = ".sockftp"
 
+#: The block of block-level deltas (``blocks``, delta ``put``): fixed
+#: blocks, not content-defined chunks, because the files deltas are for
+#: (VM images, databases, video edits) change in place, which fixed blocks
+#: match exactly with no rolling hash on either side. 1 MiB keeps a block
+#: list at 16 bytes of hex per MiB (a 1 GiB file's list fits one frame)
+#: while a change of a few bytes costs at most 1 MiB on the wire.
+DELTA_BLOCK = 1024 * 1024
+
+#: Files of at least this many bytes get their block list kept as they
+#: are uploaded, and are worth a delta: below it, a whole transfer costs
+#: about as much as the block list and the extra round trip.
+DELTA_MIN = 4 * 1024 * 1024
+
+#: Most ops in one delta ``put`` (the header's 64 KiB bound them anyway):
+#: a client whose changes are more scattered merges neighbouring ops, or
+#: sends the whole file.
+DELTA_MAX_OPS = 8192
+
 # --- server defaults ----------------------------------------------------------
 
 DEFAULT_HOST = "127.0.0.1"

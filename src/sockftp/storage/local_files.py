@@ -39,8 +39,9 @@ from ..protocol.errors import (
     PathRefused,
     SockftpError,
 )
-from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
+from ..protocol.limits import DELTA_BLOCK, DELTA_MIN, RESERVED_PREFIX
 from ..protocol.paths import RemotePath
+from . import blocks as sidecars
 from .base import Download, Upload
 from .space import Promise
 
@@ -186,14 +187,20 @@ def _valid_cached_checksum(fd: int, st: os.stat_result | None = None) -> str | N
     """The checksum cached with the file, if it was cached for the file as
     it is now (same size and modification time), else None."""
     st = st or os.fstat(fd)
-    key = f"{st.st_size}:{st.st_mtime_ns}:"
     try:
-        cached = os.getxattr(fd, _XATTR_CHECKSUM).decode()
-    except (OSError, UnicodeDecodeError):
+        return _checksum_for(os.getxattr(fd, _XATTR_CHECKSUM), st)
+    except OSError:
         return None
-    if cached.startswith(key) and checksums.is_valid(cached[len(key) :]):
-        return cached[len(key) :]
-    return None
+
+
+def _checksum_for(cached: bytes | None, st: os.stat_result) -> str | None:
+    """The checksum in attribute value *cached*, if it was kept for a file
+    of *st*'s size and modification time, else None."""
+    key = f"{st.st_size}:{st.st_mtime_ns}:".encode()
+    if cached is None or not cached.startswith(key):
+        return None
+    value = cached[len(key) :].decode("ascii", "replace")
+    return value if checksums.is_valid(value) else None
 
 
 def _cache_checksum(fd: int, checksum: str, st: os.stat_result | None = None) -> None:
@@ -226,8 +233,13 @@ class LocalDownload(Download):
     def readinto(self, buffer, offset: int) -> int:
         return os.preadv(self._fd, [buffer], offset)
 
+    def stored_checksum(self) -> str | None:
+        return _valid_cached_checksum(self._fd, self._st) if self._xattrs else None
+
     def checksum(self) -> str:
-        cache = self._xattrs and self.size > SMALL_FILE
+        # Kept for small files too: a tree's listing reports only checksums
+        # that are kept, and a sync --checksum asks for the missing ones once.
+        cache = self._xattrs
         if cache:
             cached = _valid_cached_checksum(self._fd, self._st)
             if cached is not None:
@@ -318,9 +330,11 @@ class LocalUpload(Upload):
                 os.fsync(self._fd)
             if self.mtime is not None:
                 os.utime(self._fd, ns=(time.time_ns(), round(self.mtime * 1e9)))
-            if checksum and self._storage.xattrs and self.offset > SMALL_FILE:
-                _cache_checksum(self._fd, checksum)
+            if checksum:
+                self._keep_checksum(checksum)
             replaced = self._publish(self.path[-1], self._parent_fd)
+            if self.blocks is None and replaced is not None and replaced >= DELTA_MIN:
+                sidecars.remove(self._parent_fd, self.path[-1])  # the old file's list
             if self._storage.fsync:
                 os.fsync(self._parent_fd)
         except OSError as exc:
@@ -328,6 +342,15 @@ class LocalUpload(Upload):
         finally:
             self._close()
         return replaced
+
+    def _keep_checksum(self, checksum: str) -> None:
+        """Keep the file's checksum with it, small files included (a tree's
+        listing reports only kept ones), and its block list if it has one."""
+        st = os.fstat(self._fd)
+        if self._storage.xattrs:
+            _cache_checksum(self._fd, checksum, st)
+        if self.blocks is not None and self.blocks[0] == DELTA_BLOCK:
+            sidecars.write(self._parent_fd, self.path[-1], st, checksum, self.blocks[1])
 
     def _publish(self, name: str, parent_fd: int) -> int | None:
         """Put the complete file under *name*, atomically; the size of the
