@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from ..protocol.entries import DIRECTORY
 from ..protocol.errors import ConnectionLost, NotFound, SockftpError
 from .single import RESUME_THRESHOLD, partial_path
+from .sync_delta import DELTA, TOUCHED, WHOLE, delta_down, delta_up, delta_worthwhile
 from .sync_lists import fill_checksums, local_listing, remote_join, remote_listing
 from .sync_plan import MODIFY_WINDOW, Excluder, FileChange, Plan, SyncSummary, make_plan
 
@@ -171,10 +172,6 @@ class _Options:
 
 class _Cancelled(Exception):
     """Raised in the big-file thread's progress callback to stop it."""
-
-
-#: How a big file went: whole, by a delta, or only its time was set (its content matched).
-WHOLE, DELTA, TOUCHED = "whole", "delta", "touched"
 
 
 class _FileProgress:
@@ -358,8 +355,10 @@ class _SyncRun:
             pass  # each failure was noted as it came
 
     def _put_big(self, client, change: FileChange, remote_root: str, progress) -> tuple[int, str]:
-        result = client.put(self._local_path(change.path), remote_join(remote_root, change.path), progress=progress)
-        return result.sent, WHOLE
+        local, remote = self._local_path(change.path), remote_join(remote_root, change.path)
+        if delta_worthwhile(client, change.size, change.old_size):
+            return delta_up(client, local, remote, progress)
+        return client.put(local, remote, progress=progress).sent, WHOLE
 
     # -- sync down --------------------------------------------------------------------
 
@@ -425,8 +424,10 @@ class _SyncRun:
             pass
 
     def _get_big(self, client, change: FileChange, remote_root: str, progress) -> tuple[int, str]:
-        result = client.get(remote_join(remote_root, change.path), self._local_path(change.path), progress=progress)
-        return result.sent, WHOLE
+        local, remote = self._local_path(change.path), remote_join(remote_root, change.path)
+        if delta_worthwhile(client, change.size, change.old_size):
+            return delta_down(client, remote, local, progress)
+        return client.get(remote, local, progress=progress).sent, WHOLE
 
     def _set_local_time(self, path: str, mtime: float) -> bool:
         try:
