@@ -179,3 +179,12 @@ def test_the_dummy_hash_costs_what_a_real_one_costs():
 
     assert not passwords.needs_rehash(passwords._DUMMY_HASH)
     assert passwords.verify_password(None, "sockftp: no such user") is False
+
+
+def test_one_progress_bar_covers_the_whole_sync(anonymous_server, tmp_path):
+    build(tmp_path / "src", {"a": os.urandom(3 * MiB), "b/c": os.urandom(2 * MiB), "d": b"small"}, dirs=[])
+    result = cli(anonymous_server, "sync", "up", str(tmp_path / "src"), "dst", "--progress")
+    assert result.exit_code == 0, result.output
+    assert "sync up src" in result.stderr
+    assert "5.0/5.0 MiB" in result.stderr  # the total of all files, not one file's
+    assert result.stdout.startswith("sync up: 3 files checked, 3 sent (5.0 MiB)")

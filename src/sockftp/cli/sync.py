@@ -16,6 +16,8 @@ it: a sync resumes by comparing again.
 
 from __future__ import annotations
 
+import posixpath
+
 import click
 
 from ..client.sync_plan import MODIFY_WINDOW, SyncSummary
@@ -141,7 +143,8 @@ def run_sync(method, direction: str, source: str, target: str, *, display: Trans
     what = f"sync {direction} {source} -> {target}"
     try:
         with display:
-            display.start_file(what)
+            # The bar's label: the display shows what follows the last "/".
+            display.start_file(f"sync {direction} {posixpath.basename(source.rstrip('/')) or 'root'}")
             summary = method(source, target, progress=display, **options)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {what}; run the same command to resume", EXIT_INTERRUPTED) from None

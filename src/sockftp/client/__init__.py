@@ -25,7 +25,7 @@ from __future__ import annotations
 # for it: connection.py (connect, login, requests), files.py (the
 # one-request file operations), single.py (put and get), pipelined.py
 # (put_many, get_many), tree.py (put_tree, walk, get_tree) and sync.py
-# (sync_up, sync_down, over sync_lists.py and sync_plan.py). The names
+# (sync_up, sync_down, over sync_lists.py, sync_delta.py and sync_plan.py). The names
 # imported "as" themselves stay importable from here, as before the split,
 # though not in __all__; stays_on_this_machine is looked up in
 # sockftp.client.connection: replace it there (a test does), not here.

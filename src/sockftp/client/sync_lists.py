@@ -93,17 +93,22 @@ def _walked(client, stat: dict, excluded: Excluder) -> tuple[str | None, Listing
 
 def _item(entry: dict) -> Item:
     """An entry of the server's listing (or a stat reply) as an Item;
-    fields of the wrong type read as absent, never as a crash."""
+    fields of the wrong type read as absent, never as a crash. (Exact type
+    checks, not isinstance: a listing of 100,000 entries comes through here,
+    and they also keep out bool, which JSON's true would otherwise pass as 1.)"""
     kind = entry.get("type")
     size = entry.get("size")
     mtime = entry.get("mtime")
     value = entry.get("checksum")
     return Item(
-        kind if kind in (FILE, DIRECTORY, LINK) else OTHER,
-        size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else 0,
-        float(mtime) if isinstance(mtime, (int, float)) and not isinstance(mtime, bool) else 0.0,
-        value if checksums.is_valid(value) else None,
+        kind if kind in _KINDS else OTHER,
+        size if type(size) is int and size >= 0 else 0,
+        mtime if type(mtime) is float else float(mtime) if type(mtime) is int else 0.0,
+        value if value is not None and checksums.is_valid(value) else None,
     )
+
+
+_KINDS = frozenset((FILE, DIRECTORY, LINK))
 
 
 def _drain(client) -> None:
