@@ -20,6 +20,9 @@ Workloads, each in its own module:
   client's wait.
 * ``ftp``: sockftp's FTP front door against pyftpdlib, on the big file,
   small files, logins and many clients, with the same ftplib client.
+* ``home``: many clients each connecting, logging in and getting a small
+  file, against a home of no files and of a million (issue 16: a login
+  must not walk the home); p50 and p99 latency.
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -53,15 +56,26 @@ import time
 import traceback
 from pathlib import Path
 
-from . import big_file, crowd, fresh_get, ftp_front, idle, logins, results, small_files
+from . import big_file, big_home, crowd, fresh_get, ftp_front, idle, logins, results, small_files
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp")
+WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp", "home")
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
-SIZING = ("size", "clients", "crowd_size", "files", "file_size", "logins", "idle_sessions")
+SIZING = (
+    "size",
+    "clients",
+    "crowd_size",
+    "files",
+    "file_size",
+    "logins",
+    "idle_sessions",
+    "home_files",
+    "home_clients",
+    "home_seconds",
+)
 
 #: --quick: every workload, tiny, once. Seconds in all.
 QUICK = {
@@ -74,6 +88,9 @@ QUICK = {
     "idle_sessions": [10],
     "probes": 1,
     "settle": 0.2,
+    "home_files": [0, 2000],
+    "home_clients": 4,
+    "home_seconds": 1.0,
 }
 
 
@@ -91,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--settle", type=float, default=idle.SETTLE, help="seconds before a server's RSS is read (default 1)"
     )
+    parser.add_argument(
+        "--home-files", type=_file_counts, default=[0, 1_000_000], help="files in the big home, e.g. 0,1000000"
+    )
+    parser.add_argument("--home-clients", type=int, default=50, help="clients at once against the big home")
+    parser.add_argument("--home-seconds", type=float, default=10.0, help="seconds of each big-home run")
     parser.add_argument("--client-procs", type=int, default=os.cpu_count() or 2, help="client worker processes")
     parser.add_argument("--only", type=_workloads, default=list(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
     parser.add_argument("--no-prewarm", action="store_true", help="skip the page-cache prewarm before each variant")
@@ -127,6 +149,16 @@ def _counts(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad counts {text!r} (try 100,300)") from None
     if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"bad counts {text!r}")
+    return counts
+
+
+def _file_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.replace(" ", ",").replace("_", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad counts {text!r} (try 0,1000000)") from None
+    if not counts or min(counts) < 0:
         raise argparse.ArgumentTypeError(f"bad counts {text!r}")
     return counts
 
@@ -232,6 +264,7 @@ def main(argv=None) -> int:
         "ftp": lambda: ftp_front.run(
             env, pool, args.size, args.files, args.file_size, args.logins, args.clients, args.crowd_size
         ),
+        "home": lambda: big_home.run(env, args.home_files, args.home_clients, args.home_seconds),
     }
     started = time.monotonic()
     try:

@@ -13,6 +13,13 @@
   ``put_many``, to a server run from this tree and to one run from the
   source tree DIR (``/work/main/src``, say), side by side: what keeping
   every small file's checksum costs.
+* ``keep``: the storage alone, in this process: 1000 small uploads (4 KiB,
+  all in hand, as a pipelined put's) committed with their checksum kept in
+  an extended attribute, against the same with attributes turned off;
+  microseconds per file. What the ``small`` comparison measures, without
+  the network and the other processes' noise.
+* ``big`` (with ``--baseline-src DIR``): a whole ``put`` of SIZE, to both
+  servers side by side: what hashing an upload's blocks as it arrives costs.
 
 Every variant runs ``--runs`` times, interleaved (bench.common.interleave);
 the medians are printed, with the range. Servers run as child processes
@@ -204,9 +211,71 @@ def bench_small(work: str, baseline_src: str, runs: int, files: int = 1000, size
     print(f"  this tree / baseline, medians of files/s: {ratio:.3f}")
 
 
+def bench_big(work: str, baseline_src: str, size: int, runs: int) -> None:
+    local = make_file(os.path.join(work, "big.bin"), size)
+    servers = {
+        "this tree": _server(os.path.join(work, "big-this"), HERE_SRC),
+        "baseline": _server(os.path.join(work, "big-baseline"), baseline_src),
+    }
+    try:
+        clients = {name: Client("127.0.0.1", s.port, timeout=600) for name, s in servers.items()}
+
+        def put(client: Client):
+            return lambda: timed(lambda: client.put(local, "big.bin"))
+
+        print(f"a whole put of {size // MiB} MiB, this tree against {baseline_src} ({runs} interleaved runs)")
+        results = interleave({name: put(c) for name, c in clients.items()}, runs)
+        for client in clients.values():
+            client.close()
+    finally:
+        for server in servers.values():
+            server.stop()
+    rates = {name: [size / t / 1e9 for t in times] for name, times in results.items()}
+    for name, values in rates.items():
+        _say(name, values, "GB/s")
+    ratio = statistics.median(rates["this tree"]) / statistics.median(rates["baseline"])
+    print(f"  this tree / baseline, medians of GB/s: {ratio:.3f}")
+
+
+def bench_keep(work: str, runs: int, files: int = 1000, size: int = 4096) -> None:
+    from sockftp.protocol import checksum
+    from sockftp.storage import LocalStorage
+
+    storage = LocalStorage(os.path.join(work, "keep-root"))
+    data = os.urandom(size)
+    value = checksum.of_bytes(data)
+    runs_done = count()
+
+    def commits(xattrs: bool):
+        def run() -> float:
+            directory = (f"run{next(runs_done)}",)
+            storage.mkdir(directory)
+            storage.xattrs = xattrs
+
+            def all_files():
+                for i in range(files):
+                    upload = storage.open_upload((*directory, f"f{i:04d}"), size, at_once=True)
+                    upload.write(data)
+                    upload.commit(value)
+
+            try:
+                return timed(all_files)
+            finally:
+                storage.xattrs = True
+
+        return run
+
+    print(f"{files} small commits ({size} bytes) in the storage alone ({runs} interleaved runs; us per file)")
+    results = interleave({"checksum kept (xattr)": commits(True), "no attribute": commits(False)}, runs)
+    for name, values in results.items():
+        _say(name, [v / files for v in values], "us", 1e6)
+    kept, bare = (statistics.median(results[n]) / files * 1e6 for n in results)
+    print(f"  the attribute costs {kept - bare:.1f} us per file, medians ({(kept - bare) / bare:+.1%})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sync_server", description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="tree,delta", help="some of tree,delta,small")
+    parser.add_argument("--only", default="tree,delta", help="some of tree,delta,keep,small,big")
     parser.add_argument("--files", type=int, default=10_000, help="files in the tree (default 10000)")
     parser.add_argument("--size", type=parse_size, default=256 * MiB, help="the delta's file (default 256M)")
     parser.add_argument("--runs", type=int, default=5)
@@ -220,10 +289,15 @@ def main(argv=None) -> int:
                 bench_tree(work, args.files, args.runs)
             elif name == "delta":
                 bench_delta(work, args.size, args.runs)
-            elif name == "small":
+            elif name == "keep":
+                bench_keep(work, args.runs)
+            elif name in ("small", "big"):
                 if not args.baseline_src:
-                    parser.error("small needs --baseline-src")
-                bench_small(work, args.baseline_src, args.runs)
+                    parser.error(f"{name} needs --baseline-src")
+                if name == "small":
+                    bench_small(work, args.baseline_src, args.runs)
+                else:
+                    bench_big(work, args.baseline_src, args.size, args.runs)
             else:
                 parser.error(f"unknown workload {name!r}")
     finally:

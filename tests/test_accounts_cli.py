@@ -395,3 +395,31 @@ def test_the_database_is_private_to_the_server_user(root):
     # and it is a real SQLite file that other tools can read
     with sqlite3.connect(users_db(str(root))) as db:
         assert db.execute("SELECT name FROM users").fetchall() == [("alice",)]
+
+
+# --- user rescan ------------------------------------------------------------------------
+
+
+def test_user_rescan_measures_a_home_and_stores_it(tmp_path):
+    root = tmp_path / "root"
+    assert admin(root, "add", "alice", "--quota", "1G", password=PASSWORD).exit_code == 0
+    home = root / "users" / "alice"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "a.bin").write_bytes(b"a" * 5000)  # behind any server's back
+    result = admin(root, "rescan", "alice")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("alice: 4.9 KiB in 1 file")
+    with SqliteUserStore(users_db(str(root))) as store:
+        stored = store.usage("alice")
+    assert (stored.used_bytes, stored.used_files) == (5000, 1)
+    again = admin(root, "rescan", "--all")
+    assert again.exit_code == 0 and "alice: 4.9 KiB in 1 file (unchanged)" in again.output
+
+
+def test_user_rescan_refusals(tmp_path):
+    root = tmp_path / "root"
+    assert admin(root, "add", "alice", password=PASSWORD).exit_code == 0
+    assert admin(root, "rescan").exit_code == 2  # neither a name nor --all
+    assert admin(root, "rescan", "alice", "--all").exit_code == 2
+    unknown = admin(root, "rescan", "zed")
+    assert unknown.exit_code == 1 and "no such user: zed" in unknown.output

@@ -13,9 +13,11 @@ import pytest
 from conftest import add_user, assert_closed, login, partials_in, recv_exact, recv_frame, send_frame, wait_until
 
 import sockftp
+from sockftp.accounts import SqliteUserStore
 from sockftp.protocol import checksum
 from sockftp.protocol.blocks import BlockList, delta_ops, expand_ops, file_blocks
 from sockftp.protocol.limits import DELTA_BLOCK, DELTA_MAX_OPS, MAX_DRAIN
+from sockftp.server.config import users_db
 from sockftp.storage import LocalStorage
 from sockftp.storage import blocks as sidecars
 
@@ -85,7 +87,8 @@ def test_block_lists_kept_as_uploads_arrive_equal_a_fresh_computation(srv, files
     sock = srv.raw()
     send_frame(sock, {"cmd": "put", "path": "resumed.bin", "size": len(resumed)}, resumed[: 3 * MiB + 5])
     sock.close()
-    wait_until(lambda: srv.session_count == 0)
+    wait_until(lambda: [p.stat().st_size for p in partials_in(srv.anon_dir)] == [3 * MiB + 5], what="the partial")
+    wait_until(lambda: srv.session_count == 0, what="the cut session to end")
     with srv.client() as client:
         result = client.put(files("resumed.bin", resumed), "resumed.bin")
         assert result.resumed_from == 3 * MiB + 5
@@ -375,6 +378,12 @@ def test_quota_counts_the_new_version(server, files):
     assert result.sent == 6 * MiB
     assert alice.quota()["used_bytes"] == 19 * MiB
     assert (srv.root / "users" / "alice" / "f.bin").read_bytes() == fits
+    # The account store got the same change: the copied blocks count too.
+    alice.close()
+    srv.wait_idle()
+    with SqliteUserStore(users_db(str(srv.root))) as store:
+        usage = store.usage("alice")
+    assert (usage.used_bytes, usage.used_files, usage.changes) == (19 * MiB, 2, 0)
 
 
 def test_delta_base_changed_when_the_file_changed_meanwhile(srv, files):

@@ -161,9 +161,13 @@ def test_quota_and_df_answer_the_same(quota_server):
     assert (quota["quota_bytes"], quota["max_files"], quota["user"]) == (5 * MiB, 10, "alice")
 
 
-def test_usage_is_measured_again_when_the_user_comes_back(quota_server, files):
-    # Files removed behind the server's back (an admin, a re-created
-    # account) must not stay counted once the user's sessions have ended.
+def test_files_removed_behind_the_servers_back_count_until_a_rescan(quota_server, files):
+    # Usage is kept in the account store, and a login no longer walks the
+    # home (issue 16): files an admin removes on disk stay counted until
+    # `sockftp user rescan` measures the home again, which the running
+    # server reads at the user's next first session.
+    from sockftp.server.rescan import rescan_root
+
     srv = quota_server(quota_bytes=1 * MiB)
     client = login(srv, "alice")
     client.put(files("a", os.urandom(600 * KiB)), "a")
@@ -171,7 +175,35 @@ def test_usage_is_measured_again_when_the_user_comes_back(quota_server, files):
     srv.wait_idle()
     (srv.root / "users" / "alice" / "a").unlink()
     client = login(srv, "alice")
+    assert usage(client)["used_bytes"] == 600 * KiB
+    client.quit()
+    srv.wait_idle()
+    [rescan] = rescan_root(str(srv.root), "alice")
+    assert rescan.describe() == "alice: 0 bytes in 0 files (was 600.0 KiB in 1 file)"
+    client = login(srv, "alice")
     assert usage(client)["used_bytes"] == 0
+    client.put(files("b", os.urandom(600 * KiB)), "b")
+
+
+def test_a_recreated_account_is_measured_at_its_first_login(quota_server, files):
+    # An account deleted and added again (its files stay) starts with a
+    # usage never measured: its first login measures what the home holds.
+    from sockftp.accounts import SqliteUserStore
+    from sockftp.server.config import users_db
+
+    srv = quota_server(quota_bytes=1 * MiB)
+    client = login(srv, "alice")
+    client.put(files("a", os.urandom(600 * KiB)), "a")
+    client.quit()
+    srv.wait_idle()
+    with SqliteUserStore(users_db(str(srv.root))) as store:
+        account = store.get("alice")
+        store.delete("alice")
+        store.add(account)
+        assert store.usage("alice").used_bytes is None
+    (srv.root / "users" / "alice" / "a").unlink()
+    client = login(srv, "alice")
+    assert (usage(client)["used_bytes"], usage(client)["used_files"]) == (0, 0)
     client.put(files("b", os.urandom(600 * KiB)), "b")
 
 

@@ -1,7 +1,8 @@
 """Property: whatever the sequence of operations, a user's quota ledger
-equals what their home holds on disk, and committed usage stays within the
-quota. Runs on the storage layer directly (no network), so hypothesis can
-try many sequences quickly."""
+equals what their home holds on disk, so does the usage the account store
+keeps for them (what a rescan would measure), and committed usage stays
+within the quota. Runs on the storage layer directly (no network) over a
+real SQLite store, so hypothesis can try many sequences quickly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
 
 from sockftp import SockftpError  # noqa: E402
+from sockftp.accounts import Account, SqliteUserStore, StoredUsage  # noqa: E402
 from sockftp.protocol import checksum  # noqa: E402
 from sockftp.server.quota import QuotaRegistry, QuotaStorage  # noqa: E402
 from sockftp.storage import LocalStorage  # noqa: E402
@@ -35,14 +37,23 @@ class QuotaMachine(RuleBasedStateMachine):
         import tempfile
 
         self.dir = tempfile.TemporaryDirectory()
-        self.inner = LocalStorage(self.dir.name)
+        self.inner = LocalStorage(os.path.join(self.dir.name, "root"))
         self.inner.mkdir(HOME, parents=True)
-        self.registry = QuotaRegistry(self.inner)
+        self.store = SqliteUserStore(os.path.join(self.dir.name, "users.db"))
+        self.store.add(Account("alice", "hash", *self.limits))
+        self.registry = QuotaRegistry(self.inner, self.store)
         self.ledger = self.registry.login("alice", HOME, *self.limits)
+        if self.measured:
+            assert self.ledger.measure()  # as a quota command would
         self.storage = QuotaStorage(self.inner, self.ledger)
+
+    #: Whether the usage is measured (and so stored) from the start; with
+    #: limits it always is.
+    measured = True
 
     def teardown(self):
         self.inner.close()
+        self.store.close()
         self.dir.cleanup()
 
     def _path(self, name: str):
@@ -118,12 +129,18 @@ class QuotaMachine(RuleBasedStateMachine):
         assert (self.ledger.reserved_bytes, self.ledger.reserved_files) == (0, 0)
 
     @invariant()
+    def the_store_keeps_what_a_rescan_would_measure(self):
+        usage = self.inner.usage(HOME)
+        expected = StoredUsage(usage.bytes, usage.files, 0) if self.measured else StoredUsage(None, None, 0)
+        assert self.store.usage("alice") == expected
+
+    @invariant()
     def complete_files_stay_within_the_quota(self):
         if self.ledger.quota_bytes is None:
             return
         complete = sum(
             os.path.getsize(os.path.join(root, f))
-            for root, _dirs, names in os.walk(os.path.join(self.dir.name, *HOME))
+            for root, _dirs, names in os.walk(os.path.join(self.dir.name, "root", *HOME))
             for f in names
             if not f.startswith(".sockftp")
         )
@@ -144,3 +161,22 @@ class UnlimitedMachine(QuotaMachine):
 
 UnlimitedMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
 test_an_unlimited_users_ledger_always_matches_the_disk = UnlimitedMachine.TestCase
+
+
+class UnmeasuredMachine(QuotaMachine):
+    """A user without limits whose usage was never measured: nothing is
+    measured or stored for them, and a measure at any point is exact from
+    then on (checked by the ledger's own invariant, since the home starts
+    empty)."""
+
+    limits = (None, None)
+    measured = False
+
+    @rule()
+    def ask_for_the_quota(self):
+        assert self.ledger.measure()
+        self.measured = True
+
+
+UnmeasuredMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+test_a_usage_measured_late_always_matches_the_disk = UnmeasuredMachine.TestCase

@@ -260,18 +260,22 @@ def test_out_of_file_descriptors_the_server_neither_spins_nor_stops_serving(spaw
     assert "cannot accept connections" in handle.stderr()
 
 
-def test_a_session_the_server_cannot_set_up_is_told_why(srv, tmp_path):
-    # The anonymous home measured at a session's start cannot be opened (an
-    # admin replaced it with a link): the client gets the error in a reply,
-    # where it used to be hung up on without a word.
+def test_a_broken_anonymous_home_is_told_to_each_request_and_the_session_goes_on(srv, tmp_path):
+    # The anonymous home cannot be opened (an admin replaced it with a
+    # link). Sessions used to measure it as they started, and were refused
+    # there; they no longer touch it to start (issue 16: no walk at login),
+    # so each request that reaches it gets the error, and the session stays
+    # in step for the next.
     srv.anon_dir.rmdir()
     (tmp_path / "elsewhere").mkdir()
     srv.anon_dir.symlink_to(tmp_path / "elsewhere")
     with srv.raw() as sock:
         send_frame(sock, {"cmd": "hello", "version": 1})
+        assert recv_frame(sock)["ok"] is True
+        send_frame(sock, {"cmd": "mkdir", "path": "inbox"})
         reply = recv_frame(sock)
         assert reply["ok"] is False and reply["error"] == "path_refused"
-        assert_closed(sock)
+        round_trip(sock)
     srv.anon_dir.unlink()
     srv.anon_dir.mkdir()
     with Client(srv.host, srv.port, timeout=5) as client:

@@ -10,13 +10,25 @@ import os
 import stat
 
 import pytest
-from conftest import add_user, assert_closed, encode_frame, login, partials_in, recv_frame, recv_frame_raw, send_frame
+from conftest import (
+    add_user,
+    assert_closed,
+    encode_frame,
+    login,
+    partials_in,
+    recv_frame,
+    recv_frame_raw,
+    send_frame,
+    wait_until,
+)
 
 import sockftp
+from sockftp.client.tree import _tree_entry
 from sockftp.protocol import checksum
 from sockftp.protocol.entries import TreeEntry
 from sockftp.protocol.limits import LIST_BATCH_ENTRIES, MAX_HEADER_SIZE, MAX_PATH_DEPTH
 from sockftp.storage import blocks as sidecars
+from sockftp.storage.local_files import decode_kept_checksum
 
 MiB = 1024 * 1024
 XATTR = "user.sockftp.checksum"
@@ -82,8 +94,8 @@ def test_tree_lists_a_real_tree_depth_first_with_the_kept_checksums(srv, files, 
         sock = srv.raw()
         send_frame(sock, {"cmd": "put", "path": "top/cut.bin", "size": 10}, b"12345")
         sock.close()
-        srv.wait_idle(1)
-        assert partials_in(top) and list(top.glob(".sockftp-blocks-*"))
+        wait_until(lambda: partials_in(top), what="the cut upload's partial")
+        assert list(top.glob(".sockftp-blocks-*"))
 
         entries = list(client.tree("top", checksums=True))
 
@@ -140,8 +152,8 @@ def test_every_committed_file_keeps_its_checksum_small_ones_too(srv, files):
     expected |= {f"m{i}.txt": b"m" * i for i in range(5)}
     for name, data in expected.items():
         st = (srv.anon_dir / name).stat()
-        kept = os.getxattr(srv.anon_dir / name, XATTR).decode()
-        assert kept == f"{st.st_size}:{st.st_mtime_ns}:{checksum.of_bytes(data)}", name
+        kept = decode_kept_checksum(os.getxattr(srv.anon_dir / name, XATTR))
+        assert kept == (st.st_size, st.st_mtime_ns, checksum.of_bytes(data)), name
 
 
 def test_tree_of_a_file_a_missing_path_and_a_link(srv, files):
@@ -266,3 +278,10 @@ def test_tree_before_login_is_refused(server):
     sock.sendall(encode_frame({"cmd": "quit"}))
     assert recv_frame(sock)["ok"] is True
     assert_closed(sock)
+
+
+@pytest.mark.parametrize("path", ["", "/etc/passwd", "a/../../x", "..", ".", "a//b", "a/./b", "a\\b", "a\x00b", "a/"])
+def test_the_client_refuses_a_tree_entry_that_could_lead_outside(path):
+    with pytest.raises(sockftp.PathRefused):
+        _tree_entry({"path": path, "type": "file", "size": 1, "mtime": 0})
+    assert _tree_entry({"path": "a/...b/c", "type": "file", "size": 1, "mtime": 0}).path == "a/...b/c"

@@ -1,12 +1,12 @@
-"""Who may log in: user accounts, their passwords, their limits and their
-re-login tokens.
+"""Who may log in: user accounts, their passwords, their limits, what they
+store, and their re-login tokens.
 
 :class:`UserStore` is the interface; :class:`SqliteUserStore` keeps accounts
 in SQLite in the server's data directory. A PostgreSQL store will follow, so
 every SQL statement lives in :mod:`sockftp.accounts.schema`.
 """
 
-from .base import Account, StoreError, TokenRecord, UserStore, check_user_name
+from .base import Account, StoredUsage, StoreError, TokenRecord, UserStore, check_user_name
 from .passwords import hash_password, verify_password
 from .sqlite import SqliteUserStore
 from .tokens import new_token, token_hash, token_id
@@ -15,6 +15,7 @@ __all__ = [
     "Account",
     "SqliteUserStore",
     "StoreError",
+    "StoredUsage",
     "TokenRecord",
     "UserStore",
     "check_user_name",

@@ -1,8 +1,8 @@
 """Accounts and the interface of a store that keeps them.
 
-A store knows names, password hashes, limits and the hashes of re-login
-tokens. It never sees a socket or a session, and it never holds a password
-or a token in clear.
+A store knows names, password hashes, limits, what each user stores (their
+usage) and the hashes of re-login tokens. It never sees a socket or a
+session, and it never holds a password or a token in clear.
 """
 
 from __future__ import annotations
@@ -29,6 +29,25 @@ class Account:
     max_files: int | None = None  # None: no limit
     read_only: bool = False
     disabled: bool = False  # may not log in at all
+
+
+@dataclass(frozen=True)
+class StoredUsage:
+    """What a store keeps of a user's usage: what their home holds, as last
+    measured and changed since, beside their limits."""
+
+    used_bytes: int | None  # None: never measured (a new account, or a store just migrated)
+    used_files: int | None
+    #: Changes begun and not ended. A server counts each change of the
+    #: home here before making it and takes it back with the change's
+    #: effect, so a count above zero when no server is at work means one
+    #: died mid-change (killed, a power cut): the usage must be measured again.
+    changes: int = 0
+
+    @property
+    def known(self) -> bool:
+        """Measured, and no change of it was cut off."""
+        return self.used_bytes is not None and self.used_files is not None and self.changes <= 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,29 @@ class UserStore(ABC):
 
     def count(self) -> int:
         return len(self.list())
+
+    # -- usage (see sockftp.server.quota) --
+
+    @abstractmethod
+    def usage(self, name: str) -> StoredUsage | None:
+        """The stored usage of account *name*, or None if there is no such
+        account."""
+
+    @abstractmethod
+    def set_usage(self, name: str, used_bytes: int | None, used_files: int | None) -> bool:
+        """Store a measure of *name*'s usage (None, None: forget it, so it is
+        measured again), and reset its count of changes under way. False if
+        there is no such account."""
+
+    @abstractmethod
+    def add_usage(self, name: str, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
+        """Add a change to *name*'s usage, in one short write that commutes
+        with every other (so servers and threads need not agree on an
+        order). *changes_delta* is +1 before a change is made and -1 with
+        its effect once it is done; the count never goes below zero. A
+        usage never measured stays so. No such account: nothing happens.
+
+        Called on every upload and delete: keep it to one indexed write."""
 
     # -- re-login tokens (see sockftp.accounts.tokens) --
 

@@ -8,7 +8,7 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS = {
     1: [
@@ -37,6 +37,15 @@ MIGRATIONS = {
         "CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens (user_name, created)",
         "CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires)",
     ],
+    3: [
+        # What each home holds, kept by the server as it changes it, so that
+        # a login never walks the home. NULL: never measured (every account
+        # right after this migration); the server measures it when it must.
+        "ALTER TABLE users ADD COLUMN used_bytes BIGINT",
+        "ALTER TABLE users ADD COLUMN used_files BIGINT",
+        # Changes of the home begun and not ended (see StoredUsage.changes).
+        "ALTER TABLE users ADD COLUMN usage_changes INTEGER NOT NULL DEFAULT 0",
+    ],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -52,6 +61,16 @@ INSERT_USER = f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 DELETE_USER = "DELETE FROM users WHERE name = ?"
 # Column names come from COLUMNS only, never from input.
 UPDATE_USER = "UPDATE users SET {assignments} WHERE name = ?"
+
+# -- usage ---------------------------------------------------------------------------
+
+SELECT_USAGE = "SELECT used_bytes, used_files, usage_changes FROM users WHERE name = ?"
+SET_USAGE = "UPDATE users SET used_bytes = ?, used_files = ?, usage_changes = 0 WHERE name = ?"
+# Relative, so that concurrent writers commute; NULL + n stays NULL (never
+# measured stays so). CASE, not MAX(a, b) or GREATEST: both databases have it.
+ADD_USAGE = """UPDATE users SET used_bytes = used_bytes + ?, used_files = used_files + ?,
+    usage_changes = CASE WHEN usage_changes + ? > 0 THEN usage_changes + ? ELSE 0 END
+    WHERE name = ?"""
 
 # -- tokens --------------------------------------------------------------------------
 

@@ -439,3 +439,34 @@ def token_revoke(server, everything) -> None:
         click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {server.user}")
     else:
         click.echo("revoked the token" if count else "the token was not live (expired, or revoked already)")
+
+
+def _check_optional_user_name(ctx, param, value):
+    return None if value is None else _check_user_name(ctx, param, value)
+
+
+@user.command("rescan")
+@click.argument("name", required=False, callback=_check_optional_user_name)
+@click.option("--all", "everyone", is_flag=True, help="Every user.")
+@admin_command
+def user_rescan(root, name, everyone) -> None:
+    """Measure what NAME's home holds (every user's with --all) and store
+    it as their usage.
+
+    The server keeps each account's usage in the account database and
+    never walks a home at login. Run this after files in a home were
+    changed behind its back, or after a power cut. A running server takes
+    the new figure at the user's next login with none of their sessions
+    open. Run it while the user is idle: what they change during the
+    measure may be missed.
+    """
+    from ..server.rescan import rescan_root
+
+    if (name is None) == (not everyone):
+        raise click.UsageError("give a user NAME, or --all")
+    measured = 0
+    for result in rescan_root(root, name):
+        click.echo(result.describe())
+        measured += 1
+    if everyone and not measured:
+        click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)

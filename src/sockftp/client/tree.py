@@ -149,6 +149,8 @@ def _tree_entry(item: dict) -> TreeEntry:
         raise SockftpError("the server sent a malformed tree entry", code="bad_reply") from None
     if not isinstance(path, str) or (checksum is not None and not checksums.is_valid(checksum)):
         raise SockftpError("the server sent a malformed tree entry", code="bad_reply")
-    for name in path.split("/"):
-        _check_remote_name(name)
+    # _check_remote_name of every name, at once: this runs once per file.
+    wrapped = f"/{path}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\\" in path or "\x00" in path:
+        raise PathRefused(f"the server sent an unsafe path: {path!r}")
     return TreeEntry(path, kind, size, mtime, checksum)

@@ -67,6 +67,18 @@ class BlockHasher:
             self._filled = 0
             view = view[room:]
 
+    @property
+    def aligned(self) -> bool:
+        """True at a block boundary: no block begun and not finished."""
+        return not self._filled
+
+    def extend(self, digests: bytes) -> None:
+        """Take whole blocks whose digests are known already (a delta's
+        copies of blocks whose list is kept), at a block boundary."""
+        if self._filled:
+            raise ValueError("known digests can only follow whole blocks")
+        self._digests += digests
+
     def digests(self) -> bytes:
         """The digests so far, the short last block included."""
         if self._filled:

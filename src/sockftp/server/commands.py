@@ -226,8 +226,13 @@ def _tokens_enabled(ctx: Context) -> bool:
 
 @command("quota")
 def quota(ctx: Context, req: dict) -> dict:
-    """Usage and limits of the logged-in user."""
-    return protocol.ok(**_ledger(ctx).to_wire())
+    """Usage and limits of the logged-in user. A usage never measured (a
+    user without limits, the anonymous area) is measured now, once: from
+    then on it is kept. If the user's changes under way do not end within
+    a few seconds, the reply says ``usage_known: false`` instead."""
+    ledger = _ledger(ctx)
+    ledger.measure()
+    return protocol.ok(**ledger.to_wire())
 
 
 COMMANDS["df"] = COMMANDS["quota"]  # the name Unix users reach for

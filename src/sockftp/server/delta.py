@@ -18,6 +18,10 @@ Copied blocks go through user space (read, hash, write), not
 and it writes through the same path as an upload's bytes (blocks reserved
 ahead, free space accounted). A copy-on-write filesystem would share the
 blocks instead (left out: every byte must be read to hash it anyway).
+Their block digests are taken from the base's kept list rather than
+computed again, where the copy starts at a block boundary of the new file:
+of the four passes over a copied byte (read, whole-file hash, block hash,
+write), that drops one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import logging
 from dataclasses import dataclass
 
 from ..protocol import checksum as checksums
-from ..protocol.blocks import expand_ops, literal_bytes, parse_ops
+from ..protocol.blocks import DIGEST_SIZE, FileHasher, expand_ops, literal_bytes, parse_ops
 from ..protocol.errors import BadRequest, DeltaBaseChanged, Internal, NotFound, SockftpError
 from ..protocol.limits import DELTA_BLOCK, MAX_FILE_SIZE
 from ..protocol.paths import RemotePath
@@ -67,9 +71,10 @@ class DeltaPut:
     """A checked delta put: its base, open, and its ops as spans of the new
     file (offset, length, offset in the base or None for new bytes)."""
 
-    def __init__(self, base: Download, spans: list[tuple[int, int, int | None]]):
+    def __init__(self, base: Download, spans: list[tuple[int, int, int | None]], digests: bytes | None = None):
         self.base = base
         self.spans = spans
+        self.digests = digests  # the base's kept block digests, if any
 
     def receive(self, wire, upload: Upload, write, hasher, failures: list[SockftpError]) -> None:
         """Build the new file in *upload*, in op order: literals from *wire*
@@ -80,8 +85,11 @@ class DeltaPut:
             if source is None:
                 wire.receive(length, write, hasher)
             elif not failures:
+                feed = hasher
+                if self.digests is not None and isinstance(hasher, FileHasher):
+                    feed = _KnownBlocks(hasher, self.digests, source)
                 try:
-                    upload.copy_from(self.base, source, length, hasher)
+                    upload.copy_from(self.base, source, length, feed)
                 except SockftpError as exc:
                     failures.append(exc)
                 except Exception:  # noqa: BLE001 - a bug, but the stream must stay in step
@@ -90,6 +98,32 @@ class DeltaPut:
 
     def close(self) -> None:
         self.base.close()
+
+
+class _KnownBlocks:
+    """Feeds a FileHasher the bytes copied from the base from *position*:
+    the whole-file hash gets every byte, the block list the base's kept
+    digests for the whole blocks, where the new file is at a block
+    boundary (else, and for a short last block, they are hashed)."""
+
+    __slots__ = ("hasher", "digests", "position")
+
+    def __init__(self, hasher: FileHasher, digests: bytes, position: int):
+        self.hasher, self.digests, self.position = hasher, digests, position
+
+    def update(self, data) -> None:
+        blocks = self.hasher.blocks
+        size = blocks.block_size
+        whole = len(data) // size
+        first = self.position // size
+        self.position += len(data)
+        if not blocks.aligned or self.position - len(data) != first * size:
+            self.hasher.update(data)
+            return
+        self.hasher.whole.update(data)
+        blocks.extend(self.digests[first * DIGEST_SIZE : (first + whole) * DIGEST_SIZE])
+        if len(data) > whole * size:
+            blocks.update(memoryview(data)[whole * size :])
 
 
 def open_base(storage: Storage, target: RemotePath, size: int, delta: Delta) -> DeltaPut:
@@ -111,7 +145,8 @@ def open_base(storage: Storage, target: RemotePath, size: int, delta: Delta) -> 
         if delta.block_size != DELTA_BLOCK:
             raise BadRequest(f"this server's delta blocks are {DELTA_BLOCK} bytes, not {delta.block_size}")
         spans = expand_ops(delta.ops, base.size, size, DELTA_BLOCK)
+        digests = storage.kept_blocks(target, base)
     except BaseException:
         base.close()
         raise
-    return DeltaPut(base, spans)
+    return DeltaPut(base, spans, digests)

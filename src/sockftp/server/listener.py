@@ -149,7 +149,7 @@ class SockftpServer(socketserver.TCPServer):
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
         self.users = users or SqliteUserStore(users_db(config.root))
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
-        self.quotas = QuotaRegistry(self.storage)
+        self.quotas = QuotaRegistry(self.storage, self.users)
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
@@ -158,6 +158,7 @@ class SockftpServer(socketserver.TCPServer):
         self.front_ends: list = []
         self._serving = threading.Event()
         self._stop_lock = threading.Lock()
+        self._serve_lock = threading.Lock()  # serve_forever's start against stop()
         self._stopped = False
         self._last_accept_warning = 0.0
         _raise_file_limit(config.max_sessions)
@@ -309,11 +310,16 @@ class SockftpServer(socketserver.TCPServer):
         super().server_activate()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self._serving.set()
+        # Decided under one lock with stop(): either the stop comes first
+        # and we never serve, or we serve and the stop waits for the loop to
+        # end. Without it a stop in between waited for a loop never begun.
+        with self._serve_lock:
+            if self.stopping.is_set():
+                return
+            self._serving.set()
         self.janitor.start()
         try:
-            if not self.stopping.is_set():
-                super().serve_forever(poll_interval)
+            super().serve_forever(poll_interval)
         finally:
             self._serving.clear()
 
@@ -332,11 +338,13 @@ class SockftpServer(socketserver.TCPServer):
             self._stopped = True
 
     def _stop(self, grace: float) -> None:
-        self.stopping.set()
+        with self._serve_lock:
+            self.stopping.set()
+            serving = self._serving.is_set()
         self.janitor.stop()
         for front_end in self.front_ends:
             front_end.stop_accepting()
-        if self._serving.is_set():
+        if serving:
             self.shutdown()  # returns once serve_forever has stopped accepting
         self.server_close()
         log.info("stopping: %d sessions open", len(self.sessions))

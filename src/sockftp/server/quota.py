@@ -22,21 +22,50 @@ exceed the quota cannot all pass:
 * On commit the replaced file's bytes leave usage; a discarded upload's
   partial leaves usage; deletes and renames over files adjust it too.
 
-Usage is never stored: it is measured from the storage when a user first
-logs in after a start, so it is right after restarts and crashes, and kept
-exact in memory from then on.
+Where usage comes from: the account store keeps it beside the user's
+limits (:class:`UsageKeeper`), and every commit, delete, rename and
+truncation changes it there in the step that changes the ledger, so a
+login reads it with one indexed query and never walks the home. Each
+change is counted in the store before it is made and taken back with its
+effect after (two short writes), so a server killed in the middle of one
+leaves a trace, and that user's usage is measured again at their next
+login: it is right after restarts and crashes alike.
+
+The home is walked (:meth:`QuotaLedger.measure`) only when the usage is not
+known: never measured (a new account, or the store just migrated), or a
+change was cut off as above; for a user with limits at their first login,
+for one without limits only when the ``quota`` command asks (with nothing
+to enforce, a login measures nothing). An admin's ``sockftp user rescan``
+measures it anew (:mod:`sockftp.server.rescan`); a running server reads
+the stored usage again at the user's next first session. The anonymous
+area is no account: its usage lives in memory, measured at the first
+``quota`` that asks, and kept exact from then on while the server runs.
+
+A measure holds off the user's new changes (they wait in
+:meth:`QuotaLedger.begin`) and waits for those under way to end, so it
+never counts a change twice or misses one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..protocol.errors import NotFound, QuotaExceeded
+from ..accounts import StoreError, UserStore
+from ..accounts.base import RESERVED_NAMES
+from ..protocol.errors import Busy, NotFound, QuotaExceeded
 from ..protocol.limits import MAX_PATH_DEPTH
 from ..protocol.paths import RemotePath
 from ..storage import FILE, BlockList, Download, Entry, Storage, TreeEntry, Upload, Usage
+
+log = logging.getLogger("sockftp.quota")
+
+#: Seconds a measure waits for a user's changes under way (uploads,
+#: deletes) to end before it gives up; their new changes wait meanwhile.
+QUIET_WAIT = 5.0
 
 
 def human(size: int) -> str:
@@ -47,9 +76,68 @@ def human(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+class UsageKeeper:
+    """Writes one user's usage changes through to the account store.
+
+    A write that fails (the store's disk is full, its lock held past the
+    timeout) loses nothing and fails nothing: the ledger in memory is
+    exact and goes on enforcing, and what the store missed is owed and
+    added to the next write (the user's next change, or their last
+    logout). The first failure and the recovery are logged; a server that
+    stops while it owes leaves the stored usage wrong, which the warning
+    says, with the command that measures it again."""
+
+    def __init__(self, users: UserStore, name: str):
+        self.users = users
+        self.name = name
+        self._lock = threading.Lock()
+        self._owed = (0, 0, 0)  # bytes, files, changes under way
+        self._failing = False
+
+    @property
+    def owes(self) -> bool:
+        return self._owed != (0, 0, 0)
+
+    def add(self, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
+        with self._lock:
+            owed_bytes, owed_files, owed_changes = self._owed
+            self._owed = (0, 0, 0)
+        delta = (owed_bytes + bytes_delta, owed_files + files_delta, owed_changes + changes_delta)
+        if delta == (0, 0, 0):
+            return
+        try:
+            self.users.add_usage(self.name, *delta)
+        except StoreError as exc:
+            with self._lock:
+                owed_bytes, owed_files, owed_changes = self._owed
+                self._owed = (owed_bytes + delta[0], owed_files + delta[1], owed_changes + delta[2])
+                first, self._failing = not self._failing, True
+            if first:
+                log.warning(
+                    "the usage of %s is counted in memory only until the account store can be written "
+                    "(if the server stops first, run: sockftp user rescan %s): %s",
+                    self.name,
+                    self.name,
+                    exc,
+                )
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("the usage of %s is in the account store again", self.name)
+
+    def flush(self) -> None:
+        """Write what is owed, if anything."""
+        if self.owes:
+            self.add(0, 0, 0)
+
+
 @dataclass
 class QuotaLedger:
-    """One user's usage, reservations and limits (None: no limit)."""
+    """One user's usage, reservations and limits (None: no limit).
+
+    With *known* False the usage was never measured: ``used_bytes`` and
+    ``used_files`` count only the changes since, and nothing is enforced
+    against them (a ledger with limits is measured before any upload)."""
 
     name: str
     used_bytes: int
@@ -58,12 +146,24 @@ class QuotaLedger:
     max_files: int | None = None
     reserved_bytes: int = 0
     reserved_files: int = 0
+    known: bool = True
 
     def __post_init__(self):
         self.lock = threading.Lock()
+        self._turns = threading.Condition(self.lock)
         # A mark per logged-in session. list.append and pop are single steps
         # under the GIL, so sessions come and go without taking a lock.
         self._present: list[None] = []
+        self._busy = 0  # changes begun and not ended (an upload, from its opening to its end)
+        self._held = False  # a load or a measure is under way: new changes wait
+        #: Writes usage changes to the account store; None: memory only
+        #: (no account, or a usage the store does not know).
+        self.keeper: UsageKeeper | None = None
+        #: The account store, to read and measure into; None: no account.
+        self.users: UserStore | None = None
+        #: Where the home is measured: (storage, home); None: nowhere.
+        self.source: tuple[Storage, RemotePath] | None = None
+        self._unsaved = False  # measured, but the store refused the measure
 
     @property
     def sessions(self) -> int:
@@ -146,31 +246,178 @@ class QuotaLedger:
             self.used_files += files_delta
 
     def to_wire(self) -> dict:
+        """The ``quota`` reply. A usage not known is sent as 0 with
+        ``usage_known`` false: clients that predate the field still get
+        integers."""
         with self.lock:
             return {
                 "user": self.name,
-                "used_bytes": self.used_bytes,
-                "used_files": self.used_files,
+                "used_bytes": self.used_bytes if self.known else 0,
+                "used_files": self.used_files if self.known else 0,
+                "usage_known": self.known,
                 "reserved_bytes": self.reserved_bytes,
                 "quota_bytes": self.quota_bytes,
                 "max_files": self.max_files,
             }
 
+    # -- changes, and the measures and loads that must not overlap them -------------------
+
+    def begin(self) -> UsageKeeper | None:
+        """A change of the home begins (an upload opens, a file is removed):
+        counted, and recorded in the store as under way before anything
+        changes. Waits while a load or a measure is under way. Returns what
+        :meth:`end` takes back."""
+        with self._turns:
+            while self._held:
+                self._turns.wait()
+            self._busy += 1
+            keeper = self.keeper
+        if keeper is not None:
+            keeper.add(0, 0, 1)
+        return keeper
+
+    def end(self, keeper: UsageKeeper | None, bytes_delta: int, files_delta: int) -> None:
+        """The change that :meth:`begin` returned *keeper* for is done, and
+        changed usage by this much (the ledger was adjusted as it went):
+        one write to the store."""
+        if keeper is not None:
+            keeper.add(bytes_delta, files_delta, -1)
+        with self._turns:
+            self._busy -= 1
+            if not self._busy:
+                self._turns.notify_all()
+
+    def try_hold(self) -> bool:
+        """Hold off changes if none is under way; False if one is."""
+        with self.lock:
+            if self._held or self._busy:
+                return False
+            self._held = True
+            return True
+
+    def hold(self, wait: float) -> bool:
+        """Hold off new changes and wait, up to *wait* seconds, for those
+        under way to end. False (and nothing held) if they did not."""
+        deadline = time.monotonic() + wait
+        with self._turns:
+            if not self._turns.wait_for(lambda: not self._held, wait):
+                return False
+            self._held = True
+            if self._turns.wait_for(lambda: not self._busy, max(0.0, deadline - time.monotonic())):
+                return True
+            self._held = False
+            self._turns.notify_all()
+            return False
+
+    def let_go(self) -> None:
+        with self._turns:
+            self._held = False
+            self._turns.notify_all()
+
+    def measure(self, wait: float = QUIET_WAIT) -> bool:
+        """Make the usage known: measure the home if it is not. True if it
+        is known now; False if changes under way did not end within *wait*
+        seconds, or there is nowhere to measure."""
+        if self.known:
+            return True
+        if self.source is None or not self.hold(wait):
+            return False
+        try:
+            if not self.known:  # else measured while this one waited
+                self._measure()
+        finally:
+            self.let_go()
+        return True
+
+    def load(self) -> None:
+        """Read the usage from the account store again, measuring the home
+        if the store does not know it and there are limits to enforce.
+        Only while held (:meth:`try_hold`), at a user's first session."""
+        if self.users is None:
+            if self.limited:
+                self._measure()  # nowhere to keep it: measured at each first session, as before the store kept it
+            return
+        if self.keeper is not None and self.keeper.owes:
+            self.keeper.flush()
+            if self.keeper.owes:
+                return  # the store is behind: memory is the truth
+        if self._unsaved:
+            self._save()
+            return
+        try:
+            stored = self.users.usage(self.name)
+        except StoreError as exc:
+            log.warning("could not read the usage of %s from the account store: %s", self.name, exc)
+            stored = None
+        if stored is not None and stored.known:
+            with self.lock:
+                self.used_bytes, self.used_files, self.known = stored.used_bytes, stored.used_files, True
+            if self.keeper is None:
+                self.keeper = UsageKeeper(self.users, self.name)
+            return
+        if stored is not None:  # never measured, or a change of it was cut off
+            with self.lock:
+                self.known = False
+            self.keeper = None
+        if self.limited and not self.known:
+            self._measure()
+        elif stored is not None and stored.used_bytes is not None and not self.known:
+            # A server died mid-change and nothing is enforced: forget the
+            # stale figure rather than measure (a quota command will).
+            self._store_measure(None)
+
+    def _measure(self) -> None:
+        """Walk the home and take what it holds as usage (held, nothing under way)."""
+        storage, home = self.source
+        usage = storage.usage(home)
+        with self.lock:
+            self.used_bytes, self.used_files, self.known = usage.bytes, usage.files, True
+        self._save()
+
+    def _save(self) -> None:
+        """Store the usage in memory as a measure (held, nothing under way)."""
+        self._unsaved = False
+        if self.users is None:
+            return
+        self.keeper = None
+        if self._store_measure(Usage(self.used_bytes, self.used_files)):
+            self.keeper = UsageKeeper(self.users, self.name)
+
+    def _store_measure(self, usage: Usage | None) -> bool:
+        try:
+            if usage is None:
+                return self.users.set_usage(self.name, None, None)
+            return self.users.set_usage(self.name, usage.bytes, usage.files)
+        except StoreError as exc:
+            self._unsaved = usage is not None
+            log.warning(
+                "could not store the usage of %s; it is kept in memory and stored again later: %s", self.name, exc
+            )
+            return False
+
 
 class QuotaRegistry:
-    """The ledgers of the users who logged in since the server started."""
+    """The ledgers of the users who logged in since the server started.
 
-    def __init__(self, storage: Storage):
+    *users* is the account store that keeps each account's usage; without
+    it, usage lives in memory only, and a user with limits is measured at
+    each first session, as before the store kept it."""
+
+    def __init__(self, storage: Storage, users: UserStore | None = None):
         self.storage = storage
+        self.users = users
         self._ledgers: dict[str, QuotaLedger] = {}
         self._lock = threading.Lock()
 
     def login(self, name: str, home: RemotePath, quota_bytes=None, max_files=None) -> QuotaLedger:
         """The ledger of *name* for one more session; :meth:`logout` when it
-        ends. Usage is measured from *home* whenever the user has no other
-        session and no upload under way, so changes made behind the server's
-        back (an admin deleting files, an account re-created) are picked up.
-        Limits are refreshed from the account at every login.
+        ends. Limits are refreshed from the account at every login.
+
+        At a user's first session (none other open), their usage is read
+        from the account store again (an indexed query: an admin's rescan
+        is picked up), and their home measured only if the store does not
+        know it and there are limits to enforce. Their changes wait
+        meanwhile; other users' do not.
 
         While the user has other sessions, this takes no lock: under the
         soak's 500 clients the registry's lock, taken by every session as it
@@ -181,19 +428,27 @@ class QuotaRegistry:
             return ledger
         with self._lock:
             ledger = self._ledgers.get(name)
-            idle = ledger is None or (ledger.sessions == 0 and ledger.reserved_bytes == 0)
-        usage = self.storage.usage(home) if idle else None  # a walk: not under the lock
-        with self._lock:
-            ledger = self._ledgers.get(name)
             if ledger is None:
-                ledger = self._ledgers[name] = QuotaLedger(name, usage.bytes, usage.files)
-            elif usage is not None and ledger.sessions == 0 and ledger.reserved_bytes == 0:
-                with ledger.lock:
-                    ledger.used_bytes, ledger.used_files = usage.bytes, usage.files
+                ledger = self._ledgers[name] = QuotaLedger(name, 0, 0, known=False)
+                ledger.source = (self.storage, home)
+                ledger.users = None if name in RESERVED_NAMES else self.users
             ledger.quota_bytes = quota_bytes
             ledger.max_files = max_files
-            ledger.join()  # under the lock: a concurrent first login must not apply an older measure
-            return ledger
+            # A first session reads the store again (under the lock, so that
+            # a concurrent first login does not too). Nothing to read and
+            # nothing to enforce (the anonymous area): no hold at all.
+            due = ledger.users is not None or ledger.limited
+            loading = not ledger.sessions and due and ledger.try_hold()
+            ledger.join()
+        if loading:
+            try:
+                ledger.load()  # a query; a walk only if unknown with limits
+            except BaseException:
+                ledger.leave()
+                raise
+            finally:
+                ledger.let_go()
+        return ledger
 
     def join(self, name: str, quota_bytes=None, max_files=None) -> QuotaLedger | None:
         """The ledger of *name* for one more session if they have a session
@@ -208,13 +463,35 @@ class QuotaRegistry:
 
     def logout(self, ledger: QuotaLedger) -> None:
         ledger.leave()
+        keeper = ledger.keeper
+        if keeper is not None and keeper.owes:
+            keeper.flush()  # a last try at what the store missed
 
     def removed_behind(self, name: str, size: int) -> None:
         """*size* bytes of *name*'s were removed behind the sessions' backs
-        (the janitor's expired partials): usage gives them back."""
-        ledger = self._ledgers.get(name)
-        if ledger is not None:
-            ledger.adjust(-size)
+        (the janitor's expired partials): usage gives them back, in memory
+        and in the account store. A user with no ledger here (not logged
+        in since the start) has only the store to tell; that write is made
+        under the registry's lock, so a first login reads the store either
+        before it (and then its ledger takes the change) or after."""
+        with self._lock:
+            ledger = self._ledgers.get(name)
+            if ledger is None:
+                if self.users is not None and name not in RESERVED_NAMES:
+                    try:
+                        self.users.add_usage(name, -size, 0, 0)
+                    except StoreError as exc:
+                        log.warning(
+                            "the usage of %s still counts a removed partial of %s (run: sockftp user rescan %s): %s",
+                            name,
+                            human(size),
+                            name,
+                            exc,
+                        )
+                return
+        keeper = ledger.begin()  # after a load or measure under way, which may have counted the partial
+        ledger.adjust(-size)
+        ledger.end(keeper, -size, 0)
 
 
 class QuotaStorage(Storage):
@@ -241,6 +518,9 @@ class QuotaStorage(Storage):
 
     def blocks(self, path: RemotePath) -> BlockList:
         return self.inner.blocks(path)
+
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        return self.inner.kept_blocks(path, download)
 
     def open_read(self, path: RemotePath) -> Download:
         return self.inner.open_read(path)
@@ -273,23 +553,53 @@ class QuotaStorage(Storage):
         return entry.size if entry.type == FILE else None
 
     def rmdir(self, path: RemotePath) -> int:
-        freed = self.inner.rmdir(path)
-        self.ledger.adjust(-freed)
+        keeper = self.ledger.begin()  # it may remove partials: their bytes leave usage
+        freed = 0
+        try:
+            freed = self.inner.rmdir(path)
+            self.ledger.adjust(-freed)
+        finally:
+            self.ledger.end(keeper, -freed, 0)
         return freed
 
     def remove(self, path: RemotePath) -> None:
         size = self._file_size(path)
-        self.inner.remove(path)
-        if size is not None:
+        if size is None:
+            self.inner.remove(path)  # refused, or a link: no usage
+            return
+        keeper = self.ledger.begin()
+        removed = False
+        try:
+            self.inner.remove(path)
+            removed = True
             self.ledger.adjust(-size, -1)
+        finally:
+            self.ledger.end(keeper, -size if removed else 0, -1 if removed else 0)
 
     def rename(self, source: RemotePath, target: RemotePath) -> None:
         replaced = self._file_size(target) if source != target else None
-        self.inner.rename(source, target)
-        if replaced is not None:
+        if replaced is None:
+            self.inner.rename(source, target)  # over nothing: usage stays
+            return
+        keeper = self.ledger.begin()
+        renamed = False
+        try:
+            self.inner.rename(source, target)
+            renamed = True
             self.ledger.adjust(-replaced, -1)
+        finally:
+            self.ledger.end(keeper, -replaced if renamed else 0, -1 if renamed else 0)
+
+    def _known_usage(self) -> None:
+        """With limits, the usage must be known before anything is reserved
+        against it (it is, unless limits were set on an account never
+        measured while it had sessions open). Raises Busy if the measure
+        could not run."""
+        if self.ledger.limited and not self.ledger.measure():
+            raise Busy(f"the usage of {self.ledger.name} is being measured; try again in a few seconds")
 
     def open_upload(self, path: RemotePath, size: int | None, offset: int = 0, *, at_once: bool = False) -> Upload:
+        self._known_usage()
         if self.ledger.limited:
             replaces = self._file_size(path)
             new_file, credited = replaces is None, replaces or 0
@@ -300,37 +610,62 @@ class QuotaStorage(Storage):
             # should another login have set some meanwhile.
             new_file, credited = False, 0
         announced = 0 if size is None else size - offset  # unknown: reserved chunk by chunk
-        self.ledger.reserve(announced, new_file=new_file, replaces=credited)
+        keeper = self.ledger.begin()
+        try:
+            self.ledger.reserve(announced, new_file=new_file, replaces=credited)
+        except BaseException:
+            self.ledger.end(keeper, 0, 0)
+            raise
         try:
             upload = self.inner.open_upload(path, size, offset, at_once=at_once)
         except BaseException:
             self.ledger.release(announced, new_file=new_file)
+            self.ledger.end(keeper, 0, 0)
             raise
         self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
-        return QuotaUpload(upload, self.ledger, new_file, credited)
+        return QuotaUpload(upload, self.ledger, new_file, credited, keeper, -upload.dropped)
 
     def open_append(self, path: RemotePath, offset: int | None = None) -> Upload:
         replaces = self._file_size(path)
         if replaces is None:
             return self.inner.open_append(path, offset)  # refused: no such file
+        self._known_usage()
         # The kept prefix is a copy: it needs room until the commit replaces the file.
         kept = replaces if offset is None else offset
-        self.ledger.reserve(kept, new_file=False, replaces=replaces)
+        keeper = self.ledger.begin()
+        try:
+            self.ledger.reserve(kept, new_file=False, replaces=replaces)
+        except BaseException:
+            self.ledger.end(keeper, 0, 0)
+            raise
         try:
             upload = self.inner.open_append(path, offset)
         except BaseException:
             self.ledger.release(kept, new_file=False)
+            self.ledger.end(keeper, 0, 0)
             raise
         self.ledger.adjust(-upload.dropped)
         self.ledger.wrote(kept)  # the copy is on disk now
-        return QuotaUpload(upload, self.ledger, False, replaces)
+        return QuotaUpload(upload, self.ledger, False, replaces, keeper, kept - upload.dropped)
 
     def close(self) -> None:
         pass  # the inner storage belongs to the server
 
 
 class QuotaUpload(Upload):
-    def __init__(self, inner: Upload, ledger: QuotaLedger, new_file: bool, credited: int):
+    """An upload whose every byte is accounted in *ledger* as it lands, and
+    whose whole effect on usage reaches the account store in one write at
+    its end (*changed* bytes so far: what opening it did)."""
+
+    def __init__(
+        self,
+        inner: Upload,
+        ledger: QuotaLedger,
+        new_file: bool,
+        credited: int,
+        keeper: UsageKeeper | None = None,
+        changed: int = 0,
+    ):
         self.inner = inner
         self.ledger = ledger
         self.new_file = new_file  # reserved a file slot
@@ -338,6 +673,8 @@ class QuotaUpload(Upload):
         self.path = inner.path
         self.size = inner.size
         self._reserved = 0 if inner.size is None else inner.size - inner.offset
+        self._keeper = keeper  # from ledger.begin(): the change's end goes to it
+        self._changed = changed  # bytes this upload added to usage (or took away) so far
         self._open = True
 
     @property
@@ -361,6 +698,7 @@ class QuotaUpload(Upload):
         finally:
             written = self.inner.offset - before
             self._reserved -= written
+            self._changed += written
             self.ledger.wrote(written)
 
     def write(self, data) -> None:
@@ -374,6 +712,7 @@ class QuotaUpload(Upload):
         finally:
             written = self.inner.offset - before
             self._reserved -= written
+            self._changed += written
             self.ledger.wrote(written)
 
     def replaced_size(self) -> int | None:
@@ -394,12 +733,10 @@ class QuotaUpload(Upload):
         try:
             replaced = self.inner.commit(checksum)
         except BaseException:
-            self.ledger.adjust(-self.inner.lost)  # written, counted, and gone
+            self._finish(-self.inner.lost)  # written, counted, and gone
             raise
-        finally:
-            self._finish()
         # The file that was there (if any) is gone; a new name is one more file.
-        self.ledger.adjust(-(replaced or 0), 0 if replaced is not None else 1)
+        self._finish(-(replaced or 0), 0 if replaced is not None else 1)
         return replaced
 
     def keep(self) -> None:
@@ -407,9 +744,10 @@ class QuotaUpload(Upload):
             return  # committed or discarded already: nothing left to keep
         try:
             self.inner.keep()
-        finally:
+        except BaseException:
             self._finish()
-        self.ledger.adjust(-self.inner.lost)
+            raise
+        self._finish(-self.inner.lost)
 
     def discard(self) -> None:
         if not self._open:
@@ -417,12 +755,19 @@ class QuotaUpload(Upload):
         held = self.inner.offset
         try:
             self.inner.discard()
-        finally:
+        except BaseException:
             self._finish()
-        self.ledger.adjust(-held)
+            raise
+        self._finish(-held)
 
-    def _finish(self) -> None:
-        if self._open:
-            self._open = False
-            self.ledger.release(self._reserved, self.new_file)
-            self._reserved = 0
+    def _finish(self, bytes_delta: int = 0, files_delta: int = 0) -> None:
+        """Give back what is left of the reservation, apply the end's change
+        to usage, and end the change: the one write of the upload to the
+        account store, carrying everything it changed."""
+        if not self._open:
+            return
+        self._open = False
+        self.ledger.release(self._reserved, self.new_file)
+        self._reserved = 0
+        self.ledger.adjust(bytes_delta, files_delta)
+        self.ledger.end(self._keeper, self._changed + bytes_delta, files_delta)

@@ -11,6 +11,7 @@ it). The transfers themselves are ``get`` with ``length`` and ``put`` with
 
 from __future__ import annotations
 
+import re
 from contextlib import closing
 
 from ..protocol import fields as protocol
@@ -44,7 +45,7 @@ def tree(ctx: Context, req: dict) -> None:
             if len(entry.path.encode()) > room:
                 continue
             wire_entry = entry.to_wire()
-            size = encoded_size(wire_entry) + 1
+            size = _entry_size(entry.path, wire_entry)
             if batch and (len(batch) >= LIST_BATCH_ENTRIES or used + size > budget):
                 ctx.wire.send_header(protocol.ok(entries=batch, more=True))
                 batch, used = [], 0
@@ -54,6 +55,20 @@ def tree(ctx: Context, req: dict) -> None:
     ctx.wire.send_header(protocol.ok(path=shown, entries=batch, more=False))
     ctx.bytes = count
     return None
+
+
+#: Most bytes an entry takes besides its path, checksum included.
+_ENTRY_FIELDS = 160
+#: What JSON escapes in a string (the rest of UTF-8 is written as it is).
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
+def _entry_size(path: str, wire_entry: dict) -> int:
+    """An upper bound of the bytes *wire_entry* takes in a frame: exact
+    sizes cost a JSON encoding per entry, a third of a listing's time."""
+    if _ESCAPED.search(path):
+        return encoded_size(wire_entry) + 1
+    return len(path.encode()) + _ENTRY_FIELDS
 
 
 @command("blocks")

@@ -290,6 +290,12 @@ class Storage(ABC):
         if max_depth > 0:
             yield from below(path, "", 1)
 
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        """The block digests the store keeps for the file open as
+        *download* (found at *path*), if valid for it as it is: never read
+        from the file. None if it keeps none."""
+        return None
+
     def blocks(self, path: RemotePath) -> BlockList:
         """The block list of the file at *path* (see
         :mod:`sockftp.protocol.blocks`). This default reads the whole file

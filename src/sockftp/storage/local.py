@@ -44,6 +44,7 @@ from ..protocol.errors import (
     OffsetMismatch,
     PathRefused,
     PermissionDenied,
+    SockftpError,
 )
 from ..protocol.limits import DELTA_BLOCK, DELTA_MIN, MAX_PATH_DEPTH, RESERVED_PREFIX, SMALL_FILE
 from ..protocol.paths import RemotePath
@@ -205,11 +206,25 @@ class LocalStorage(Storage):
             return
         if max_depth < 1:
             return
-        kept = _stored_checksum_by_name if checksums and self.xattrs else None
+        attribute = _XATTR_CHECKSUM if checksums and self.xattrs else None
         try:
-            yield from trees.walk(self._open_dir(path), max_depth, _display_name, kept)
+            yield from trees.walk(self._open_dir(path), max_depth, _display_name, attribute, _checksum_for)
         except OSError as exc:  # a directory below that cannot be read (EMFILE, EIO...)
             raise _error(exc, path) from None
+
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        fd = download.fileno()
+        if fd is None or not path:
+            return None
+        try:
+            parent_fd = self._parent(path)
+        except SockftpError:
+            return None
+        try:
+            kept = sidecars.read(parent_fd, path[-1], os.fstat(fd), download.stored_checksum())
+        finally:
+            os.close(parent_fd)
+        return None if kept is None else kept[1]
 
     def blocks(self, path: RemotePath) -> BlockList:
         parent_fd = self._parent(path)
@@ -737,12 +752,6 @@ class LocalStorage(Storage):
 _CREATE_PARTIAL = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 #: What open(O_TMPFILE) answers where the filesystem (or kernel) cannot.
 _NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
-
-
-def _stored_checksum_by_name(dir_fd: int, name: str, st: os.stat_result) -> str | None:
-    """The checksum kept with file *name* in *dir_fd* (whose stat is *st*),
-    if kept for it as it is now: read without opening the file."""
-    return _checksum_for(trees.attribute_by_name(dir_fd, name, _XATTR_CHECKSUM), st)
 
 
 def _still_named(dir_fd: int, name: str, st: os.stat_result) -> bool:
