@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import stat as statmod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from ..protocol import checksum as checksums
 from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER
@@ -212,13 +213,17 @@ def fill_checksums(client, source: Listing, dest: Listing, *, up: bool, local_ro
     stored, which the server then hashes."""
     remote, local = (dest, source) if up else (source, dest)
     candidates = checksum_candidates(source, dest)
-    for path in candidates:
-        local[path] = _with_checksum(local[path], _local_checksum(os.path.join(local_root, *path.split("/"))))
-    missing = [path for path in candidates if remote[path].checksum is None]
-    requests = [{"cmd": "stat", "path": remote_join(remote_root, path), "checksum": True} for path in missing]
-    for path, reply in zip(missing, client._pipeline(requests), strict=True):
-        if isinstance(reply, dict):
-            remote[path] = _with_checksum(remote[path], reply.get("checksum"))
+    # The local files are hashed by a few threads while the server hashes
+    # the files it has no checksum for: reading and XXH3 let go of the GIL.
+    with ThreadPoolExecutor(max_workers=HASHING_THREADS) as pool:
+        sums = pool.map(_local_checksum, [os.path.join(local_root, *path.split("/")) for path in candidates])
+        missing = [path for path in candidates if remote[path].checksum is None]
+        requests = [{"cmd": "stat", "path": remote_join(remote_root, path), "checksum": True} for path in missing]
+        for path, reply in zip(missing, client._pipeline(requests), strict=True):
+            if isinstance(reply, dict):
+                remote[path] = _with_checksum(remote[path], reply.get("checksum"))
+        for path, value in zip(candidates, sums, strict=True):
+            local[path] = _with_checksum(local[path], value)
 
 
 def _with_checksum(item: Item, value: str | None) -> Item:
@@ -226,8 +231,34 @@ def _with_checksum(item: Item, value: str | None) -> Item:
 
 
 def _local_checksum(path: str) -> str | None:
+    """XXH3-128 of the file at *path*, or None if it cannot be read (it
+    then compares as changed, and its transfer says why)."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            return checksums.of_file(f)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return None  # gone or unreadable: compares as changed, and the transfer says why
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size <= _WHOLE_READ:
+            # Read whole: a file this small costs one read, and no 4 MiB
+            # buffer made (and zeroed) for it alone.
+            return checksums.of_bytes(os.pread(fd, size + 1, 0))
+        hasher = checksums.Hasher()
+        buffer = bytearray(_WHOLE_READ)
+        view = memoryview(buffer)
+        position = 0
+        while n := os.preadv(fd, [view], position):
+            hasher.update(view[:n])
+            position += n
+        return hasher.value()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+#: Files up to this size are read in one piece to be hashed; larger ones in pieces of it.
+_WHOLE_READ = 4 * 1024 * 1024
+
+#: Threads that hash local files for a checksum comparison.
+HASHING_THREADS = min(4, os.cpu_count() or 1)
