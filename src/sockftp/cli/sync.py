@@ -25,6 +25,7 @@ from ..protocol.errors import SockftpError
 from .base import (
     EXIT_CONNECTION,
     Failure,
+    ServerAddress,
     client_command,
     display_options,
     error_message,
@@ -98,19 +99,18 @@ def sync_options(func):
 @client_command
 def up(server, local, remote, delete, dry_run, checksum, exclude, modify_window, quiet, force_progress) -> None:
     """Make remote directory REMOTE (created if missing) the same as local directory LOCAL."""
-    with server.connect() as client:
-        run_sync(
-            client.sync_up,
-            "up",
-            local,
-            remote,
-            display=make_display(quiet, force_progress),
-            delete=delete,
-            dry_run=dry_run,
-            checksum=checksum,
-            exclude=exclude,
-            modify_window=modify_window,
-        )
+    run_sync(
+        server,
+        "up",
+        local,
+        remote,
+        display=make_display(quiet, force_progress),
+        delete=delete,
+        dry_run=dry_run,
+        checksum=checksum,
+        exclude=exclude,
+        modify_window=modify_window,
+    )
 
 
 @sync.command("down")
@@ -121,36 +121,41 @@ def up(server, local, remote, delete, dry_run, checksum, exclude, modify_window,
 @client_command
 def down(server, remote, local, delete, dry_run, checksum, exclude, modify_window, quiet, force_progress) -> None:
     """Make local directory LOCAL (created if missing) the same as remote directory REMOTE."""
-    with server.connect() as client:
-        run_sync(
-            client.sync_down,
-            "down",
-            remote,
-            local,
-            display=make_display(quiet, force_progress),
-            delete=delete,
-            dry_run=dry_run,
-            checksum=checksum,
-            exclude=exclude,
-            modify_window=modify_window,
-        )
+    run_sync(
+        server,
+        "down",
+        remote,
+        local,
+        display=make_display(quiet, force_progress),
+        delete=delete,
+        dry_run=dry_run,
+        checksum=checksum,
+        exclude=exclude,
+        modify_window=modify_window,
+    )
 
 
-def run_sync(method, direction: str, source: str, target: str, *, display: TransferDisplay, **options) -> SyncSummary:
-    """Run *method* (a client's sync_up or sync_down) from *source* to
-    *target* with *display*'s bar, then print what it did; exit with the
-    status of the first failure, if any."""
+def run_sync(
+    server: ServerAddress, direction: str, source: str, target: str, *, display: TransferDisplay, **options
+) -> SyncSummary:
+    """Connect to *server* and sync *direction* ("up" or "down") from
+    *source* to *target* with *display*'s bar, then print what it did;
+    exit with the status of the first failure, if any."""
     what = f"sync {direction} {source} -> {target}"
+    connected = False
     try:
-        with display:
-            # The bar's label: the display shows what follows the last "/".
-            display.start_file(f"sync {direction} {posixpath.basename(source.rstrip('/')) or 'root'}")
-            summary = method(source, target, progress=display, **options)
+        with server.connect() as client:
+            connected = True
+            method = client.sync_up if direction == "up" else client.sync_down
+            with display:
+                # The bar's label: the display shows what follows the last "/".
+                display.start_file(f"sync {direction} {posixpath.basename(source.rstrip('/')) or 'root'}")
+                summary = method(source, target, progress=display, **options)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {what}; run the same command to resume", EXIT_INTERRUPTED) from None
     except SockftpError as exc:
-        if exit_status(exc) != EXIT_CONNECTION:
-            raise
+        if not connected or exit_status(exc) != EXIT_CONNECTION:
+            raise  # (could not connect at all: said as every command says it)
         message = f"interrupted ({error_message(exc)}): {what}; run the same command to resume"
         raise Interrupted(message, EXIT_CONNECTION) from None
     if summary.dry_run:
