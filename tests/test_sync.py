@@ -454,3 +454,23 @@ def test_an_interrupted_sync_leaves_the_client_usable_and_a_rerun_finishes_it(sr
         summary = client.sync_down("remote", tmp_path / "local")
         assert summary.failed == 0 and 0 < summary.transferred < len(files)
     assert tree_of(tmp_path / "local") == tree_of(srv.anon_dir / "remote")
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_a_directory_that_must_make_way_for_a_file_but_cannot_is_reported(srv, tmp_path, direction):
+    # The target's directory "x" holds an excluded file, so it cannot go; the
+    # source's file "x" then cannot be put in its place: a failure to say,
+    # not a directory quietly left, as for one that --delete would remove.
+    local, remote = tmp_path / "local", srv.anon_dir / "remote"
+    source_dir, target_dir = (local, remote) if direction == "up" else (remote, local)
+    build(source_dir, {"x": b"a file now", "ok": b"ok"}, dirs=[])
+    build(target_dir, {"x/keep.tmp": b"excluded", "gone/keep.tmp": b"excluded"}, dirs=[])
+    with srv.client() as client:
+        if direction == "up":
+            summary = client.sync_up(local, "remote", delete=True, exclude=["*.tmp"])
+        else:
+            summary = client.sync_down("remote", local, delete=True, exclude=["*.tmp"])
+    assert [path for path, _ in summary.failures] == ["x"]
+    assert (target_dir / "ok").read_bytes() == b"ok"
+    assert (target_dir / "x" / "keep.tmp").read_bytes() == b"excluded"
+    assert (target_dir / "gone" / "keep.tmp").read_bytes() == b"excluded"  # kept, quietly

@@ -128,6 +128,7 @@ def test_a_file_replaced_by_a_directory_and_the_reverse_even_without_delete():
         ("was_dir", "dir"),
         ("was_file", "file"),
     ]
+    assert plan.replaced == {"was_dir", "was_file"}  # (what is inside goes with them)
     assert plan.mkdirs == ["was_file"]
     assert sorted((c.path, c.old_size) for c in plan.transfers) == [("was_dir", None), ("was_file/inside", None)]
 

@@ -337,7 +337,7 @@ class _SyncRun:
             if isinstance(reply, dict):
                 self.summary.deleted += 1
             elif reply.code != "not_found":
-                self._removal_failed(path, reply, blocked)
+                self._removal_failed(path, reply, blocked, plan)
         return blocked
 
     def _put_small(self, changes: list[FileChange], remote_root: str) -> None:
@@ -383,7 +383,7 @@ class _SyncRun:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                self._removal_failed(path, exc, blocked)
+                self._removal_failed(path, exc, blocked, plan)
         for path in plan.mkdirs:
             if _blocked(path, blocked):
                 continue
@@ -540,14 +540,14 @@ class _SyncRun:
         with self._lock:
             self.summary.failures.append((path, error))
 
-    def _removal_failed(self, path: str, error: BaseException, blocked: set[str]) -> None:
+    def _removal_failed(self, path: str, error: BaseException, blocked: set[str], plan: Plan) -> None:
+        blocked.add(path)  # nothing goes where it stays
         # A directory that the source lacks but that still holds something
-        # excluded (or new) stays, quietly, as rsync leaves it.
-        if getattr(error, "code", None) == "not_empty" or getattr(error, "errno", None) == errno.ENOTEMPTY:
-            blocked.add(path)
-            return
-        blocked.add(path)
-        self._fail(path, error)
+        # excluded (or new) stays, quietly, as rsync leaves it; one that had
+        # to make way for a file is a failure.
+        not_empty = getattr(error, "code", None) == "not_empty" or getattr(error, "errno", None) == errno.ENOTEMPTY
+        if not not_empty or path in plan.replaced:
+            self._fail(path, error)
 
     def _count_dir(self, path: str, reply) -> None:
         if isinstance(reply, SockftpError):

@@ -79,6 +79,8 @@ class Plan:
 
     #: (path, type) of destination entries to remove, children before their directory.
     remove: list[tuple[str, str]] = field(default_factory=list)
+    #: Those of them that must make way for the source's entry of another type.
+    replaced: set[str] = field(default_factory=set)
     #: Directories to make, parents first.
     mkdirs: list[str] = field(default_factory=list)
     #: Files to send, in pre-order.
@@ -235,6 +237,8 @@ def make_plan(
                 continue
         elif s.type == d.type:
             continue
+        else:
+            plan.replaced.add(path)
         removals.append((path, d.type))
         gone.add(path)
         if parent not in gone:
