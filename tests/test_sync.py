@@ -474,3 +474,11 @@ def test_a_directory_that_must_make_way_for_a_file_but_cannot_is_reported(srv, t
     assert (target_dir / "ok").read_bytes() == b"ok"
     assert (target_dir / "x" / "keep.tmp").read_bytes() == b"excluded"
     assert (target_dir / "gone" / "keep.tmp").read_bytes() == b"excluded"  # kept, quietly
+
+
+def test_a_pipeline_left_early_leaves_no_reply_for_the_next_request(srv):
+    with srv.client() as client:
+        replies = client._pipeline([{"cmd": "ping"}] * 10 + [{"cmd": "pwd"}], window=8)
+        assert next(replies) == {"ok": True}
+        replies.close()  # (as when the loop over it ends by an exception)
+        assert client.pwd() == "/"

@@ -124,20 +124,25 @@ class SyncTransfers:
         lost connection ends it (ConnectionLost)."""
         sent = 0
         answered = 0
-        while answered < len(requests):
-            if sent < len(requests) and sent - answered <= window // 2:
-                batch = requests[sent : sent + max(window // 2, 1)]
-                if sent > answered and self._wire is None:
-                    raise ConnectionLost(f"the connection closed with {sent - answered} requests unanswered")
-                self._send_many(batch)
-                sent += len(batch)
-            try:
-                yield self._reply()
-            except ConnectionLost:
-                raise
-            except SockftpError as exc:
-                yield exc
-            answered += 1
+        try:
+            while answered < len(requests):
+                if sent < len(requests) and sent - answered <= window // 2:
+                    batch = requests[sent : sent + max(window // 2, 1)]
+                    if sent > answered and self._wire is None:
+                        raise ConnectionLost(f"the connection closed with {sent - answered} requests unanswered")
+                    self._send_many(batch)
+                    sent += len(batch)
+                try:
+                    reply = self._reply()
+                except ConnectionLost:
+                    raise
+                except SockftpError as exc:
+                    reply = exc
+                answered += 1
+                yield reply
+        finally:
+            if answered < sent:
+                self.close()  # left early: the replies still owed would answer the next requests
 
     def _sibling(self, retries: int | None = None):
         """A second connection to the same server, as the same user, by the
