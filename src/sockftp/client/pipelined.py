@@ -18,6 +18,12 @@ from ..protocol import checksum as checksums
 from ..protocol.errors import ChecksumMismatch, ConnectionLost, DeltaBaseChanged, SockftpError
 from .single import RESUME_THRESHOLD, TransferResult, _write_all, partial_path
 
+#: on_done(source, target, result, error), called once per file of a batch
+#: as soon as it is settled, in the order given: *result* if it was stored,
+#: else *error* (the paths as given: local then remote for put_many, remote
+#: then local for get_many).
+OnDone = Callable[[str, str, TransferResult | None, SockftpError | None], None]
+
 
 @dataclass(frozen=True)
 class RangeResult:
@@ -40,56 +46,76 @@ class PipelinedTransfers:
     ``_raw_transfer`` (from :class:`~sockftp.client.single.SingleTransfers`).
     """
 
-    def put_many(self, pairs, *, window: int = 64, times: bool = True) -> list[TransferResult]:
+    def put_many(
+        self, pairs, *, window: int = 64, times: bool = True, on_done: OnDone | None = None
+    ) -> list[TransferResult]:
         """Upload many files over this connection, pipelined: small files go
         out without waiting for each reply, up to *window* at a time, so a
         thousand small files cost a thousand writes, not a thousand round
         trips. Files of ``RESUME_THRESHOLD`` or more go through :meth:`put`.
 
-        *pairs* are ``(local, remote)``. Every file is tried; the first
-        failure is raised once the rest are done. Returns the results of the
-        files that were stored, in order. With *times*, each stored file
-        keeps its local modification time.
+        *pairs* are ``(local, remote)``. Every file is tried, even past one
+        that cannot be read; the first failure is raised once the rest are
+        done. Returns the results of the files that were stored, in order.
+        With *times*, each stored file keeps its local modification time.
+        *on_done* hears of each file as it is settled (see :data:`OnDone`).
         """
         results: list[TransferResult] = []
-        pending: deque[tuple[str, str, int]] = deque()
+        # (local, remote, size, the error of a file that failed before it
+        # was sent, which waits its turn here so that files settle in order)
+        pending: deque[tuple[str, str, int, SockftpError | None]] = deque()
         failures: list[SockftpError] = []
 
+        def settle(local: str, remote: str, result: TransferResult | None, error: SockftpError | None) -> None:
+            if result is not None:
+                results.append(result)
+            else:
+                failures.append(error)
+            if on_done is not None:
+                on_done(local, remote, result, error)
+
         def collect() -> None:
-            local, remote, size = pending.popleft()
-            reply = self._reply_or_failure(failures)
-            if reply is None:
+            local, remote, size, error = pending.popleft()
+            if error is not None:
+                settle(local, remote, None, error)
                 return
-            results.append(TransferResult(reply.get("path", remote), local, size, size, 0, reply.get("checksum")))
+            caught: list[SockftpError] = []
+            reply = self._reply_or_failure(caught)
+            if reply is None:
+                settle(local, remote, None, caught[0])
+                return
+            result = TransferResult(reply.get("path", remote), local, size, size, 0, reply.get("checksum"))
+            settle(local, remote, result, None)
 
         for local, remote in pairs:
             local = os.fspath(local)
-            with open(local, "rb", buffering=0) as f:
-                st = os.fstat(f.fileno())
-                size = st.st_size
-                if size >= RESUME_THRESHOLD:
-                    data = None
-                else:
-                    data = os.pread(f.fileno(), size + 1, 0)
-                    if len(data) != size:
-                        raise SockftpError(f"{local} changed size while being read", code="local_error")
+            try:
+                data, st = _read_small(local)
+            except SockftpError as exc:
+                # (gone since it was listed, say): this file fails, and the
+                # batch goes on, its replies still to be read in order.
+                pending.append((local, remote, 0, exc))
+                continue
             if data is None:
                 while pending:
                     collect()
                 try:
-                    results.append(self.put(local, remote, times=times))
+                    result = self.put(local, remote, times=times)
                 except ConnectionLost:
                     raise
                 except SockftpError as exc:
-                    failures.append(exc)
+                    settle(local, remote, None, exc)
+                else:
+                    settle(local, remote, result, None)
                 continue
             # The checksum goes up front: one frame per file, not two.
-            header = {"cmd": "put", "path": remote, "size": size, "checksum": checksums.of_bytes(data)}
+            header = {"cmd": "put", "path": remote, "size": st.st_size, "checksum": checksums.of_bytes(data)}
             if times:
                 header["mtime"] = st.st_mtime
-            self._check_batch(len(pending))
+            if self._wire is None:  # (counted only then: this loop is hot)
+                self._check_batch(sum(error is None for *_, error in pending))
             self._send(header, data)
-            pending.append((local, remote, size))
+            pending.append((local, remote, st.st_size, None))
             if len(pending) >= window:
                 collect()
         while pending:
@@ -117,21 +143,31 @@ class PipelinedTransfers:
             failures.append(exc)
             return None
 
-    def get_many(self, pairs, *, window: int = 64, times: bool = True) -> list[TransferResult]:
+    def get_many(
+        self, pairs, *, window: int = 64, times: bool = True, on_done: OnDone | None = None
+    ) -> list[TransferResult]:
         """Download many small files over this connection, pipelined like
         :meth:`put_many`: up to *window* requests in flight. Each file is
         verified and appears under its name only once complete. *pairs* are
         ``(remote, local)``; the first failure is raised once the rest are
-        done."""
+        done. *on_done* hears of each file as it is settled (see :data:`OnDone`)."""
         results: list[TransferResult] = []
         pending: deque[tuple[str, str]] = deque()
         failures: list[SockftpError] = []
 
         def collect() -> None:
             remote, local = pending.popleft()
+            before = len(failures)
+            result = receive(remote, local)
+            if result is not None:
+                results.append(result)
+            if on_done is not None:
+                on_done(remote, local, result, failures[before] if result is None else None)
+
+        def receive(remote: str, local: str) -> TransferResult | None:
             reply = self._reply_or_failure(failures)
             if reply is None:
-                return
+                return None
             hasher = checksums.Hasher()
             partial = partial_path(local)
             try:
@@ -153,12 +189,12 @@ class PipelinedTransfers:
                     os.unlink(partial)
                 raise
             if fd is None:
-                return
+                return None
             try:
                 if reply.get("checksum") is not None and hasher.value() != reply["checksum"]:
                     os.unlink(partial)
                     failures.append(ChecksumMismatch(f"download of {remote} arrived damaged"))
-                    return
+                    return None
                 mtime = reply.get("mtime")
                 if times and isinstance(mtime, (int, float)):
                     os.utime(fd, (mtime, mtime))  # through the descriptor: no second path lookup
@@ -169,9 +205,9 @@ class PipelinedTransfers:
             except OSError as exc:  # a directory in the way, say: this file fails, the batch goes on in step
                 os.unlink(partial)
                 failures.append(SockftpError(f"{local}: {exc.strerror or exc}", code="local_error"))
-                return
+                return None
             size = reply["size"]
-            results.append(TransferResult(reply.get("path", remote), local, size, size, 0, hasher.value()))
+            return TransferResult(reply.get("path", remote), local, size, size, 0, hasher.value())
 
         # Requests go out in batches of half a window, one write each; the
         # other half of the window is still being answered meanwhile.
@@ -267,3 +303,19 @@ class PipelinedTransfers:
         return RangeResult(
             first.get("path", remote), first["size"], first.get("mtime"), first.get("checksum"), received
         )
+
+
+def _read_small(local: str) -> tuple[bytes | None, os.stat_result]:
+    """A file's bytes if it is smaller than RESUME_THRESHOLD (else None), and
+    its stat. A failure is a local_error that names the file."""
+    try:
+        with open(local, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if st.st_size >= RESUME_THRESHOLD:
+                return None, st
+            data = os.pread(f.fileno(), st.st_size + 1, 0)
+    except OSError as exc:
+        raise SockftpError(f"{local}: {exc.strerror or exc}", code="local_error") from None
+    if len(data) != st.st_size:
+        raise SockftpError(f"{local} changed size while being read", code="local_error")
+    return data, st
