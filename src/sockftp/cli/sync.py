@@ -24,7 +24,8 @@ from ..client.sync_plan import MODIFY_WINDOW, SyncSummary
 from ..protocol.errors import SockftpError
 from .base import (
     EXIT_CONNECTION,
-    Failure,
+    EXIT_INTERRUPTED,
+    Interrupted,
     ServerAddress,
     client_command,
     display_options,
@@ -35,16 +36,6 @@ from .base import (
 )
 from .format import printable
 from .progress import TransferDisplay, human_size
-
-#: Ctrl-C: 128 + SIGINT, as a shell reports a process it ended.
-EXIT_INTERRUPTED = 130
-
-
-class Interrupted(Failure):
-    """A sync cut short: its one line says so, and how to finish it."""
-
-    def show(self, file=None) -> None:
-        click.echo(self.message, err=True)
 
 
 @main.group()
