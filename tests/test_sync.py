@@ -482,3 +482,40 @@ def test_a_pipeline_left_early_leaves_no_reply_for_the_next_request(srv):
         assert next(replies) == {"ok": True}
         replies.close()  # (as when the loop over it ends by an exception)
         assert client.pwd() == "/"
+
+
+class OlderServerClient(CountingClient):
+    """A client that takes the server for one from before sync's additions:
+    no ``tree``, ``delta`` or ``utime`` (as its hello would have said)."""
+
+    def _connect(self, login):
+        info = super()._connect(login)
+        info["features"] = [f for f in info.get("features", ()) if f not in ("tree", "delta")]
+        info["commands"] = [c for c in info.get("commands", ()) if c not in ("tree", "blocks", "utime")]
+        return info
+
+
+def test_against_an_older_server_without_tree_delta_or_utime(srv, tmp_path):
+    files = dict(TREE)
+    files["sub/image.bin"] = os.urandom(6 * MiB)
+    source = build(tmp_path / "source", files)
+    with OlderServerClient(srv.host, srv.port) as client:
+        assert client.sync_up(source, "backup").failed == 0
+        assert client.sync_down("backup", tmp_path / "copy").failed == 0
+        assert "tree" not in client.sent and "ls" in client.sent
+        # Changes both ways, with a big file changed in place, and --delete.
+        with open(source / "sub" / "image.bin", "r+b") as f:
+            f.seek(3 * MiB)
+            f.write(b"changed")
+        (source / "plain.txt").unlink()
+        up = client.sync_up(source, "backup", delete=True)
+        assert (up.transferred, up.deltas, up.deleted, up.failed) == (1, 0, 1, 0)
+        down = client.sync_down("backup", tmp_path / "copy", delete=True)
+        assert (down.transferred, down.deltas, down.deleted, down.failed) == (1, 0, 1, 0)
+        assert not {"tree", "blocks", "utime"} & set(client.sent)
+        # Without tree, --checksum asks for each candidate's checksum.
+        before = len(client.sent)
+        assert client.sync_up(source, "backup", checksum=True).transferred == 0
+        assert client.sent[before:].count("stat") == 1 + len(files) - 1  # the root, then each file left
+    assert tree_of(tmp_path / "copy") == tree_of(source) == tree_of(srv.anon_dir / "backup")
+    assert_times_match(times_of(tmp_path / "copy", dirs=False), times_of(source, dirs=False))
