@@ -44,9 +44,9 @@ import sys
 import time
 from itertools import count
 
-from .common import Env, MiB, Samples, human_size, interleave, timed
+from .common import Env, MiB, Samples, human_size, interleave
 from .report import Check, Figure, Section, ratio_check
-from .servers import PASSWORD, USER, SockftpServer
+from .servers import _DIE_WITH_PARENT, PASSWORD, USER, SockftpServer
 
 #: Seconds any one command may take before the bench fails instead of hanging.
 COMMAND_TIMEOUT = 900
@@ -71,7 +71,9 @@ class RsyncDaemon:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         argv = ["rsync", "--daemon", "--no-detach", f"--config={config}", f"--port={self.port}"]
-        self.proc = subprocess.Popen([*argv, "--address=127.0.0.1"], stdout=self.log, stderr=self.log)
+        # Guarded as the servers are (bench.servers): it dies with the bench, even a killed one.
+        guarded = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), shutil.which("rsync"), *argv[1:]]
+        self.proc = subprocess.Popen([*guarded, "--address=127.0.0.1"], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
         while subprocess.run(["rsync", f"rsync://127.0.0.1:{self.port}/"], capture_output=True).returncode:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -96,19 +98,23 @@ class RsyncDaemon:
 
 
 class Rsync:
-    """rsync commands; the wire bytes of the last one, by its ``--stats``."""
+    """rsync commands, each returning its seconds; the wire bytes of the
+    last one, by its ``--stats``."""
 
     def __init__(self):
         self.sent = self.received = 0
 
-    def __call__(self, *args: str) -> None:
+    def __call__(self, *args: str) -> float:
+        started = time.perf_counter()
         done = subprocess.run(
             ["rsync", "-a", "--stats", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT
         )
+        seconds = time.perf_counter() - started
         if done.returncode:
             raise RuntimeError(f"rsync {' '.join(args)} exited with {done.returncode}: {done.stderr.strip()}")
         self.sent = _stat(done.stdout, "Total bytes sent")
         self.received = _stat(done.stdout, "Total bytes received")
+        return seconds
 
 
 def _stat(text: str, name: str) -> int:
@@ -119,8 +125,9 @@ def _stat(text: str, name: str) -> int:
 
 
 class Sockftp:
-    """``python -m sockftp sync`` commands logged in by token; the wire
-    bytes of the last one from its session's logout line in the audit log."""
+    """``python -m sockftp sync`` commands logged in by token, each
+    returning its seconds; the wire bytes of the last one from its
+    session's logout line in the audit log, read after the timing."""
 
     def __init__(self, server: SockftpServer):
         self.server = server
@@ -138,34 +145,44 @@ class Sockftp:
         )
         self.env["SOCKFTP_TOKEN"] = token.stdout.strip()
         self.sent = self.received = 0
+        self._read = 0  # how far into the audit log logout lines were looked for
 
-    def __call__(self, direction: str, source: str, target: str, *options: str) -> None:
-        before = self._logouts()
+    def __call__(self, direction: str, source: str, target: str, *options: str) -> float:
+        self._logouts()  # past what earlier commands logged
         argv = [sys.executable, "-m", "sockftp", "sync", direction, source, target, "-q", "--timeout", "600"]
+        started = time.perf_counter()
         done = subprocess.run([*argv, *options], env=self.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        seconds = time.perf_counter() - started
         if done.returncode:
             raise RuntimeError(f"sockftp sync {direction} exited with {done.returncode}: {done.stderr.strip()}")
         # The server writes the logout line as it sees the connection close,
         # which may be just after the command has exited.
         deadline = time.monotonic() + 10
-        while len(logouts := self._logouts()) == len(before):
+        while not (logouts := self._logouts()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no logout line in {self.audit} after the sync")
             time.sleep(0.01)
         # The server's in is what the client sent; its out, what it received.
         self.sent, self.received = logouts[-1]
+        return seconds
 
-    def bare(self, *args: str) -> None:
-        """``python -m sockftp ARGS`` with no server involved."""
+    def bare(self, *args: str) -> float:
+        """``python -m sockftp ARGS`` with no server involved; its seconds."""
+        started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sockftp", *args], env=self.env, capture_output=True, check=True)
+        return time.perf_counter() - started
 
     def _logouts(self) -> list[tuple[int, int]]:
+        """(in, out) of the logout lines written since the last call, whole lines only."""
         try:
-            with open(self.audit, errors="replace") as f:
+            with open(self.audit, "rb") as f:
+                f.seek(self._read)
                 text = f.read()
         except FileNotFoundError:
             return []
-        return [(int(a), int(b)) for a, b in re.findall(r"event=logout .*?\bin=(\d+) out=(\d+)", text)]
+        text = text[: text.rfind(b"\n") + 1]
+        self._read += len(text)
+        return [(int(a), int(b)) for a, b in re.findall(rb"event=logout .*?\bin=(\d+) out=(\d+)", text)]
 
 
 def run(env: Env, files: int, file_size: int, tree: int, size: int) -> tuple[Section, list[Check]]:
@@ -182,7 +199,7 @@ def run(env: Env, files: int, file_size: int, tree: int, size: int) -> tuple[Sec
     ):
         sockftp, rsync = Sockftp(server), Rsync()
         # Context for the small cases: what Python's start-up alone costs each sockftp command.
-        startup = [timed(lambda: sockftp.bare("--help")) for _ in range(env.runs)]
+        startup = [sockftp.bare("--help") for _ in range(env.runs)]
         section.add("start-up alone: python -m sockftp --help", Samples("s", startup))
         checks += _first(env, section, sockftp, rsync, daemon, files, file_size)
         checks += _resync(env, section, sockftp, rsync, daemon, tree)
@@ -208,19 +225,19 @@ def _first(env, section, sockftp, rsync, daemon, files, file_size) -> list[Check
 
     def up_sockftp() -> float:
         env.prewarm(files * file_size)
-        return timed(lambda: sockftp("up", source, f"/first-{next(numbers)}"))
+        return sockftp("up", source, f"/first-{next(numbers)}")
 
     def up_rsync() -> float:
         env.prewarm(files * file_size)
-        return timed(lambda: rsync(source + "/", daemon.url(f"first-{next(numbers)}/")))
+        return rsync(source + "/", daemon.url(f"first-{next(numbers)}/"))
 
     def down_sockftp() -> float:
         env.prewarm(files * file_size)
-        return timed(lambda: sockftp("down", "/seed", env.path(f"sync-down-{next(numbers)}")))
+        return sockftp("down", "/seed", env.path(f"sync-down-{next(numbers)}"))
 
     def down_rsync() -> float:
         env.prewarm(files * file_size)
-        return timed(lambda: rsync(daemon.url("seed/"), env.path(f"sync-down-{next(numbers)}") + "/"))
+        return rsync(daemon.url("seed/"), env.path(f"sync-down-{next(numbers)}") + "/")
 
     workload = f"first sync, {files} x {human_size(file_size)}"
     env.say(f"sync: {workload}, up and down, x {env.runs} runs")
@@ -253,8 +270,8 @@ def _resync(env, section, sockftp, rsync, daemon, tree) -> list[Check]:
     sockftp("up", source, "/tree")
     rsync(source + "/", daemon.url("tree/"))
     variants = {
-        "sockftp": lambda: timed(lambda: sockftp("up", source, "/tree")),
-        "rsync": lambda: timed(lambda: rsync(source + "/", daemon.url("tree/"))),
+        "sockftp": lambda: sockftp("up", source, "/tree"),
+        "rsync": lambda: rsync(source + "/", daemon.url("tree/")),
     }
     checks = []
     env.say(f"sync: re-sync of {tree:,} files, nothing changed, x {env.runs} runs")
@@ -324,11 +341,11 @@ def _big(env, section, sockftp, rsync, daemon, size) -> list[Check]:
             env.prewarm(size)
             if name == "sockftp":
                 args = ("up", source, "/big") if way == "up" else ("down", "/big", local[name])
-                seconds = timed(lambda: sockftp(*args))
+                seconds = sockftp(*args)
                 moved[name].append(sockftp.sent if way == "up" else sockftp.received)
             else:
                 args = (source + "/", daemon.url("big/")) if way == "up" else (daemon.url("big/"), local[name] + "/")
-                seconds = timed(lambda: rsync(*args))
+                seconds = rsync(*args)
                 moved[name].append(rsync.sent if way == "up" else rsync.received)
             return seconds
 
@@ -382,8 +399,8 @@ def _checksum(env, section, sockftp, rsync, daemon, files, size) -> list[Check]:
     seconds = _measure(
         env,
         {
-            "sockftp": lambda: timed(lambda: sockftp("up", source, "/sums", "--checksum")),
-            "rsync": lambda: timed(lambda: rsync("--checksum", source + "/", daemon.url("sums/"))),
+            "sockftp": lambda: sockftp("up", source, "/sums", "--checksum"),
+            "rsync": lambda: rsync("--checksum", source + "/", daemon.url("sums/")),
         },
     )
     for name, values in seconds.items():
