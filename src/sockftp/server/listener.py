@@ -56,6 +56,7 @@ from .ratelimit import RateLimit
 from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity
 from .sockets import _peer
+from .uploads import UploadHolders
 
 log = logging.getLogger("sockftp.server")
 
@@ -150,6 +151,8 @@ class SockftpServer(socketserver.TCPServer):
         self.users = users or SqliteUserStore(users_db(config.root))
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.quotas = QuotaRegistry(self.storage, self.users)
+        #: The uploads under way, so that a resume need not wait out one whose client is gone.
+        self.uploads = UploadHolders()
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
