@@ -31,6 +31,7 @@ from faults import reset
 from sockftp.client import partial_path
 from sockftp.protocol import checksum
 from sockftp.protocol.errors import ConnectionLost
+from sockftp.protocol.limits import RESERVED_PREFIX
 from sockftp.protocol.wire import Wire
 from sockftp.server.uploads import UploadHolders
 from sockftp.storage.local import partial_name
@@ -162,7 +163,12 @@ def make_tree(top: Path) -> dict[str, bytes]:
 
 
 def assert_tree(top: Path, contents: dict[str, bytes]) -> None:
-    found = {str(p.relative_to(top)): p.read_bytes() for p in top.rglob("*") if p.is_file()}
+    # The server's own hidden files (partials, block lists kept for deltas) are not the tree.
+    found = {
+        str(p.relative_to(top)): p.read_bytes()
+        for p in top.rglob("*")
+        if p.is_file() and not p.name.startswith(RESERVED_PREFIX)
+    }
     assert found == contents
 
 
