@@ -6,7 +6,7 @@ and it was much slower than a first upload: a rename that replaces a file
 also frees the file it replaces, there and then, unless something else
 holds it. For a large file that was just written (its pages all in the
 page cache), that is tens of milliseconds inside the rename, on the
-request's path.
+request's path (see ``sockftp.disk.dropper``).
 
 Each run, for each variant, the same source goes up seed-style (a 4-byte
 length, a JSON header ``{"cmd": "put", "filename": ..., "filesize": ...}``,
