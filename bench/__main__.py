@@ -12,6 +12,8 @@ Workloads, each in its own module:
 * ``fresh_get`` (``--only fresh-get``): a seed-style get of a freshly
   seed-style uploaded file to a client that only drains, against
   pyftpdlib's RETR of a freshly STORed one;
+* ``replace``: a seed-style put of the big file over the name it was last
+  put to, against the same put to a new name;
 * ``crowd``: N clients each getting, then each putting, a 10 MiB file;
 * ``small_files``: 1000 files of 4 KiB put, then got, over one session;
 * ``logins``: N simultaneous connects with login, by password and by
@@ -68,6 +70,7 @@ from . import (
     ftp_parallel,
     idle,
     logins,
+    replace,
     results,
     small_files,
     sync_rsync,
@@ -76,7 +79,19 @@ from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_li
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp", "home", "sync", "ftp-parallel")
+WORKLOADS = (
+    "big",
+    "fresh-get",
+    "replace",
+    "small",
+    "logins",
+    "crowd",
+    "idle",
+    "ftp",
+    "home",
+    "sync",
+    "ftp-parallel",
+)
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
 SIZING = (
@@ -280,6 +295,7 @@ def main(argv=None) -> int:
     workloads = {
         "big": lambda: big_file.run(env, args.size),
         "fresh-get": lambda: fresh_get.run(env, args.size),
+        "replace": lambda: replace.run(env, args.size),
         "small": lambda: small_files.run(env, args.files, args.file_size),
         "logins": lambda: logins.run(env, pool, args.logins),
         "crowd": lambda: crowd.run(env, pool, args.clients, args.crowd_size),

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
 
-@pytest.mark.timeout(240)  # ten workloads; each logs in with argon2 (~0.1-1 s a check here)
+@pytest.mark.timeout(270)  # eleven workloads; each logs in with argon2 (~0.1-1 s a check here)
 def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     doc_before = DOC.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -42,6 +42,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     for section in (
         "one 8 MiB file",
         "get of a freshly uploaded 8 MiB file",
+        "to a new name, and replacing a file",
         "files of 4 KiB",
         "simultaneous connects",
         "many clients",
@@ -61,6 +62,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "sockftp / raw download + file write",
         "the discarding download limit",
         "get of a fresh seed-style upload, 8 MiB, draining client",
+        "replace / new name",
         "sockftp / pyftpdlib STOR",
         "argon2id password check",
         "one 8 MiB file: sockftp FTP STOR",
@@ -87,10 +89,10 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     text, markdown = out.split("== results table (Markdown) ==", 1)
     assert "**Not a run of record (--quick):**" in markdown, markdown
     targets = int(re.search(r"\d+ of (\d+) targets met", text).group(1))
-    # --quick: 4 big-file targets, 1 fresh get, 2 small files, 1 logins, one count each of crowd (2) and
-    # idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
+    # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
+    # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
     # (first up and down, two re-syncs, bytes and time up and down, --checksum).
-    assert len(table_rows(markdown)) == targets == 14 + (9 if has_rsync else 0), markdown
+    assert len(table_rows(markdown)) == targets == 15 + (9 if has_rsync else 0), markdown
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []

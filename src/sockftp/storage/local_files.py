@@ -1,12 +1,14 @@
 """The open files of a LocalStorage: downloads, uploads, and what they share with the tree.
 
 :class:`LocalDownload` reads a committed file; :class:`LocalUpload` writes a
-partial and renames it over its target on commit; :class:`UnnamedUpload`
-writes a small upload to an unnamed file and links it under its name. Below
-them: the partial files' names, the extended attributes that mark a
-partial's announced size and cache a file's checksum, how an OS error
-becomes a protocol error, and the low-level helpers the tree
-(:mod:`sockftp.storage.local`) calls to open, copy and probe files.
+partial and renames it over its target on commit (a large file it replaces
+is freed after, off the commit's path: see :mod:`sockftp.disk.dropper`);
+:class:`UnnamedUpload` writes a small upload to an unnamed file and links
+it under its name. Below them: the partial files' names, the extended
+attributes that mark a partial's announced size and cache a file's
+checksum, how an OS error becomes a protocol error, and the low-level
+helpers the tree (:mod:`sockftp.storage.local`) calls to open, copy and
+probe files.
 
 This module must never import :mod:`sockftp.storage.local` at run time
 (which imports it: a cycle), and must never walk a path: it works only on
@@ -26,6 +28,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from ..disk.dropper import DROP_LATER_AT, DROPPER, hold
 from ..disk.prealloc import Preallocation
 from ..disk.syscalls import empty_path_linker, link_by_descriptor
 from ..protocol import checksum as checksums
@@ -302,6 +305,11 @@ class LocalUpload(Upload):
         self._fd = fd
         self._marked = marked  # the partial may carry an upload-size mark
         self._replaced: tuple[int | None] | None = None  # replaced_size's answer, once asked
+        # The large file the commit is to replace, held open so that the
+        # rename does not free it: the dropper does, once we have moved on
+        # (see disk.dropper). -1: none held.
+        self._old_fd = -1
+        self._published = False
         # Blocks reserved ahead of the writes (see storage.prealloc); only
         # for an announced size, which also bounds the reservation.
         self._ahead = Preallocation.for_file(fd, offset, size) if size is not None else None
@@ -337,6 +345,7 @@ class LocalUpload(Upload):
             raise _error(exc, self.path) from None
 
     def replaced_size(self) -> int | None:
+        self._let_go()  # an earlier look may have held another file
         try:
             st = os.stat(self.path[-1], dir_fd=self._parent_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -345,6 +354,8 @@ class LocalUpload(Upload):
             raise _error(exc, self.path) from None
         else:
             size = st.st_size if statmod.S_ISREG(st.st_mode) else None
+            if size is not None and size >= DROP_LATER_AT:
+                self._old_fd = hold(self.path[-1], self._parent_fd, st)
         self._replaced = (size,)
         return size
 
@@ -360,6 +371,7 @@ class LocalUpload(Upload):
             if checksum:
                 self._keep_checksum(checksum)
             replaced = self._publish(self.path[-1], self._parent_fd)
+            self._published = True
             if self.blocks is None and replaced is not None and replaced >= DELTA_MIN:
                 sidecars.remove(self._parent_fd, self.path[-1])  # the old file's list
             if self._storage.fsync:
@@ -416,7 +428,18 @@ class LocalUpload(Upload):
         finally:
             self._close()
 
+    def _let_go(self) -> None:
+        """Stop holding the file looked at last: the dropper frees it if the
+        commit replaced it, else it is still named and closing it is cheap."""
+        old, self._old_fd = self._old_fd, -1
+        if old >= 0:
+            if self._published:
+                DROPPER.drop(old)
+            else:
+                os.close(old)
+
     def _close(self) -> None:
+        self._let_go()
         self._ahead = None  # it holds the descriptor's number, soon another file's
         if self.promise is not None:
             self.promise.release()
