@@ -44,6 +44,13 @@ from .base import main
     help="Data directory (created if missing). Default: $SOCKFTP_ROOT or the per-user data directory.",
 )
 @click.option(
+    "--db",
+    metavar="URL|FILE",
+    default=None,
+    help="The account database: postgresql://... (shared by every node on it) or a SQLite file."
+    "  [default: $SOCKFTP_DB, or ROOT/.sockftp/users.db]",
+)
+@click.option(
     "--anonymous/--no-anonymous",
     default=False,
     help="Let clients that never log in read and write ROOT/anonymous.  [default: no]",
@@ -210,6 +217,7 @@ def serve(config_file, **settings) -> None:
     import shlex
 
     from .. import ftp
+    from ..accounts import StoreError
     from ..protocol.tls import TlsSetupError
     from ..server import SockftpServer, audit
     from ..server.config import ConfigError, load_config
@@ -237,6 +245,10 @@ def serve(config_file, **settings) -> None:
     try:
         server = SockftpServer(config)
     except TlsSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(f"cannot open the account database: {exc}") from None
+    except ImportError as exc:  # a postgresql:// URL without the postgres extra
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None

@@ -55,6 +55,9 @@ def default_root() -> str:
 @dataclass
 class ServerConfig:
     root: str = ""
+    #: The account database: a postgresql:// URL, or a SQLite file; None:
+    #: $SOCKFTP_DB, else ROOT/.sockftp/users.db (see accounts.stores).
+    db: str | None = None
     host: str = limits.DEFAULT_HOST
     port: int = limits.DEFAULT_PORT
     anonymous: bool = False
@@ -97,6 +100,8 @@ class ServerConfig:
     def __post_init__(self):
         if not self.root:
             self.root = default_root()
+        if not self.db:
+            self.db = os.environ.get("SOCKFTP_DB") or None
         for name in ("session_rate", "user_rate"):
             if getattr(self, name) == 0:  # 0 is how a file says "no limit"
                 setattr(self, name, None)
@@ -219,7 +224,7 @@ class ConfigError(ValueError):
 class Setting:
     """How one ServerConfig field is read from a file or a flag, and its valid range."""
 
-    kind: str  # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4"
+    kind: str  # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4", "db"
     minimum: float | None = None
     maximum: float | None = None
     above: bool = False  # the minimum itself is not allowed
@@ -245,6 +250,12 @@ class Setting:
             return parse_ipv4(value)
         if kind == "reserve":
             return parse_reserve(value)
+        if kind == "db":
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"expected a postgresql:// URL or a SQLite file, got {_show(value)}")
+            if value.split(":", 1)[0].lower() in ("postgresql", "postgres"):
+                return value  # a URL: as written
+            kind = "path"  # a SQLite file, taken from the config file's directory
         if kind == "size":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f'expected a size (bytes, or a string such as "10M"), got {_show(value)}')
@@ -296,6 +307,7 @@ class Setting:
 #: here is read by the type of its default (see _setting_for).
 SETTINGS: dict[str, Setting] = {
     "root": Setting("path"),
+    "db": Setting("db"),
     "host": Setting("str"),
     "port": Setting("int", 0, 65535),
     "anonymous": Setting("bool"),

@@ -41,14 +41,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..accounts import Account, SqliteUserStore, UserStore
+from ..accounts import Account, UserStore
+from ..accounts.stores import open_store
 from ..protocol import tls
 from ..protocol.errors import Banned, SockftpError, TooManySessions, WouldBlock
 from ..protocol.frames import encode_header
 from ..protocol.limits import LISTEN_BACKLOG, SESSION_STACK_SIZE, WORKER_LINGER
 from ..storage import LocalStorage, Storage
 from .auth import Authenticator
-from .config import USERS_DIR, ServerConfig, user_home, users_db
+from .config import USERS_DIR, ServerConfig, user_home
 from .handler import QUICK_WHILE_BUSY, SessionHandler
 from .janitor import Janitor
 from .quota import QuotaRegistry, QuotaStorage
@@ -147,7 +148,7 @@ class SockftpServer(socketserver.TCPServer):
         self._user_rates: dict[str, RateLimit] = {}
         self._user_rates_lock = threading.Lock()
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
-        self.users = users or SqliteUserStore(users_db(config.root))
+        self.users = users or open_store(config.db, config.root)
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.quotas = QuotaRegistry(self.storage, self.users)
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
