@@ -234,3 +234,91 @@ def test_the_sqlite_pool_serves_many_threads_with_a_few_connections(tmp_path):
     assert 1 <= most <= POOL_SIZE
     store.close()
     assert database_fds(path) == 0
+
+
+# -- reservations (leases), the heart of a quota shared by several servers -----------------
+
+
+def test_a_reservation_passes_only_if_it_fits_and_counts_a_change(store):
+    store.add(Account("alice", "hash", quota_bytes=100, max_files=2))
+    store.set_usage("alice", 30, 1)
+    state = store.reserve("alice", "l1", "node-a", 60, 1, 0, 1000.0)
+    assert (state.used_bytes, state.reserved_bytes, state.reserved_files) == (30, 60, 1)
+    assert store.usage("alice").changes == 1
+    assert store.reserve("alice", "l2", "node-b", 11, 0, 0, 1000.0) is None  # 30 + 60 + 11 > 100
+    assert store.reserve("alice", "l2", "node-b", 11, 0, 5, 1000.0) is not None  # replaces 5 bytes: 96
+    assert store.reserve("alice", "l3", "node-b", 0, 1, 0, 1000.0) is None  # a third file
+    assert store.reserve("nobody", "l4", "node-b", 0, 0, 0, 1000.0) is None
+    assert store.quota_state("alice").reserved_bytes == 71
+
+
+def test_finish_moves_the_lease_into_usage_once(store):
+    store.add(Account("alice", "hash", quota_bytes=100))
+    store.set_usage("alice", 0, 0)
+    store.reserve("alice", "l1", "node-a", 80, 1, 0, 1000.0)
+    store.finish("alice", "l1", 50, 1)  # wrote 50 of the 80 announced
+    state = store.quota_state("alice")
+    assert (state.used_bytes, state.used_files, state.reserved_bytes, state.reserved_files) == (50, 1, 0, 0)
+    assert store.usage("alice").changes == 0
+    store.finish("alice", "l1", 50, 1)  # written again (its reply was lost): counted once
+    state = store.quota_state("alice")
+    assert (state.used_bytes, state.used_files, state.reserved_bytes, state.reserved_files) == (50, 1, 0, 0)
+
+
+def test_grow_reserves_more_only_while_it_fits_and_the_lease_lives(store):
+    store.add(Account("alice", "hash", quota_bytes=100))
+    store.set_usage("alice", 0, 0)
+    store.reserve("alice", "l1", "node-a", 10, 0, 0, 1000.0)
+    assert store.grow("alice", "l1", 80, 0)
+    assert not store.grow("alice", "l1", 11, 0)
+    assert store.quota_state("alice").reserved_bytes == 90
+    store.finish("alice", "l1", 90, 0)
+    assert not store.grow("alice", "l1", 1, 0)  # no lease any more
+    assert store.quota_state("alice").reserved_bytes == 0
+
+
+def test_expired_leases_are_given_back_and_renewed_ones_kept(make_store):
+    node_a, node_b = make_store(), make_store()
+    node_a.add(Account("alice", "hash", quota_bytes=100))
+    node_a.set_usage("alice", 0, 0)
+    node_a.reserve("alice", "dead", "node-a", 40, 1, 0, 100.0)
+    node_a.reserve("alice", "live", "node-a", 30, 0, 0, 100.0)
+    node_a.renew(["live"], 200.0)
+    assert node_b.reap(150.0) == [("alice", 40, 1)]
+    state = node_b.quota_state("alice")
+    assert (state.reserved_bytes, state.reserved_files) == (30, 0)
+    assert node_b.usage("alice").changes == 2  # the dead one's stays: measure again
+    assert node_b.reap(150.0) == []
+    node_a.finish("alice", "dead", 40, 1)  # the node was not dead after all: too late, nothing changes
+    state = node_b.quota_state("alice")
+    assert (state.used_bytes, state.used_files, state.reserved_bytes) == (0, 0, 30)
+    assert not node_b.usage("alice").known  # the change stays cut off: measured again
+
+
+def test_racing_reservations_never_pass_the_quota_together(make_store):
+    stores = [make_store() for _ in range(4)]
+    stores[0].add(Account("alice", "hash", quota_bytes=1000))
+    stores[0].set_usage("alice", 0, 0)
+    passed = []
+
+    def racer(index):
+        store = stores[index % len(stores)]
+        for attempt in range(10):
+            if store.reserve("alice", f"l{index}-{attempt}", f"n{index}", 70, 0, 0, 1000.0) is not None:
+                passed.append(70)
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(passed) == 980  # 14 of 80 fit, never a 15th
+    assert stores[0].quota_state("alice").reserved_bytes == 980
+
+
+def test_deleting_an_account_takes_its_leases(store):
+    store.add(Account("alice", "hash"))
+    store.set_usage("alice", 0, 0)
+    store.reserve("alice", "l1", "node-a", 10, 0, 0, 100.0)
+    store.delete("alice")
+    assert store.reap(1e12) == []

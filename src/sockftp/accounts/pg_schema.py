@@ -13,19 +13,22 @@ its transaction, so it never sticks to a pooled connection). Bump
 ``SCHEMA_VERSION`` and add a step to ``MIGRATIONS`` for any change.
 """
 
+import re
+
 from . import schema as _shared
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
 
 
 def pg(sql: str) -> str:
-    """*sql* from :mod:`schema` with psycopg's placeholders. None of those
-    statements holds a literal ``?`` or ``%``."""
-    assert "%" not in sql
-    return sql.replace("?", "%s")
+    """*sql* from :mod:`schema` with psycopg's placeholders (``?`` and
+    ``:name``). None of those statements holds a literal ``?``, ``%`` or
+    ``::``."""
+    assert "%" not in sql and "::" not in sql
+    return re.sub(r":([a-z_]+)", r"%(\1)s", sql.replace("?", "%s"))
 
 
 MIGRATIONS = {
@@ -51,6 +54,12 @@ MIGRATIONS = {
         )""",
         "CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens (user_name, created)",
         "CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires)",
+    ],
+    2: [
+        "ALTER TABLE users ADD COLUMN IF NOT EXISTS reserved_bytes BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN IF NOT EXISTS reserved_files BIGINT NOT NULL DEFAULT 0",
+        _shared.LEASES_TABLE,
+        _shared.LEASES_INDEX,
     ],
 }
 
@@ -84,3 +93,35 @@ TOUCH_TOKEN = pg(_shared.TOUCH_TOKEN)
 SELECT_USER_TOKENS = pg(_shared.SELECT_USER_TOKENS)
 DELETE_USER_TOKENS = pg(_shared.DELETE_USER_TOKENS)
 DELETE_USER_TOKEN = pg(_shared.DELETE_USER_TOKEN)
+DELETE_USER_LEASES = pg(_shared.DELETE_USER_LEASES)
+
+# -- reservations: each one statement, so one round trip --------------------------------
+# PostgreSQL runs a statement's data-modifying CTEs and its main part in
+# one transaction, on one snapshot.
+
+_STATE = "used_bytes, used_files, reserved_bytes, reserved_files, quota_bytes, max_files"
+
+#: The conditional UPDATE and, only if it changed the row, the lease.
+RESERVE = f"""WITH u AS ({pg(_shared.RESERVE)} RETURNING {_STATE}),
+    l AS (INSERT INTO leases (id, user_name, node, bytes, files, expires)
+        SELECT %(id)s, %(name)s, %(node)s, %(bytes)s, %(files)s, %(expires)s FROM u)
+    SELECT {_STATE} FROM u"""
+GROW = f"""WITH u AS ({pg(_shared.GROW)} RETURNING 1),
+    l AS (UPDATE leases SET bytes = bytes + %(bytes)s WHERE id = %(id)s AND EXISTS (SELECT 1 FROM u))
+    SELECT COUNT(*) FROM u"""
+#: The lease's DELETE tells the UPDATE what it held; no lease, no UPDATE.
+FINISH = "WITH l AS (DELETE FROM leases WHERE id = %(id)s RETURNING bytes, files) " + pg(
+    _shared.FINISH.replace(":lease_bytes", "l.bytes")
+    .replace(":lease_files", "l.files")
+    .replace("WHERE name = :name", "FROM l WHERE users.name = :name")
+    .replace("SET reserved_bytes = reserved_bytes", "SET reserved_bytes = users.reserved_bytes")
+    .replace("reserved_files = reserved_files", "reserved_files = users.reserved_files")
+)
+RENEW = "UPDATE leases SET expires = %(expires)s WHERE id = ANY(%(ids)s)"
+REAP = """WITH l AS (DELETE FROM leases WHERE expires < %(now)s RETURNING user_name, bytes, files),
+    s AS (SELECT user_name, SUM(bytes) AS bytes, SUM(files) AS files FROM l GROUP BY user_name),
+    u AS (UPDATE users SET reserved_bytes = users.reserved_bytes - s.bytes,
+            reserved_files = users.reserved_files - s.files
+        FROM s WHERE users.name = s.user_name)
+    SELECT user_name, bytes, files FROM l"""
+SELECT_QUOTA_STATE = pg(_shared.SELECT_QUOTA_STATE)

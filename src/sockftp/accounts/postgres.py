@@ -19,6 +19,7 @@ the URL's password left out of the message.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -33,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ..protocol.errors import Exists, NotFound
 from . import pg_schema as sql
-from .base import Account, StoredUsage, StoreError, TokenRecord, UserStore
+from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore
 
 #: Connections open at most per process. Queries take well under a
 #: millisecond on a LAN; a thread that finds all in use waits up to
@@ -62,6 +63,11 @@ class PostgresUserStore(UserStore):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT):
         self.url = url
         self.where = redact(url)
+        #: Round trips to the database so far (a statement each; a
+        #: transaction adds its BEGIN and COMMIT): what bench/ and the
+        #: tests count per upload.
+        self.round_trips = 0
+        self._counting = threading.Lock()
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -88,6 +94,8 @@ class PostgresUserStore(UserStore):
     def _connection(self) -> Iterator[psycopg.Connection]:
         """A connection of the pool for one query, with the database's
         failures (unreachable, restarted, timed out) as StoreError."""
+        with self._counting:
+            self.round_trips += 1
         try:
             with self._pool.connection() as db:
                 yield db
@@ -98,6 +106,8 @@ class PostgresUserStore(UserStore):
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection]:
+        with self._counting:
+            self.round_trips += 2  # BEGIN and COMMIT
         with self._connection() as db, db.transaction():
             yield db
 
@@ -162,6 +172,7 @@ class PostgresUserStore(UserStore):
             if db.execute(sql.DELETE_USER, (name,)).rowcount == 0:
                 raise NotFound(f"no such user: {name!r}")
             db.execute(sql.DELETE_USER_TOKENS, (name,))
+            db.execute(sql.DELETE_USER_LEASES, {"name": name})
 
     def list(self) -> list[Account]:
         return [_account(row) for row in self._query(sql.SELECT_USERS)]
@@ -180,6 +191,41 @@ class PostgresUserStore(UserStore):
 
     def add_usage(self, name: str, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
         self._change(sql.ADD_USAGE, (bytes_delta, files_delta, changes_delta, changes_delta, name))
+
+    # -- reservations: one statement each ------------------------------------------------
+
+    def reserve(self, name, lease_id, node, size, files, replaces, expires) -> QuotaState | None:
+        params = {
+            "name": name,
+            "id": lease_id,
+            "node": node,
+            "bytes": size,
+            "files": files,
+            "replaces": replaces,
+            "changes": 1,
+            "expires": expires,
+        }
+        rows = self._query(sql.RESERVE, params)
+        return QuotaState(*rows[0]) if rows else None
+
+    def grow(self, name, lease_id, size, replaces) -> bool:
+        rows = self._query(sql.GROW, {"name": name, "id": lease_id, "bytes": size, "replaces": replaces})
+        return rows[0][0] > 0
+
+    def finish(self, name, lease_id, bytes_delta, files_delta) -> None:
+        params = {"name": name, "id": lease_id, "bytes": bytes_delta, "files": files_delta, "changes": -1}
+        self._change(sql.FINISH, params)
+
+    def renew(self, lease_ids, expires) -> None:
+        if lease_ids:
+            self._change(sql.RENEW, {"ids": list(lease_ids), "expires": expires})
+
+    def reap(self, now) -> list[tuple[str, int, int]]:
+        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP, {"now": now})]
+
+    def quota_state(self, name) -> QuotaState | None:
+        rows = self._query(sql.SELECT_QUOTA_STATE, {"name": name})
+        return QuotaState(*rows[0]) if rows else None
 
     # -- tokens ------------------------------------------------------------------------
 

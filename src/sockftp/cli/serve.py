@@ -91,6 +91,14 @@ from .base import main
     "[default: the smaller of 1% and 1G]",
 )
 @click.option(
+    "--lease-time",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0.3),
+    default=60.0,
+    show_default=True,
+    help="How long an upload's reservation outlives a server that died (renewed every third of it).",
+)
+@click.option(
     "--partial-ttl",
     metavar="SECONDS",
     type=click.FloatRange(min=0, min_open=True),

@@ -70,6 +70,8 @@ class ServerConfig:
     #: Disk space kept free: bytes, or a share of the disk (0.01 for "1%");
     #: None for the smaller of 1% and 1 GiB (see storage.space).
     min_free: int | float | None = None
+    #: Seconds an upload's reservation outlives its server (see server.leases).
+    lease_time: float = 60.0
     partial_ttl: float = limits.PARTIAL_TTL  # seconds before an untouched partial is removed
     sendfile: bool = True  # zero-copy downloads without TLS (see Wire.use_sendfile)
     log_level: str = "info"
@@ -318,6 +320,7 @@ SETTINGS: dict[str, Setting] = {
     "shutdown_grace": Setting("seconds", 0),
     "fsync": Setting("bool"),
     "min_free": Setting("reserve"),
+    "lease_time": Setting("seconds", 0.3),
     "partial_ttl": Setting("seconds", 0, above=True),
     "sendfile": Setting("bool"),
     "log_level": Setting("choice", choices=("debug", "info", "warning", "error")),
