@@ -322,3 +322,28 @@ def test_deleting_an_account_takes_its_leases(store):
     store.reserve("alice", "l1", "node-a", 10, 0, 0, 100.0)
     store.delete("alice")
     assert store.reap(1e12) == []
+
+
+# -- failed logins and bans, per address ---------------------------------------------------
+
+
+def test_failures_from_every_server_add_up_to_one_ban(make_store):
+    node_a, node_b = make_store(), make_store()
+    assert node_a.login_failed("198.51.100.7", 100.0, 60.0, 3, 600.0) is None
+    assert node_b.login_failed("198.51.100.7", 101.0, 60.0, 3, 600.0) is None
+    assert node_b.login_failed("203.0.113.9", 101.0, 60.0, 3, 600.0) is None  # another address: its own count
+    assert node_a.login_failed("198.51.100.7", 102.0, 60.0, 3, 600.0) == 702.0
+    assert node_b.bans(103.0, 60.0) == {"198.51.100.7": 702.0}
+    node_b.login_succeeded("198.51.100.7", 104.0)  # a success does not lift a ban
+    assert node_a.bans(701.0, 60.0) == {"198.51.100.7": 702.0}
+    assert node_a.bans(702.0, 60.0) == {}  # over
+
+
+def test_failures_outside_the_window_start_a_new_count(store):
+    assert store.login_failed("198.51.100.7", 100.0, 60.0, 2, 600.0) is None
+    assert store.login_failed("198.51.100.7", 161.0, 60.0, 2, 600.0) is None  # the first is forgotten
+    assert store.login_failed("198.51.100.7", 162.0, 60.0, 2, 600.0) == 762.0
+    store.login_succeeded("203.0.113.9", 163.0)  # no failures: nothing to forget
+    assert store.login_failed("203.0.113.9", 164.0, 60.0, 2, 600.0) is None
+    store.login_succeeded("203.0.113.9", 165.0)
+    assert store.login_failed("203.0.113.9", 166.0, 60.0, 2, 600.0) is None  # counted from zero again

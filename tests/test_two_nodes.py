@@ -192,3 +192,34 @@ def test_an_upload_costs_two_round_trips_to_the_database(server, pg_url, files):
         costs.append(users.round_trips - before)
     assert costs == [2] * 5
     client.close()
+
+
+def test_tokens_and_bans_are_shared_and_a_restart_forgives_no_ban(nodes, spawn_server):
+    from sockftp.protocol.errors import AuthFailed, Banned
+
+    add_user(nodes.root, nodes.db, "alice")
+    node_a, node_b = nodes(ban_failures=3, ban_time=600, login_failure_delay=0)
+    # A token issued by A logs in on B.
+    on_a = Client("127.0.0.1", node_a.port, user="alice", password=PASSWORD, timeout=10)
+    token = on_a.token
+    on_a.close()  # without quit, which would revoke it
+    on_b = Client("127.0.0.1", node_b.port, user="alice", token=token, timeout=10)
+    assert on_b.quota()["user"] == "alice"
+    on_b.close()
+    # Two failures on A and one on B: banned everywhere.
+    for node in (node_a, node_a, node_b):
+        with pytest.raises((AuthFailed, Banned)):
+            Client("127.0.0.1", node.port, user="alice", password="wrong", timeout=10)
+
+    def refused(node):
+        try:
+            Client("127.0.0.1", node.port, user="alice", password=PASSWORD, timeout=10).close()
+        except (Banned, SockftpError, OSError) as exc:
+            return isinstance(exc, Banned) or "banned" in str(exc).lower() or "too many failed" in str(exc)
+        return False
+
+    wait_until(lambda: refused(node_a) and refused(node_b), timeout=5, what="the ban on both nodes")
+    # A node started afresh refuses it too.
+    os.kill(node_a.proc.pid, signal.SIGKILL)
+    node_c = spawn_server(nodes.root, "--db", nodes.db, "--no-anonymous")
+    assert refused(node_c)

@@ -180,6 +180,23 @@ class UserStore(ABC):
     def quota_state(self, name: str) -> QuotaState | None:
         """The account's limits, usage and reservations, or None."""
 
+    # -- failed logins and bans, per client address (see sockftp.server.auth) --
+
+    @abstractmethod
+    def login_failed(self, address: str, now: float, window: float, failures: int, ban_time: float) -> float | None:
+        """Count a failed login from *address* at *now*. If it makes
+        *failures* within *window* seconds, ban the address until *now* +
+        *ban_time* and return that time; else None."""
+
+    @abstractmethod
+    def login_succeeded(self, address: str, now: float) -> None:
+        """Forget *address*'s failures (not a ban under way)."""
+
+    @abstractmethod
+    def bans(self, now: float, window: float) -> dict[str, float]:
+        """Every address banned at *now*, with the time its ban ends; and
+        forget failures older than *window*."""
+
     # -- re-login tokens (see sockftp.accounts.tokens) --
 
     @abstractmethod

@@ -17,7 +17,7 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
@@ -61,6 +61,7 @@ MIGRATIONS = {
         _shared.LEASES_TABLE,
         _shared.LEASES_INDEX,
     ],
+    3: [_shared.BANS_TABLE],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -125,3 +126,9 @@ REAP = """WITH l AS (DELETE FROM leases WHERE expires < %(now)s RETURNING user_n
         FROM s WHERE users.name = s.user_name)
     SELECT user_name, bytes, files FROM l"""
 SELECT_QUOTA_STATE = pg(_shared.SELECT_QUOTA_STATE)
+
+COUNT_FAILURE = pg(_shared.COUNT_FAILURE)
+BAN = pg(_shared.BAN)
+CLEAR_FAILURES = pg(_shared.CLEAR_FAILURES)
+SELECT_BANS = pg(_shared.SELECT_BANS)
+DELETE_OLD_BANS = pg(_shared.DELETE_OLD_BANS)

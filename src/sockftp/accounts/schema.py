@@ -8,7 +8,18 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+#: Failed logins per client address, and the ban they earned, shared by
+#: every server on the store: spreading guesses over servers gains nothing,
+#: and a restart forgives nothing. The window is fixed from its first
+#: failure. Unix seconds.
+BANS_TABLE = """CREATE TABLE IF NOT EXISTS bans (
+    address      TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL,
+    banned_until DOUBLE PRECISION NOT NULL
+)"""
 
 #: One row per upload under way: what it reserved, and until when. Its
 #: server renews it; past ``expires`` any server gives it back (the server
@@ -67,6 +78,7 @@ MIGRATIONS = {
         LEASES_TABLE,
         LEASES_INDEX,
     ],
+    5: [BANS_TABLE],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -138,6 +150,21 @@ SELECT_EXPIRED_LEASES = "SELECT id, user_name, bytes, files FROM leases WHERE ex
 RELEASE_EXPIRED = """UPDATE users SET reserved_bytes = reserved_bytes - :bytes, reserved_files = reserved_files - :files
     WHERE name = :name"""
 DELETE_USER_LEASES = "DELETE FROM leases WHERE user_name = :name"
+
+# -- failed logins and bans -----------------------------------------------------------------
+
+#: Count a failure of *address*: a new window if the last one is over
+#: (started at or before *cutoff*). One statement, whatever the row held.
+COUNT_FAILURE = """INSERT INTO bans (address, failures, window_start, banned_until) VALUES (:address, 1, :now, 0)
+    ON CONFLICT (address) DO UPDATE SET
+        failures = CASE WHEN bans.window_start <= :cutoff THEN 1 ELSE bans.failures + 1 END,
+        window_start = CASE WHEN bans.window_start <= :cutoff THEN :now ELSE bans.window_start END
+    RETURNING failures"""
+BAN = "UPDATE bans SET banned_until = :until, failures = 0, window_start = :now WHERE address = :address"
+CLEAR_FAILURES = "DELETE FROM bans WHERE address = :address AND banned_until <= :now"
+SELECT_BANS = "SELECT address, banned_until FROM bans WHERE banned_until > :now"
+#: Rows of no use any more: no ban, and a window long over.
+DELETE_OLD_BANS = "DELETE FROM bans WHERE banned_until <= :now AND window_start <= :cutoff"
 
 # -- tokens --------------------------------------------------------------------------
 

@@ -319,6 +319,25 @@ class SqliteUserStore(UserStore):
             raise
         return db
 
+    # -- failed logins and bans ---------------------------------------------------------
+
+    def login_failed(self, address, now, window, failures, ban_time) -> float | None:
+        params = {"address": address, "now": now, "cutoff": now - window}
+        with self._transaction() as db:
+            count = db.execute(schema.COUNT_FAILURE, params).fetchone()[0]
+            if count < failures:
+                return None
+            db.execute(schema.BAN, {**params, "until": now + ban_time})
+        return now + ban_time
+
+    def login_succeeded(self, address, now) -> None:
+        self._change(schema.CLEAR_FAILURES, {"address": address, "now": now})
+
+    def bans(self, now, window) -> dict[str, float]:
+        with self._transaction() as db:
+            db.execute(schema.DELETE_OLD_BANS, {"now": now, "cutoff": now - window})
+            return dict(db.execute(schema.SELECT_BANS, {"now": now}).fetchall())
+
     # -- tokens ------------------------------------------------------------------------
 
     def add_token(self, name: str, token_hash: str, created: float, expires: float, keep: int) -> None:

@@ -150,6 +150,7 @@ class SockftpServer(socketserver.TCPServer):
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
         self.users = users or open_store(config.db, config.root)
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
+        self.authenticator.bans.start()  # the bans earned before a restart, and on other servers
         self.quotas = QuotaRegistry(self.storage, self.users, config.lease_time)
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
@@ -360,6 +361,7 @@ class SockftpServer(socketserver.TCPServer):
         self.parking.close()
         self.workers.close()
         self.quotas.close()
+        self.authenticator.bans.close()
         self.storage.close()
         self.users.close()
         log.info("stopped")
