@@ -223,3 +223,50 @@ def test_tokens_and_bans_are_shared_and_a_restart_forgives_no_ban(nodes, spawn_s
     os.kill(node_a.proc.pid, signal.SIGKILL)
     node_c = spawn_server(nodes.root, "--db", nodes.db, "--no-anonymous")
     assert refused(node_c)
+
+
+def admin(nodes, *args):
+    result = CliRunner().invoke(main, ["user", *args, "--root", str(nodes.root), "--db", nodes.db])
+    assert result.exit_code == 0, result.output
+
+
+def test_account_changes_reach_open_sessions_on_every_node_within_seconds(nodes, files):
+    from sockftp.protocol.errors import PermissionDenied
+
+    add_user(nodes.root, nodes.db, "alice")
+    node_a, node_b = nodes()
+    sessions = [Client("127.0.0.1", n.port, user="alice", password=PASSWORD, timeout=10) for n in (node_a, node_b)]
+    data = files("d", os.urandom(10 * KiB))
+    for client in sessions:
+        client.put(data, "before")
+
+    def refused(client, error, name):
+        try:
+            client.put(data, name)
+        except error:
+            return True
+        return False
+
+    admin(nodes, "set", "alice", "--read-only")
+    for client in sessions:
+        wait_until(lambda c=client: refused(c, PermissionDenied, "ro"), timeout=6, what="read-only on an open session")
+    admin(nodes, "set", "alice", "--read-write")
+    for index, client in enumerate(sessions):
+        wait_until(lambda c=client, i=index: not refused(c, PermissionDenied, f"rw{i}"), timeout=6, what="read-write")
+    admin(nodes, "set", "alice", "--quota", "35K")  # 30K stored: before, rw0, rw1
+    for client in sessions:
+        wait_until(lambda c=client: refused(c, QuotaExceeded, "over"), timeout=6, what="a new quota on an open session")
+    admin(nodes, "del", "alice")
+
+    def listing_refused(client):
+        try:
+            client.ls("/")
+        except PermissionDenied as exc:
+            return "deleted" in str(exc)
+        return False
+
+    for client in sessions:
+        wait_until(lambda c=client: listing_refused(c), timeout=6, what="deleted on an open session")
+        with pytest.raises(PermissionDenied, match="deleted"):
+            client.put(data, "gone")
+        client.close()

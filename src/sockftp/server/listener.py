@@ -57,6 +57,7 @@ from .ratelimit import RateLimit
 from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity
 from .sockets import _peer
+from .watch import AccountWatcher
 
 log = logging.getLogger("sockftp.server")
 
@@ -152,6 +153,8 @@ class SockftpServer(socketserver.TCPServer):
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.authenticator.bans.start()  # the bans earned before a restart, and on other servers
         self.quotas = QuotaRegistry(self.storage, self.users, config.lease_time)
+        self.watcher = AccountWatcher(self.quotas, self.users)  # account changes reach open sessions
+        self.watcher.start()
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()
@@ -221,12 +224,14 @@ class SockftpServer(socketserver.TCPServer):
         else:
             self.storage.mkdir(home, parents=True)
             ledger = self.quotas.login(account.name, home, account.quota_bytes, account.max_files)
+        ledger.read_only, ledger.gone = account.read_only, None  # as of this login, until the watcher reads it again
         return Identity(
             account.name,
             home,
             can_write=not account.read_only,
             storage=QuotaStorage(self.storage, ledger),
             on_logout=lambda: self.quotas.logout(ledger),
+            account=ledger,
         )
 
     def anonymous_identity(self) -> Identity:
@@ -360,6 +365,7 @@ class SockftpServer(socketserver.TCPServer):
                 return
         self.parking.close()
         self.workers.close()
+        self.watcher.close()
         self.quotas.close()
         self.authenticator.bans.close()
         self.storage.close()

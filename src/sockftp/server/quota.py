@@ -114,6 +114,10 @@ class QuotaLedger:
         #: Reservations in the account store, shared by every server on it
         #: (see sockftp.server.leases); None: in memory only.
         self.book: LeaseBook | None = None
+        #: The account as last read (sockftp.server.watch): writes refused,
+        #: or why its sessions are refused (deleted, disabled).
+        self.read_only = False
+        self.gone: str | None = None
 
     @property
     def sessions(self) -> int:
@@ -479,6 +483,10 @@ class QuotaRegistry:
         ledger.max_files = max_files
         ledger.join()
         return ledger
+
+    def active(self) -> list[QuotaLedger]:
+        """The ledgers of users with sessions open, but the anonymous area's."""
+        return [ledger for ledger in list(self._ledgers.values()) if ledger.sessions and ledger.users is not None]
 
     def close(self) -> None:
         """Stop renewing leases (those still live expire by themselves)."""
