@@ -86,6 +86,7 @@ def test_two_nodes_on_one_database_share_accounts_and_tokens(tmp_path, pg_url, s
     for node in (node_a, node_b):
         with pytest.raises(AuthFailed):
             Client("127.0.0.1", node.port, user="alice", token=token, timeout=10)
+    assert f"accounts in {pg_url}" in node_a.stdout_seen.decode()
     # The nodes never wrote accounts into the data directory's own file.
     assert not (root / ".sockftp" / "users.db").exists()
 

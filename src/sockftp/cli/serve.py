@@ -277,6 +277,10 @@ def serve(config_file, **settings) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
     click.echo(f"sockftp {__version__}: data directory {config.root}")
+    if config.db:
+        from ..accounts.stores import describe
+
+        click.echo(f"accounts in {describe(config.db, config.root)}")  # a URL's password left out
     users = server.users.count()
     accounts = f"{users} user{'' if users == 1 else 's'}"
     if config.anonymous:

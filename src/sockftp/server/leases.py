@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..accounts import QuotaState, StoreError, UserStore
+from ..protocol.errors import QuotaExceeded
 
 log = logging.getLogger("sockftp.quota")
 
@@ -94,6 +95,14 @@ class UsageKeeper:
         """Write what is owed, if anything."""
         if self.owes:
             self.add(0, 0, 0)
+
+
+def human(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 class Refused(Exception):
@@ -256,4 +265,22 @@ class LeaseBook:
                 log.exception("renewing reservations failed")
 
 
-__all__ = ["GRANULE", "Lease", "LeaseBook", "Refused", "Unreachable", "UsageKeeper"]
+def refusal(size: int, files: int, replaces: int, figures: tuple, limits: tuple) -> QuotaExceeded | None:
+    """Why a reservation of *size* bytes and *files* files (crediting
+    *replaces* bytes) does not fit *figures* (used and reserved bytes and
+    files) under *limits* (bytes, files); None if it fits."""
+    used_bytes, used_files, reserved_bytes, reserved_files = figures
+    quota_bytes, max_files = limits
+    if quota_bytes is not None and used_bytes + reserved_bytes + size - replaces > quota_bytes:
+        free = max(0, quota_bytes - used_bytes - reserved_bytes)
+        return QuotaExceeded(
+            f"quota of {human(quota_bytes)} exceeded: {human(size)} announced, {human(free)} free",
+            quota_bytes=quota_bytes,
+            used_bytes=used_bytes,
+        )
+    if max_files is not None and files and used_files + reserved_files + files > max_files:
+        return QuotaExceeded(f"file limit of {max_files} reached", max_files=max_files, used_files=used_files)
+    return None
+
+
+__all__ = ["GRANULE", "Lease", "LeaseBook", "Refused", "Unreachable", "UsageKeeper", "human", "refusal"]

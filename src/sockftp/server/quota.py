@@ -61,21 +61,13 @@ from ..accounts.base import RESERVED_NAMES
 from ..protocol.errors import Busy, NotFound, QuotaExceeded
 from ..protocol.paths import RemotePath
 from ..storage import FILE, Download, Entry, Storage, Upload, Usage
-from .leases import Lease, LeaseBook, Refused, Unreachable, UsageKeeper
+from .leases import Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
 
 log = logging.getLogger("sockftp.quota")
 
 #: Seconds a measure waits for a user's changes under way (uploads,
 #: deletes) to end before it gives up; their new changes wait meanwhile.
 QUIET_WAIT = 5.0
-
-
-def human(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -142,15 +134,15 @@ class QuotaLedger:
         """Reserve room for an upload of *size* more bytes. Raises QuotaExceeded."""
         files = 1 if new_file else 0
         with self.lock:
-            refusal = _refusal(
+            refused = refusal(
                 size,
                 files,
                 replaces,
                 (self.used_bytes, self.used_files, self.reserved_bytes, self.reserved_files),
                 (self.quota_bytes, self.max_files),
             )
-            if refusal is not None:
-                raise refusal
+            if refused is not None:
+                raise refused
             self.reserved_bytes += size
             self.reserved_files += files
 
@@ -199,7 +191,7 @@ class QuotaLedger:
         else:
             figures = (state.used_bytes or 0, state.used_files or 0, state.reserved_bytes, state.reserved_files)
             limits = (state.quota_bytes, state.max_files)
-        return _refusal(size, files, replaces, figures, limits) or QuotaExceeded("the quota would be exceeded")
+        return refusal(size, files, replaces, figures, limits) or QuotaExceeded("the quota would be exceeded")
 
     def grow(self, lease: Lease, count: int, replaces: int) -> None:
         """Room under *lease* for *count* more bytes (an upload of unannounced
@@ -793,21 +785,3 @@ class QuotaUpload(Upload):
             self.ledger.end_lease(self._lease, self._changed + bytes_delta, files_delta)
         else:
             self.ledger.end(self._keeper, self._changed + bytes_delta, files_delta)
-
-
-def _refusal(size: int, files: int, replaces: int, figures: tuple, limits: tuple) -> QuotaExceeded | None:
-    """Why a reservation of *size* bytes and *files* files (crediting
-    *replaces* bytes) does not fit *figures* (used and reserved bytes and
-    files) under *limits* (bytes, files); None if it fits."""
-    used_bytes, used_files, reserved_bytes, reserved_files = figures
-    quota_bytes, max_files = limits
-    if quota_bytes is not None and used_bytes + reserved_bytes + size - replaces > quota_bytes:
-        free = max(0, quota_bytes - used_bytes - reserved_bytes)
-        return QuotaExceeded(
-            f"quota of {human(quota_bytes)} exceeded: {human(size)} announced, {human(free)} free",
-            quota_bytes=quota_bytes,
-            used_bytes=used_bytes,
-        )
-    if max_files is not None and files and used_files + reserved_files + files > max_files:
-        return QuotaExceeded(f"file limit of {max_files} reached", max_files=max_files, used_files=used_files)
-    return None
