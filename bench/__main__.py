@@ -23,6 +23,9 @@ Workloads, each in its own module:
 * ``home``: many clients each connecting, logging in and getting a small
   file, against a home of no files and of a million (issue 16: a login
   must not walk the home); p50 and p99 latency.
+* ``ftp_parallel`` (``--only ftp-parallel``): lftp ``mirror -R`` of the
+  small files over 1 connection and over 4, sockftp's FTP front door
+  against vsftpd (issue 21).
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -56,12 +59,24 @@ import time
 import traceback
 from pathlib import Path
 
-from . import big_file, big_home, crowd, fresh_get, ftp_front, idle, logins, results, small_files
+from . import (
+    big_file,
+    big_home,
+    crowd,
+    fresh_get,
+    ftp_front,
+    ftp_parallel,
+    idle,
+    logins,
+    results,
+    small_files,
+    sync_rsync,
+)
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
 from .pool import ClientPool
 from .report import Report, Section
 
-WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp", "home")
+WORKLOADS = ("big", "fresh-get", "small", "logins", "crowd", "idle", "ftp", "home", "sync", "ftp-parallel")
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
 SIZING = (
@@ -75,6 +90,8 @@ SIZING = (
     "home_files",
     "home_clients",
     "home_seconds",
+    "sync_tree",
+    "sync_size",
 )
 
 #: --quick: every workload, tiny, once. Seconds in all.
@@ -91,6 +108,8 @@ QUICK = {
     "home_files": [0, 2000],
     "home_clients": 4,
     "home_seconds": 1.0,
+    "sync_tree": 200,
+    "sync_size": parse_size("32M"),
 }
 
 
@@ -113,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--home-clients", type=int, default=50, help="clients at once against the big home")
     parser.add_argument("--home-seconds", type=float, default=10.0, help="seconds of each big-home run")
+    parser.add_argument("--sync-tree", type=int, default=10_000, help="files re-synced against rsync (default 10000)")
+    parser.add_argument(
+        "--sync-size", type=parse_size, default=parse_size("1G"), help="sync's big file and --checksum set (1G)"
+    )
     parser.add_argument("--client-procs", type=int, default=os.cpu_count() or 2, help="client worker processes")
     parser.add_argument("--only", type=_workloads, default=list(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
     parser.add_argument("--no-prewarm", action="store_true", help="skip the page-cache prewarm before each variant")
@@ -265,6 +288,8 @@ def main(argv=None) -> int:
             env, pool, args.size, args.files, args.file_size, args.logins, args.clients, args.crowd_size
         ),
         "home": lambda: big_home.run(env, args.home_files, args.home_clients, args.home_seconds),
+        "sync": lambda: sync_rsync.run(env, args.files, args.file_size, args.sync_tree, args.sync_size),
+        "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
     }
     started = time.monotonic()
     try:

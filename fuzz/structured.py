@@ -288,4 +288,8 @@ FIELD_NAMES = (
     "versions",
     "version",
     "cmd",
+    "delta",  # a put's, whose ops decide how many raw bytes follow
+    "length",
+    "checksums",
+    "mtime",
 )

@@ -35,6 +35,7 @@ from conftest import encode_frame, recv_exact, recv_frame, send_frame
 
 from sockftp.protocol import checksum
 from sockftp.protocol.limits import RESERVED_PREFIX
+from sockftp.storage.blocks import BLOCKS_PREFIX
 
 MiB = 1024 * 1024
 
@@ -273,8 +274,9 @@ def partial_sizes(directory: Path) -> list[int]:
 
 
 def disk_usage(home: Path) -> tuple[int, int]:
-    """What *home* holds on disk: bytes (partials included) and complete files."""
-    found = [p for p in home.rglob("*") if p.is_file() and not p.is_symlink()]
+    """What *home* holds on disk: bytes (partials included, the block lists
+    kept for deltas not) and complete files."""
+    found = [p for p in home.rglob("*") if p.is_file() and not p.is_symlink() and not p.name.startswith(BLOCKS_PREFIX)]
     return sum(p.stat().st_size for p in found), sum(not p.name.startswith(RESERVED_PREFIX) for p in found)
 
 

@@ -33,6 +33,9 @@ REQUESTS = {
     "quota": {"cmd": "quota"},
     "df": {"cmd": "df"},
     "revoke": {"cmd": "revoke", "all": True},
+    "tree": {"cmd": "tree", "path": "/"},
+    "blocks": {"cmd": "blocks", "path": "f"},
+    "utime": {"cmd": "utime", "path": "/", "mtime": 0},
 }
 OPEN_BEFORE_LOGIN = {"hello", "auth", "ping", "quit"}
 
@@ -153,6 +156,8 @@ def test_a_read_only_user_can_read_but_change_nothing(closed_server, files):
         lambda: reader.rmdir("dir"),
         lambda: reader.rm("doc.txt"),
         lambda: reader.mv("doc.txt", "moved.txt"),
+        lambda: reader.utime("doc.txt", 1e9),
+        lambda: reader.put_delta(files("doc2.txt", b"read mE"), "doc.txt", reader.blocks("doc.txt"), fallback=False),
     ):
         with pytest.raises(sockftp.PermissionDenied):
             attempt()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
 
-@pytest.mark.timeout(190)  # eight workloads; each logs in with argon2 (~0.1-1 s a check here)
+@pytest.mark.timeout(240)  # ten workloads; each logs in with argon2 (~0.1-1 s a check here)
 def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     doc_before = DOC.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -34,7 +35,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=230,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -47,8 +48,13 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "idle sessions",
         "FTP front door",
         "against a home of N files",
+        "sockftp sync against an rsync daemon",
+        "lftp mirror -R of 20 files",
     ):
         assert section in out, out
+    has_rsync = shutil.which("rsync") is not None
+    if not has_rsync:
+        assert "rsync is not installed" in out, out
     assert "FAILED" not in out, out
     assert "== targets (issue 4)" in out, out
     for row in (
@@ -61,6 +67,19 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "sockftp FTP / pyftpdlib, RETR GB/s",
         "anonymous, 2,000 files: p99",
         "p99, user with a quota, by token",
+        *(
+            (
+                "sync up, first sync, 20 x 4 KiB",
+                "sync down, first sync, 20 x 4 KiB",
+                "re-sync up, 200 files, nothing changed",
+                "re-sync up, 200 files, 10% changed",
+                "bytes sent on the wire, % of the file",
+                "bytes received on the wire, % of the file",
+                "--checksum re-sync up, 32 MiB in 20 files",
+            )
+            if has_rsync
+            else ()
+        ),
     ):
         assert row in out, out
     assert "targets met" in out, out
@@ -69,8 +88,9 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     assert "**Not a run of record (--quick):**" in markdown, markdown
     targets = int(re.search(r"\d+ of (\d+) targets met", text).group(1))
     # --quick: 4 big-file targets, 1 fresh get, 2 small files, 1 logins, one count each of crowd (2) and
-    # idle (2), and 2 for the big home (anonymous, and a user with a quota).
-    assert len(table_rows(markdown)) == targets == 14, markdown
+    # idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
+    # (first up and down, two re-syncs, bytes and time up and down, --checksum).
+    assert len(table_rows(markdown)) == targets == 14 + (9 if has_rsync else 0), markdown
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ from ftp_support import ftp_server_fixture  # noqa: F401 - a fixture
 
 from sockftp.protocol import checksum
 from sockftp.storage import LocalStorage
+from sockftp.storage.local_files import decode_kept_checksum
 
 MiB = 1024 * 1024
 WHEN = 1_234_567_890.25  # 2009-02-13 23:31:30.25 UTC
@@ -68,8 +69,8 @@ def test_a_kept_time_keeps_the_stored_checksum_valid(srv, tmp_path):
     with srv.client() as client:
         client.put(tmp_path / "f.bin", "f.bin")
     stored = srv.anon_dir / "f.bin"
-    key = f"{stored.stat().st_size}:{stored.stat().st_mtime_ns}:{checksum.of_bytes(data)}"
-    assert os.getxattr(stored, "user.sockftp.checksum").decode() == key
+    key = (stored.stat().st_size, stored.stat().st_mtime_ns, checksum.of_bytes(data))
+    assert decode_kept_checksum(os.getxattr(stored, "user.sockftp.checksum")) == key
 
 
 def test_storage_set_mtime_on_files_and_directories_keeps_the_cached_checksum(tmp_path):
@@ -83,8 +84,8 @@ def test_storage_set_mtime_on_files_and_directories_keeps_the_cached_checksum(tm
     storage.set_mtime(("d",), WHEN + 1)
     assert storage.stat(("d", "f.bin")).mtime == pytest.approx(WHEN)
     assert storage.stat(("d",)).mtime == pytest.approx(WHEN + 1)
-    cached = os.getxattr(tmp_path / "root" / "d" / "f.bin", "user.sockftp.checksum").decode()
-    assert cached.split(":", 2)[1] == str((tmp_path / "root" / "d" / "f.bin").stat().st_mtime_ns)
+    cached = decode_kept_checksum(os.getxattr(tmp_path / "root" / "d" / "f.bin", "user.sockftp.checksum"))
+    assert cached[1] == (tmp_path / "root" / "d" / "f.bin").stat().st_mtime_ns
     os.symlink("/etc", tmp_path / "root" / "link")
     with pytest.raises(Exception) as refused:
         storage.set_mtime(("link",), WHEN)

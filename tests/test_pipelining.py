@@ -127,3 +127,34 @@ def test_every_session_socket_sends_small_replies_at_once(server, anonymous):
     assert len(records) == 2
     for record in records:
         assert record.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_put_many_goes_on_in_step_past_a_local_file_that_vanished(srv, tmp_path):
+    # A file listed, then removed before its turn (a sync walks first and
+    # sends after): that file fails, the batch goes on, and the replies still
+    # owed for the files before it are read, not left for the next request.
+    for name in "ac":
+        (tmp_path / name).write_bytes(name.encode() * 3)
+    with srv.client() as client:
+        done = []
+        with pytest.raises(sockftp.SockftpError) as caught:
+            client.put_many(
+                [(tmp_path / name, name) for name in "abc"],
+                on_done=lambda local, remote, result, error: done.append((remote, error is None)),
+            )
+        assert caught.value.code == "local_error" and "b" in caught.value.message
+        assert client.pwd() == "/"  # still in step
+    assert sorted(p.name for p in srv.anon_dir.iterdir()) == ["a", "c"]
+    assert done == [("a", True), ("b", False), ("c", True)]
+
+
+def test_get_many_tells_each_file_as_it_is_done(srv, tmp_path):
+    (srv.anon_dir / "a").write_bytes(b"alpha")
+    done = []
+    with srv.client() as client, pytest.raises(sockftp.NotFound):
+        client.get_many(
+            [("a", tmp_path / "a"), ("b", tmp_path / "b")],
+            on_done=lambda remote, local, result, error: done.append((remote, result and result.size, error)),
+        )
+    assert done[0] == ("a", 5, None)
+    assert done[1][0] == "b" and done[1][1] is None and done[1][2].code == "not_found"

@@ -12,6 +12,7 @@ from sockftp.protocol import checksum, errors
 from sockftp.protocol.limits import SMALL_FILE
 from sockftp.storage import DIRECTORY, FILE, LINK, OTHER, LocalStorage
 from sockftp.storage.local import PARTIAL_PREFIX, partial_name
+from sockftp.storage.local_files import decode_kept_checksum
 
 
 @pytest.fixture
@@ -564,29 +565,42 @@ def xattr_store(store, root):
     return store
 
 
-# Files over SMALL_FILE bytes keep their checksum in an attribute; small
-# ones (at most SMALL_FILE) are hashed whenever asked (cheaper than the
-# system calls).
+# Every committed file keeps its checksum in an attribute, small ones too:
+# a tree's listing reports only kept checksums, and never hashes a file.
 LARGE = b"payload!" * (SMALL_FILE // 8 + 1)
 
 
 def test_commit_records_the_checksum_in_an_xattr(xattr_store, root):
     put(xattr_store, ("f",), LARGE)
     st = os.stat(root / "f")
-    cached = os.getxattr(root / "f", "user.sockftp.checksum").decode()
-    assert cached == f"{st.st_size}:{st.st_mtime_ns}:{checksum.of_bytes(LARGE)}"
+    kept = decode_kept_checksum(os.getxattr(root / "f", "user.sockftp.checksum"))
+    assert kept == (st.st_size, st.st_mtime_ns, checksum.of_bytes(LARGE))
     assert xattr_store.checksum(("f",)) == checksum.of_bytes(LARGE)
 
 
-def test_a_small_file_keeps_no_attribute_and_is_hashed_when_asked(xattr_store, root):
-    put(xattr_store, ("f",), b"payload")
-    assert os.listxattr(root / "f") == []
-    assert xattr_store.checksum(("f",)) == checksum.of_bytes(b"payload")
-    assert os.listxattr(root / "f") == []
-    at_the_limit = b"x" * SMALL_FILE  # still small, as a get treats it
-    put(xattr_store, ("g",), at_the_limit)
-    assert xattr_store.checksum(("g",)) == checksum.of_bytes(at_the_limit)
-    assert os.listxattr(root / "g") == []
+def test_a_small_file_keeps_its_checksum_too_and_one_asked_for_is_kept(xattr_store, root):
+    for name, data in (("f", b"payload"), ("g", b"x" * SMALL_FILE), ("empty", b"")):
+        put(xattr_store, (name,), data)
+        st = os.stat(root / name)
+        kept = decode_kept_checksum(os.getxattr(root / name, "user.sockftp.checksum"))
+        assert kept == (st.st_size, st.st_mtime_ns, checksum.of_bytes(data))
+    (root / "placed").write_bytes(b"put there without sockftp")
+    assert xattr_store.checksum(("placed",)) == checksum.of_bytes(b"put there without sockftp")
+    kept = decode_kept_checksum(os.getxattr(root / "placed", "user.sockftp.checksum"))
+    assert kept[2] == checksum.of_bytes(b"put there without sockftp")
+
+
+def test_a_kept_checksum_takes_no_disk_block_of_its_own(xattr_store, root):
+    # A small file's checksum must fit in its inode: an attribute block of
+    # its own would double a 4 KiB file's disk and slow its put.
+    (root / "plain").write_bytes(b"p" * 4096)
+    (root / "probe").write_bytes(b"p" * 4096)
+    os.setxattr(root / "probe", "user.sockftp.probe", b"x" * 33)
+    if os.stat(root / "probe").st_blocks != os.stat(root / "plain").st_blocks:
+        pytest.skip("this filesystem keeps no attribute in the inode")
+    put(xattr_store, ("kept",), b"k" * 4096)
+    assert os.getxattr(root / "kept", "user.sockftp.checksum")
+    assert os.stat(root / "kept").st_blocks == os.stat(root / "plain").st_blocks
 
 
 def test_an_upload_taken_over_before_its_lock_starts_from_what_the_lock_holds(store, root):
@@ -629,7 +643,7 @@ def test_checksum_is_computed_and_cached_on_first_use(xattr_store, root):
     with pytest.raises(OSError):
         os.getxattr(root / "f", "user.sockftp.checksum")
     assert xattr_store.checksum(("f",)) == checksum.of_bytes(LARGE)
-    assert os.getxattr(root / "f", "user.sockftp.checksum").decode().endswith(checksum.of_bytes(LARGE))
+    assert decode_kept_checksum(os.getxattr(root / "f", "user.sockftp.checksum"))[2] == checksum.of_bytes(LARGE)
 
 
 def test_checksum_cache_is_invalidated_when_the_file_changes_on_disk(xattr_store, root):

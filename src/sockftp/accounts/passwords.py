@@ -24,12 +24,24 @@ _slots = threading.BoundedSemaphore(CONCURRENT_VERIFICATIONS)
 
 #: Verified against when the user does not exist, so that a wrong user name
 #: costs the same time as a wrong password and the two cannot be told apart.
-_DUMMY_HASH = _hasher.hash("sockftp: no such user")
+#: A constant, made once by ``_hasher.hash("sockftp: no such user")``: hashing
+#: it at import cost every command-line start 0.1-0.8 s of argon2, client
+#: commands included. Its parameters must stay those of ``_hasher`` (a test
+#: checks), so that verifying against it costs what a real hash costs.
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$QN/wnpuQLYzFNlEOPUsbcA$INAoeDjDApYtyIOLYzoukQa5iRYl0XkztFxUGkMFW4c"
+
+
+def _utf8(password: str) -> bytes:
+    # A password may hold lone surrogates: JSON can carry them, and an FTP
+    # line that is not UTF-8 is decoded with surrogateescape. argon2 would
+    # encode strictly and raise; this encodes every string, the same way
+    # for hashing and for checking, so such a password is merely wrong.
+    return password.encode("utf-8", "surrogatepass")
 
 
 def hash_password(password: str) -> str:
     with _slots:
-        return _hasher.hash(password)
+        return _hasher.hash(_utf8(password))
 
 
 def verify_password(encoded: str | None, password: str) -> bool:
@@ -37,7 +49,7 @@ def verify_password(encoded: str | None, password: str) -> bool:
     constant time, even when *encoded* is None (no such user)."""
     with _slots:
         try:
-            _hasher.verify(encoded or _DUMMY_HASH, password)
+            _hasher.verify(encoded or _DUMMY_HASH, _utf8(password))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
     return encoded is not None

@@ -9,6 +9,7 @@ of :mod:`.base` when imported here:
 - :mod:`.serve`: serve;
 - :mod:`.accounts`: ``user ...`` (administration) and ``token ...``;
 - :mod:`.shell`: the interactive shell;
+- :mod:`.sync`: ``sync up`` and ``sync down``;
 - :mod:`.progress`: progress bars and summary lines.
 
 This package's ``__init__`` only gathers them: no module here may import
@@ -18,7 +19,7 @@ it back (``from . import ...``), or the import would be a cycle.
 from __future__ import annotations
 
 from ..server.config import parse_size
-from . import accounts, files, serve, shell  # noqa: F401  (imported to register their commands on main)
+from . import accounts, files, serve, shell, sync  # noqa: F401  (imported to register their commands on main)
 from .base import ServerAddress, main
 
 __all__ = ["ServerAddress", "main", "parse_size"]

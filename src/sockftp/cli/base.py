@@ -3,6 +3,8 @@
 A client command connects, does one thing and exits. Success is status
 0; a failure prints exactly one line, ``sockftp: MESSAGE``, on stderr and
 exits with a status that says which side failed (the ``EXIT_*`` constants).
+A transfer cut short by Ctrl-C or a lost connection prints one line too,
+:class:`Interrupted`: how far it got and the command that resumes it.
 The command modules and :mod:`sockftp.cli.shell` build on this one; it must
 never import any of them (they import it, to register on ``main``).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import ssl
 import sys
 
@@ -25,6 +28,7 @@ EXIT_SERVER_ERROR = 1  # the server refused: not found, exists, not empty...
 EXIT_USAGE = 2  # click's status for a bad command line
 EXIT_CONNECTION = 3  # could not connect, or the connection broke
 EXIT_LOCAL = 4  # a local file could not be read or written
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
 
 #: Attempts a transfer makes to reconnect and resume after the connection breaks.
 TRANSFER_RETRIES = 3
@@ -50,6 +54,19 @@ class Failure(click.ClickException):
         click.echo(f"sockftp: {self.message}", err=True)
 
 
+class Interrupted(Failure):
+    """A transfer cut short by Ctrl-C (status 130) or a lost connection
+    (status 3): its one line says how far it got and how to resume it."""
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """The connection broke or went silent (SSLError is an OSError, but not a local one)."""
+    return isinstance(exc, (ConnectionLost, Timeout, ssl.SSLError))
+
+
 def error_message(exc: BaseException) -> str:
     """*exc* as one line of text for people."""
     if isinstance(exc, SockftpError):
@@ -62,7 +79,7 @@ def error_message(exc: BaseException) -> str:
 
 
 def exit_status(exc: BaseException) -> int:
-    if isinstance(exc, (ConnectionLost, Timeout, ssl.SSLError)):  # SSLError is an OSError, but not a local one
+    if is_connection_failure(exc):
         return EXIT_CONNECTION
     if isinstance(exc, OSError) or getattr(exc, "code", None) == "local_error":
         return EXIT_LOCAL
@@ -210,6 +227,9 @@ def client_command(func):
             raise click.UsageError("--insecure and --tls-ca contradict each other: choose one")
         try:
             return func(ServerAddress(host, port, timeout, user, tls, tls_ca, insecure), **kwargs)
+        except KeyboardInterrupt:
+            # Not click's "Aborted!" and status 1: a transfer says more itself (Interrupted).
+            raise Failure("interrupted", EXIT_INTERRUPTED) from None
         except (SockftpError, OSError) as exc:
             message = error_message(exc)
             if getattr(exc, "code", None) == "auth_required":
@@ -219,6 +239,29 @@ def client_command(func):
             raise Failure(message, exit_status(exc)) from None
 
     return run
+
+
+def command_line() -> str:
+    """The client command running now, as a shell line that runs it again:
+    ``sockftp``, the command, the options given on its command line (those
+    from the environment or defaults apply again by themselves), then its
+    arguments, each quoted as the shell needs."""
+    ctx = click.get_current_context()
+    options, arguments = [], []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            if value is not None:
+                arguments.append(str(value))
+        elif ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE and value is not None:
+            if param.is_flag:
+                if value:
+                    options.append(param.opts[0])
+            else:
+                options += [param.opts[0], str(value)]
+    if any(argument.startswith("-") for argument in arguments):
+        arguments.insert(0, "--")  # or an argument would read as an option
+    return shlex.join(["sockftp", ctx.info_name, *options, *arguments])
 
 
 def display_options(func):

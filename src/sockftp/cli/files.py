@@ -5,7 +5,9 @@ helpers that do the work (:func:`upload`, :func:`download`, :func:`move`,
 :func:`stat_lines`) are shared with :mod:`sockftp.cli.shell`, so a command
 behaves the same in both. They report only through the display they are
 given and fail by raising, never by exiting: the shell goes on after a
-failure.
+failure. A transfer cut short by Ctrl-C or a lost connection raises
+:class:`~sockftp.cli.base.Interrupted`, whose line says how far it got and
+how to resume it (the command given as *again*).
 """
 
 from __future__ import annotations
@@ -15,14 +17,27 @@ import json
 import os
 import posixpath
 import time
+from contextlib import contextmanager
 
 import click
 
 from ..protocol.entries import DIRECTORY, FILE
-from ..protocol.errors import NotADirectory, NotFound
-from .base import client_command, display_options, main, make_display, recursive_option
+from ..protocol.errors import NotADirectory, NotFound, SockftpError
+from .base import (
+    EXIT_CONNECTION,
+    EXIT_INTERRUPTED,
+    Interrupted,
+    client_command,
+    command_line,
+    display_options,
+    error_message,
+    is_connection_failure,
+    main,
+    make_display,
+    recursive_option,
+)
 from .format import format_entry, format_quota, format_stat, remote_absolute, remote_join, remote_name
-from .progress import TransferDisplay, describe_transfer
+from .progress import TransferDisplay, describe_interruption, describe_transfer
 
 # -- what the commands do, shared with the shell -------------------------------------------------
 
@@ -34,18 +49,28 @@ def is_remote_directory(client, path: str) -> bool:
         return False
 
 
-def upload(client, local: str, remote: str | None, *, recursive: bool, display: TransferDisplay, cwd: str = "/"):
+def upload(
+    client,
+    local: str,
+    remote: str | None,
+    *,
+    recursive: bool,
+    display: TransferDisplay,
+    cwd: str = "/",
+    again: str = "the same command",
+):
     """Put file *local* to *remote*: by default its name in the remote cwd;
     inside *remote* if that is a directory or ends with ``/``. With
     *recursive*, put directory *local* as directory *remote* (by default its
-    name), creating it or adding to it. Prints a summary on *display*."""
+    name), creating it or adding to it. Prints a summary on *display*.
+    Raises Interrupted, which names *again* as the command that resumes."""
     if recursive:
         if not os.path.isdir(local):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), local)
         target = remote or os.path.basename(os.path.abspath(local))
         display.counter, display.files = True, count_local_files(local)
         started = time.monotonic()
-        with display:
+        with reported("put", local, remote_absolute(cwd, target), display, again, tree=True), display:
             results = client.put_tree(local, target, progress=display, on_file=display.start_file)
     else:
         if os.path.isdir(local):
@@ -55,7 +80,7 @@ def upload(client, local: str, remote: str | None, *, recursive: bool, display: 
         if remote is not None and (remote.endswith("/") or is_remote_directory(client, remote)):
             target = remote_join(remote, name)
         started = time.monotonic()
-        with display:
+        with reported("put", local, remote_absolute(cwd, target), display, again, tree=False), display:
             display.start_file(local)
             results = [client.put(local, target, progress=display)]
     seconds = time.monotonic() - started
@@ -63,13 +88,23 @@ def upload(client, local: str, remote: str | None, *, recursive: bool, display: 
     return results
 
 
-def download(client, remote: str, local: str | None, *, recursive: bool, display: TransferDisplay, cwd: str = "/"):
+def download(
+    client,
+    remote: str,
+    local: str | None,
+    *,
+    recursive: bool,
+    display: TransferDisplay,
+    cwd: str = "/",
+    again: str = "the same command",
+):
     """Get file *remote* to *local*: by default its name in the local
     directory; inside *local* if that is a directory. With *recursive*, get
     directory *remote* as directory *local* (by default its name). Prints a
-    summary on *display*."""
+    summary on *display*. Raises Interrupted, which names *again* as the
+    command that resumes."""
+    source = remote_absolute(cwd, remote)
     if recursive:
-        source = remote_absolute(cwd, remote)
         if client.stat(remote).type != DIRECTORY:
             raise NotADirectory(f"not a directory: {source}")
         target = local or posixpath.basename(source)
@@ -77,17 +112,43 @@ def download(client, remote: str, local: str | None, *, recursive: bool, display
             raise click.UsageError("name the local directory to get the root directory into")
         display.counter = True
         started = time.monotonic()
-        with display:
+        with reported("get", source, target, display, again, tree=True), display:
             results = client.get_tree(remote, target, progress=display, on_file=display.start_file)
     else:
         started = time.monotonic()
-        with display:
+        with reported("get", source, local_target(remote, local), display, again, tree=False), display:
             display.start_file(remote)
             results = [client.get(remote, local, progress=display)]
         source, target = results[0].path, results[0].local
     seconds = time.monotonic() - started
     display.summary(describe_transfer("get", source, target, results, seconds))
     return results
+
+
+@contextmanager
+def reported(verb: str, source: str, target: str, display: TransferDisplay, again: str, *, tree: bool):
+    """Turn Ctrl-C or a lost connection inside into Interrupted: one line
+    that says how far the transfer got, by *display*'s count, and that
+    *again* resumes it. Put it outside the display's own ``with``, so that
+    the bars are gone before the line is written."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        line = describe_interruption(verb, source, target, display, tree=tree)
+        raise Interrupted(f"{line}; run the same command to resume: {again}", EXIT_INTERRUPTED) from None
+    except (SockftpError, OSError) as exc:
+        if not is_connection_failure(exc):
+            raise
+        line = describe_interruption(verb, source, target, display, tree=tree, reason=error_message(exc))
+        raise Interrupted(f"{line}; run the same command to resume: {again}", EXIT_CONNECTION) from None
+
+
+def local_target(remote: str, local: str | None) -> str:
+    """Where get puts file *remote*, as Client.get chooses (its name, or inside *local* if that is a directory)."""
+    name = remote.rstrip("/").rsplit("/", 1)[-1]
+    if local is None:
+        return name
+    return os.path.join(local, name) if os.path.isdir(local) else local
 
 
 def move(client, source: str, target: str) -> None:
@@ -127,7 +188,14 @@ def put(server, local, remote, recursive, quiet, force_progress) -> None:
     to it if it exists. An interrupted upload resumes when run again.
     """
     with server.connect() as client:
-        upload(client, local, remote, recursive=recursive, display=make_display(quiet, force_progress))
+        upload(
+            client,
+            local,
+            remote,
+            recursive=recursive,
+            display=make_display(quiet, force_progress),
+            again=command_line(),
+        )
 
 
 @main.command()
@@ -144,7 +212,14 @@ def get(server, remote, local, recursive, quiet, force_progress) -> None:
     resumes when run again.
     """
     with server.connect() as client:
-        download(client, remote, local, recursive=recursive, display=make_display(quiet, force_progress))
+        download(
+            client,
+            remote,
+            local,
+            recursive=recursive,
+            display=make_display(quiet, force_progress),
+            again=command_line(),
+        )
 
 
 @main.command()

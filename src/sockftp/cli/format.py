@@ -52,6 +52,11 @@ _TYPE_CHARS = {DIRECTORY: "d", FILE: "-", LINK: "l"}
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def printable(text: str) -> str:
+    """*text* (a name from a disk) with every control character shown as ``?``."""
+    return _UNPRINTABLE.sub("?", text)
+
+
 def format_entry(entry: Entry) -> str:
     """One ``ls -l``-like line: ``d     4.0 KiB 2024-05-01 12:00 docs/``."""
     name = _UNPRINTABLE.sub("?", entry.name) + ("/" if entry.type == DIRECTORY else "")

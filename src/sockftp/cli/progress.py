@@ -5,6 +5,8 @@
 ``on_file`` callbacks. Bars go to stderr and only to a terminal (or when
 forced); the summary line goes to stdout unless quiet. ``rich`` is imported
 only once a bar is shown, so that commands which show none start fast.
+Bars or not, it keeps how far the transfers got, for the line that
+:func:`describe_interruption` writes when they are cut short.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class TransferDisplay:
         self.files = files
         self.out = out
         self.file_number = 0
+        #: The current file (as given to start_file) and its last report.
+        self.current: str | None = None
+        self.done: int | None = None
+        self.total: int | None = None
         self._progress = None  # rich.progress.Progress while bars are shown
         self._task = None
         self._fresh = True  # no report yet for the current file
@@ -80,6 +86,7 @@ class TransferDisplay:
     def start_file(self, source: str, _target: str | None = None) -> None:
         """A new file begins (the signature of ``on_file``)."""
         self.file_number += 1
+        self.current, self.done, self.total = source, None, None
         if self._progress is None:
             return
         description = os.path.basename(source.rstrip("/"))
@@ -95,6 +102,7 @@ class TransferDisplay:
 
     def __call__(self, done: int, total: int) -> None:
         """The client's progress callback: *done* of *total* bytes."""
+        self.done, self.total = done, total
         if self._progress is None:
             return
         if self._task is None:
@@ -139,6 +147,41 @@ def describe_transfer(verb: str, source: str, target: str, results: list, second
     elif resumed:
         line += f" ({len(resumed)} resumed)"
     return line
+
+
+def describe_interruption(
+    verb: str, source: str, target: str, display: TransferDisplay, *, tree: bool, reason: str | None = None
+) -> str:
+    """The line printed when a transfer is cut short (Ctrl-C, a lost
+    connection: *reason*), how far it got by *display*'s count, e.g.::
+
+        interrupted: put huge.bin -> /huge.bin at 2.7 GiB of 10.0 GiB (27%)
+        interrupted (connection to host:9999 lost: ...): put photos -> /photos:
+            3 of 10 files done, photos/d.jpg at 1.0 MiB of 4.0 MiB (25%)
+
+    (the second on one line).
+
+    The caller adds how to resume it.
+    """
+    line = f"interrupted ({reason}): " if reason else "interrupted: "
+    line += f"{verb} {source} -> {target}"
+    where = _position(display.done, display.total)
+    if not tree:
+        return f"{line} {where}" if where else f"{line} before any bytes moved"
+    done = max(display.file_number - 1, 0)  # files go one at a time: those before the current one are done
+    of = f" of {display.files}" if display.files is not None else ""
+    line += f": {done}{of} file{'' if done == 1 and not of else 's'} done"
+    if display.current is not None and where:
+        line += f", {display.current} {where}"
+    return line
+
+
+def _position(done: int | None, total: int | None) -> str | None:
+    """``at 2.7 GiB of 10.0 GiB (27%)``; None before the first report."""
+    if done is None or total is None:
+        return None
+    percent = f" ({done * 100 // total}%)" if total else ""
+    return f"at {human_size(done)} of {human_size(total)}{percent}"
 
 
 def _make_progress(force_terminal: bool):

@@ -165,6 +165,13 @@ from .base import main
     help="...for this many seconds.",
 )
 @click.option(
+    "--password-cache-time",
+    default=limits.PASSWORD_CACHE_TIME,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a verified password lets the same login again skip argon2; 0: check every login.",
+)
+@click.option(
     "--token-lifetime",
     default=limits.TOKEN_LIFETIME,
     show_default=True,

@@ -29,7 +29,7 @@ import click
 
 from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry
 from ..protocol.errors import FATAL_CODES, ConnectionLost, SockftpError, Timeout
-from .base import client_command, display_options, error_message, main, make_display
+from .base import Interrupted, client_command, display_options, error_message, main, make_display
 from .files import download, move, stat_lines, upload
 from .format import format_entry, format_quota
 
@@ -71,6 +71,14 @@ class Shell(cmd.Cmd):
     def onecmd(self, line: str) -> bool:
         try:
             return bool(super().onecmd(line))
+        except Interrupted as exc:
+            # A transfer cut short (Ctrl-C, a lost connection): its line says
+            # how far it got and which command resumes it. The stream may be
+            # out of step, or gone: a new connection for the next command.
+            self.client.close()
+            self.lost = True
+            self.failed = True
+            print(exc.message, file=self.stderr, flush=True)
         except (SockftpError, OSError, UsageError, click.ClickException) as exc:
             if isinstance(exc, (ConnectionLost, Timeout)) or getattr(exc, "code", None) in FATAL_CODES:
                 self.lost = True
@@ -218,13 +226,19 @@ class Shell(cmd.Cmd):
         """put [-r] LOCAL [REMOTE]\n\nUpload a file (-r: a directory), by default to its name here."""
         flags, words = self._args("put", arg, 1, 2, flags="r")
         remote = words[1] if len(words) > 1 else None
-        upload(self._remote(), words[0], remote, recursive="r" in flags, display=self._display(), cwd=self.cwd)
+        again = _command_line("put", flags, words)
+        upload(
+            self._remote(), words[0], remote, recursive="r" in flags, display=self._display(), cwd=self.cwd, again=again
+        )
 
     def do_get(self, arg: str) -> None:
         """get [-r] REMOTE [LOCAL]\n\nDownload a file (-r: a directory), by default to its name here."""
         flags, words = self._args("get", arg, 1, 2, flags="r")
         local = words[1] if len(words) > 1 else None
-        download(self._remote(), words[0], local, recursive="r" in flags, display=self._display(), cwd=self.cwd)
+        again = _command_line("get", flags, words)
+        download(
+            self._remote(), words[0], local, recursive="r" in flags, display=self._display(), cwd=self.cwd, again=again
+        )
 
     # -- the local side ---------------------------------------------------------------
 
@@ -354,6 +368,14 @@ def _setup_readline():
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def _command_line(command: str, flags: set[str], words: list[str]) -> str:
+    """A shell command line that runs *command* with *flags* and *words* again."""
+    options = [f"-{''.join(sorted(flags))}"] if flags else []
+    if any(word.startswith("-") for word in words):
+        options.append("--")
+    return shlex.join([command, *options, *words])
 
 
 def _argument_start(line: str, begidx: int) -> int:

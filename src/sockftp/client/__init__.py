@@ -24,7 +24,8 @@ from __future__ import annotations
 # Client is put together from one class per job, each in the module named
 # for it: connection.py (connect, login, requests), files.py (the
 # one-request file operations), single.py (put and get), pipelined.py
-# (put_many, get_many) and tree.py (put_tree, walk, get_tree). The names
+# (put_many, get_many), tree.py (put_tree, walk, get_tree) and sync.py
+# (sync_up, sync_down, over sync_lists.py, sync_delta.py and sync_plan.py). The names
 # imported "as" themselves stay importable from here, as before the split,
 # though not in __all__; stays_on_this_machine is looked up in
 # sockftp.client.connection: replace it there (a test does), not here.
@@ -38,10 +39,12 @@ from .pipelined import PipelinedTransfers
 from .single import PARTIAL_SUFFIX as PARTIAL_SUFFIX
 from .single import RESUME_THRESHOLD as RESUME_THRESHOLD
 from .single import Progress, SingleTransfers, TransferResult, partial_path
+from .sync import SyncTransfers
+from .sync_plan import SyncSummary
 from .tree import TreeTransfers
 
 
-class Client(TreeTransfers, PipelinedTransfers, SingleTransfers, FileOperations, Connection):
+class Client(SyncTransfers, TreeTransfers, PipelinedTransfers, SingleTransfers, FileOperations, Connection):
     """A connection to a sockftp server.
 
     Args:
@@ -78,4 +81,4 @@ class Client(TreeTransfers, PipelinedTransfers, SingleTransfers, FileOperations,
     """
 
 
-__all__ = ["Client", "Entry", "Exists", "Progress", "TransferResult", "partial_path"]
+__all__ = ["Client", "Entry", "Exists", "Progress", "SyncSummary", "TransferResult", "partial_path"]

@@ -276,6 +276,13 @@ class Connection:
             self._wire.close()
             self._wire = None
 
+    def _abort(self) -> None:
+        """Close with a reset (see :meth:`Wire.abort`): for a connection left
+        in the middle of raw bytes, so that the server lets go at once."""
+        if self._wire is not None:
+            self._wire.abort()
+            self._wire = None
+
     def __enter__(self) -> Self:
         return self
 
@@ -294,6 +301,12 @@ class Connection:
         if self._wire is None:
             self.connect()
         return self._wire
+
+    def supports(self, feature: str) -> bool:
+        """True if the server announced *feature* in its hello (connecting
+        first if need be)."""
+        self.wire  # noqa: B018 - connects, which reads the hello
+        return feature in self.server_info.get("features", ())
 
     # -- requests ------------------------------------------------------------------
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ..protocol import checksum as checksums
+from ..protocol.blocks import DIGEST_SIZE, BlockList, block_count, parse_hexes
 from ..protocol.entries import Entry
 from ..protocol.errors import SockftpError
 
 
 class FileOperations:
-    """pwd, cd, stat, checksum, ls, mkdir, rmdir, rm, mv, exists.
+    """pwd, cd, stat, checksum, ls, mkdir, rmdir, rm, mv, exists, utime, blocks.
 
     Expects of the class it is mixed into (:class:`~sockftp.client.connection.Connection`):
     ``request``, ``_send``, ``_reply``, ``_wire``, and ``_cwd``, the remote
@@ -72,6 +74,38 @@ class FileOperations:
     def mv(self, source: str, target: str) -> None:
         self.request({"cmd": "mv", "source": source, "target": target})
 
+    def utime(self, path: str, mtime: float) -> str:
+        """Set the modification time of a file or directory (feature
+        ``mtime``); returns its absolute path."""
+        return self.request({"cmd": "utime", "path": path, "mtime": mtime})["path"]
+
+    def blocks(self, path: str) -> BlockList:
+        """The block list the server has for file *path* (feature
+        ``delta``): what :meth:`put_delta` builds against, and what a
+        download compares its local blocks with."""
+        self._send({"cmd": "blocks", "path": path})
+        head: dict | None = None
+        digests: list[bytes] = []
+        more = True
+        try:
+            while more:
+                more = False  # an error reply ends the stream too
+                reply = self._reply()
+                more = bool(reply.get("more"))
+                head = head or reply
+                try:
+                    digests.append(parse_hexes(reply.get("blocks")))
+                except ValueError as exc:
+                    raise SockftpError(f"the server sent a malformed block list: {exc}", code="bad_reply") from None
+        finally:
+            while more and self._wire is not None:
+                more = False
+                more = bool(self._reply().get("more"))
+        listing = _block_list(head, b"".join(digests))
+        if listing is None:
+            raise SockftpError(f"the server sent an inconsistent block list for {path}", code="bad_reply")
+        return listing
+
     def exists(self, path: str) -> bool:
         try:
             self.stat(path)
@@ -84,3 +118,15 @@ class FileOperations:
 
 def _entry(item: dict) -> Entry:
     return Entry(item["name"], item["type"], item["size"], item["mtime"])
+
+
+def _block_list(head: dict, digests: bytes) -> BlockList | None:
+    """The block list of a ``blocks`` reply, or None if it does not hold together."""
+    size, mtime, checksum, block_size = (head.get(k) for k in ("size", "mtime", "checksum", "block_size"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, block_size)) or block_size < 1:
+        return None
+    if not isinstance(mtime, int | float) or isinstance(mtime, bool) or not checksums.is_valid(checksum):
+        return None
+    if size < 0 or len(digests) != block_count(size, block_size) * DIGEST_SIZE:
+        return None
+    return BlockList(size, float(mtime), checksum, block_size, digests)

@@ -1,4 +1,5 @@
-"""One file at a time, resumable and verified: put and get.
+"""One file at a time, resumable and verified: put and get; and put_delta,
+which sends only the blocks of a file that the server's copy lacks.
 
 An upload resumes from what the server holds, a download from the local
 partial file (``.NAME.sockftp-part`` beside the target), which becomes the
@@ -20,16 +21,19 @@ from typing import NoReturn
 
 from ..disk.prealloc import Preallocation
 from ..protocol import checksum as checksums
+from ..protocol.blocks import DIGEST_SIZE, BlockList, block_count, delta_ops, expand_ops, file_blocks
 from ..protocol.errors import (
     FATAL_CODES,
     BadRequest,
     ChecksumMismatch,
     ConnectionLost,
+    DeltaBaseChanged,
     OffsetMismatch,
     SockftpError,
     error_from_reply,
 )
-from ..protocol.limits import MAX_NAME_LENGTH
+from ..protocol.frames import encoded_size
+from ..protocol.limits import DELTA_MAX_OPS, MAX_HEADER_SIZE, MAX_NAME_LENGTH
 from ..protocol.wire import ConnectionClosed, SourceEnded
 
 #: progress(done, total): bytes of the current file moved so far, and its size.
@@ -57,7 +61,7 @@ class SingleTransfers:
     """put and get, one file each, with resume, verification and retries.
 
     Expects of the class it is mixed into (:class:`~sockftp.client.connection.Connection`):
-    ``connect``, ``close``, ``request``, ``_send``, ``_reply``, ``_io``,
+    ``connect``, ``close``, ``_abort``, ``request``, ``_send``, ``_reply``, ``_io``,
     ``_lost``, ``wire`` and ``_wire``, and the ``retries`` attribute.
     """
 
@@ -154,18 +158,114 @@ class SingleTransfers:
             progress(size, size)
         return TransferResult(reply.get("path", remote), local, size, size - offset, offset, reply.get("checksum"))
 
+    def put_delta(
+        self,
+        local: str | os.PathLike,
+        remote: str,
+        base: BlockList,
+        *,
+        local_blocks: tuple[bytes, str] | None = None,
+        times: bool = True,
+        progress: Progress | None = None,
+        fallback: bool = True,
+    ) -> TransferResult:
+        """Upload file *local* over *remote*, sending only the blocks that
+        differ from *base*, the server's block list of *remote* (from
+        :meth:`blocks`); the server builds the new file from its old one and
+        these, verifies the whole and commits it like any upload (feature
+        ``delta``). ``sent`` in the result counts the bytes sent.
+
+        *local_blocks*: :func:`~sockftp.protocol.blocks.file_blocks` of
+        *local*, if the caller has it (else the file is read once more).
+        With *fallback*, the whole file is sent instead when the delta
+        cannot be used: the server lacks the feature, *remote* changed
+        since *base* (DeltaBaseChanged), the result did not verify, or the
+        changes are too scattered for one request."""
+        local = os.fspath(local)
+        try:
+            return self._with_retries(lambda: self._put_delta_once(local, remote, base, local_blocks, times, progress))
+        except (DeltaBaseChanged, ChecksumMismatch, _NoDelta) as exc:
+            if not fallback:
+                raise SockftpError(str(exc), code="local_error") if isinstance(exc, _NoDelta) else exc from None
+        return self.put(local, remote, progress=progress, times=times)
+
+    def _put_delta_once(
+        self, local: str, remote: str, base: BlockList, local_blocks, times: bool, progress: Progress | None
+    ) -> TransferResult:
+        if not self.supports("delta"):
+            raise _NoDelta("the server does not take deltas")
+        with open(local, "rb", buffering=0) as f:
+            fd = f.fileno()
+            st = os.fstat(fd)
+            if not statmod.S_ISREG(st.st_mode):
+                raise BadRequest(f"not a regular file: {local}")
+            size = st.st_size
+            digests, checksum = local_blocks or (b"", "")
+            if len(digests) != block_count(size, base.block_size) * DIGEST_SIZE or not checksum:
+                digests, checksum = file_blocks(fd, size, base.block_size)
+            ops = delta_ops(base.digests, base.size, digests, size, base.block_size)
+            header = {
+                "cmd": "put",
+                "path": remote,
+                "size": size,
+                "checksum": "trailer",
+                "delta": {"base": base.checksum, "block_size": base.block_size, "ops": ops},
+            }
+            if times:
+                header["mtime"] = st.st_mtime
+            if len(ops) > DELTA_MAX_OPS or encoded_size(header) > MAX_HEADER_SIZE:
+                raise _NoDelta(f"the changes to {local} are too scattered for one delta")
+            literals = [
+                (at, length)
+                for at, length, source in expand_ops(ops, base.size, size, base.block_size)
+                if source is None
+            ]
+
+            def readinto(view, position):
+                n = os.preadv(fd, [view], position)
+                if progress is not None:
+                    progress(position + n, size)
+                return n
+
+            self._send(header)
+            sent = 0
+            with self._raw_transfer():
+                try:
+                    for at, length in literals:
+                        self.wire.send_from(readinto, at, length)
+                        sent += length
+                except ConnectionClosed as exc:
+                    self._salvage_reply(exc)
+                except SourceEnded:
+                    raise SockftpError(f"{local} shrank while being sent", code="local_error") from None
+        # The checksum read before the bytes were sent: if the file changed
+        # since, the server finds the result does not match, and stores nothing.
+        self._send({"checksum": checksum})
+        try:
+            reply = self._reply()
+        except SockftpError:
+            if self._wire is not None and self._wire.peer_closed():
+                self.close()  # refused with more than MAX_DRAIN to come: the server hung up
+            raise
+        if progress is not None:
+            progress(size, size)
+        return TransferResult(reply.get("path", remote), local, size, sent, 0, reply.get("checksum"))
+
     @contextmanager
     def _raw_transfer(self):
         """While raw bytes move, any failure leaves the stream out of step
         (bytes announced but not sent, or sent but not read): close the
         connection before passing the failure on, whatever it is, even an
-        exception from a progress callback or Ctrl-C."""
-        try:
-            with self._io():
+        exception from a progress callback or Ctrl-C. With a reset, not a
+        plain close: the server then lets go of an interrupted upload at
+        once, rather than once the megabytes still queued have reached it,
+        and the same upload run again right away is not told ``busy``."""
+        with self._io():  # which closes too, but plainly: reset first
+            try:
                 yield
-        except BaseException:
-            self.close()
-            raise
+            except BaseException:
+                self._abort()
+                raise
 
     def _salvage_reply(self, exc: ConnectionClosed) -> NoReturn:
         """The server cut an upload short: it may have said why first."""
@@ -309,3 +409,7 @@ def _write_all(fd: int, data) -> None:
     view = data
     while view:
         view = view[os.write(fd, view) :]
+
+
+class _NoDelta(Exception):
+    """A delta cannot be used here: send the whole file."""

@@ -1,4 +1,5 @@
-"""Whole directories: put_tree, walk and get_tree, a file at a time.
+"""Whole directories: put_tree, walk and get_tree, a file at a time; and
+tree, a whole tree's listing in one request.
 
 Names in a remote listing come from the server: they must never make a
 download write outside the local directory (see _check_remote_name).
@@ -9,18 +10,60 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from ..protocol.entries import DIRECTORY, FILE, Entry
-from ..protocol.errors import NotADirectory, PathRefused
+from ..protocol import checksum as checksums
+from ..protocol.entries import DIRECTORY, FILE, Entry, TreeEntry
+from ..protocol.errors import NotADirectory, PathRefused, SockftpError
 from .single import TransferResult
 
 
 class TreeTransfers:
-    """put_tree, walk and get_tree.
+    """put_tree, walk, get_tree and tree.
 
     Expects of the class it is mixed into: ``mkdir``, ``stat`` and ``ls``
-    (from :class:`~sockftp.client.files.FileOperations`), and ``put`` and
-    ``get`` (from :class:`~sockftp.client.single.SingleTransfers`).
+    (from :class:`~sockftp.client.files.FileOperations`), ``put`` and
+    ``get`` (from :class:`~sockftp.client.single.SingleTransfers`), and
+    ``supports``, ``_send``, ``_reply`` and ``_wire`` (from
+    :class:`~sockftp.client.connection.Connection`).
     """
+
+    def tree(self, path: str = "", checksums: bool = False) -> Iterator[TreeEntry]:
+        """Everything below remote directory *path*, as it arrives: depth
+        first, each directory before what it holds, paths relative to
+        *path*. With *checksums*, a file's entry carries the checksum the
+        server keeps for it, when it has one (it never computes one for
+        this). A *path* that is not a directory gives its own entry alone.
+
+        One request, however large the tree (feature ``tree``); a server
+        without it is walked one directory at a time, with no checksums
+        and no links. Leaving the loop early reads the rest of the
+        listing, so the connection stays in step."""
+        if not self.supports("tree"):
+            yield from self._tree_by_walk(path)
+            return
+        self._send({"cmd": "tree", "path": path, "checksums": checksums})
+        more = True
+        try:
+            while more:
+                more = False  # an error reply ends a listing too
+                reply = self._reply()
+                more = bool(reply.get("more"))
+                for item in reply.get("entries", []):
+                    yield _tree_entry(item)
+        finally:
+            while more and self._wire is not None:
+                more = False
+                more = bool(self._reply().get("more"))
+
+    def _tree_by_walk(self, path: str) -> Iterator[TreeEntry]:
+        top = self.stat(path)
+        if top.type != DIRECTORY:
+            yield TreeEntry(top.name, top.type, top.size, top.mtime)
+            return
+        prefix = path.rstrip("/")
+        for directory, dirs, files in self.walk(path):
+            rel = directory[len(prefix) :].strip("/")
+            for entry in sorted(dirs + files, key=lambda e: e.name):
+                yield TreeEntry(f"{rel}/{entry.name}" if rel else entry.name, entry.type, entry.size, entry.mtime)
 
     def put_tree(
         self, local_dir: str | os.PathLike, remote_dir: str, *, progress=None, on_file=None, times: bool = True
@@ -94,3 +137,20 @@ def _check_remote_name(name: str) -> None:
     # outside the local directory.
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise PathRefused(f"the server sent an unsafe name: {name!r}")
+
+
+def _tree_entry(item: dict) -> TreeEntry:
+    """A ``tree`` entry from the server, refused if its path could lead a
+    download outside its directory."""
+    try:
+        path, kind, size, mtime = item["path"], item["type"], item["size"], item["mtime"]
+        checksum = item.get("checksum")
+    except (KeyError, TypeError):
+        raise SockftpError("the server sent a malformed tree entry", code="bad_reply") from None
+    if not isinstance(path, str) or (checksum is not None and not checksums.is_valid(checksum)):
+        raise SockftpError("the server sent a malformed tree entry", code="bad_reply")
+    # _check_remote_name of every name, at once: this runs once per file.
+    wrapped = f"/{path}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\\" in path or "\x00" in path:
+        raise PathRefused(f"the server sent an unsafe path: {path!r}")
+    return TreeEntry(path, kind, size, mtime, checksum)

@@ -1,8 +1,8 @@
-"""A listing's entry as it crosses the wire: what ``ls`` and ``stat`` describe.
+"""A listing's entry as it crosses the wire: what ``ls``, ``stat`` and ``tree`` describe.
 
 Both ends share it: storage backends produce entries, the server sends them
-with :meth:`Entry.to_wire`, and the client reads them back. It knows
-nothing of where the file lives.
+with :meth:`Entry.to_wire` (:meth:`TreeEntry.to_wire` for ``tree``), and
+the client reads them back. It knows nothing of where the file lives.
 """
 
 from __future__ import annotations
@@ -26,3 +26,22 @@ class Entry:
 
     def to_wire(self) -> dict:
         return {"name": self.name, "type": self.type, "size": self.size, "mtime": self.mtime}
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One entry of a whole tree's listing (``tree``): its path relative to
+    the listed directory ("/"-separated, never empty), and the checksum
+    the server keeps for a file, if it has one valid for the file as it is."""
+
+    path: str
+    type: str  # FILE, DIRECTORY, LINK or OTHER
+    size: int
+    mtime: float
+    checksum: str | None = None
+
+    def to_wire(self) -> dict:
+        wire = {"path": self.path, "type": self.type, "size": self.size, "mtime": self.mtime}
+        if self.checksum is not None:
+            wire["checksum"] = self.checksum
+        return wire

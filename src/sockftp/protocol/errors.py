@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     NO_SPACE = "no_space"
     INSUFFICIENT_STORAGE = "insufficient_storage"  # refused up front: the rest would not fit
     QUOTA_EXCEEDED = "quota_exceeded"
+    DELTA_BASE_CHANGED = "delta_base_changed"  # a delta put's base is not the file stored now
     # -- the server --
     TOO_MANY_SESSIONS = "too_many_sessions"
     SHUTTING_DOWN = "shutting_down"
@@ -134,6 +135,9 @@ InsufficientStorage = _subclass(
     "InsufficientStorage", ErrorCode.INSUFFICIENT_STORAGE, "The server has no room for the rest of this upload."
 )
 QuotaExceeded = _subclass("QuotaExceeded", ErrorCode.QUOTA_EXCEEDED, "The quota would be exceeded.")
+DeltaBaseChanged = _subclass(
+    "DeltaBaseChanged", ErrorCode.DELTA_BASE_CHANGED, "The file a delta was built against is no longer the one stored."
+)
 TooManySessions = _subclass(
     "TooManySessions", ErrorCode.TOO_MANY_SESSIONS, "The server or this address has too many sessions."
 )

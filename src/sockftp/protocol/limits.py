@@ -46,6 +46,24 @@ LIST_BATCH_ENTRIES = 500
 #: Clients cannot create, see or address such names.
 RESERVED_PREFIX = ".sockftp"
 
+#: The block of block-level deltas (``blocks``, delta ``put``): fixed
+#: blocks, not content-defined chunks, because the files deltas are for
+#: (VM images, databases, video edits) change in place, which fixed blocks
+#: match exactly with no rolling hash on either side. 1 MiB keeps a block
+#: list at 16 bytes of hex per MiB (a 1 GiB file's list fits one frame)
+#: while a change of a few bytes costs at most 1 MiB on the wire.
+DELTA_BLOCK = 1024 * 1024
+
+#: Files of at least this many bytes get their block list kept as they
+#: are uploaded, and are worth a delta: below it, a whole transfer costs
+#: about as much as the block list and the extra round trip.
+DELTA_MIN = 4 * 1024 * 1024
+
+#: Most ops in one delta ``put`` (the header's 64 KiB bound them anyway):
+#: a client whose changes are more scattered merges neighbouring ops, or
+#: sends the whole file.
+DELTA_MAX_OPS = 8192
+
 # --- server defaults ----------------------------------------------------------
 
 DEFAULT_HOST = "127.0.0.1"
@@ -75,9 +93,11 @@ HEADER_TIMEOUT = 30.0
 TRANSFER_BUFFER_SIZE = 4 * 1024 * 1024
 
 #: A file of at most this many bytes is small: a get sends it in the same
-#: write as its reply, hashed from memory, and storage keeps no checksum
-#: attribute for it (hashing 64 KiB takes microseconds; setting the
-#: attribute was a tenth of the server's time per small put).
+#: write as its reply, hashed from memory. Storage keeps its checksum all
+#: the same (a tree's listing reports only kept ones): in the binary form
+#: that fits in the inode, 7 us of a 100 us commit on a journaled ext4
+#: (bench/sync_server.py, keep), where the text form of old took a disk
+#: block of its own.
 SMALL_FILE = 64 * 1024
 
 #: On an error after an upload header, the server reads and discards the
@@ -104,6 +124,18 @@ BAN_TIME = 900.0
 #: password check; short enough that a stolen token is soon worthless.
 #: The expiry is fixed at issue: using a token does not extend it.
 TOKEN_LIFETIME = 86400.0
+
+#: Seconds a verified password is remembered, as a keyed hash in memory, so
+#: that the same user logging in again with it skips the argon2 check. FTP
+#: clients open a control connection per parallel transfer (lftp ``mirror
+#: --parallel=4``, FileZilla, rclone), each with its own PASS, and scripts
+#: run a connection per command: at 0.1 s of CPU per check, lftp's three
+#: extra connections cost the server nearly as much CPU as the 1000 small
+#: files it then uploads through them (issue 21). Five minutes, as Apache's
+#: mod_authn_socache: long enough for a burst of connections and a script's
+#: commands, short enough that memory holds few such hashes at a time. The
+#: lifetime starts at the argon2 check; using it does not extend it.
+PASSWORD_CACHE_TIME = 300.0
 
 #: Live tokens one user may have. Past it, the oldest is dropped when a
 #: new one is issued, so a client that logs in again and again cannot grow

@@ -12,7 +12,15 @@ import time
 
 
 def throttle(limits, count: int) -> None:
-    """Wait until *count* bytes may pass every one of *limits*.
+    """Wait until *count* bytes may pass every one of *limits*."""
+    wait = reserve(limits, count)
+    if wait > 0:
+        time.sleep(wait)
+
+
+def reserve(limits, count: int) -> float:
+    """Charge *count* bytes to every one of *limits*; the seconds to wait
+    before moving them (for a caller that waits its own way).
 
     The bytes are reserved from all of them at once and the wait is the
     longest, not the sum: a session limited to 4 MB/s inside a user limited
@@ -21,8 +29,7 @@ def throttle(limits, count: int) -> None:
     wait = 0.0
     for limit in limits:
         wait = max(wait, limit.reserve(count))
-    if wait > 0:
-        time.sleep(wait)
+    return wait
 
 
 def chunk_size(limits, default: int) -> int:

@@ -28,7 +28,7 @@ import time
 from .errors import Timeout
 from .frames import FrameDecoder, encode_header
 from .limits import TRANSFER_BUFFER_SIZE
-from .pacing import chunk_size, throttle
+from .pacing import chunk_size, reserve, throttle
 
 # Reads between transfers. Below glibc's mmap threshold (128 KiB), so the
 # buffer recv() allocates comes from the heap rather than a fresh mapping.
@@ -36,6 +36,18 @@ _RECV_CHUNK = 64 * 1024
 
 #: Bytes of replies that may be held back for one write (see send_header).
 _HOLD_LIMIT = 256 * 1024
+
+#: What poll() reports once the socket can receive nothing more: a close or
+#: half-close by the peer, or our own shutdown (POLLRDHUP, Linux only); a
+#: reset or hang-up (POLLHUP, POLLERR) is reported whatever is asked for.
+_HANG_UP_EVENTS = getattr(select, "POLLRDHUP", 0)
+
+#: TCP states (Linux's numbers, the first byte of TCP_INFO) in which the
+#: peer has sent all it ever will: it closed or reset the connection.
+#: TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING; not FIN_WAIT1 and 2,
+#: where only our side has closed (a server cutting a session).
+_PEER_DONE_STATES = frozenset({6, 7, 8, 9, 11})
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
 
 
 class ConnectionClosed(Exception):
@@ -131,6 +143,12 @@ class Wire:
         #: audit lines, :class:`sockftp.server.audit.Held`, are written first).
         self.before_send = None
         self._poller: select.poll | None = None  # made on the first wait, then reused
+        self._hang_up_poller: select.poll | None = None  # the same, for pacing (see _pace)
+        #: Pacing waits end early when the peer hangs up (see _pace): where
+        #: the system says which side did (TCP_INFO), and until our own
+        #: shutdown makes every wait end at once.
+        self._tells_hang_up = _TCP_INFO is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._watch_hang_up = self._tells_hang_up
         # Python enforces a socket timeout by polling before every send and
         # recv: two system calls for one. A plaintext socket is left blocking
         # and the kernel keeps the timeout (SO_RCVTIMEO/SO_SNDTIMEO), which
@@ -318,8 +336,8 @@ class Wire:
             if hasher is not None:
                 hasher.update(head)
             write(head)
-            if limits:
-                throttle(limits, len(head))
+            if limits and self._pace(limits, len(head)):
+                limits = []
         if not count:
             return
         want = chunk_size(limits, count) if limits else count
@@ -339,13 +357,39 @@ class Wire:
                 if hasher is not None:
                     hasher.update(chunk)
                 write(chunk)
-                if limits:
-                    # Paid after the bytes arrive: while we wait, TCP's flow
-                    # control holds the sender back.
-                    throttle(limits, n)
+                # Paid after the bytes arrive: while we wait, TCP's flow
+                # control holds the sender back.
+                if limits and self._pace(limits, n):
+                    limits, size = [], len(buffer)
         finally:
             if pooled:
                 BUFFERS.give(buffer)
+
+    def _pace(self, limits, count: int) -> bool:
+        """Charge *count* bytes received to *limits* and wait as they say,
+        but only until the peer hangs up; True if it has. Then all it will
+        ever send is in our buffers already: pacing the rest would slow no
+        one down, only delay the end of the transfer, and what that end
+        releases. (An interrupted upload held its partial while the megabytes
+        queued in the two kernels trickled in at the session's rate, and the
+        client run again at once was told ``busy`` for as long.)"""
+        wait = reserve(limits, count)
+        if wait <= 0:
+            return False
+        if self._watch_hang_up:
+            deadline = time.monotonic() + wait
+            if not self._hung_up_within(wait):
+                return False
+            if self.peer_hung_up():
+                return True
+            # Our own side was shut (a server cutting the session): pace as
+            # ever, until the peer's next bytes meet a reset. Poll would
+            # no longer wait.
+            self._watch_hang_up = False
+            wait = deadline - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return False
 
     def _recv_into(self, view: memoryview, remaining: int, gather: bool) -> int:
         """Receive into *view*: what one call brings, or with *gather* until
@@ -458,6 +502,32 @@ class Wire:
 
     # -- closing ------------------------------------------------------------------
 
+    def peer_hung_up(self) -> bool:
+        """True once the peer can send nothing more: it closed, half-closed
+        or reset the connection, though what it sent before may still be
+        unread (unlike :meth:`peer_closed`); not when only our side has
+        shut. Never waits, and may be asked from any thread. Always False
+        where the system does not tell (no TCP_INFO, not TCP)."""
+        if not self._tells_hang_up:
+            return False
+        try:
+            state = self.sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
+        except OSError:
+            return self.sock.fileno() < 0  # closed here: nothing more comes
+        return state in _PEER_DONE_STATES
+
+    def _hung_up_within(self, seconds: float) -> bool:
+        """Wait *seconds*, or less if the socket can receive nothing more
+        meanwhile (the peer hung up, or our side was shut); True if so.
+        Only from the thread that moves the session's bytes."""
+        if self._hang_up_poller is None:
+            self._hang_up_poller = select.poll()
+            self._hang_up_poller.register(self.sock, _HANG_UP_EVENTS)
+        try:
+            return bool(self._hang_up_poller.poll(seconds * 1000))
+        except OSError:
+            return True  # the socket is gone
+
     def peer_closed(self) -> bool:
         """True if the peer has ended the stream and nothing it sent is left
         to read, so the connection cannot carry another request. Never waits."""
@@ -498,6 +568,21 @@ class Wire:
             pass
         finally:
             self.close()
+
+    def abort(self) -> None:
+        """Close at once with a reset, dropping whatever is still unsent.
+
+        For a stream left out of step in the middle of raw bytes: those
+        still queued are of no use to the peer, and after a plain close it
+        would still wait for them all, as the end of the stream reaches it
+        only behind them. (A server kept an interrupted upload's partial
+        locked until they had trickled in, and the client run again at once
+        was told ``busy``.)"""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
 
     def close(self) -> None:
         try:

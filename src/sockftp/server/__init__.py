@@ -8,6 +8,15 @@ The data path of the native protocol runs through
 docs/ARCHITECTURE.md for the whole map.
 """
 
-from .listener import SockftpServer
-
 __all__ = ["SockftpServer"]
+
+
+def __getattr__(name):
+    # Loaded on first use, not with the package: the command line imports
+    # sockftp.server.config for its sizes and paths, and a client command
+    # must not pay for the whole server (argon2, storage, every command).
+    if name == "SockftpServer":
+        from .listener import SockftpServer
+
+        return SockftpServer
+    raise AttributeError(name)

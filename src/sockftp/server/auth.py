@@ -15,11 +15,18 @@ the store counts the same failures, so spreading guesses over servers
 gains nothing, and a restart forgives nothing. The refusal itself is
 checked in memory, where each server copies the store's bans every
 ``BAN_REFRESH`` seconds.
+
+:class:`RecentPasswords` remembers, for ``password_cache_time``, which
+passwords argon2 has just accepted, so that the same login again (an FTP
+client's parallel connections, a script's next command) costs a keyed
+hash, not another argon2 check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -217,6 +224,67 @@ class BanList:
                 del self._recent[address]
 
 
+class RecentPasswords:
+    """Passwords argon2 accepted lately, each for *lifetime* seconds from
+    its check.
+
+    An entry is a keyed BLAKE2b of the user name, the stored argon2 hash
+    and the password, under a key drawn at start and kept only in memory:
+    nothing here gives a password back, or lets one be tested without the
+    key. The stored hash is part of it, so a new password (or a rehash)
+    makes the old entries miss. Only successes are remembered, so a wrong
+    password, or an unknown user, always costs the full argon2 check, as
+    before. Whether the account is disabled is read from the store at
+    every login, not from here.
+    """
+
+    #: Entries kept at most; past it the oldest go first (about 100 bytes each).
+    MAX_ENTRIES = 4096
+
+    def __init__(self, lifetime: float, clock=time.monotonic):
+        self.lifetime = lifetime
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()  # held for dictionary operations only, never across I/O
+        self._until: dict[bytes, float] = {}  # in insertion order, which is expiry order
+
+    @property
+    def enabled(self) -> bool:
+        return self.lifetime > 0
+
+    def _digest(self, name: str, encoded: str, password: str) -> bytes:
+        digest = hashlib.blake2b(key=self._key, digest_size=32)
+        # The name and an argon2 hash hold no NUL, so the parts cannot run into each other.
+        digest.update(f"{name}\0{encoded}\0".encode())
+        # surrogatepass: a password may hold lone surrogates (from JSON, or an
+        # FTP line that was not UTF-8), which strict UTF-8 refuses.
+        digest.update(password.encode("utf-8", "surrogatepass"))
+        return digest.digest()
+
+    def holds(self, name: str, encoded: str, password: str) -> bool:
+        """True if *password* was accepted for *name*, stored as *encoded*, within the lifetime."""
+        key = self._digest(name, encoded, password)
+        with self._lock:
+            until = self._until.get(key)
+        return until is not None and self._clock() < until
+
+    def remember(self, name: str, encoded: str, password: str) -> None:
+        """Remember that argon2 accepted *password* for *name* just now."""
+        if not self.enabled:
+            return
+        key = self._digest(name, encoded, password)
+        now = self._clock()
+        with self._lock:
+            self._until.pop(key, None)  # re-inserted at the end: the order stays the expiry order
+            while self._until and (len(self._until) >= self.MAX_ENTRIES or next(iter(self._until.values())) <= now):
+                del self._until[next(iter(self._until))]
+            self._until[key] = now + self.lifetime
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._until)
+
+
 @dataclass(frozen=True)
 class Login:
     """A login that succeeded."""
@@ -254,6 +322,7 @@ class Authenticator:
         self.token_lifetime = config.token_lifetime
         self.max_tokens = config.max_tokens_per_user
         self._make_identity = make_identity or _plain_identity
+        self.recent = RecentPasswords(config.password_cache_time)
         self._clock = clock  # wall-clock time: tokens outlive the process
         #: When this server last wrote each token's use (see _touch_due).
         self._touching: dict[str, float] = {}
@@ -293,13 +362,18 @@ class Authenticator:
         # in parallel. A token is 256 random bits, checked in microseconds;
         # queueing 300 reconnects behind two slots cost 2 ms of server CPU
         # each in wake-ups (bench: 300 token logins 0.68 s, pyftpdlib 0.09 s).
-        with self.bans.attempt(address) if token is None else nullcontext():
+        # A password argon2 accepted lately takes no slot either: it is
+        # checked with one keyed hash, and only a right one can match.
+        recent = self._recently_verified(name, password) if token is None else None
+        with self.bans.attempt(address) if token is None and recent is None else nullcontext():
             try:
                 self._check_ban(address, quick)
             except Banned:
                 audit.login_failed(name, address, Banned.code, method, banned=True)
                 raise
-            if token is None:
+            if recent is not None:
+                account, used = recent, None
+            elif token is None:
                 account, used = self._check_password(name, password), None
             else:
                 account, used = self._check_token(name, token, quick)
@@ -351,7 +425,22 @@ class Authenticator:
     def _check_password(self, name, password: str) -> Account | None:
         account = self.users.get(name) if isinstance(name, str) else None
         ok = verify_password(account.password_hash if account else None, password)
-        return account if ok and not account.disabled else None
+        if not ok or account.disabled:
+            return None
+        if isinstance(password, str):
+            self.recent.remember(name, account.password_hash, password)
+        return account
+
+    def _recently_verified(self, name, password) -> Account | None:
+        """*name*'s account if argon2 accepted *password* for its stored
+        hash within ``password_cache_time`` and it is not disabled, else
+        None (and the login takes the full check)."""
+        if not (self.recent.enabled and isinstance(name, str) and isinstance(password, str)):
+            return None
+        account = self.users.get(name)
+        if account is None or account.disabled or not self.recent.holds(name, account.password_hash, password):
+            return None
+        return account
 
     def _check_token(self, name, token: str, quick: bool = False) -> tuple[Account | None, TokenRecord | None]:
         if not self.tokens_enabled:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .. import __version__
 from ..protocol import checksum as checksums
 from ..protocol import fields as protocol
+from ..protocol.blocks import FileHasher
 from ..protocol.errors import (
     BadRequest,
     ChecksumMismatch,
@@ -36,6 +37,8 @@ from ..protocol.errors import (
 )
 from ..protocol.frames import encoded_size
 from ..protocol.limits import (
+    DELTA_BLOCK,
+    DELTA_MIN,
     LIST_BATCH_ENTRIES,
     MAX_DRAIN,
     MAX_FILE_SIZE,
@@ -48,6 +51,7 @@ from ..protocol.limits import (
 )
 from ..protocol.wire import ConnectionClosed, Wire
 from ..storage import DIRECTORY, FILE
+from . import delta as deltas
 from .quota import QuotaLedger
 from .session import Session
 
@@ -63,7 +67,9 @@ FEATURES = (
     "accounts",  # the auth command; homes per user
     "quota",  # the quota (df) command; quota_exceeded on put
     "tokens",  # re-login tokens: auth with new_token or token; the revoke command
-    "mtime",  # put keeps the modification time it is given
+    "mtime",  # put keeps the modification time it is given; the utime command
+    "tree",  # the tree command: a whole tree's listing in one request, with kept checksums
+    "delta",  # the blocks command, get with length, put with delta (absent where checksums cannot be kept)
 )
 
 
@@ -153,7 +159,7 @@ def hello(ctx: Context, req: dict) -> dict:
         server=f"sockftp/{__version__}",
         version=ctx.session.protocol_version,
         versions=list(PROTOCOL_VERSIONS),
-        features=[f for f in FEATURES if f != "tokens" or _tokens_enabled(ctx)],
+        features=[f for f in FEATURES if _offered(ctx, f)],
         checksums=list(checksums.ALGORITHMS),
         commands=sorted(COMMANDS),
         user=ctx.session.identity.name if ctx.session.identity else None,
@@ -202,6 +208,15 @@ def revoke(ctx: Context, req: dict) -> dict:
     authenticator = ctx.session.authenticator
     count = 0 if authenticator is None else authenticator.revoke(ctx.session.address, ctx.session.user, token)
     return protocol.ok(revoked=count)
+
+
+def _offered(ctx: Context, feature: str) -> bool:
+    if feature == "tokens":
+        return _tokens_enabled(ctx)
+    if feature == "delta":
+        # A delta's base is checked by the checksum kept with the file.
+        return ctx.session.storage.keeps_checksums
+    return True
 
 
 def _tokens_enabled(ctx: Context) -> bool:
@@ -357,6 +372,8 @@ def resume(ctx: Context, req: dict) -> dict:
             raise IsADirectory(f"is a directory: {ctx.session.display(target)}")
     except NotFound:
         pass
+    # What an upload whose client is gone still has to write counts too.
+    _wait_for_abandoned(ctx, target)
     return protocol.ok(path=ctx.session.display(target), offset=ctx.session.storage.partial_size(target, size))
 
 
@@ -364,13 +381,14 @@ def resume(ctx: Context, req: dict) -> dict:
 def get(ctx: Context, req: dict) -> None:
     target = _path(ctx, req, aliases=("filename",))
     offset = protocol.integer(req, "offset", default=0)
+    length = protocol.integer(req, "length", default=None)  # a range (feature delta); None: to the end
     with ctx.session.storage.open_read(target) as download:
         if offset > download.size:
             raise OffsetMismatch(
                 f"offset {offset} is past the end of {ctx.session.display(target)} ({download.size} bytes)",
                 size=download.size,
             )
-        count = download.size - offset
+        count = download.size - offset if length is None else min(length, download.size - offset)
         small = download.size <= SMALL_FILE and not ctx.wire.limits
         # A small file is read whole and hashed from memory: cheaper than the
         # storage's cached checksum, and it is the checksum of what is sent.
@@ -387,7 +405,7 @@ def get(ctx: Context, req: dict) -> None:
             # One write for the reply and the bytes: for small files the
             # system calls, not the bytes, are the cost.
             ctx.wire_dirty = True
-            ctx.wire.send_header(reply, memoryview(data)[offset:], hold=True)
+            ctx.wire.send_header(reply, memoryview(data)[offset : offset + count], hold=True)
             ctx.bytes = count
             return None
         ctx.wire.send_header(reply)
@@ -428,11 +446,13 @@ def put(ctx: Context, req: dict) -> dict:
     try:
         size = protocol.integer(req, "size", aliases=("filesize",))
         offset = protocol.integer(req, "offset", default=0, maximum=size)
+        # A delta's raw bytes are its literals: their count is in its ops.
+        delta = None if req.get("delta") is None else deltas.parse(req["delta"])
     except SockftpError:
         # Without a trustworthy count we cannot find the next header.
         ctx.close = True
         raise
-    count = size - offset
+    count = size - offset if delta is None else delta.literals
     if ctx.session.identity is None:
         # Reading a stranger's bytes only to drop them is work for nothing:
         # say why and close.
@@ -443,27 +463,56 @@ def put(ctx: Context, req: dict) -> dict:
         if expected is not None and expected != "trailer" and not checksums.is_valid(expected):
             raise BadRequest(f"field 'checksum' must be 'trailer' or one of {list(checksums.ALGORITHMS)} 'ALG:HEX'")
         mtime = protocol.timestamp(req, "mtime")
+        if delta is not None and (offset or expected is None):
+            raise BadRequest("a delta put starts at offset 0 and carries the new file's checksum")
         ctx.session.require_write()
         target = _path(ctx, req, aliases=("filename",))
         if target == ctx.session.identity.home:
             raise PathRefused("a file name is needed")
-        # All of it here already (a pipelined small put), and no bandwidth
-        # limit to pause for: nothing to wait for between start and commit.
-        at_once = expected != "trailer" and not ctx.wire.limits and ctx.wire.decoder.buffered >= count
-        upload = ctx.session.storage.open_upload(target, size, offset, at_once=at_once)
+        plan = None if delta is None else deltas.open_base(ctx.session.storage, target, size, delta)
+        try:
+            # All of it here already (a pipelined small put), and no bandwidth
+            # limit to pause for: nothing to wait for between start and commit.
+            at_once = delta is None and expected != "trailer" and not ctx.wire.limits
+            at_once = at_once and ctx.wire.decoder.buffered >= count
+            # Before opening, which reserves quota: the old upload's reservation
+            # could make this one's look over the quota.
+            _wait_for_abandoned(ctx, target)
+            upload = ctx.session.storage.open_upload(target, size, offset, at_once=at_once)
+        except BaseException:
+            if plan is not None:
+                plan.close()
+            raise
         upload.set_mtime(mtime)
     except SockftpError:
         _skip_upload(ctx, count, trailer=req.get("checksum") == "trailer")
         raise
-    return _receive_upload(ctx, upload, count, expected)
+    uploads = ctx.session.uploads
+    if uploads is None or at_once:  # all in hand: it waits for no client, so none can abandon it
+        return _receive_upload(ctx, upload, count, expected, plan)
+    holder = uploads.hold(target, ctx.session.user, ctx.wire.peer_hung_up)
+    try:
+        return _receive_upload(ctx, upload, count, expected, plan)
+    finally:
+        uploads.release(target, holder)
 
 
-def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> dict:
+def _wait_for_abandoned(ctx: Context, target) -> None:
+    """If an upload of *target* by this user is under way, but its client
+    is gone, let it finish letting go (briefly) rather than answer busy:
+    it is most likely this client's own, interrupted and run again."""
+    if ctx.session.uploads is not None:
+        ctx.session.uploads.wait_for_abandoned(target, ctx.session.user)
+
+
+def _receive_upload(ctx: Context, upload, count: int, expected: str | None, plan=None) -> dict:
     # Every upload is hashed as it arrives, checksum sent or not (a few
     # percent of a core): the reply then tells a client that sent none what
     # was stored, the checksum is kept with the file, and no get of a file
-    # sockftp stored ever has to read it all first to hash it.
-    hasher = checksums.Hasher()
+    # sockftp stored ever has to read it all first to hash it. A large one's
+    # blocks are hashed too, for later deltas (plan: the delta it is built by).
+    lists = plan is not None or (upload.size or 0) >= DELTA_MIN and ctx.session.storage.keeps_checksums
+    hasher = FileHasher(DELTA_BLOCK) if lists else checksums.Hasher()
     failures: list[SockftpError] = []
     received = 0
 
@@ -495,7 +544,10 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
 
     committed = False
     try:
-        ctx.wire.receive(count, write, hasher)
+        if plan is None:
+            ctx.wire.receive(count, write, hasher)
+        else:
+            plan.receive(ctx.wire, upload, write, hasher, failures)
         if expected == "trailer":
             expected = _read_trailer(ctx)
         if failures:
@@ -507,11 +559,17 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None) -> d
                 f"upload of {ctx.path} arrived damaged: expected {expected}, got {actual}; nothing was stored",
                 checksum=actual,
             )
+        if lists:
+            upload.set_blocks(DELTA_BLOCK, hasher.digests())
         upload.commit(actual)
         committed = True
     finally:
         ctx.bytes = received  # what arrived, even if the upload was cut short
-        if not committed:
+        if plan is not None:
+            plan.close()
+            if not committed:
+                upload.discard()  # a delta is never resumed: it leaves no partial
+        elif not committed:
             upload.keep()  # no-op after discard; keeps a resumable partial otherwise
     return protocol.ok(path=ctx.session.display(upload.path), size=upload.size, checksum=actual)
 

@@ -86,6 +86,7 @@ class ServerConfig:
     ban_failures: int = limits.BAN_FAILURES  # failed logins from one address...
     ban_window: float = limits.BAN_WINDOW  # ...within this many seconds...
     ban_time: float = limits.BAN_TIME  # ...refuse it for this many seconds
+    password_cache_time: float = limits.PASSWORD_CACHE_TIME  # seconds; 0: argon2 at every login
     # -- re-login tokens
     token_lifetime: float = limits.TOKEN_LIFETIME  # seconds; 0: no tokens at all
     max_tokens_per_user: int = limits.MAX_TOKENS_PER_USER
@@ -332,6 +333,7 @@ SETTINGS: dict[str, Setting] = {
     "ban_failures": Setting("int", 1),
     "ban_window": Setting("seconds", 0, above=True),
     "ban_time": Setting("seconds", 0),
+    "password_cache_time": Setting("seconds", 0),
     "token_lifetime": Setting("seconds", 0),
     "max_tokens_per_user": Setting("int", 1),
     "audit_log": Setting("path"),

@@ -35,7 +35,11 @@ from ..protocol.errors import (
 )
 from ..protocol.limits import PARK_AFTER
 from ..protocol.wire import ConnectionClosed, Wire
-from . import audit, commands
+from . import (
+    audit,
+    commands,
+    sync_commands,  # noqa: F401 - registers tree, blocks and utime with the commands
+)
 from .ratelimit import RateLimit
 from .session import Session
 from .sockets import _close, _peer
@@ -55,7 +59,7 @@ QUICK_WHILE_BUSY = 8
 
 #: Commands quick enough that a reply held back for a pipelined batch may
 #: wait for them (get flushes itself before hashing a large file).
-HOLD_ACROSS = frozenset({"put", "get", "stat", "ping", "pwd", "cd", "mkdir", "rm", "mv", "quota"})
+HOLD_ACROSS = frozenset({"put", "get", "stat", "ping", "pwd", "cd", "mkdir", "rm", "mv", "quota", "utime"})
 
 
 class SessionHandler(socketserver.BaseRequestHandler):
@@ -245,7 +249,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.session_rate = RateLimit(config.session_rate) if config.session_rate is not None else None
         self._rated_identity = None
         self.session = Session(
-            self.server.storage, self.peer, address=self.client_address[0], authenticator=self.server.authenticator
+            self.server.storage,
+            self.peer,
+            address=self.client_address[0],
+            authenticator=self.server.authenticator,
+            uploads=self.server.uploads,
         )
         if config.anonymous:
             self.session.login(self.server.anonymous_identity())

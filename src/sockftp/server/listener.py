@@ -57,6 +57,7 @@ from .ratelimit import RateLimit
 from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity
 from .sockets import _peer
+from .uploads import UploadHolders
 from .watch import AccountWatcher
 
 log = logging.getLogger("sockftp.server")
@@ -155,6 +156,8 @@ class SockftpServer(socketserver.TCPServer):
         self.quotas = QuotaRegistry(self.storage, self.users, config.lease_time)
         self.watcher = AccountWatcher(self.quotas, self.users)  # account changes reach open sessions
         self.watcher.start()
+        #: The uploads under way, so that a resume need not wait out one whose client is gone.
+        self.uploads = UploadHolders()
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
         self.sessions = SessionRegistry(config.max_sessions, config.max_sessions_per_ip)
         self.stopping = threading.Event()

@@ -59,8 +59,9 @@ from dataclasses import dataclass
 from ..accounts import StoreError, UserStore
 from ..accounts.base import RESERVED_NAMES
 from ..protocol.errors import Busy, NotFound, QuotaExceeded
+from ..protocol.limits import MAX_PATH_DEPTH
 from ..protocol.paths import RemotePath
-from ..storage import FILE, Download, Entry, Storage, Upload, Usage
+from ..storage import FILE, BlockList, Download, Entry, Storage, TreeEntry, Upload, Usage
 from .leases import Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
 
 log = logging.getLogger("sockftp.quota")
@@ -533,6 +534,19 @@ class QuotaStorage(Storage):
     def list(self, path: RemotePath) -> Iterator[Entry]:
         return self.inner.list(path)
 
+    @property
+    def keeps_checksums(self) -> bool:
+        return self.inner.keeps_checksums
+
+    def tree(self, path: RemotePath, checksums: bool = False, max_depth: int = MAX_PATH_DEPTH) -> Iterator[TreeEntry]:
+        return self.inner.tree(path, checksums, max_depth)
+
+    def blocks(self, path: RemotePath) -> BlockList:
+        return self.inner.blocks(path)
+
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        return self.inner.kept_blocks(path, download)
+
     def open_read(self, path: RemotePath) -> Download:
         return self.inner.open_read(path)
 
@@ -706,8 +720,22 @@ class QuotaUpload(Upload):
     def set_mtime(self, mtime: float | None) -> None:
         self.inner.set_mtime(mtime)
 
+    def set_blocks(self, block_size: int, digests: bytes) -> None:
+        self.inner.set_blocks(block_size, digests)
+
     def hash_existing(self, hasher) -> None:
         self.inner.hash_existing(hasher)
+
+    def copy_from(self, source: Download, position: int, count: int, hasher) -> None:
+        # Copied bytes land on disk like written ones: usage, from the reservation.
+        before = self.inner.offset
+        try:
+            self.inner.copy_from(source, position, count, hasher)
+        finally:
+            written = self.inner.offset - before
+            self._reserved -= written
+            self._changed += written
+            self.ledger.wrote(written)
 
     def write(self, data) -> None:
         if self.size is None:

@@ -18,6 +18,7 @@ from ..protocol import paths
 from ..protocol.errors import AuthFailed, AuthRequired, NotADirectory, PathRefused, PermissionDenied
 from ..protocol.paths import RemotePath
 from ..storage import DIRECTORY, LINK, Storage
+from .uploads import UploadHolders
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Session:
     cwd: RemotePath = ()  # relative to the home
     protocol_version: int | None = None
     extra: dict = field(default_factory=dict)
+    #: The server's uploads under way, for an upload to take over from one
+    #: whose client is gone; None: never (it is refused busy).
+    uploads: UploadHolders | None = None
 
     @property
     def storage(self) -> Storage:

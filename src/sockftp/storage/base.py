@@ -15,6 +15,12 @@ An upload's size is announced when it starts (the native protocol's
 ``put``), or unknown until its bytes end (FTP's ``STOR``, which announces
 nothing): then ``size`` is None, and the partial it leaves can be resumed
 by an upload of any size.
+
+What sync needs has defaults that work on any backend, slowly: a whole
+tree's listing (:meth:`Storage.tree`), a file's block list
+(:meth:`Storage.blocks`), and an upload built partly from another file
+(:meth:`Upload.copy_from`). A backend that keeps checksums and block lists
+with its files answers them without reading the files.
 """
 
 from __future__ import annotations
@@ -23,11 +29,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry
-from ..protocol.errors import PermissionDenied
+from ..protocol.blocks import BlockList, FileHasher
+from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER, Entry, TreeEntry
+from ..protocol.errors import IOFailure, PermissionDenied
+from ..protocol.limits import DELTA_BLOCK, MAX_PATH_DEPTH
 from ..protocol.paths import RemotePath
 
-__all__ = ["DIRECTORY", "FILE", "LINK", "OTHER", "Entry", "Usage", "Download", "Upload", "Storage"]
+__all__ = [
+    "DIRECTORY",
+    "FILE",
+    "LINK",
+    "OTHER",
+    "BlockList",
+    "Entry",
+    "TreeEntry",
+    "Usage",
+    "Download",
+    "Upload",
+    "Storage",
+]
+
+_COPY_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +74,11 @@ class Download(ABC):
 
     def fileno(self) -> int | None:
         """A file descriptor for zero-copy sending, or None if there is none."""
+        return None
+
+    def stored_checksum(self) -> str | None:
+        """The checksum the store keeps for the file as it is now, found
+        without reading the file; None if it keeps none (or it is stale)."""
         return None
 
     @abstractmethod
@@ -89,9 +116,32 @@ class Upload(ABC):
     #: the epoch); None for the time of the commit.
     mtime: float | None = None
 
+    #: (block_size, digests) kept with the file when it commits; None: none.
+    blocks: tuple[int, bytes] | None = None
+
     def set_mtime(self, mtime: float | None) -> None:
         """Give the file *mtime* when it commits, as ``rsync -t`` keeps it."""
         self.mtime = mtime
+
+    def set_blocks(self, block_size: int, digests: bytes) -> None:
+        """Keep these block digests (see :mod:`sockftp.protocol.blocks`)
+        with the file when it commits, for later deltas."""
+        self.blocks = (block_size, digests)
+
+    def copy_from(self, source: Download, position: int, count: int, hasher) -> None:
+        """Append *count* bytes of *source* from byte *position*, feeding
+        *hasher* with them (a delta's copied blocks). Raises IOFailure if
+        *source* ends first."""
+        buffer = bytearray(min(_COPY_BUFFER, max(count, 1)))
+        view = memoryview(buffer)
+        end = position + count
+        while position < end:
+            n = source.readinto(view[: min(len(buffer), end - position)], position)
+            if not n:
+                raise IOFailure("the file a delta copies from shrank")
+            hasher.update(view[:n])
+            self.write(view[:n])
+            position += n
 
     @abstractmethod
     def hash_existing(self, hasher) -> None:
@@ -129,6 +179,11 @@ class Upload(ABC):
 
 class Storage(ABC):
     """Where files live. Paths are tuples of validated names from the root."""
+
+    #: The store keeps a checksum with every file it commits, which
+    #: :meth:`Download.stored_checksum` and :meth:`tree` find without
+    #: reading the file (a delta put needs it).
+    keeps_checksums: bool = False
 
     @abstractmethod
     def stat(self, path: RemotePath) -> Entry:
@@ -210,6 +265,54 @@ class Storage(ABC):
     @abstractmethod
     def usage(self, path: RemotePath) -> Usage:
         """What the subtree at *path* holds (nothing if it does not exist)."""
+
+    def tree(self, path: RemotePath, checksums: bool = False, max_depth: int = MAX_PATH_DEPTH) -> Iterator[TreeEntry]:
+        """Everything below directory *path*, depth first, each directory
+        before what it holds, siblings sorted by name; paths relative to
+        *path*, at most *max_depth* names deep. With *checksums*, a file's
+        entry carries the checksum the store keeps for it, if any: a store
+        never reads a file to answer this. *path* not a directory: its
+        own entry alone. Raises NotFound, PathRefused.
+
+        This default walks with :meth:`stat` and :meth:`list`, and keeps no
+        checksums."""
+        entry = self.stat(path)
+        if entry.type != DIRECTORY:
+            yield TreeEntry(entry.name, entry.type, entry.size, entry.mtime)
+            return
+
+        def below(directory: RemotePath, prefix: str, depth: int) -> Iterator[TreeEntry]:
+            for item in sorted(self.list(directory), key=lambda e: e.name):
+                yield TreeEntry(prefix + item.name, item.type, item.size, item.mtime)
+                if item.type == DIRECTORY and depth < max_depth:
+                    yield from below((*directory, item.name), f"{prefix}{item.name}/", depth + 1)
+
+        if max_depth > 0:
+            yield from below(path, "", 1)
+
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        """The block digests the store keeps for the file open as
+        *download* (found at *path*), if valid for it as it is: never read
+        from the file. None if it keeps none."""
+        return None
+
+    def blocks(self, path: RemotePath) -> BlockList:
+        """The block list of the file at *path* (see
+        :mod:`sockftp.protocol.blocks`). This default reads the whole file
+        each time; a store that keeps lists reads only what it keeps.
+        Raises NotFound, IsADirectory, PathRefused."""
+        with self.open_read(path) as download:
+            hasher = FileHasher(DELTA_BLOCK)
+            buffer = bytearray(_COPY_BUFFER)
+            view = memoryview(buffer)
+            position = 0
+            while position < download.size:
+                n = download.readinto(view[: min(len(buffer), download.size - position)], position)
+                if not n:
+                    raise IOFailure("the file shrank while it was read")
+                hasher.update(view[:n])
+                position += n
+            return BlockList(download.size, download.mtime, hasher.value(), DELTA_BLOCK, hasher.digests())
 
     def set_mtime(self, path: RemotePath, mtime: float) -> None:
         """Set the modification time of the file or directory at *path*.

@@ -18,7 +18,9 @@ both degrade: resumes rely on the final checksum and downloads hash on
 demand.
 
 The open files themselves (LocalDownload, LocalUpload, UnnamedUpload) and
-the low-level helpers beneath them are in :mod:`sockftp.storage.local_files`.
+the low-level helpers beneath them are in :mod:`sockftp.storage.local_files`;
+the block lists kept beside large files in :mod:`sockftp.storage.blocks`,
+and the walk that lists a whole tree in :mod:`sockftp.storage.tree`.
 """
 
 from __future__ import annotations
@@ -31,30 +33,37 @@ import time
 from collections.abc import Iterator
 
 from ..disk.syscalls import directory_opener
+from ..protocol.blocks import BlockList, file_blocks
 from ..protocol.errors import (
     Busy,
     Exists,
+    IOFailure,
     IsADirectory,
     NotADirectory,
     NotFound,
     OffsetMismatch,
     PathRefused,
     PermissionDenied,
+    SockftpError,
 )
-from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
+from ..protocol.limits import DELTA_BLOCK, DELTA_MIN, MAX_PATH_DEPTH, RESERVED_PREFIX, SMALL_FILE
 from ..protocol.paths import RemotePath
-from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, Upload, Usage
+from . import blocks as sidecars
+from . import tree as trees
+from .base import DIRECTORY, FILE, LINK, OTHER, Download, Entry, Storage, TreeEntry, Upload, Usage
 
 # The open files, and the conventions the tree shares with them. PARTIAL_PREFIX
 # and partial_name are also imported from here by tests and tools.
 from .local_files import (
     _CREATE_UNNAMED,
+    _XATTR_CHECKSUM,
     _XATTR_UPLOAD_SIZE,
     PARTIAL_PREFIX,
     LocalDownload,
     LocalUpload,
     UnnamedUpload,
     _cache_checksum,
+    _checksum_for,
     _copy_prefix,
     _error,
     _open_regular,
@@ -111,6 +120,10 @@ class LocalStorage(Storage):
 
     def check_space(self, count: int) -> None:
         self.space.check(count)
+
+    @property
+    def keeps_checksums(self) -> bool:
+        return self.xattrs
 
     def close(self) -> None:
         fd, self._root_fd = self._root_fd, -1
@@ -182,6 +195,73 @@ class LocalStorage(Storage):
         with self.open_read(path) as download:
             return download.checksum()
 
+    def tree(self, path: RemotePath, checksums: bool = False, max_depth: int = MAX_PATH_DEPTH) -> Iterator[TreeEntry]:
+        entry = self.stat(path)
+        if entry.type != DIRECTORY:
+            stored = None
+            if checksums and entry.type == FILE and self.xattrs:
+                with self.open_read(path) as download:  # opened for its attribute, never read
+                    stored = download.stored_checksum()
+            yield TreeEntry(entry.name, entry.type, entry.size, entry.mtime, stored)
+            return
+        if max_depth < 1:
+            return
+        attribute = _XATTR_CHECKSUM if checksums and self.xattrs else None
+        try:
+            yield from trees.walk(self._open_dir(path), max_depth, _display_name, attribute, _checksum_for)
+        except OSError as exc:  # a directory below that cannot be read (EMFILE, EIO...)
+            raise _error(exc, path) from None
+
+    def kept_blocks(self, path: RemotePath, download: Download) -> bytes | None:
+        fd = download.fileno()
+        if fd is None or not path:
+            return None
+        try:
+            parent_fd = self._parent(path)
+        except SockftpError:
+            return None
+        try:
+            kept = sidecars.read(parent_fd, path[-1], os.fstat(fd), download.stored_checksum())
+        finally:
+            os.close(parent_fd)
+        return None if kept is None else kept[1]
+
+    def blocks(self, path: RemotePath) -> BlockList:
+        parent_fd = self._parent(path)
+        try:
+            fd, st = _open_regular(parent_fd, path)
+            try:
+                return self._blocks_of(parent_fd, path, fd, st)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _error(exc, path) from None
+        finally:
+            os.close(parent_fd)
+
+    def _blocks_of(self, parent_fd: int, path: RemotePath, fd: int, st: os.stat_result) -> BlockList:
+        """The block list of file *path*, open as *fd*: as kept beside it if
+        that is valid, else computed (one read) and kept, with its checksum."""
+        cached = _valid_cached_checksum(fd, st) if self.xattrs else None
+        kept = sidecars.read(parent_fd, path[-1], st, cached)
+        if kept is not None:
+            checksum, digests = kept
+            if cached is None and self.xattrs:
+                _cache_checksum(fd, checksum, st)  # a delta's base is checked by this attribute
+            return BlockList(st.st_size, st.st_mtime_ns / 1e9, checksum, DELTA_BLOCK, digests)
+        try:
+            digests, checksum = file_blocks(fd, st.st_size)
+        except ValueError:
+            raise IOFailure("{path} shrank while it was read; try again", path=path) from None
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            raise IOFailure("{path} changed while it was read; try again", path=path)
+        if self.xattrs:
+            _cache_checksum(fd, checksum, st)
+        if st.st_size >= DELTA_MIN and _still_named(parent_fd, path[-1], st):
+            sidecars.write(parent_fd, path[-1], st, checksum, digests)
+        return BlockList(st.st_size, st.st_mtime_ns / 1e9, checksum, DELTA_BLOCK, digests)
+
     def set_mtime(self, path: RemotePath, mtime: float) -> None:
         if not path:
             raise PermissionDenied("the root's time is not the client's to set")
@@ -196,13 +276,19 @@ class LocalStorage(Storage):
                     raise PathRefused("{path} is a symbolic link", path=path) from None
                 raise
             try:
-                keep_checksum = self.xattrs and statmod.S_ISREG(os.fstat(fd).st_mode)
-                cached = _valid_cached_checksum(fd) if keep_checksum else None
+                st = os.fstat(fd)
+                keep_checksum = self.xattrs and statmod.S_ISREG(st.st_mode)
+                cached = _valid_cached_checksum(fd, st) if keep_checksum else None
+                listed = sidecars.read(parent_fd, path[-1], st, cached) if cached and st.st_size >= DELTA_MIN else None
                 os.utime(fd, ns=(time.time_ns(), round(mtime * 1e9)))
                 if cached is not None:
-                    # The cached checksum is keyed by size and time, so that a
-                    # change behind the server's back voids it; this one is ours.
-                    _cache_checksum(fd, cached)
+                    # The cached checksum (and block list) is keyed by size and
+                    # time, so that a change behind the server's back voids it;
+                    # this one is ours.
+                    st = os.fstat(fd)
+                    _cache_checksum(fd, cached, st)
+                    if listed is not None:
+                        sidecars.write(parent_fd, path[-1], st, cached, listed[1])
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -213,6 +299,8 @@ class LocalStorage(Storage):
     def usage(self, path: RemotePath) -> Usage:
         total = files = 0
         for _fd, _directory, name, st in self._walk_files(path):
+            if name.startswith(sidecars.BLOCKS_PREFIX):
+                continue  # the server's cache, not the user's bytes
             total += st.st_size
             files += not name.startswith(RESERVED_PREFIX)
         return Usage(total, files)
@@ -370,8 +458,16 @@ class LocalStorage(Storage):
         fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent_fd)
         try:
             names = os.listdir(fd)
-            if not names or any(not n.startswith(PARTIAL_PREFIX) for n in names):
+            if not names or any(not n.startswith((PARTIAL_PREFIX, sidecars.BLOCKS_PREFIX)) for n in names):
                 return None
+            # Block lists left by files removed behind the server's back:
+            # nobody holds them, and usage never counted them.
+            for name in [n for n in names if n.startswith(sidecars.BLOCKS_PREFIX)]:
+                names.remove(name)
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
             # Lock every partial first: a locked one is an upload under way,
             # not debris, and then nothing is removed. Unlink while holding
             # the locks, so no upload takes one over in between (uploads
@@ -405,6 +501,7 @@ class LocalStorage(Storage):
             if statmod.S_ISDIR(st.st_mode):
                 raise IsADirectory("is a directory (use rmdir): {path}", path=path)
             os.unlink(path[-1], dir_fd=fd)
+            sidecars.remove(fd, path[-1])
         except OSError as exc:
             raise _error(exc, path) from None
         finally:
@@ -422,7 +519,7 @@ class LocalStorage(Storage):
             os.close(source_fd)
             raise
         try:
-            os.stat(source[-1], dir_fd=source_fd, follow_symlinks=False)
+            moved = os.stat(source[-1], dir_fd=source_fd, follow_symlinks=False)
             try:
                 existing = os.stat(target[-1], dir_fd=target_fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -430,6 +527,8 @@ class LocalStorage(Storage):
             if existing is not None and statmod.S_ISDIR(existing.st_mode) and source != target:
                 raise IsADirectory("target is a directory: {path}", path=target)
             os.rename(source[-1], target[-1], src_dir_fd=source_fd, dst_dir_fd=target_fd)
+            if source != target and not statmod.S_ISDIR(moved.st_mode):
+                sidecars.move(source_fd, source[-1], target_fd, target[-1])
         except FileNotFoundError:
             raise NotFound("no such file or directory: {path}", path=source) from None
         except OSError as exc:
@@ -653,6 +752,16 @@ class LocalStorage(Storage):
 _CREATE_PARTIAL = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 #: What open(O_TMPFILE) answers where the filesystem (or kernel) cannot.
 _NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+
+
+def _still_named(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """True if *name* in *dir_fd* is still the file *st* describes (not
+    replaced by an upload meanwhile, whose block list is not ours to write)."""
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
 
 
 def _is_link(name: str, dir_fd: int) -> bool:

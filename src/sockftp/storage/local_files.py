@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import stat as statmod
+import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,9 @@ from ..protocol.errors import (
     PathRefused,
     SockftpError,
 )
-from ..protocol.limits import RESERVED_PREFIX, SMALL_FILE
+from ..protocol.limits import DELTA_BLOCK, DELTA_MIN, RESERVED_PREFIX
 from ..protocol.paths import RemotePath
+from . import blocks as sidecars
 from .base import Download, Upload
 from .space import Promise
 
@@ -186,22 +188,54 @@ def _valid_cached_checksum(fd: int, st: os.stat_result | None = None) -> str | N
     """The checksum cached with the file, if it was cached for the file as
     it is now (same size and modification time), else None."""
     st = st or os.fstat(fd)
-    key = f"{st.st_size}:{st.st_mtime_ns}:"
     try:
-        cached = os.getxattr(fd, _XATTR_CHECKSUM).decode()
-    except (OSError, UnicodeDecodeError):
+        return _checksum_for(os.getxattr(fd, _XATTR_CHECKSUM), st)
+    except OSError:
         return None
-    if cached.startswith(key) and checksums.is_valid(cached[len(key) :]):
-        return cached[len(key) :]
-    return None
+
+
+# The kept checksum's attribute value: a version byte, the file's size and
+# mtime_ns it was kept for, and the XXH3-128 digest: 33 bytes. Binary, so
+# that it fits in an ext4 inode (256 bytes, about 90 for attributes): the
+# text form of old ("SIZE:MTIME_NS:xxh3-128:HEX", about 66 bytes) did not,
+# and cost every file an attribute block of its own, 4 KiB, which doubled
+# a 4 KiB file's disk and made its put pay a block allocation. Still read.
+_KEPT = struct.Struct(">BQq16s")
+_KEPT_VERSION = 1
+
+
+def decode_kept_checksum(value: bytes | None) -> tuple[int, int, str] | None:
+    """(size, mtime_ns, checksum) from a kept checksum's attribute value, or
+    None if it is not one."""
+    if value is None:
+        return None
+    if len(value) == _KEPT.size and value[0] == _KEPT_VERSION:
+        _, size, mtime_ns, digest = _KEPT.unpack(value)
+        return size, mtime_ns, f"{checksums.ALGORITHM}:{digest.hex()}"
+    try:
+        size, mtime_ns, checksum = value.decode("ascii").split(":", 2)
+        kept = int(size), int(mtime_ns), checksum
+    except ValueError:
+        return None
+    return kept if checksums.is_valid(checksum) else None
+
+
+def _checksum_for(cached: bytes | None, st: os.stat_result) -> str | None:
+    """The checksum in attribute value *cached*, if it was kept for a file
+    of *st*'s size and modification time, else None."""
+    kept = decode_kept_checksum(cached)
+    if kept is None or kept[:2] != (st.st_size, st.st_mtime_ns):
+        return None
+    return kept[2]
 
 
 def _cache_checksum(fd: int, checksum: str, st: os.stat_result | None = None) -> None:
     """Keep *checksum* with the file, keyed by its size and time now."""
     st = st or os.fstat(fd)
+    digest = bytes.fromhex(checksum.partition(":")[2])
     try:
-        os.setxattr(fd, _XATTR_CHECKSUM, f"{st.st_size}:{st.st_mtime_ns}:{checksum}".encode())
-    except OSError:
+        os.setxattr(fd, _XATTR_CHECKSUM, _KEPT.pack(_KEPT_VERSION, st.st_size, st.st_mtime_ns, digest))
+    except (OSError, struct.error):
         pass  # read-only file or filesystem: hash again next time
 
 
@@ -226,8 +260,13 @@ class LocalDownload(Download):
     def readinto(self, buffer, offset: int) -> int:
         return os.preadv(self._fd, [buffer], offset)
 
+    def stored_checksum(self) -> str | None:
+        return _valid_cached_checksum(self._fd, self._st) if self._xattrs else None
+
     def checksum(self) -> str:
-        cache = self._xattrs and self.size > SMALL_FILE
+        # Kept for small files too: a tree's listing reports only checksums
+        # that are kept, and a sync --checksum asks for the missing ones once.
+        cache = self._xattrs
         if cache:
             cached = _valid_cached_checksum(self._fd, self._st)
             if cached is not None:
@@ -318,9 +357,11 @@ class LocalUpload(Upload):
                 os.fsync(self._fd)
             if self.mtime is not None:
                 os.utime(self._fd, ns=(time.time_ns(), round(self.mtime * 1e9)))
-            if checksum and self._storage.xattrs and self.offset > SMALL_FILE:
-                _cache_checksum(self._fd, checksum)
+            if checksum:
+                self._keep_checksum(checksum)
             replaced = self._publish(self.path[-1], self._parent_fd)
+            if self.blocks is None and replaced is not None and replaced >= DELTA_MIN:
+                sidecars.remove(self._parent_fd, self.path[-1])  # the old file's list
             if self._storage.fsync:
                 os.fsync(self._parent_fd)
         except OSError as exc:
@@ -328,6 +369,15 @@ class LocalUpload(Upload):
         finally:
             self._close()
         return replaced
+
+    def _keep_checksum(self, checksum: str) -> None:
+        """Keep the file's checksum with it, small files included (a tree's
+        listing reports only kept ones), and its block list if it has one."""
+        st = os.fstat(self._fd)
+        if self._storage.xattrs:
+            _cache_checksum(self._fd, checksum, st)
+        if self.blocks is not None and self.blocks[0] == DELTA_BLOCK:
+            sidecars.write(self._parent_fd, self.path[-1], st, checksum, self.blocks[1])
 
     def _publish(self, name: str, parent_fd: int) -> int | None:
         """Put the complete file under *name*, atomically; the size of the
