@@ -2,17 +2,20 @@
 store, and their re-login tokens.
 
 :class:`UserStore` is the interface; :class:`SqliteUserStore` keeps accounts
-in SQLite in the server's data directory. A PostgreSQL store will follow, so
-every SQL statement lives in :mod:`sockftp.accounts.schema`.
+in SQLite in the server's data directory (the default), and
+:mod:`sockftp.accounts.postgres` in a PostgreSQL database shared by several
+servers. :func:`sockftp.accounts.stores.open_store` picks one from ``--db``.
+The SQL both share lives in :mod:`sockftp.accounts.schema`.
 """
 
-from .base import Account, StoredUsage, StoreError, TokenRecord, UserStore, check_user_name
+from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore, check_user_name
 from .passwords import hash_password, verify_password
 from .sqlite import SqliteUserStore
 from .tokens import new_token, token_hash, token_id
 
 __all__ = [
     "Account",
+    "QuotaState",
     "SqliteUserStore",
     "StoreError",
     "StoredUsage",

@@ -51,6 +51,19 @@ class StoredUsage:
 
 
 @dataclass(frozen=True)
+class QuotaState:
+    """An account's limits, usage and reservations (every server's), as
+    one reservation saw them."""
+
+    used_bytes: int | None
+    used_files: int | None
+    reserved_bytes: int
+    reserved_files: int
+    quota_bytes: int | None
+    max_files: int | None
+
+
+@dataclass(frozen=True)
 class TokenRecord:
     """What a store keeps of one re-login token (never the token itself)."""
 
@@ -128,6 +141,61 @@ class UserStore(ABC):
         usage never measured stays so. No such account: nothing happens.
 
         Called on every upload and delete: keep it to one indexed write."""
+
+    # -- reservations: leases of uploads under way (see sockftp.server.leases) --
+    # Every server sharing the store reserves here, so a quota holds across
+    # all of them. Each call is one short write (PostgreSQL: one statement).
+
+    @abstractmethod
+    def reserve(
+        self, name: str, lease_id: str, node: str, size: int, files: int, replaces: int, expires: float
+    ) -> QuotaState | None:
+        """Reserve *size* bytes and *files* files for an upload of *name*
+        (which replaces a file of *replaces* bytes), as lease *lease_id* of
+        server *node*, good until *expires*, and count one change of the
+        home as under way, all in one step and only if it fits the limits.
+        None if it does not fit (or there is no such account)."""
+
+    @abstractmethod
+    def grow(self, name: str, lease_id: str, size: int, replaces: int) -> bool:
+        """Reserve *size* more bytes under lease *lease_id*, if they fit and
+        the lease is still there. False if not."""
+
+    @abstractmethod
+    def finish(self, name: str, lease_id: str, bytes_delta: int, files_delta: int) -> None:
+        """An upload ends: give its lease back (if it is still there) and
+        add its effect to usage, ending its change, in one transaction."""
+
+    @abstractmethod
+    def renew(self, lease_ids: list[str], expires: float) -> None:
+        """Move the expiry of these leases (a server's live ones) to *expires*."""
+
+    @abstractmethod
+    def reap(self, now: float) -> list[tuple[str, int, int]]:
+        """Give back every lease expired at *now* (its server died): their
+        reservations, not their changes, which stay counted so that the
+        usage is measured again. (name, bytes, files) of each."""
+
+    @abstractmethod
+    def quota_state(self, name: str) -> QuotaState | None:
+        """The account's limits, usage and reservations, or None."""
+
+    # -- failed logins and bans, per client address (see sockftp.server.auth) --
+
+    @abstractmethod
+    def login_failed(self, address: str, now: float, window: float, failures: int, ban_time: float) -> float | None:
+        """Count a failed login from *address* at *now*. If it makes
+        *failures* within *window* seconds, ban the address until *now* +
+        *ban_time* and return that time; else None."""
+
+    @abstractmethod
+    def login_succeeded(self, address: str, now: float) -> None:
+        """Forget *address*'s failures (not a ban under way)."""
+
+    @abstractmethod
+    def bans(self, now: float, window: float) -> dict[str, float]:
+        """Every address banned at *now*, with the time its ban ends; and
+        forget failures older than *window*."""
 
     # -- re-login tokens (see sockftp.accounts.tokens) --
 

@@ -8,7 +8,31 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
+
+#: Failed logins per client address, and the ban they earned, shared by
+#: every server on the store: spreading guesses over servers gains nothing,
+#: and a restart forgives nothing. The window is fixed from its first
+#: failure. Unix seconds.
+BANS_TABLE = """CREATE TABLE IF NOT EXISTS bans (
+    address      TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL,
+    banned_until DOUBLE PRECISION NOT NULL
+)"""
+
+#: One row per upload under way: what it reserved, and until when. Its
+#: server renews it; past ``expires`` any server gives it back (the server
+#: died). Times are Unix seconds, as in ``tokens``.
+LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
+    id        TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    node      TEXT NOT NULL,
+    bytes     BIGINT NOT NULL,
+    files     BIGINT NOT NULL,
+    expires   DOUBLE PRECISION NOT NULL
+)"""
+LEASES_INDEX = "CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires)"
 
 MIGRATIONS = {
     1: [
@@ -46,6 +70,15 @@ MIGRATIONS = {
         # Changes of the home begun and not ended (see StoredUsage.changes).
         "ALTER TABLE users ADD COLUMN usage_changes INTEGER NOT NULL DEFAULT 0",
     ],
+    4: [
+        # Bytes and files reserved by uploads under way, on every server
+        # sharing this database: the sum of the account's leases below.
+        "ALTER TABLE users ADD COLUMN reserved_bytes BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN reserved_files BIGINT NOT NULL DEFAULT 0",
+        LEASES_TABLE,
+        LEASES_INDEX,
+    ],
+    5: [BANS_TABLE],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -71,6 +104,67 @@ SET_USAGE = "UPDATE users SET used_bytes = ?, used_files = ?, usage_changes = 0 
 ADD_USAGE = """UPDATE users SET used_bytes = used_bytes + ?, used_files = used_files + ?,
     usage_changes = CASE WHEN usage_changes + ? > 0 THEN usage_changes + ? ELSE 0 END
     WHERE name = ?"""
+
+# -- reservations (leases) ---------------------------------------------------------------
+# Named parameters (:name), which both sqlite3 and (as %(name)s) psycopg take.
+
+#: What a reservation is checked against, and what the quota reply shows.
+SELECT_QUOTA_STATE = """SELECT used_bytes, used_files, reserved_bytes, reserved_files, quota_bytes, max_files
+    FROM users WHERE name = :name"""
+#: The conditional reservation: the account's row changes only if the
+#: upload fits (*replaces*: bytes of the file it replaces, credited), and
+#: the row lock it takes makes a racing reservation wait and check again
+#: against the new row. It also counts the change as under way (see
+#: StoredUsage.changes). Never-measured usage counts as 0 here: a server
+#: measures before it reserves against a limit.
+RESERVE = """UPDATE users SET reserved_bytes = reserved_bytes + :bytes, reserved_files = reserved_files + :files,
+        usage_changes = usage_changes + :changes
+    WHERE name = :name
+        AND (quota_bytes IS NULL OR COALESCE(used_bytes, 0) + reserved_bytes + :bytes - :replaces <= quota_bytes)
+        AND (max_files IS NULL OR :files = 0 OR COALESCE(used_files, 0) + reserved_files + :files <= max_files)"""
+INSERT_LEASE = """INSERT INTO leases (id, user_name, node, bytes, files, expires)
+    VALUES (:id, :name, :node, :bytes, :files, :expires)"""
+#: More bytes for a lease that is still there (an upload of unannounced size).
+GROW = """UPDATE users SET reserved_bytes = reserved_bytes + :bytes
+    WHERE name = :name
+        AND EXISTS (SELECT 1 FROM leases WHERE id = :id)
+        AND (quota_bytes IS NULL OR COALESCE(used_bytes, 0) + reserved_bytes + :bytes - :replaces <= quota_bytes)"""
+GROW_LEASE = "UPDATE leases SET bytes = bytes + :bytes WHERE id = :id"
+SELECT_LEASE = "SELECT bytes, files FROM leases WHERE id = :id"
+DELETE_LEASE = "DELETE FROM leases WHERE id = :id"
+#: An upload's end: its lease goes (*lease_bytes*, *lease_files*: what it
+#: held), its effect lands in usage, and its change is no longer under way.
+#: Only if the lease is still there: so an end written twice (its first
+#: reply lost with the connection) counts once, and the end of a lease
+#: given back as expired changes nothing, leaving that change counted as
+#: cut off (its usage is measured again).
+FINISH = """UPDATE users SET reserved_bytes = reserved_bytes - :lease_bytes,
+        reserved_files = reserved_files - :lease_files,
+        used_bytes = used_bytes + :bytes, used_files = used_files + :files,
+        usage_changes = CASE WHEN usage_changes + :changes > 0 THEN usage_changes + :changes ELSE 0 END
+    WHERE name = :name"""
+RENEW_LEASE = "UPDATE leases SET expires = :expires WHERE id = :id"
+SELECT_EXPIRED_LEASES = "SELECT id, user_name, bytes, files FROM leases WHERE expires < :now"
+#: Giving a dead server's lease back: its reservation, not its change count,
+#: which stays up so that the usage (its partial's bytes) is measured again.
+RELEASE_EXPIRED = """UPDATE users SET reserved_bytes = reserved_bytes - :bytes, reserved_files = reserved_files - :files
+    WHERE name = :name"""
+DELETE_USER_LEASES = "DELETE FROM leases WHERE user_name = :name"
+
+# -- failed logins and bans -----------------------------------------------------------------
+
+#: Count a failure of *address*: a new window if the last one is over
+#: (started at or before *cutoff*). One statement, whatever the row held.
+COUNT_FAILURE = """INSERT INTO bans (address, failures, window_start, banned_until) VALUES (:address, 1, :now, 0)
+    ON CONFLICT (address) DO UPDATE SET
+        failures = CASE WHEN bans.window_start <= :cutoff THEN 1 ELSE bans.failures + 1 END,
+        window_start = CASE WHEN bans.window_start <= :cutoff THEN :now ELSE bans.window_start END
+    RETURNING failures"""
+BAN = "UPDATE bans SET banned_until = :until, failures = 0, window_start = :now WHERE address = :address"
+CLEAR_FAILURES = "DELETE FROM bans WHERE address = :address AND banned_until <= :now"
+SELECT_BANS = "SELECT address, banned_until FROM bans WHERE banned_until > :now"
+#: Rows of no use any more: no ban, and a window long over.
+DELETE_OLD_BANS = "DELETE FROM bans WHERE banned_until <= :now AND window_start <= :cutoff"
 
 # -- tokens --------------------------------------------------------------------------
 

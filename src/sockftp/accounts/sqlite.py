@@ -30,7 +30,7 @@ from contextlib import contextmanager
 
 from ..protocol.errors import Exists, NotFound, WouldBlock
 from . import schema
-from .base import Account, StoredUsage, StoreError, TokenRecord, UserStore
+from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore
 
 #: Connections open at most; a thread that finds all in use waits. A query
 #: takes microseconds, but under load the thread holding a connection waits
@@ -200,6 +200,7 @@ class SqliteUserStore(UserStore):
             if db.execute(schema.DELETE_USER, (name,)).rowcount == 0:
                 raise NotFound(f"no such user: {name!r}")
             db.execute(schema.DELETE_USER_TOKENS, (name,))
+            db.execute(schema.DELETE_USER_LEASES, {"name": name})
 
     def list(self) -> list[Account]:
         return [_account(row) for row in self._query(schema.SELECT_USERS)]
@@ -225,6 +226,84 @@ class SqliteUserStore(UserStore):
             except sqlite3.Error as exc:  # disk full, locked, I/O, refused: never the upload's failure
                 raise StoreError(f"account database {self.path}: {exc}") from exc
 
+    @contextmanager
+    def _usage_transaction(self) -> Iterator[sqlite3.Connection]:
+        """The usage connection (see the module's docstring) inside a write
+        transaction: reservations and their ends are usage changes too, one
+        or two per upload, and must not cost an fsync each."""
+        with self._usage_lock:
+            try:
+                if self._usage_db is None:
+                    self._usage_db = self._usage_connection()
+                db = self._usage_db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._usage_db is not None and self._usage_db.in_transaction:
+                    try:
+                        self._usage_db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise StoreError(f"account database {self.path}: {exc}") from exc
+
+    # -- reservations ------------------------------------------------------------------
+
+    def reserve(self, name, lease_id, node, size, files, replaces, expires) -> QuotaState | None:
+        params = {"name": name, "id": lease_id, "node": node, "bytes": size, "files": files}
+        with self._usage_transaction() as db:
+            if db.execute(schema.RESERVE, {**params, "replaces": replaces, "changes": 1}).rowcount == 0:
+                return None
+            db.execute(schema.INSERT_LEASE, {**params, "expires": expires})
+            return QuotaState(*db.execute(schema.SELECT_QUOTA_STATE, {"name": name}).fetchone())
+
+    def grow(self, name, lease_id, size, replaces) -> bool:
+        params = {"name": name, "id": lease_id, "bytes": size, "replaces": replaces}
+        with self._usage_transaction() as db:
+            if db.execute(schema.GROW, params).rowcount == 0:
+                return False
+            db.execute(schema.GROW_LEASE, params)
+            return True
+
+    def finish(self, name, lease_id, bytes_delta, files_delta) -> None:
+        with self._usage_transaction() as db:
+            held = db.execute(schema.SELECT_LEASE, {"id": lease_id}).fetchone()
+            if held is None:
+                return  # ended already, or given back as expired (see schema.FINISH)
+            db.execute(schema.DELETE_LEASE, {"id": lease_id})
+            db.execute(
+                schema.FINISH,
+                {
+                    "name": name,
+                    "lease_bytes": held[0],
+                    "lease_files": held[1],
+                    "bytes": bytes_delta,
+                    "files": files_delta,
+                    "changes": -1,
+                },
+            )
+
+    def renew(self, lease_ids, expires) -> None:
+        if lease_ids:
+            with self._usage_transaction() as db:
+                db.executemany(schema.RENEW_LEASE, [{"id": i, "expires": expires} for i in lease_ids])
+
+    def reap(self, now) -> list[tuple[str, int, int]]:
+        with self._usage_transaction() as db:
+            expired = db.execute(schema.SELECT_EXPIRED_LEASES, {"now": now}).fetchall()
+            for lease_id, name, size, files in expired:
+                db.execute(schema.DELETE_LEASE, {"id": lease_id})
+                db.execute(schema.RELEASE_EXPIRED, {"name": name, "bytes": size, "files": files})
+        return [(name, size, files) for _id, name, size, files in expired]
+
+    def quota_state(self, name) -> QuotaState | None:
+        rows = self._query(schema.SELECT_QUOTA_STATE, {"name": name})
+        return QuotaState(*rows[0]) if rows else None
+
     def _usage_connection(self) -> sqlite3.Connection:
         """A connection of the pool, kept out of it for usage changes (so the
         pool's bound holds), with writes that skip the fsync."""
@@ -239,6 +318,25 @@ class SqliteUserStore(UserStore):
             self._pool.put(None)
             raise
         return db
+
+    # -- failed logins and bans ---------------------------------------------------------
+
+    def login_failed(self, address, now, window, failures, ban_time) -> float | None:
+        params = {"address": address, "now": now, "cutoff": now - window}
+        with self._transaction() as db:
+            count = db.execute(schema.COUNT_FAILURE, params).fetchone()[0]
+            if count < failures:
+                return None
+            db.execute(schema.BAN, {**params, "until": now + ban_time})
+        return now + ban_time
+
+    def login_succeeded(self, address, now) -> None:
+        self._change(schema.CLEAR_FAILURES, {"address": address, "now": now})
+
+    def bans(self, now, window) -> dict[str, float]:
+        with self._transaction() as db:
+            db.execute(schema.DELETE_OLD_BANS, {"now": now, "cutoff": now - window})
+            return dict(db.execute(schema.SELECT_BANS, {"now": now}).fetchall())
 
     # -- tokens ------------------------------------------------------------------------
 

@@ -77,8 +77,8 @@ def _check_user_name(ctx, param, value: str) -> str:
 
 
 def admin_command(func):
-    """Give a ``sockftp user`` command the same --root as serve (passed on
-    as *root*, never None), and turn its failures into one line on stderr:
+    """Give a ``sockftp user`` command the same --root and --db as serve
+    (passed on as *root*, never None, and *db*), and turn its failures into one line on stderr:
     status 1 when the account database refuses (no such user, exists), 4
     when a local file or the database itself fails."""
 
@@ -88,19 +88,30 @@ def admin_command(func):
         default=None,
         help="The server's data directory. Default: $SOCKFTP_ROOT or the per-user data directory.",
     )
+    @click.option(
+        "--db",
+        metavar="URL|FILE",
+        default=None,
+        help="The account database: postgresql://... or a SQLite file. Default: $SOCKFTP_DB or ROOT/.sockftp/users.db.",
+    )
     @functools.wraps(func)
-    def run(root, **kwargs):
+    def run(root, db, **kwargs):
         import sqlite3
 
         from ..accounts import StoreError
+        from ..accounts.stores import describe
 
         root = root or default_root()
+        db = db or os.environ.get("SOCKFTP_DB") or None
         try:
-            return func(root=root, **kwargs)
+            return func(root=root, db=db, **kwargs)
         except (SockftpError, OSError) as exc:
             raise Failure(error_message(exc), exit_status(exc)) from None
         except (sqlite3.Error, StoreError) as exc:
-            raise Failure(f"account database in {root}: {exc}", EXIT_LOCAL) from None
+            where = describe(db, root) if db else f"in {root}"
+            raise Failure(f"account database {where}: {exc}", EXIT_LOCAL) from None
+        except ImportError as exc:  # a postgresql:// URL without the postgres extra
+            raise Failure(str(exc), EXIT_LOCAL) from None
 
     return run
 
@@ -109,18 +120,19 @@ class _Accounts:
     """The account store of data directory *root*, opened on entry (and
     created only if *create*) and closed on exit."""
 
-    def __init__(self, root: str, create: bool = False):
+    def __init__(self, root: str, db: str | None = None, create: bool = False):
         self.root = root
+        self.db = db
         self.create = create
         self.store = None
 
     def __enter__(self):
-        from ..accounts import SqliteUserStore
-        from ..server.config import users_db
+        from ..accounts.stores import is_url, open_store, sqlite_path
 
-        path = users_db(self.root)
-        if self.create or os.path.exists(path):
-            self.store = SqliteUserStore(path)
+        # A SQLite file is created only by a command that adds; a database
+        # server is always there to ask.
+        if self.create or is_url(self.db) or os.path.exists(sqlite_path(self.db, self.root)):
+            self.store = open_store(self.db, self.root)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -199,7 +211,7 @@ def user() -> None:
 @click.option("--read-only", is_flag=True, help="The user may read but not change anything.")
 @password_stdin_option
 @admin_command
-def user_add(root, name, quota, max_files, read_only, password_stdin) -> None:
+def user_add(root, db, name, quota, max_files, read_only, password_stdin) -> None:
     """Add user NAME, whose files live in ROOT/users/NAME.
 
     The password is asked for twice on a terminal, or read from stdin with
@@ -208,7 +220,7 @@ def user_add(root, name, quota, max_files, read_only, password_stdin) -> None:
     """
     from ..accounts import Account, hash_password
 
-    with _Accounts(root, create=True) as accounts:
+    with _Accounts(root, db, create=True) as accounts:
         if accounts.store.get(name) is not None:
             raise Failure(f"user {name} already exists (in {root})", EXIT_SERVER_ERROR)
         password = read_new_password(password_stdin)
@@ -225,7 +237,7 @@ def user_add(root, name, quota, max_files, read_only, password_stdin) -> None:
 @name_argument
 @click.option("--delete-files", is_flag=True, help="Also delete the user's home and every file in it.")
 @admin_command
-def user_del(root, name, delete_files) -> None:
+def user_del(root, db, name, delete_files) -> None:
     """Delete user NAME. Their files stay, unless --delete-files.
 
     Sessions already logged in as NAME go on until they end.
@@ -233,7 +245,7 @@ def user_del(root, name, delete_files) -> None:
     import shutil
 
     home = home_directory(root, name)
-    with _Accounts(root) as accounts:
+    with _Accounts(root, db) as accounts:
         accounts.get(name)
         accounts.store.delete(name)
     if not os.path.lexists(home):
@@ -248,7 +260,7 @@ def user_del(root, name, delete_files) -> None:
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user and line.")
 @admin_command
-def user_list(root, as_json) -> None:
+def user_list(root, db, as_json) -> None:
     """List the users with their limits and what they store.
 
     Usage is measured by reading each home, partial uploads included.
@@ -256,7 +268,7 @@ def user_list(root, as_json) -> None:
     from ..server.config import user_home
     from ..storage import LocalStorage
 
-    with _Accounts(root) as accounts:
+    with _Accounts(root, db) as accounts:
         users = accounts.list()
     if not users:
         if not as_json:
@@ -293,7 +305,7 @@ def user_list(root, as_json) -> None:
 @name_argument
 @password_stdin_option
 @admin_command
-def user_passwd(root, name, password_stdin) -> None:
+def user_passwd(root, db, name, password_stdin) -> None:
     """Change the password of user NAME.
 
     The new password is asked for twice on a terminal, or read from stdin
@@ -302,7 +314,7 @@ def user_passwd(root, name, password_stdin) -> None:
     """
     from ..accounts import hash_password
 
-    with _Accounts(root) as accounts:
+    with _Accounts(root, db) as accounts:
         accounts.get(name)
         password = read_new_password(password_stdin)
         accounts.store.update(name, password_hash=hash_password(password))
@@ -320,7 +332,7 @@ def user_passwd(root, name, password_stdin) -> None:
     help="Whether the user may log in at all. Disabling revokes their tokens too.",
 )
 @admin_command
-def user_set(root, name, quota, max_files, read_only, disabled) -> None:
+def user_set(root, db, name, quota, max_files, read_only, disabled) -> None:
     """Change the limits or access of user NAME.
 
     Give any of --quota, --max-files (none for no limit), --read-only,
@@ -340,7 +352,7 @@ def user_set(root, name, quota, max_files, read_only, disabled) -> None:
         raise click.UsageError(
             "nothing to change: give --quota, --max-files, --read-only, --read-write, --disabled or --enabled"
         )
-    with _Accounts(root) as accounts:
+    with _Accounts(root, db) as accounts:
         accounts.get(name)
         account = accounts.store.update(name, **changes)
     click.echo(f"user {name}: {describe_limits(account)}")
@@ -349,7 +361,7 @@ def user_set(root, name, quota, max_files, read_only, disabled) -> None:
 @user.command("tokens")
 @name_argument
 @admin_command
-def user_tokens(root, name) -> None:
+def user_tokens(root, db, name) -> None:
     """List the live re-login tokens of user NAME.
 
     Each is shown by its id (as the audit log names it), never by its
@@ -357,7 +369,7 @@ def user_tokens(root, name) -> None:
     """
     from ..accounts import token_id
 
-    with _Accounts(root) as accounts:
+    with _Accounts(root, db) as accounts:
         accounts.get(name)
         records = accounts.store.tokens(name, time.time())
     if not records:
@@ -375,12 +387,12 @@ def user_tokens(root, name) -> None:
 @user.command("revoke-tokens")
 @name_argument
 @admin_command
-def user_revoke_tokens(root, name) -> None:
+def user_revoke_tokens(root, db, name) -> None:
     """Revoke every re-login token of user NAME.
 
     Their next login needs the password. Sessions already logged in go on.
     """
-    with _Accounts(root) as accounts:
+    with _Accounts(root, db) as accounts:
         accounts.get(name)
         count = accounts.store.revoke_tokens(name)
     click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {name}")
@@ -449,7 +461,7 @@ def _check_optional_user_name(ctx, param, value):
 @click.argument("name", required=False, callback=_check_optional_user_name)
 @click.option("--all", "everyone", is_flag=True, help="Every user.")
 @admin_command
-def user_rescan(root, name, everyone) -> None:
+def user_rescan(root, db, name, everyone) -> None:
     """Measure what NAME's home holds (every user's with --all) and store
     it as their usage.
 
@@ -465,7 +477,7 @@ def user_rescan(root, name, everyone) -> None:
     if (name is None) == (not everyone):
         raise click.UsageError("give a user NAME, or --all")
     measured = 0
-    for result in rescan_root(root, name):
+    for result in rescan_root(root, name, db):
         click.echo(result.describe())
         measured += 1
     if everyone and not measured:

@@ -44,6 +44,13 @@ from .base import main
     help="Data directory (created if missing). Default: $SOCKFTP_ROOT or the per-user data directory.",
 )
 @click.option(
+    "--db",
+    metavar="URL|FILE",
+    default=None,
+    help="The account database: postgresql://... (shared by every node on it) or a SQLite file."
+    "  [default: $SOCKFTP_DB, or ROOT/.sockftp/users.db]",
+)
+@click.option(
     "--anonymous/--no-anonymous",
     default=False,
     help="Let clients that never log in read and write ROOT/anonymous.  [default: no]",
@@ -82,6 +89,14 @@ from .base import main
     default=None,
     help="Disk space kept free: uploads that would eat into it are refused at once (2G, 5%).  "
     "[default: the smaller of 1% and 1G]",
+)
+@click.option(
+    "--lease-time",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0.3),
+    default=60.0,
+    show_default=True,
+    help="How long an upload's reservation outlives a server that died (renewed every third of it).",
 )
 @click.option(
     "--partial-ttl",
@@ -217,6 +232,7 @@ def serve(config_file, **settings) -> None:
     import shlex
 
     from .. import ftp
+    from ..accounts import StoreError
     from ..protocol.tls import TlsSetupError
     from ..server import SockftpServer, audit
     from ..server.config import ConfigError, load_config
@@ -245,6 +261,10 @@ def serve(config_file, **settings) -> None:
         server = SockftpServer(config)
     except TlsSetupError as exc:
         raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(f"cannot open the account database: {exc}") from None
+    except ImportError as exc:  # a postgresql:// URL without the postgres extra
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     try:
@@ -264,6 +284,10 @@ def serve(config_file, **settings) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
     click.echo(f"sockftp {__version__}: data directory {config.root}")
+    if config.db:
+        from ..accounts.stores import describe
+
+        click.echo(f"accounts in {describe(config.db, config.root)}")  # a URL's password left out
     users = server.users.count()
     accounts = f"{users} user{'' if users == 1 else 's'}"
     if config.anonymous:

@@ -9,7 +9,12 @@ against a dummy hash, for a password) and the same delay.
 :class:`BanList` counts failures per client address: past
 ``ban_failures`` within ``ban_window`` seconds the address is refused for
 ``ban_time`` seconds, at connect and at login. Other addresses are not
-affected. Bans live in memory: a restart forgives.
+affected. With an account store, failures are counted and bans kept in it
+(the window then runs from the address's first failure): every server on
+the store counts the same failures, so spreading guesses over servers
+gains nothing, and a restart forgives nothing. The refusal itself is
+checked in memory, where each server copies the store's bans every
+``BAN_REFRESH`` seconds.
 
 :class:`RecentPasswords` remembers, for ``password_cache_time``, which
 passwords argon2 has just accepted, so that the same login again (an FTP
@@ -46,6 +51,11 @@ from .session import Identity
 
 log = logging.getLogger("sockftp.auth")
 
+#: Seconds between two copies of the store's bans into memory: how long a
+#: ban earned on one server takes to be refused on another (the failures
+#: themselves are counted in the store at once).
+BAN_REFRESH = 1.0
+
 
 class BanList:
     """Failed logins per address, and the addresses refused because of them."""
@@ -55,11 +65,25 @@ class BanList:
     #: parallel before the first failure is even counted.
     ATTEMPTS_PER_ADDRESS = 2
 
-    def __init__(self, failures: int, window: float, ban_time: float, clock=time.monotonic):
+    def __init__(
+        self,
+        failures: int,
+        window: float,
+        ban_time: float,
+        clock=time.monotonic,
+        store: UserStore | None = None,
+        wall=time.time,
+    ):
         self.failures = failures
         self.window = window
         self.ban_time = ban_time
         self._clock = clock
+        self._store = store  # None: in memory only
+        self._wall = wall  # the store's times are Unix times, shared by every server
+        self._failed_here: set[str] = set()  # addresses whose failures this server put in the store
+        self._store_failing = False
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
         self._lock = threading.Lock()
         self._turns = threading.Condition(self._lock)
         self._active: dict[str, int] = {}
@@ -98,6 +122,19 @@ class BanList:
 
     def failed(self, address: str) -> bool:
         """Count a failed login. True if it got *address* banned."""
+        if self._store is not None:
+            wall = self._wall()
+            try:
+                until = self._store.login_failed(address, wall, self.window, self.failures, self.ban_time)
+            except StoreError as exc:
+                self._store_trouble(exc)  # counted in memory meanwhile, as without a store
+            else:
+                self._failed_here.add(address)
+                if until is None:
+                    return False
+                self._ban(address, until, wall)
+                log.warning("banned %s for %.0f s after %d failed logins", address, self.ban_time, self.failures)
+                return True
         now = self._clock()
         if now - self._last_pruned > 1.0:
             self._forget_old()
@@ -116,7 +153,65 @@ class BanList:
     def succeeded(self, address: str) -> None:
         with self._lock:
             self._recent.pop(address, None)
+        if address in self._failed_here:  # a write only after failures of its own
+            self._failed_here.discard(address)
+            try:
+                self._store.login_succeeded(address, self._wall())
+            except StoreError as exc:
+                self._store_trouble(exc)
         self._forget_old()
+
+    # -- the store's bans, copied into memory -----------------------------------------
+
+    def _ban(self, address: str, until: float, wall: float) -> None:
+        """Ban *address* in memory until Unix time *until* (*wall*: now)."""
+        local = self._clock() + (until - wall)
+        with self._lock:
+            if self._banned_until.get(address, float("-inf")) < local:
+                self._banned_until[address] = local
+            self._recent.pop(address, None)
+
+    def refresh(self) -> None:
+        """Copy the store's bans (every server's) into memory."""
+        if self._store is None:
+            return
+        wall = self._wall()
+        try:
+            bans = self._store.bans(wall, self.window)
+        except StoreError as exc:
+            self._store_trouble(exc)
+            return
+        if self._store_failing:
+            self._store_failing = False
+            log.warning("failed logins are counted in the account store again")
+        for address, until in bans.items():
+            self._ban(address, until, wall)
+
+    def _store_trouble(self, exc: StoreError) -> None:
+        if not self._store_failing:
+            self._store_failing = True
+            log.warning("failed logins are counted in memory only until the account store answers: %s", exc)
+
+    def start(self) -> None:
+        """Load the store's bans (a restart forgives none), then copy them
+        again every BAN_REFRESH seconds until :meth:`close`."""
+        if self._store is None or self._refresher is not None:
+            return
+        self.refresh()
+        self._refresher = threading.Thread(target=self._refresh_loop, name="bans", daemon=True)
+        self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(BAN_REFRESH):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the copier must outlive any bug of one round
+                log.exception("copying bans failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(5.0)
 
     def _forget_old(self) -> None:
         # Bound the tables: drop addresses whose failures and bans are over.
@@ -223,7 +318,7 @@ class Authenticator:
     def __init__(self, users: UserStore, config: ServerConfig, make_identity=None, clock=time.time):
         self.users = users
         self.delay = config.login_failure_delay
-        self.bans = BanList(config.ban_failures, config.ban_window, config.ban_time)
+        self.bans = BanList(config.ban_failures, config.ban_window, config.ban_time, store=users)
         self.token_lifetime = config.token_lifetime
         self.max_tokens = config.max_tokens_per_user
         self._make_identity = make_identity or _plain_identity

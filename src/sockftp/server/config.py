@@ -55,6 +55,9 @@ def default_root() -> str:
 @dataclass
 class ServerConfig:
     root: str = ""
+    #: The account database: a postgresql:// URL, or a SQLite file; None:
+    #: $SOCKFTP_DB, else ROOT/.sockftp/users.db (see accounts.stores).
+    db: str | None = None
     host: str = limits.DEFAULT_HOST
     port: int = limits.DEFAULT_PORT
     anonymous: bool = False
@@ -67,6 +70,8 @@ class ServerConfig:
     #: Disk space kept free: bytes, or a share of the disk (0.01 for "1%");
     #: None for the smaller of 1% and 1 GiB (see storage.space).
     min_free: int | float | None = None
+    #: Seconds an upload's reservation outlives its server (see server.leases).
+    lease_time: float = 60.0
     partial_ttl: float = limits.PARTIAL_TTL  # seconds before an untouched partial is removed
     sendfile: bool = True  # zero-copy downloads without TLS (see Wire.use_sendfile)
     log_level: str = "info"
@@ -98,6 +103,8 @@ class ServerConfig:
     def __post_init__(self):
         if not self.root:
             self.root = default_root()
+        if not self.db:
+            self.db = os.environ.get("SOCKFTP_DB") or None
         for name in ("session_rate", "user_rate"):
             if getattr(self, name) == 0:  # 0 is how a file says "no limit"
                 setattr(self, name, None)
@@ -220,7 +227,7 @@ class ConfigError(ValueError):
 class Setting:
     """How one ServerConfig field is read from a file or a flag, and its valid range."""
 
-    kind: str  # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4"
+    kind: str  # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4", "db"
     minimum: float | None = None
     maximum: float | None = None
     above: bool = False  # the minimum itself is not allowed
@@ -246,6 +253,12 @@ class Setting:
             return parse_ipv4(value)
         if kind == "reserve":
             return parse_reserve(value)
+        if kind == "db":
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"expected a postgresql:// URL or a SQLite file, got {_show(value)}")
+            if value.split(":", 1)[0].lower() in ("postgresql", "postgres"):
+                return value  # a URL: as written
+            kind = "path"  # a SQLite file, taken from the config file's directory
         if kind == "size":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f'expected a size (bytes, or a string such as "10M"), got {_show(value)}')
@@ -297,6 +310,7 @@ class Setting:
 #: here is read by the type of its default (see _setting_for).
 SETTINGS: dict[str, Setting] = {
     "root": Setting("path"),
+    "db": Setting("db"),
     "host": Setting("str"),
     "port": Setting("int", 0, 65535),
     "anonymous": Setting("bool"),
@@ -307,6 +321,7 @@ SETTINGS: dict[str, Setting] = {
     "shutdown_grace": Setting("seconds", 0),
     "fsync": Setting("bool"),
     "min_free": Setting("reserve"),
+    "lease_time": Setting("seconds", 0.3),
     "partial_ttl": Setting("seconds", 0, above=True),
     "sendfile": Setting("bool"),
     "log_level": Setting("choice", choices=("debug", "info", "warning", "error")),

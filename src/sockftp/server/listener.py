@@ -41,14 +41,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..accounts import Account, SqliteUserStore, UserStore
+from ..accounts import Account, UserStore
+from ..accounts.stores import open_store
 from ..protocol import tls
 from ..protocol.errors import Banned, SockftpError, TooManySessions, WouldBlock
 from ..protocol.frames import encode_header
 from ..protocol.limits import LISTEN_BACKLOG, SESSION_STACK_SIZE, WORKER_LINGER
 from ..storage import LocalStorage, Storage
 from .auth import Authenticator
-from .config import USERS_DIR, ServerConfig, user_home, users_db
+from .config import USERS_DIR, ServerConfig, user_home
 from .handler import QUICK_WHILE_BUSY, SessionHandler
 from .janitor import Janitor
 from .quota import QuotaRegistry, QuotaStorage
@@ -57,6 +58,7 @@ from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity
 from .sockets import _peer
 from .uploads import UploadHolders
+from .watch import AccountWatcher
 
 log = logging.getLogger("sockftp.server")
 
@@ -148,9 +150,12 @@ class SockftpServer(socketserver.TCPServer):
         self._user_rates: dict[str, RateLimit] = {}
         self._user_rates_lock = threading.Lock()
         self.storage = storage or LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
-        self.users = users or SqliteUserStore(users_db(config.root))
+        self.users = users or open_store(config.db, config.root)
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
-        self.quotas = QuotaRegistry(self.storage, self.users)
+        self.authenticator.bans.start()  # the bans earned before a restart, and on other servers
+        self.quotas = QuotaRegistry(self.storage, self.users, config.lease_time)
+        self.watcher = AccountWatcher(self.quotas, self.users)  # account changes reach open sessions
+        self.watcher.start()
         #: The uploads under way, so that a resume need not wait out one whose client is gone.
         self.uploads = UploadHolders()
         self.janitor = Janitor(self.storage, config.partial_ttl, removed=self._partial_removed)
@@ -222,12 +227,14 @@ class SockftpServer(socketserver.TCPServer):
         else:
             self.storage.mkdir(home, parents=True)
             ledger = self.quotas.login(account.name, home, account.quota_bytes, account.max_files)
+        ledger.read_only, ledger.gone = account.read_only, None  # as of this login, until the watcher reads it again
         return Identity(
             account.name,
             home,
             can_write=not account.read_only,
             storage=QuotaStorage(self.storage, ledger),
             on_logout=lambda: self.quotas.logout(ledger),
+            account=ledger,
         )
 
     def anonymous_identity(self) -> Identity:
@@ -361,6 +368,9 @@ class SockftpServer(socketserver.TCPServer):
                 return
         self.parking.close()
         self.workers.close()
+        self.watcher.close()
+        self.quotas.close()
+        self.authenticator.bans.close()
         self.storage.close()
         self.users.close()
         log.info("stopped")

@@ -6,8 +6,10 @@ uploads under way and not yet written). :class:`QuotaStorage` wraps the
 storage a user sees and keeps the ledger right on every change, so every
 front end gets quotas for free.
 
-The rules, all under the ledger's lock, so N parallel uploads that together
-exceed the quota cannot all pass:
+The rules, so N parallel uploads that together exceed the quota cannot all
+pass (checked in the account store, against every server's usage and
+reservations, for an account whose usage it knows: :mod:`.leases`; else
+under the ledger's lock):
 
 * An upload reserves ``size - offset`` bytes when it starts, and one file if
   its name is new. It passes if usage + reservations + this, minus the size
@@ -60,75 +62,13 @@ from ..protocol.errors import Busy, NotFound, QuotaExceeded
 from ..protocol.limits import MAX_PATH_DEPTH
 from ..protocol.paths import RemotePath
 from ..storage import FILE, BlockList, Download, Entry, Storage, TreeEntry, Upload, Usage
+from .leases import Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
 
 log = logging.getLogger("sockftp.quota")
 
 #: Seconds a measure waits for a user's changes under way (uploads,
 #: deletes) to end before it gives up; their new changes wait meanwhile.
 QUIET_WAIT = 5.0
-
-
-def human(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-class UsageKeeper:
-    """Writes one user's usage changes through to the account store.
-
-    A write that fails (the store's disk is full, its lock held past the
-    timeout) loses nothing and fails nothing: the ledger in memory is
-    exact and goes on enforcing, and what the store missed is owed and
-    added to the next write (the user's next change, or their last
-    logout). The first failure and the recovery are logged; a server that
-    stops while it owes leaves the stored usage wrong, which the warning
-    says, with the command that measures it again."""
-
-    def __init__(self, users: UserStore, name: str):
-        self.users = users
-        self.name = name
-        self._lock = threading.Lock()
-        self._owed = (0, 0, 0)  # bytes, files, changes under way
-        self._failing = False
-
-    @property
-    def owes(self) -> bool:
-        return self._owed != (0, 0, 0)
-
-    def add(self, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
-        with self._lock:
-            owed_bytes, owed_files, owed_changes = self._owed
-            self._owed = (0, 0, 0)
-        delta = (owed_bytes + bytes_delta, owed_files + files_delta, owed_changes + changes_delta)
-        if delta == (0, 0, 0):
-            return
-        try:
-            self.users.add_usage(self.name, *delta)
-        except StoreError as exc:
-            with self._lock:
-                owed_bytes, owed_files, owed_changes = self._owed
-                self._owed = (owed_bytes + delta[0], owed_files + delta[1], owed_changes + delta[2])
-                first, self._failing = not self._failing, True
-            if first:
-                log.warning(
-                    "the usage of %s is counted in memory only until the account store can be written "
-                    "(if the server stops first, run: sockftp user rescan %s): %s",
-                    self.name,
-                    self.name,
-                    exc,
-                )
-            return
-        if self._failing:
-            self._failing = False
-            log.warning("the usage of %s is in the account store again", self.name)
-
-    def flush(self) -> None:
-        """Write what is owed, if anything."""
-        if self.owes:
-            self.add(0, 0, 0)
 
 
 @dataclass
@@ -164,6 +104,13 @@ class QuotaLedger:
         #: Where the home is measured: (storage, home); None: nowhere.
         self.source: tuple[Storage, RemotePath] | None = None
         self._unsaved = False  # measured, but the store refused the measure
+        #: Reservations in the account store, shared by every server on it
+        #: (see sockftp.server.leases); None: in memory only.
+        self.book: LeaseBook | None = None
+        #: The account as last read (sockftp.server.watch): writes refused,
+        #: or why its sessions are refused (deleted, disabled).
+        self.read_only = False
+        self.gone: str | None = None
 
     @property
     def sessions(self) -> int:
@@ -188,22 +135,85 @@ class QuotaLedger:
         """Reserve room for an upload of *size* more bytes. Raises QuotaExceeded."""
         files = 1 if new_file else 0
         with self.lock:
-            if self.quota_bytes is not None:
-                after = self.used_bytes + self.reserved_bytes + size - replaces
-                if after > self.quota_bytes:
-                    free = max(0, self.quota_bytes - self.used_bytes - self.reserved_bytes)
-                    raise QuotaExceeded(
-                        f"quota of {human(self.quota_bytes)} exceeded: {human(size)} announced, {human(free)} free",
-                        quota_bytes=self.quota_bytes,
-                        used_bytes=self.used_bytes,
-                    )
-            if self.max_files is not None and files:
-                if self.used_files + self.reserved_files + files > self.max_files:
-                    raise QuotaExceeded(
-                        f"file limit of {self.max_files} reached", max_files=self.max_files, used_files=self.used_files
-                    )
+            refused = refusal(
+                size,
+                files,
+                replaces,
+                (self.used_bytes, self.used_files, self.reserved_bytes, self.reserved_files),
+                (self.quota_bytes, self.max_files),
+            )
+            if refused is not None:
+                raise refused
             self.reserved_bytes += size
             self.reserved_files += files
+
+    # -- reservations in the account store (every server's; see sockftp.server.leases) --
+
+    def lease(self, size: int, new_file: bool, replaces: int = 0) -> Lease | None:
+        """Reserve room for an upload in the account store, against every
+        server's usage and reservations, as a change of the home under way
+        (:meth:`begin` and :meth:`reserve` in one write). None if this
+        ledger reserves in memory only (no store, or a usage the store does
+        not know), or if the store cannot be reached and there are no
+        limits to enforce: then the caller goes on as :meth:`begin` does.
+        Raises QuotaExceeded."""
+        book = self.book
+        if book is None or self.keeper is None:
+            return None
+        files = 1 if new_file else 0
+        with self._turns:
+            while self._held:
+                self._turns.wait()
+            self._busy += 1
+        try:
+            lease = book.take(self.name, size, files, replaces)
+        except Refused as refused:
+            self._done()
+            raise self._refused(size, files, replaces, refused.state) from None
+        except Unreachable:
+            # The store is down: as when any usage write fails, the ledger
+            # in memory goes on enforcing (this server's view only, until
+            # the store is back) and the usage it owes is written later.
+            self._done()
+            return None
+        except BaseException:
+            self._done()
+            raise
+        with self.lock:
+            self.reserved_bytes += size
+            self.reserved_files += files
+        return lease
+
+    def _refused(self, size: int, files: int, replaces: int, state) -> QuotaExceeded:
+        if state is None:
+            with self.lock:
+                figures = (self.used_bytes, self.used_files, self.reserved_bytes, self.reserved_files)
+            limits = (self.quota_bytes, self.max_files)
+        else:
+            figures = (state.used_bytes or 0, state.used_files or 0, state.reserved_bytes, state.reserved_files)
+            limits = (state.quota_bytes, state.max_files)
+        return refusal(size, files, replaces, figures, limits) or QuotaExceeded("the quota would be exceeded")
+
+    def grow(self, lease: Lease, count: int, replaces: int) -> None:
+        """Room under *lease* for *count* more bytes (an upload of unannounced
+        size). Raises QuotaExceeded."""
+        try:
+            self.book.grow(lease, count, replaces)
+        except Refused as refused:
+            raise self._refused(count, 0, replaces, refused.state) from None
+        except Unreachable:
+            pass  # as in lease(): this server's view enforces until the store is back
+        with self.lock:
+            self.reserved_bytes += count
+
+    def end_lease(self, lease: Lease, bytes_delta: int, files_delta: int) -> None:
+        """The upload of *lease* is done and changed usage by this much: its
+        lease and its effect in one write (later, by the renewer, if the
+        store is down now)."""
+        keeper = self.keeper
+        if self.book.end(lease, bytes_delta, files_delta) and keeper is not None and keeper.owes:
+            keeper.flush()  # the store is back: what it missed meanwhile
+        self._done()
 
     def check_commit(self, replaced: int | None, credited: int, reserved_file: bool) -> None:
         """Refuse a commit that no longer fits because the file credited at
@@ -282,6 +292,9 @@ class QuotaLedger:
         one write to the store."""
         if keeper is not None:
             keeper.add(bytes_delta, files_delta, -1)
+        self._done()
+
+    def _done(self) -> None:
         with self._turns:
             self._busy -= 1
             if not self._busy:
@@ -403,9 +416,11 @@ class QuotaRegistry:
     it, usage lives in memory only, and a user with limits is measured at
     each first session, as before the store kept it."""
 
-    def __init__(self, storage: Storage, users: UserStore | None = None):
+    def __init__(self, storage: Storage, users: UserStore | None = None, lease_time: float = 60.0):
         self.storage = storage
         self.users = users
+        #: Reservations in the store, and their renewer (see sockftp.server.leases).
+        self.book = LeaseBook(users, lease_time) if users is not None else None
         self._ledgers: dict[str, QuotaLedger] = {}
         self._lock = threading.Lock()
 
@@ -432,6 +447,7 @@ class QuotaRegistry:
                 ledger = self._ledgers[name] = QuotaLedger(name, 0, 0, known=False)
                 ledger.source = (self.storage, home)
                 ledger.users = None if name in RESERVED_NAMES else self.users
+                ledger.book = None if ledger.users is None else self.book
             ledger.quota_bytes = quota_bytes
             ledger.max_files = max_files
             # A first session reads the store again (under the lock, so that
@@ -460,6 +476,15 @@ class QuotaRegistry:
         ledger.max_files = max_files
         ledger.join()
         return ledger
+
+    def active(self) -> list[QuotaLedger]:
+        """The ledgers of users with sessions open, but the anonymous area's."""
+        return [ledger for ledger in list(self._ledgers.values()) if ledger.sessions and ledger.users is not None]
+
+    def close(self) -> None:
+        """Stop renewing leases (those still live expire by themselves)."""
+        if self.book is not None:
+            self.book.stop()
 
     def logout(self, ledger: QuotaLedger) -> None:
         ledger.leave()
@@ -610,20 +635,35 @@ class QuotaStorage(Storage):
             # should another login have set some meanwhile.
             new_file, credited = False, 0
         announced = 0 if size is None else size - offset  # unknown: reserved chunk by chunk
-        keeper = self.ledger.begin()
-        try:
-            self.ledger.reserve(announced, new_file=new_file, replaces=credited)
-        except BaseException:
-            self.ledger.end(keeper, 0, 0)
-            raise
+        keeper, lease = self._reserve(announced, new_file, credited)
         try:
             upload = self.inner.open_upload(path, size, offset, at_once=at_once)
         except BaseException:
-            self.ledger.release(announced, new_file=new_file)
-            self.ledger.end(keeper, 0, 0)
+            self._unreserve(keeper, lease, announced, new_file)
             raise
         self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
-        return QuotaUpload(upload, self.ledger, new_file, credited, keeper, -upload.dropped)
+        return QuotaUpload(upload, self.ledger, new_file, credited, keeper, -upload.dropped, lease)
+
+    def _reserve(self, size: int, new_file: bool, replaces: int) -> tuple[UsageKeeper | None, Lease | None]:
+        """Reserve, and begin the change: in the account store if the ledger
+        reserves there (one write), else in memory (and a write to begin)."""
+        lease = self.ledger.lease(size, new_file, replaces)
+        if lease is not None:
+            return None, lease
+        keeper = self.ledger.begin()
+        try:
+            self.ledger.reserve(size, new_file=new_file, replaces=replaces)
+        except BaseException:
+            self.ledger.end(keeper, 0, 0)
+            raise
+        return keeper, None
+
+    def _unreserve(self, keeper: UsageKeeper | None, lease: Lease | None, size: int, new_file: bool) -> None:
+        self.ledger.release(size, new_file=new_file)
+        if lease is not None:
+            self.ledger.end_lease(lease, 0, 0)
+        else:
+            self.ledger.end(keeper, 0, 0)
 
     def open_append(self, path: RemotePath, offset: int | None = None) -> Upload:
         replaces = self._file_size(path)
@@ -632,21 +672,15 @@ class QuotaStorage(Storage):
         self._known_usage()
         # The kept prefix is a copy: it needs room until the commit replaces the file.
         kept = replaces if offset is None else offset
-        keeper = self.ledger.begin()
-        try:
-            self.ledger.reserve(kept, new_file=False, replaces=replaces)
-        except BaseException:
-            self.ledger.end(keeper, 0, 0)
-            raise
+        keeper, lease = self._reserve(kept, False, replaces)
         try:
             upload = self.inner.open_append(path, offset)
         except BaseException:
-            self.ledger.release(kept, new_file=False)
-            self.ledger.end(keeper, 0, 0)
+            self._unreserve(keeper, lease, kept, False)
             raise
         self.ledger.adjust(-upload.dropped)
         self.ledger.wrote(kept)  # the copy is on disk now
-        return QuotaUpload(upload, self.ledger, False, replaces, keeper, kept - upload.dropped)
+        return QuotaUpload(upload, self.ledger, False, replaces, keeper, kept - upload.dropped, lease)
 
     def close(self) -> None:
         pass  # the inner storage belongs to the server
@@ -665,6 +699,7 @@ class QuotaUpload(Upload):
         credited: int,
         keeper: UsageKeeper | None = None,
         changed: int = 0,
+        lease: Lease | None = None,
     ):
         self.inner = inner
         self.ledger = ledger
@@ -675,6 +710,7 @@ class QuotaUpload(Upload):
         self._reserved = 0 if inner.size is None else inner.size - inner.offset
         self._keeper = keeper  # from ledger.begin(): the change's end goes to it
         self._changed = changed  # bytes this upload added to usage (or took away) so far
+        self._lease = lease  # its reservation in the account store, if the ledger keeps them there
         self._open = True
 
     @property
@@ -704,7 +740,10 @@ class QuotaUpload(Upload):
     def write(self, data) -> None:
         if self.size is None:
             # Nothing was announced: reserve this chunk, or refuse it.
-            self.ledger.reserve(len(data), new_file=False, replaces=self.credited)
+            if self._lease is not None:
+                self.ledger.grow(self._lease, len(data), self.credited)
+            else:
+                self.ledger.reserve(len(data), new_file=False, replaces=self.credited)
             self._reserved += len(data)
         before = self.inner.offset
         try:
@@ -770,4 +809,7 @@ class QuotaUpload(Upload):
         self.ledger.release(self._reserved, self.new_file)
         self._reserved = 0
         self.ledger.adjust(bytes_delta, files_delta)
-        self.ledger.end(self._keeper, self._changed + bytes_delta, files_delta)
+        if self._lease is not None:
+            self.ledger.end_lease(self._lease, self._changed + bytes_delta, files_delta)
+        else:
+            self.ledger.end(self._keeper, self._changed + bytes_delta, files_delta)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..accounts import StoredUsage, UserStore
 from ..protocol.errors import NotFound
 from ..storage import Storage, Usage
-from .config import user_home, users_db
+from .config import user_home
 from .quota import human
 
 
@@ -67,21 +67,21 @@ def rescan(storage: Storage, users: UserStore, names: Iterable[str]) -> Iterator
         yield Rescan(name, before, after)
 
 
-def rescan_root(root: str, name: str | None = None) -> Iterator[Rescan]:
+def rescan_root(root: str, name: str | None = None, db: str | None = None) -> Iterator[Rescan]:
     """:func:`rescan` for the command line: user *name* (None: every user)
-    of the data directory *root*, on its local storage and account store.
+    of the data directory *root*, on its local storage and account store
+    (*db*: see accounts.stores; None: the data directory's SQLite file).
     Creates nothing: without an account store there is no user to rescan.
     Raises NotFound for an unknown *name*; StoreError or sqlite3.Error if
     the store fails; OSError if a home cannot be read."""
-    from ..accounts import SqliteUserStore
+    from ..accounts.stores import is_url, open_store, sqlite_path
     from ..storage import LocalStorage
 
-    path = users_db(root)
-    if not os.path.exists(path):
+    if not is_url(db) and not os.path.exists(sqlite_path(db, root)):
         if name is not None:
             raise NotFound(f"no such user: {name} (in {root})")
         return
-    with SqliteUserStore(path) as users:
+    with open_store(db, root) as users:
         names = [account.name for account in users.list()] if name is None else [name]
         storage = LocalStorage(root)
         try:

@@ -35,6 +35,15 @@ class Identity:
     rate_limit: object | None = None
     #: Called once when a session stops using this identity.
     on_logout: object | None = None
+    #: The account as the server last read it, shared by the user's
+    #: sessions (``read_only``, ``gone``: see sockftp.server.watch); None:
+    #: as it was at login.
+    account: object | None = None
+
+    @property
+    def writable(self) -> bool:
+        """May write now (the account's read-only flag may have changed since login)."""
+        return self.can_write if self.account is None else not self.account.read_only
 
     @property
     def anonymous(self) -> bool:
@@ -96,10 +105,13 @@ class Session:
     def require_login(self) -> Identity:
         if self.identity is None:
             raise AuthRequired("log in first (the auth command): this server does not allow anonymous access")
+        gone = self.identity.account.gone if self.identity.account is not None else None
+        if gone:
+            raise PermissionDenied(f"{gone}; this session can do nothing more")
         return self.identity
 
     def require_write(self) -> None:
-        if not self.require_login().can_write:
+        if not self.require_login().writable:
             raise PermissionDenied(f"{self.user} has read-only access")
 
     def resolve(self, raw: str) -> RemotePath:

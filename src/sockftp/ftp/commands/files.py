@@ -152,7 +152,7 @@ def mlst(ctx: Context, argument: str) -> Reply:
     target = ctx.resolve(argument)
     entry = ctx.storage.stat(target)
     shown = ctx.display(target)
-    line = listing.facts_line(entry, shown, ctx.state.facts, ctx.session.identity.can_write)
+    line = listing.facts_line(entry, shown, ctx.state.facts, ctx.session.identity.writable)
     return Reply(250, f"Listing {shown}", " " + line, "End")
 
 

@@ -47,7 +47,7 @@ def mlsd(ctx: Context, argument: str) -> Reply:
     target = ctx.resolve(argument)
     if ctx.storage.stat(target).type != DIRECTORY:
         raise NotADirectory(f"not a directory: {ctx.display(target)}")
-    can_write = ctx.session.identity.can_write
+    can_write = ctx.session.identity.writable
     entries = sorted(listing.listable(ctx.storage.list(target)), key=_by_name)
     lines = [listing.facts_line(entry, entry.name, ctx.state.facts, can_write) for entry in entries]
     return _send_listing(ctx, lines, "MLSD")
@@ -78,7 +78,7 @@ def _by_name(entry: Entry) -> str:
 
 def _list_line(ctx: Context, entry: Entry) -> str:
     identity = ctx.session.identity
-    return listing.list_line(entry, identity.name, identity.can_write)
+    return listing.list_line(entry, identity.name, identity.writable)
 
 
 def _send_listing(ctx: Context, lines: list[str], what: str) -> Reply:
