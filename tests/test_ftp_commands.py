@@ -22,7 +22,8 @@ from sockftp.protocol import checksum
 from sockftp.protocol.errors import OffsetMismatch
 from sockftp.server.auth import Authenticator
 from sockftp.server.config import ServerConfig
-from sockftp.server.quota import QuotaLedger, QuotaStorage
+from sockftp.server.quota import QuotaLedger
+from sockftp.server.quota_storage import QuotaStorage
 from sockftp.server.session import ANONYMOUS_HOME, Identity, Session
 from sockftp.storage import LocalStorage
 

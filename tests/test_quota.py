@@ -282,7 +282,8 @@ def test_rmdir_refused_for_an_upload_under_way_removes_nothing(quota_server, fil
 @pytest.fixture
 def ledgered(tmp_path):
     """A QuotaStorage over a fresh LocalStorage with a 100 KiB, 3-file quota."""
-    from sockftp.server.quota import QuotaLedger, QuotaStorage
+    from sockftp.server.quota import QuotaLedger
+    from sockftp.server.quota_storage import QuotaStorage
     from sockftp.storage import LocalStorage
 
     inner = LocalStorage(tmp_path / "root")

@@ -18,7 +18,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: 
 from sockftp import SockftpError  # noqa: E402
 from sockftp.accounts import Account, SqliteUserStore, StoredUsage  # noqa: E402
 from sockftp.protocol import checksum  # noqa: E402
-from sockftp.server.quota import QuotaRegistry, QuotaStorage  # noqa: E402
+from sockftp.server.quota import QuotaRegistry  # noqa: E402
+from sockftp.server.quota_storage import QuotaStorage  # noqa: E402
 from sockftp.storage import LocalStorage  # noqa: E402
 
 HOME = ("users", "alice")

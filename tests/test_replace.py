@@ -17,7 +17,8 @@ import pytest
 from sockftp.disk.dropper import DROP_LATER_AT, DROPPER, Dropper
 from sockftp.protocol import checksum, errors
 from sockftp.protocol.limits import SMALL_FILE
-from sockftp.server.quota import QuotaLedger, QuotaStorage
+from sockftp.server.quota import QuotaLedger
+from sockftp.server.quota_storage import QuotaStorage
 from sockftp.storage import LocalStorage
 from sockftp.storage.local import partial_name
 

@@ -30,7 +30,8 @@ from sockftp.accounts import Account, SqliteUserStore, StoredUsage
 from sockftp.accounts import schema as account_schema
 from sockftp.server import SockftpServer
 from sockftp.server.config import ServerConfig, users_db
-from sockftp.server.quota import QuotaRegistry, QuotaStorage
+from sockftp.server.quota import QuotaRegistry
+from sockftp.server.quota_storage import QuotaStorage
 from sockftp.server.rescan import rescan_root
 from sockftp.storage import LocalStorage
 
@@ -312,7 +313,7 @@ def test_the_janitors_removals_reach_the_stored_usage(counted):
     # store alone for one who is not (their next login reads it, no walk).
     from test_janitor import age
 
-    from sockftp.server.quota import QuotaStorage as Wrapped
+    from sockftp.server.quota_storage import QuotaStorage as Wrapped
 
     srv, _ = counted(partial_ttl=3600)
     add_user(srv.root, "alice", quota_bytes=10 * MiB)

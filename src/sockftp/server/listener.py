@@ -52,7 +52,8 @@ from .auth import Authenticator
 from .config import USERS_DIR, ServerConfig, user_home
 from .handler import QUICK_WHILE_BUSY, SessionHandler
 from .janitor import Janitor
-from .quota import QuotaRegistry, QuotaStorage
+from .quota import QuotaRegistry
+from .quota_storage import QuotaStorage
 from .ratelimit import RateLimit
 from .scheduler import ParkingLot, WorkerPool
 from .session import ANONYMOUS, ANONYMOUS_HOME, Identity
