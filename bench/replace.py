@@ -22,15 +22,27 @@ Each timed put is preceded by the page-cache prewarm of as many bytes, and
 its reply must carry the source's checksum (the server hashes every upload
 as it arrives). Target: replace >= 0.9 x new name, GB/s, medians of the
 interleaved runs.
+
+On a busy machine the loopback and the client spread the figures more
+than a replace costs. The storage's share alone, in this process, without
+a server or a socket (a LocalStorage upload of the same size in 4 MiB
+writes, then its commit; the new name removed after, untimed)::
+
+    python -m bench.replace --size 512M --runs 9 --dir /mnt/ext4
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import statistics
+import sys
+import tempfile
 import time
 from itertools import count
 
-from .common import Env, Samples, human_size, interleave, make_file
+from .common import Env, MiB, Prewarm, Samples, describe_filesystem, human_size, interleave, make_file, parse_size
 from .fresh_get import SeedClient
 from .report import Check, Section, ratio_check
 from .servers import SockftpServer
@@ -101,3 +113,73 @@ def _put(seed: SeedClient, source: str, name: str, expected: str) -> float:
     if reply["checksum"] != expected:
         raise RuntimeError(f"the server stored {name} with checksum {reply['checksum']}, not the source's {expected}")
     return elapsed
+
+
+# -- the storage's share alone: python -m bench.replace ----------------------------------
+
+
+def storage_only(directory: str, size: int, runs: int) -> dict[str, list[tuple[float, float]]]:
+    """(seconds of the whole upload, seconds of its commit) per run, for a
+    LocalStorage upload of *size* bytes to a new name and over the last one,
+    interleaved, each after the prewarm."""
+    from sockftp.storage import LocalStorage
+
+    storage = LocalStorage(os.path.join(directory, "root"))
+    prewarm = Prewarm(directory)
+    chunk = os.urandom(4 * MiB)
+
+    def upload(name: str) -> tuple[float, float]:
+        start = time.perf_counter()
+        up = storage.open_upload((name,), size)
+        for offset in range(0, size, len(chunk)):
+            up.write(memoryview(chunk)[: size - offset])
+        committing = time.perf_counter()
+        up.commit(None)
+        done = time.perf_counter()
+        return done - start, done - committing
+
+    names = (f"new-{n}.bin" for n in count())
+
+    def new() -> tuple[float, float]:
+        name = next(names)
+        prewarm(size)
+        measured = upload(name)
+        storage.remove((name,))
+        return measured
+
+    def replace() -> tuple[float, float]:
+        prewarm(size)
+        return upload("same.bin")
+
+    try:
+        upload("same.bin")
+        return interleave({"upload to a new name": new, "upload over the last one": replace}, runs)
+    finally:
+        storage.close()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.replace", description="The storage's share of a replace, without a server or a socket."
+    )
+    parser.add_argument("--size", type=parse_size, default=parse_size("512M"))
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--dir", default=None, help="where the files go (default: the temp dir)")
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="sockftp-replace-", dir=args.dir)
+    try:
+        results = storage_only(work, args.size, args.runs)
+        print(f"LocalStorage upload of {human_size(args.size)} in 4 MiB writes, then commit; {args.runs} runs")
+        print(f"on {describe_filesystem(work)}; medians (min-max)")
+        for name, runs in results.items():
+            rates = Samples("GB/s", [args.size / total / 1e9 for total, _ in runs])
+            commit = statistics.median(commit for _, commit in runs) * 1e3
+            print(f"  {name:34} {rates.spread()} GB/s, commit {commit:.2f} ms")
+        new, replace = ([total for total, _ in runs] for runs in results.values())
+        print(f"  replace / new name, GB/s: {statistics.median(new) / statistics.median(replace):.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
