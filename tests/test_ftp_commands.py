@@ -66,6 +66,19 @@ class MemoryData:
             raise TransferAborted("the client aborted the transfer")
         return len(data)
 
+    def receive_whole(self, into, limit, within):
+        """All of it at once, if small; an abort after what came first."""
+        if self.abort_after is not None:
+            into += self.incoming[: self.abort_after]
+            self.bytes += len(into)
+            raise TransferAborted("the client aborted the transfer")
+        if len(self.incoming) > limit:
+            return False  # receive() gets it all
+        into += self.incoming
+        self.bytes += len(self.incoming)
+        self.incoming = b""
+        return True
+
     def close(self):
         self.closed = True
 

@@ -216,27 +216,69 @@ class DataConnection:
             raise TransferAborted("the client aborted the upload")
         return received
 
+    def receive_whole(self, into: bytearray, limit: int, within: float) -> bool:
+        """Receive into *into* the whole upload, if it ends within *limit*
+        bytes and *within* seconds: True then. Else False, with what came
+        by then in *into*, and :meth:`receive` takes the rest.
+
+        A small upload that arrives at once can then be stored with its
+        size known, in one go (see ``Storage.open_upload``'s *at_once*).
+        On an exception (TransferFailed, TransferAborted), *into* holds
+        what arrived before it."""
+        if self.limits:
+            return False  # throttled: it waits by design, so it is never "at once"
+        deadline = time.monotonic() + within
+        while True:
+            self._check_control()
+            try:
+                data = self.sock.recv(limit + 1 - len(into))
+            except (BlockingIOError, ssl.SSLWantReadError):
+                if not self._wait(select.POLLIN, deadline):
+                    return False
+                continue
+            except ssl.SSLWantWriteError:
+                if not self._wait(select.POLLOUT, deadline):
+                    return False
+                continue
+            except OSError as exc:
+                raise TransferFailed(f"data connection lost: {tls.describe_error(exc)}") from None
+            if not data:
+                break
+            into += data
+            self.bytes += len(data)
+            if len(into) > limit:
+                return False
+        if self.watch.interrupted():  # as receive(): the end counts only if not aborted
+            raise TransferAborted("the client aborted the upload")
+        return True
+
     # -- waiting -------------------------------------------------------------------------
 
-    def _wait(self, events: int) -> None:
+    def _wait(self, events: int, until: float | None = None) -> bool:
         """Wait until the data socket is ready for *events*, watching the
-        control connection meanwhile. Raises TransferFailed after the
-        timeout, TransferAborted if the client aborts."""
+        control connection meanwhile; True then. False if *until* (a
+        ``time.monotonic()`` value) passes first. Raises TransferFailed
+        after the timeout, TransferAborted if the client aborts."""
         poller = select.poll()
         poller.register(self.sock.fileno(), events)
         if self._control >= 0:
             poller.register(self._control, select.POLLIN | select.POLLPRI)
         deadline = time.monotonic() + self.timeout
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise TransferFailed(f"no data moved for {self.timeout:g} s")
+            if until is not None:
+                if now >= until:
+                    return False
+                left = min(left, until - now)
             ready = {fd for fd, _ in poller.poll(left * 1000)}
             if self.sock.fileno() in ready:
                 # Bytes first: what the client sent before its ABOR is kept.
                 # _check_control still looks at the control connection
                 # while bytes keep coming.
-                return
+                return True
             if ready and self.watch.interrupted():
                 raise TransferAborted("the client aborted the transfer")
 
