@@ -120,6 +120,26 @@ def test_an_idle_logged_in_session_is_closed_after_the_idle_timeout(ftp_server):
         client.voidcmd("NOOP")
 
 
+def test_a_client_that_stops_reading_its_replies_is_let_go_after_the_idle_timeout(ftp_server):
+    # Waits on the control connection are the kernel's (SO_SNDTIMEO and
+    # SO_RCVTIMEO): a send blocked on a client that reads nothing must end too.
+    srv = ftp_server(idle_timeout=0.3)
+    srv.add_user("alice")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.sendall(b"USER alice\r\nPASS " + PASSWORD.encode() + b"\r\n")
+    wait_until(lambda: srv.main.sessions.__len__() == 1, what="the session")
+    try:
+        for _ in range(100):  # HELP, never read: the replies fill the buffers
+            sock.sendall(b"HELP\r\n" * 100)
+        sock.shutdown(socket.SHUT_WR)  # no more commands: only the blocked reply keeps it
+    except OSError:
+        pass  # the server gave up on us already
+    wait_until(lambda: srv.main.sessions.__len__() == 0, what="the session to end")
+    sock.close()
+
+
 # --- the tree -------------------------------------------------------------------------------------------
 
 

@@ -364,7 +364,10 @@ class DataChannels:
         Raises DataError if no port of the range is free."""
         self.reset()
         for port in self._candidate_ports():
-            listener = socket.socket(self.family, socket.SOCK_STREAM)
+            # Non-blocking from the start: _accept polls it itself (a listener
+            # with a timeout costs a system call to set it, and its accepted
+            # socket another to make it blocking, which DataConnection undoes).
+            listener = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             try:
                 # Each transfer the server ends first leaves its port in
                 # TIME_WAIT for a minute; without this a burst of transfers
@@ -416,16 +419,19 @@ class DataChannels:
     def _accept(self) -> socket.socket:
         listener, self._listener = self._listener, None
         deadline = time.monotonic() + self.timeout
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
         try:
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DataError(f"no data connection within {self.timeout:g} s")
-                listener.settimeout(left)
                 try:
+                    # Most clients connect as soon as PASV answers: try first.
                     sock, address = listener.accept()
-                except TimeoutError:
-                    raise DataError(f"no data connection within {self.timeout:g} s") from None
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DataError(f"no data connection within {self.timeout:g} s") from None
+                    poller.poll(left * 1000)
+                    continue
                 except OSError as exc:
                     raise DataError(f"cannot accept the data connection: {exc.strerror or exc}") from None
                 if same_host(address[0], self.peer):

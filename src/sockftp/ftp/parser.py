@@ -198,6 +198,8 @@ def same_host(a: str, b: str) -> bool:
         mapped = getattr(address, "ipv4_mapped", None)
         return mapped or address
 
+    if a == b:
+        return True  # the usual case (a data connection from the client's own address), without parsing
     try:
         return canonical(a) == canonical(b)
     except ValueError:
