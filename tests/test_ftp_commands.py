@@ -412,6 +412,16 @@ def test_a_stor_past_the_quota_keeps_nothing(make, storage):
     assert store(run, "STOR fits", b"x" * 10).code == 226
 
 
+def test_a_small_stor_refused_after_its_bytes_came_says_why_and_keeps_nothing(alice, storage):
+    # A plain STOR opens the storage once its bytes are in: the refusals
+    # come after the 150, with the same codes, and leave nothing behind.
+    assert alice("MKD d").code == 257
+    assert store(alice, "STOR d", b"data").code == 550  # a directory
+    assert store(alice, "STOR missing/f", b"data").code == 550  # no such directory
+    assert alice.link.preliminary[-1].code == 150
+    assert sorted(p.name for p in home(storage).iterdir()) == ["d"] and list((home(storage) / "d").iterdir()) == []
+
+
 def test_a_stor_whose_data_connection_fails_leaves_no_empty_partial(alice, storage):
     alice.link.ready = True
     alice.link.next_data = DataError("no data connection within 60 s")

@@ -49,6 +49,7 @@ class ControlConnection(ControlWatch):
 
     def __init__(self, sock: socket.socket, idle_timeout: float):
         self.sock = sock
+        self._tls = False  # read on every recv and send: an attribute, not an isinstance
         self.idle_timeout = idle_timeout
         self.reader = LineReader()
         self.queued: deque[str] = deque()
@@ -76,7 +77,7 @@ class ControlConnection(ControlWatch):
 
     @property
     def tls(self) -> bool:
-        return isinstance(self.sock, ssl.SSLSocket)
+        return self._tls
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -144,7 +145,7 @@ class ControlConnection(ControlWatch):
         self.reader = LineReader()  # nothing sent in clear carries over
         self.queued.clear()
         wrapped = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-        self.sock = wrapped
+        self.sock, self._tls = wrapped, True
         tls.handshake(wrapped, timeout)
         wrapped.settimeout(self.idle_timeout)
 
