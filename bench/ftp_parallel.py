@@ -41,8 +41,9 @@ change is measured against what it changes side by side.
 Variants are interleaved (A B C D, then D C B A). The notes give the
 ratios of the medians, with their range run by run, against the targets:
 sockftp's four connections at least as fast as its one, and at least as
-fast as vsftpd's four. Without lftp (``apt-get install lftp``) the whole
-workload is skipped, with a note.
+fast as vsftpd's four; ``python -m bench`` puts both in its results table.
+Without lftp (``apt-get install lftp``) the whole workload is skipped, and
+without vsftpd its target: their rows say why.
 """
 
 from __future__ import annotations

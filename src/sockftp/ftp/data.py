@@ -439,6 +439,8 @@ class DataChannels:
                 # RFC 2577: a connection from another host would steal the transfer.
                 log.warning("data connection from %s for a session of %s refused", address[0], self.peer)
                 sock.close()
+                if time.monotonic() >= deadline:  # others' connections never extend the wait
+                    raise DataError(f"no data connection within {self.timeout:g} s")
         finally:
             listener.close()
 
