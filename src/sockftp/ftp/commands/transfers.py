@@ -103,10 +103,10 @@ def _store_new(ctx: Context, target: RemotePath) -> Reply:
             ctx.bytes = data.bytes
             _keep_head(ctx.storage, target, head)
             raise
+        ctx.bytes = data.bytes  # what came, whatever the storage says next
         if not whole:
             upload = ctx.storage.open_upload(target, None)
             return _receive(ctx, upload, head, lambda: contextlib.nullcontext(data))
-        ctx.bytes = data.bytes
     hasher = checksums.Hasher()
     hasher.update(head)
     upload = ctx.storage.open_upload(target, len(head), at_once=True)
