@@ -75,6 +75,9 @@ class Check:
     reference: Figure | None = None
     reference_name: str = ""  # e.g. "pyftpdlib RETR"
     context: str = ""
+    #: Why it could not be measured (its reference is not installed, say):
+    #: the row says so, and counts as not met.
+    missing: str = ""
 
     @property
     def is_ratio(self) -> bool:
@@ -82,9 +85,14 @@ class Check:
 
     @property
     def met(self) -> bool:
+        if self.missing:
+            return False
         return self.value >= self.target if self.at_least else self.value <= self.target
 
     def text(self) -> tuple[str, str, str, str, str]:
+        if self.missing:
+            target = f"{'>=' if self.at_least else '<='} {self.target:g}"
+            return self.workload, self.measure, "not measured", target, f"NOT MEASURED: {self.missing}"
         digits = significant_digits(self.value)
         value = f"{self.value:.{digits}f}"
         if len(self.per_run) > 1:
@@ -122,6 +130,11 @@ def ratio_check(
         reference_name=reference_name,
         context=context,
     )
+
+
+def missing_check(workload: str, measure: str, target: float, at_least: bool, reference_name: str, why: str) -> Check:
+    """A target that could not be measured, and *why*: its row says so."""
+    return Check(workload, measure, float("nan"), target, at_least, reference_name=reference_name, missing=why)
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, list[float]]:

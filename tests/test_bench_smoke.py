@@ -85,14 +85,23 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     ):
         assert row in out, out
     assert "targets met" in out, out
+    # lftp mirror --parallel=4 (issue 21): its two rows, measured, or saying why not.
+    assert out.count("lftp mirror -R --parallel=4 of 20 x 4 KiB to the FTP door") >= 2, out
+    if shutil.which("lftp") is None:
+        assert "NOT MEASURED: lftp is not installed" in out, out
+    else:
+        assert "sockftp FTP: 4 connections / 1" in out, out
+        if not os.access("/usr/sbin/vsftpd", os.X_OK):
+            assert "NOT MEASURED: /usr/sbin/vsftpd is not installed" in out, out
     # The Markdown table is printed, and a quick run never writes it into the document.
     text, markdown = out.split("== results table (Markdown) ==", 1)
     assert "**Not a run of record (--quick):**" in markdown, markdown
     targets = int(re.search(r"\d+ of (\d+) targets met", text).group(1))
     # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
     # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
-    # (first up and down, two re-syncs, bytes and time up and down, --checksum).
-    assert len(table_rows(markdown)) == targets == 15 + (9 if has_rsync else 0), markdown
+    # (first up and down, two re-syncs, bytes and time up and down, --checksum); 2 for lftp mirror --parallel=4
+    # (against its 1 connection, and against vsftpd), measured or not.
+    assert len(table_rows(markdown)) == targets == 17 + (9 if has_rsync else 0), markdown
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []
@@ -223,6 +232,34 @@ def test_the_table_is_written_between_the_markers_and_nowhere_else(results, tmp_
     text = doc.read_text()
     assert text.count(results.START) == text.count(results.END) == 1
     assert len(table_rows(text)) == 1 and text.startswith(before) and text.endswith(after)
+
+
+WHY_NOT = "/usr/sbin/vsftpd is not installed (Debian: apt-get install vsftpd)"
+
+
+def test_a_target_that_could_not_be_measured_says_why(results):
+    from bench.report import missing_check
+
+    check = missing_check(
+        "lftp mirror -R --parallel=4 of 1,000 x 4 KiB to the FTP door",
+        "sockftp FTP / vsftpd, 4 connections",
+        1.0,
+        True,
+        "vsftpd through lftp, 4 connections",
+        WHY_NOT,
+    )
+    assert not check.met and check.text()[-1].startswith("NOT MEASURED: /usr/sbin/vsftpd is not installed")
+    block = results.render(fake_run(results), [*fake_checks(), check])
+    row = table_rows(block)[-1]
+    assert row == {
+        "workload": "lftp mirror -R --parallel=4 of 1,000 x 4 KiB to the FTP door",
+        "sockftp": "—",
+        "reference": f"vsftpd through lftp, 4 connections: {WHY_NOT}",
+        "ratio": "—",
+        "target": "≥ 1",
+        "": "**not measured**",
+    }
+    assert "**3 of 5 targets met.**" in block
 
 
 def test_a_run_not_of_record_says_why_and_claims_no_code(results):
