@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import select
 import socket
-import ssl
 import struct
+import sys
 import time
 
 from .errors import Timeout
@@ -125,7 +125,10 @@ class Wire:
         #: on unless configured off. Never on TLS, where the kernel cannot
         #: encrypt.
         self.use_sendfile = False
-        self.tls = isinstance(sock, ssl.SSLSocket)
+        # ssl is imported by whoever made a TLS socket; a plaintext client
+        # never loads it (it costs a command's start-up several ms).
+        ssl = sys.modules.get("ssl")
+        self.tls = ssl is not None and isinstance(sock, ssl.SSLSocket)
         #: Bandwidth limits (:class:`~sockftp.server.ratelimit.RateLimit`) that every
         #: raw byte, in or out, is charged to. Empty: no throttling at all.
         self.limits: list = []
