@@ -33,5 +33,6 @@ def __getattr__(name: str):
         return parse_size
     raise AttributeError(name)
 
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,7 +25,6 @@ check, across frames.
 from __future__ import annotations
 
 import math
-import re
 import struct
 
 from .checksum import ALGORITHM
@@ -100,9 +99,13 @@ class TreeBatch:
         return b"".join(parts)
 
 
-#: An unsafe path in the joined paths: an empty name (a path that is empty,
-#: starts or ends with "/", or holds "//"), a "." or ".." name, or a backslash.
-_UNSAFE = re.compile(r"(?:^|[\0/])\.{0,2}(?:[\0/]|$)|\\")
+def _unsafe(joined: str) -> bool:
+    """True if a path of *joined* (paths separated by NUL) has an empty name
+    (a path that is empty, starts or ends with "/", or holds "//"), a "." or
+    ".." name, or a backslash. A few searches over all the paths at once:
+    a regular expression tried at every position took 20 ms for 10,000."""
+    wrapped = "/" + joined.replace("\0", "/") + "/"
+    return "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\\" in joined
 
 
 def unpack(
@@ -127,18 +130,17 @@ def unpack(
         at += count
         digests = body[at : at + 16 * count]
         at += 16 * count
-        sums = [
-            _PREFIX + digests[16 * i : 16 * i + 16].hex() if flag == 1 else None for i, flag in enumerate(flags)
-        ]
+        sums = [_PREFIX + digests[16 * i : 16 * i + 16].hex() if flag == 1 else None for i, flag in enumerate(flags)]
     try:
         joined = body[at:].decode("utf-8")
     except UnicodeDecodeError:
         raise BadFrame("a packed tree frame with paths that are not UTF-8") from None
-    if _UNSAFE.search(joined):
-        raise PathRefused(f"the server listed an unsafe path: {_UNSAFE.search(joined).group()!r}")
     paths = joined.split("\0")
     if len(paths) != count:
         raise BadFrame("a packed tree frame whose paths do not match its count")
+    if _unsafe(joined):
+        bad = next(path for path in paths if _unsafe(path))
+        raise PathRefused(f"the server listed an unsafe path: {bad!r}")
     kinds = [_KIND.get(code, OTHER) for code in codes]
     if not all(map(math.isfinite, mtimes)):
         mtimes = [t if math.isfinite(t) else 0.0 for t in mtimes]
