@@ -339,6 +339,10 @@ class Connection:
         with self._io():
             self.wire.send_headers(headers)
 
+    def _send_frames(self, frames: list[tuple[dict, bytes]]) -> None:
+        with self._io():
+            self.wire.send_frames(frames)
+
     def _reply(self) -> dict:
         wire = self._wire  # never a new connection: the reply belongs to this one
         if wire is None:

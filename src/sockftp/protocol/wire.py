@@ -188,6 +188,16 @@ class Wire:
         """Send several frames in one write (a batch of pipelined requests)."""
         self._sendall(b"".join(encode_header(header) for header in headers))
 
+    def send_frames(self, frames: list[tuple[dict, bytes]]) -> None:
+        """Send several frames, each followed by its raw payload, in one
+        write (a batch of pipelined small uploads)."""
+        if self.limits:
+            throttle(self.limits, sum(len(payload) for _, payload in frames))
+        parts = []
+        for header, payload in frames:
+            parts += (encode_header(header), payload)
+        self._sendall(b"".join(parts))
+
     @property
     def holding(self) -> bool:
         """True while replies are held back."""
