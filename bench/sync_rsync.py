@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -46,7 +47,7 @@ import sys
 import time
 from itertools import count
 
-from .common import Env, MiB, Samples, human_size, interleave
+from .common import Env, MiB, Samples, cpu_seconds, human_size, interleave
 from .report import Check, Figure, Section, ratio, ratio_check
 from .servers import _DIE_WITH_PARENT, PASSWORD, USER, SockftpServer
 
@@ -106,20 +107,42 @@ class Rsync:
     """rsync commands, each returning its seconds; the wire bytes of the
     last one, by its ``--stats``."""
 
-    def __init__(self):
+    def __init__(self, daemon: RsyncDaemon):
+        self.daemon = daemon
         self.sent = self.received = 0
+        self.cpu = 0.0  # CPU seconds of the last command and of the daemon's child that served it
 
     def __call__(self, *args: str) -> float:
+        client, server = _children_cpu(), _tree_cpu(self.daemon.proc.pid)
         started = time.perf_counter()
         done = subprocess.run(
             ["rsync", "-a", "--stats", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT
         )
         seconds = time.perf_counter() - started
+        client = _children_cpu() - client
+        # The daemon's child that served it is counted once the daemon has reaped it.
+        deadline = time.monotonic() + 2
+        while (server_cpu := _tree_cpu(self.daemon.proc.pid) - server) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.cpu = client + server_cpu
         if done.returncode:
             raise RuntimeError(f"rsync {' '.join(args)} exited with {done.returncode}: {done.stderr.strip()}")
         self.sent = _stat(done.stdout, "Total bytes sent")
         self.received = _stat(done.stdout, "Total bytes received")
         return seconds
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have ended (the commands)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of process *pid* and of its children it has reaped."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _stat(text: str, name: str) -> int:
@@ -158,14 +181,17 @@ class Sockftp:
         )
         self.env["SOCKFTP_TOKEN"] = token.stdout.strip()
         self.sent = self.received = 0
+        self.cpu = 0.0  # CPU seconds of the last command and of the server
         self._read = 0  # how far into the audit log logout lines were looked for
 
     def __call__(self, direction: str, source: str, target: str, *options: str) -> float:
         self._logouts()  # past what earlier commands logged
         argv = [sys.executable, "-m", "sockftp", "sync", direction, source, target, "-q", "--timeout", "600"]
+        client, server = _children_cpu(), cpu_seconds(self.server.pid)
         started = time.perf_counter()
         done = subprocess.run([*argv, *options], env=self.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
         seconds = time.perf_counter() - started
+        client = _children_cpu() - client
         if done.returncode:
             raise RuntimeError(f"sockftp sync {direction} exited with {done.returncode}: {done.stderr.strip()}")
         # The server writes the logout line as it sees the connection close,
@@ -177,6 +203,7 @@ class Sockftp:
             time.sleep(0.01)
         # The server's in is what the client sent; its out, what it received.
         self.sent, self.received = logouts[-1]
+        self.cpu = client + cpu_seconds(self.server.pid) - server  # the session has ended: all of its work
         return seconds
 
     def bare(self, *args: str) -> float:
@@ -223,7 +250,7 @@ def run(
                 other = stack.enter_context(SockftpServer(env.path("sync-baseline")))
             ours[BASELINE] = Sockftp(other, baseline)
             section.notes.append(f"{BASELINE}: server and commands imported from {baseline}")
-        rsync = Rsync()
+        rsync = Rsync(daemon)
         # Context for the small cases: what Python's start-up alone costs each sockftp command.
         for name, sockftp in ours.items():
             sockftp.bare("--version")  # untimed: fills the byte-code cache
@@ -265,6 +292,41 @@ def _measure(env: Env, variants: dict, on_run=None) -> dict[str, list[float]]:
     return interleave(variants, env.runs, on_run)
 
 
+def _with_cpu(variants: dict, ours: dict, rsync: Rsync, cpu: dict[str, list[float]]) -> dict:
+    """*variants*, each also noting in *cpu* the CPU seconds its command and
+    its server spent (a figure a busy machine disturbs far less than time)."""
+
+    def owner(name: str):
+        if name.startswith("rsync"):
+            return rsync
+        return ours[BASELINE] if name.startswith(BASELINE) else ours[OURS]
+
+    def wrapped(name: str, variant):
+        def run() -> float:
+            seconds = variant()
+            cpu.setdefault(name, []).append(owner(name).cpu)
+            return seconds
+
+        return run
+
+    return {name: wrapped(name, variant) for name, variant in variants.items()}
+
+
+def _cpu_rows(section: Section, workload: str, cpu: dict[str, list[float]], suffix: str = "") -> None:
+    """Rows of the CPU seconds of each variant (the warm-up's left out), and a note of their ratio."""
+    for name, values in cpu.items():
+        section.add(f"{workload}: {name}{suffix} CPU, client + server", Samples("s", values[1:]))
+    for name in cpu:
+        if name.startswith(OURS) and not name.startswith(BASELINE):
+            way = name[len(OURS) :]  # "", " up" or " down"
+            for other in ("rsync", BASELINE):
+                if other + way in cpu:
+                    value, per_run = ratio(cpu[name][1:], cpu[other + way][1:])
+                    spread = f"{min(per_run):.2f}-{max(per_run):.2f}"
+                    what = f"{workload}{way}{suffix}: sockftp / {other} CPU seconds"
+                    section.notes.append(f"{what} {value:.2f} ({spread})")
+
+
 def _first(env, section, ours, rsync, daemon, files, file_size) -> list[Check]:
     """1: a first sync of *files* small files, up into a new directory and down into a new one."""
     source = env.fresh_dir("sync-first")
@@ -297,7 +359,9 @@ def _first(env, section, ours, rsync, daemon, files, file_size) -> list[Check]:
         for name, sockftp in ours.items():
             variants[f"{name} {way}"] = lambda fn=ours_fn, sockftp=sockftp: fn(sockftp)
         variants[f"rsync {way}"] = rsync_fn
-    seconds = _measure(env, variants)
+    cpu: dict[str, list[float]] = {}
+    seconds = _measure(env, _with_cpu(variants, ours, rsync, cpu))
+    _cpu_rows(section, workload, cpu)
     per_second = {name: [files / t for t in times] for name, times in seconds.items()}
     for name, values in per_second.items():
         section.add(f"{workload}: {name}", Samples("files/s", values))
@@ -329,8 +393,10 @@ def _resync(env, section, ours, rsync, daemon, tree) -> list[Check]:
     variants["rsync"] = lambda: rsync(source + "/", daemon.url("tree/"))
     checks = []
     env.say(f"sync: re-sync of {tree:,} files, nothing changed, x {env.runs} runs")
-    seconds = _measure(env, variants)
     workload = f"re-sync up, {tree:,} files, nothing changed"
+    cpu: dict[str, list[float]] = {}
+    seconds = _measure(env, _with_cpu(variants, ours, rsync, cpu))
+    _cpu_rows(section, workload, cpu)
     for name, values in seconds.items():
         section.add(f"{workload}: {name}", Samples("s", values))
     _against_baseline(section, workload, seconds)
@@ -345,8 +411,10 @@ def _resync(env, section, ours, rsync, daemon, tree) -> list[Check]:
 
     change_tenth()
     env.say(f"sync: re-sync of {tree:,} files, 10% changed, x {env.runs} runs")
-    seconds = _measure_changed(env, variants, change_tenth)
     workload = f"re-sync up, {tree:,} files, 10% changed"
+    cpu = {}
+    seconds = _measure_changed(env, _with_cpu(variants, ours, rsync, cpu), change_tenth)
+    _cpu_rows(section, workload, cpu)
     for name, values in seconds.items():
         section.add(f"{workload}: {name}", Samples("s", values))
     _against_baseline(section, workload, seconds)
@@ -418,7 +486,9 @@ def _big(env, section, ours, rsync, daemon, size) -> list[Check]:
 
         variants = {name: lambda one=one, name=name: one(name) for name in names}
         env.say(f"sync: {workload}, {way}, x {env.runs} runs")
-        seconds = _measure_changed(env, variants, change_for)
+        cpu: dict[str, list[float]] = {}
+        seconds = _measure_changed(env, _with_cpu(variants, ours, rsync, cpu), change_for)
+        _cpu_rows(section, workload, cpu, f", {way}")
         for name in names:
             section.add(f"{workload}, {way}: {name}", Samples("s", seconds[name]))
             section.add(
@@ -463,7 +533,9 @@ def _checksum(env, section, ours, rsync, daemon, files, size) -> list[Check]:
         name: lambda sockftp=sockftp: sockftp("up", source, "/sums", "--checksum") for name, sockftp in ours.items()
     }
     variants["rsync"] = lambda: rsync("--checksum", source + "/", daemon.url("sums/"))
-    seconds = _measure(env, variants)
+    cpu: dict[str, list[float]] = {}
+    seconds = _measure(env, _with_cpu(variants, ours, rsync, cpu))
+    _cpu_rows(section, workload, cpu)
     for name, values in seconds.items():
         section.add(f"{workload}: {name}", Samples("s", values))
     _against_baseline(section, workload, seconds)
