@@ -15,7 +15,8 @@ import sockftp
 from sockftp.cli import main
 from sockftp.cli.base import COMMAND_MODULES
 
-#: Never loaded by a plaintext client command.
+#: Never loaded by a plaintext client command (the server's side, and
+#: modules slow to import that a sync does not need).
 SERVER_SIDE = (
     "sockftp.server",
     "sockftp.storage",
@@ -30,6 +31,7 @@ SERVER_SIDE = (
     "ssl",
     "certifi",
     "ctypes",
+    "encodings.idna",  # a host name given as str to getaddrinfo
 )
 
 #: Run in a fresh interpreter: the command, then the modules it loaded.

@@ -102,7 +102,10 @@ class Connection:
         lost connection, whose login is the new connection's first."""
         self.close()
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            # An ASCII name as bytes: a str goes through the "idna" codec,
+            # whose import (with unicodedata) costs every command's start-up.
+            host = self.host.encode("ascii") if self.host.isascii() else self.host
+            sock = socket.create_connection((host, self.port), timeout=self.timeout)
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
