@@ -172,46 +172,73 @@ def local_listing(
     listing: Listing = {"": local_item(os.stat(root))}
     partials: list[str] = []
     failures: list[tuple[str, str, OSError]] = []
-    stack: list[tuple[str, Iterator[os.DirEntry]]] = []
+    # (directory, its entries to add: (path, item, name)), one per level.
+    stack: list[tuple[str, Iterator[tuple[str, Item, str]]]] = []
 
     def enter(rel: str, full: str) -> None:
+        """Read directory *full* (*rel* here): its entries, sorted by name,
+        each stat'ed through the directory's descriptor (a lookup of one
+        name, not of the whole path: this is most of a re-sync's time)."""
+        found: list[tuple[str, Item, str]] = []
         try:
-            with os.scandir(full) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            fd = os.open(full, _DIR_FLAGS)
         except OSError as exc:
             failures.append(("dir", rel, exc))
             return
-        stack.append((rel, iter(entries)))
+        try:
+            with os.scandir(fd) as it:
+                entries = sorted(it, key=_by_name)
+            # Names that are not UTF-8 hold surrogates, so all-ASCII names need no check one by one.
+            check_names = strict_names and not "".join(e.name for e in entries).isascii()
+            excluding = bool(excluded)
+            for entry in entries:
+                name = entry.name
+                path = f"{rel}/{name}" if rel else name
+                if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
+                    partials.append(path)
+                    continue
+                if check_names and not _utf8(name):
+                    failures.append(("name", path, OSError(f"{path!r}: the name is not valid UTF-8")))
+                    continue
+                try:
+                    if excluding and excluded(path, entry.is_dir(follow_symlinks=False)):
+                        continue
+                    item = local_item(entry.stat(follow_symlinks=False))
+                except FileNotFoundError:
+                    continue  # gone since its directory was read
+                except OSError as exc:
+                    failures.append(("entry", path, exc))
+                    continue
+                found.append((path, item, name))
+        except OSError as exc:
+            failures.append(("dir", rel, exc))
+            return
+        finally:
+            os.close(fd)
+        stack.append((full, iter(found)))
 
     enter("", root)
     while stack:
-        rel, entries = stack[-1]
+        full, entries = stack[-1]
         entry = next(entries, None)
         if entry is None:
             stack.pop()
             continue
-        name = entry.name
-        path = f"{rel}/{name}" if rel else name
-        if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
-            partials.append(path)
-            continue
-        if strict_names and not _utf8(name):
-            failures.append(("name", path, OSError(f"{path!r}: the name is not valid UTF-8")))
-            continue
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if excluded and excluded(path, is_dir):
-                continue
-            item = local_item(entry.stat(follow_symlinks=False))
-        except FileNotFoundError:
-            continue  # gone since its directory was read
-        except OSError as exc:
-            failures.append(("entry", path, exc))
-            continue
+        path, item, name = entry
         listing[path] = item
         if item.type == DIRECTORY:
-            enter(path, entry.path)
+            enter(path, os.path.join(full, name))
+    # In walk order (each directory's entries are read as it is entered, before those below its elder siblings).
+    if len(failures) > 1:
+        failures.sort(key=lambda failure: failure[1].split("/"))
     return listing, partials, failures
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _by_name(entry: os.DirEntry) -> str:
+    return entry.name
 
 
 def local_item(st: os.stat_result) -> Item:
