@@ -30,6 +30,18 @@ interleaved (A B, then B A) after one untimed warm-up of each:
 The page cache is never dropped (that needs root); the warm-up and the
 interleaving stand in for it. Without ``rsync`` on the PATH the workload
 is skipped with a note and no targets.
+
+Beside each time: the CPU seconds of the command and of its server
+(rsync's client and the daemon's child that served it), which a busy
+machine disturbs far less. At least 5 runs (the issue's rule) unless
+fewer than 3 are asked for. The commands get a byte-code cache of their
+own (``PYTHONPYCACHEPREFIX``), as an installed package has one, even where
+the environment sets ``PYTHONDONTWRITEBYTECODE``.
+
+On its own, ``python -m bench.sync_rsync [--baseline SRC]``: with a
+baseline (a source tree's ``src/``), a second sockftp, server and
+commands imported from there, runs interleaved with the others, and the
+notes give this tree's times and CPU over the baseline's.
 """
 
 from __future__ import annotations
