@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import struct
+import threading
 
 import pytest
-from conftest import recv_exact, recv_frame, send_frame
+from conftest import encode_frame, recv_exact, recv_frame, send_frame
 
+from sockftp.client import Client
 from sockftp.protocol import checksum
-from sockftp.protocol.errors import BadFrame, PathRefused
+from sockftp.protocol.errors import BadFrame, PathRefused, SockftpError
 from sockftp.protocol.tree_pack import BODY_TARGET, MAX_BODY, MAX_ENTRIES, TreeBatch, unpack
 
 XATTR = "user.sockftp.checksum"
@@ -123,3 +126,34 @@ def test_unpack_reads_odd_fields_as_harmless_values():
     body[2 + 16 + 8 : 2 + 16 + 16] = struct.pack("<d", math.nan)  # b's time, after the types, sizes and a's
     paths, kinds, sizes, mtimes, sums = unpack(bytes(body), 2, True)
     assert kinds == ["file", "other"] and mtimes == [1.0, 0.0] and sums == [digest, None]
+
+
+def test_a_body_over_the_bound_closes_the_connection_unread(tmp_path):
+    # A hostile or broken server announcing a huge body: reading it would
+    # hold it all in memory, and skipping it is guesswork, so the client
+    # says so and closes.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        try:
+            while True:
+                request = recv_frame(conn)
+                if request.get("cmd") == "hello":
+                    reply = {"ok": True, "version": 1, "features": ["tree", "tree-packed"], "commands": []}
+                else:
+                    reply = {"ok": True, "count": 1, "body": MAX_BODY + 1, "more": False}
+                conn.sendall(encode_frame(reply))
+        except (EOFError, OSError):
+            pass
+        finally:
+            conn.close()
+            listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with Client("127.0.0.1", listener.getsockname()[1], retries=0, timeout=5) as client:
+        with pytest.raises(SockftpError) as caught:
+            list(client.tree("x"))
+        assert caught.value.code == "bad_reply"
+        assert client._wire is None
