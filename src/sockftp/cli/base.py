@@ -12,9 +12,9 @@ never import any of them (they import it, to register on ``main``).
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import shlex
-import ssl
 import sys
 
 import click
@@ -34,7 +34,44 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it 
 TRANSFER_RETRIES = 3
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Each command of ``main`` and the module of this package that defines it.
+#: A command's module is imported only when that command runs (or ``--help``
+#: lists them all): ``sockftp sync`` must not pay for the server's config,
+#: argon2 or the shell, since a whole command's start-up is part of its time.
+COMMAND_MODULES = {
+    "get": "files",
+    "ls": "files",
+    "mkdir": "files",
+    "mv": "files",
+    "ping": "files",
+    "put": "files",
+    "quota": "files",
+    "rm": "files",
+    "rmdir": "files",
+    "stat": "files",
+    "serve": "serve",
+    "shell": "shell",
+    "sync": "sync",
+    "token": "accounts",
+    "user": "accounts",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are registered by their module, imported on first use (:data:`COMMAND_MODULES`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            # The module registers its commands on main as it is imported.
+            importlib.import_module(f"{__package__}.{module}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sockftp")
 def main() -> None:
     """sockftp: a fast, resumable, verified file-transfer server and client."""
@@ -64,7 +101,10 @@ class Interrupted(Failure):
 
 def is_connection_failure(exc: BaseException) -> bool:
     """The connection broke or went silent (SSLError is an OSError, but not a local one)."""
-    return isinstance(exc, (ConnectionLost, Timeout, ssl.SSLError))
+    # ssl is not imported for a plaintext command (it costs start-up time);
+    # if it is not loaded, no SSLError can have been raised.
+    ssl = sys.modules.get("ssl")
+    return isinstance(exc, (ConnectionLost, Timeout)) or (ssl is not None and isinstance(exc, ssl.SSLError))
 
 
 def error_message(exc: BaseException) -> str:

@@ -10,9 +10,7 @@ password (the caller's business).
 
 from __future__ import annotations
 
-import ipaddress
 import socket
-import ssl
 import time
 from contextlib import contextmanager
 from typing import NoReturn, Self
@@ -26,7 +24,6 @@ from ..protocol.errors import (
     error_from_reply,
 )
 from ..protocol.limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
-from ..protocol.tls import TlsSetupError, client_context, describe_error
 from ..protocol.wire import ConnectionClosed, Wire
 
 #: A token is used for a re-login only while it has at least this long to
@@ -105,7 +102,10 @@ class Connection:
         lost connection, whose login is the new connection's first."""
         self.close()
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            # An ASCII name as bytes: a str goes through the "idna" codec,
+            # whose import (with unicodedata) costs every command's start-up.
+            host = self.host.encode("ascii") if self.host.isascii() else self.host
+            sock = socket.create_connection((host, self.port), timeout=self.timeout)
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -158,6 +158,11 @@ class Connection:
         TLS. (A plaintext client meeting a TLS server instead gets
         ``tls_required`` as the answer to its hello.)
         """
+        # Imported here: a plaintext command never loads ssl (start-up time).
+        import ssl
+
+        from ..protocol.tls import TlsSetupError, client_context, describe_error
+
         where = f"{self.host}:{self.port}"
         try:
             context = client_context(self.tls_ca, self.insecure)
@@ -337,6 +342,10 @@ class Connection:
         with self._io():
             self.wire.send_headers(headers)
 
+    def _send_frames(self, frames: list[tuple[dict, bytes]]) -> None:
+        with self._io():
+            self.wire.send_frames(frames)
+
     def _reply(self) -> dict:
         wire = self._wire  # never a new connection: the reply belongs to this one
         if wire is None:
@@ -351,6 +360,17 @@ class Connection:
                 self.close()
             raise error
         return reply
+
+    def _payload(self, size: int) -> bytearray:
+        """The *size* raw bytes that follow a reply's header (the caller
+        has checked *size*)."""
+        wire = self._wire
+        if wire is None:
+            raise ConnectionLost("the connection closed before the reply")
+        data = bytearray()
+        with self._io():
+            wire.receive(size, data.extend, pooled=False)
+        return data
 
     def _lost(self, why) -> NoReturn:
         self.close()
@@ -455,10 +475,20 @@ class Connection:
 def stays_on_this_machine(address: str) -> bool:
     """True if *address* (an IP address) is a loopback one: 127.0.0.0/8,
     ::1, or 127.x mapped into IPv6."""
+    # By socket.inet_pton, not ipaddress: that module costs every command's start-up.
+    address = address.split("%", 1)[0]
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+        return socket.inet_pton(socket.AF_INET, address)[0] == 127
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except OSError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    if packed[:12] == _V4_MAPPED:
+        return packed[12] == 127
+    return packed == _V6_LOOPBACK
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, IPv4 mapped into IPv6
+_V6_LOOPBACK = bytes(15) + b"\x01"  # ::1

@@ -10,7 +10,6 @@ closed: it must never be left out of step for the next request.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as statmod
 import time
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..disk.prealloc import Preallocation
 from ..protocol import checksum as checksums
 from ..protocol.blocks import DIGEST_SIZE, BlockList, block_count, delta_ops, expand_ops, file_blocks
 from ..protocol.errors import (
@@ -339,6 +337,8 @@ class SingleTransfers:
             done = offset
             # Disk blocks reserved ahead of the writes: they cost ext4 far
             # less than blocks it must reserve page by page (sockftp.disk.prealloc).
+            from ..disk.prealloc import Preallocation  # here: ctypes, which it loads, costs start-up
+
             ahead = Preallocation.for_file(fd, offset, offset + count)
 
             def write(chunk):
@@ -399,6 +399,8 @@ def partial_path(local: str) -> str:
     head, tail = os.path.split(local)
     name = f".{tail}{PARTIAL_SUFFIX}"
     if len(os.fsencode(name)) > MAX_NAME_LENGTH:
+        import hashlib  # here: rarely needed, and slow to import
+
         digest = hashlib.sha256(os.fsencode(tail)).hexdigest()[:16]
         room = MAX_NAME_LENGTH - len(f"..{digest}{PARTIAL_SUFFIX}")
         name = f".{os.fsencode(tail)[:room].decode('utf-8', 'ignore')}.{digest}{PARTIAL_SUFFIX}"
