@@ -73,10 +73,12 @@ from .base import main
 )
 @click.option(
     "--shutdown-grace",
+    "--drain-grace",
+    "shutdown_grace",
     default=limits.SHUTDOWN_GRACE,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Seconds running transfers get to finish on SIGTERM/SIGINT.",
+    help="Seconds running transfers get to finish on SIGTERM/SIGINT (the node drains: it stops accepting at once).",
 )
 @click.option(
     "--fsync/--no-fsync",
@@ -222,6 +224,18 @@ from .base import main
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds an FTP data connection may wait for the client.",
+)
+@click.option(
+    "--proxy-protocol/--no-proxy-protocol",
+    default=False,
+    help="Behind a balancer: every connection (native and FTP) must start with a PROXY v2 header, "
+    "which gives the client's real address.  [default: no]",
+)
+@click.option(
+    "--proxy-trusted",
+    metavar="CIDR,...",
+    default=None,
+    help="The balancers' addresses: only they may connect while --proxy-protocol is on.",
 )
 def serve(config_file, **settings) -> None:
     """Run a server until SIGINT or SIGTERM.

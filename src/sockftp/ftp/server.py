@@ -85,6 +85,9 @@ class FtpServer(socketserver.TCPServer):
     # -- socketserver's template steps ---------------------------------------------------
 
     def verify_request(self, request, client_address) -> bool:
+        if self.main.proxy_trusted is not None:
+            # Admitted in the session's thread, by the address in its PROXY header.
+            return self.main.trusts_proxy(client_address)
         try:
             self._admitted = self.main.admit(request, client_address)
             return True
@@ -100,10 +103,18 @@ class FtpServer(socketserver.TCPServer):
         try:
             self.main.workers.submit(self._run_session, request, client_address, record)
         except BaseException:
-            self.main.sessions.release(record)
+            if record is not None:
+                self.main.sessions.release(record)
             raise
 
     def _run_session(self, request, client_address, record) -> None:
+        if record is None:  # through a balancer: the header first, then admission
+            arrived = self.main.arrive(request, client_address, _refuse)
+            if arrived is None:
+                self.shutdown_request(request)
+                return
+            arrival, record = arrived
+            client_address = arrival.address
         try:
             FtpHandler(request, client_address, self, record)
         except Exception:  # noqa: BLE001 - one session's bug must not reach the others
