@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as statmod
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -373,9 +372,9 @@ class SingleTransfers:
 
     def _with_retries(self, attempt):
         """Run a transfer; after a lost connection, reconnect and run it
-        again (it resumes), up to ``retries`` times, backing off."""
-        tries_left = self.retries
-        delay = 0.2
+        again (it resumes from what the server holds, which may be another
+        node behind a balancer), up to ``retries`` times, backing off."""
+        attempts = 0
         while True:
             try:
                 if self._wire is None:
@@ -385,11 +384,10 @@ class SingleTransfers:
                 # A lost connection, or one the server has just ended (idle
                 # timeout, shutdown): reconnect and resume.
                 lost = isinstance(exc, ConnectionLost) or (exc.code in FATAL_CODES and self._wire is None)
-                if not lost or tries_left <= 0:
+                if not lost or attempts >= self.retries:
                     raise
-                tries_left -= 1
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                attempts += 1
+                self.pause_before_retry(attempts, exc)
 
 
 def partial_path(local: str) -> str:
