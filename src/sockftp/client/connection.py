@@ -328,7 +328,8 @@ class Connection:
         the request (a draining node ends idle sessions so): the request
         never ran, so with ``retries`` it goes once more on a new
         connection, which a balancer gives to another node."""
-        self._drop_if_ended()
+        if header.get("cmd") != "hello":  # a hello is a connection's first: nothing to drop
+            self._drop_if_ended()
         self._send(header)
         try:
             return self._reply()
