@@ -33,13 +33,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cluster_support import race_uploads
 from conftest import encode_frame, recv_frame, wait_until
 from pg_support import free_port
 from test_two_nodes import PASSWORD, add_user, state
 
 from sockftp.client import Client
 from sockftp.protocol import proxy
-from sockftp.protocol.errors import QuotaExceeded, SockftpError
+from sockftp.protocol.errors import SockftpError
 from sockftp.server.config import parse_size
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -258,23 +259,7 @@ def test_twenty_uploads_racing_at_a_quota_edge_through_haproxy_never_exceed_it(c
     add_user(cluster.root, cluster.db, "bob", "--quota", f"{1000 * KiB}")
     data = tmp_path / "part"
     data.write_bytes(os.urandom(100 * KiB))
-    outcomes: list[str] = []
-    barrier = threading.Barrier(20)
-
-    def racer(index: int) -> None:
-        with Client("127.0.0.1", cluster.port, timeout=20, user="bob", password=PASSWORD) as client:
-            barrier.wait()
-            try:
-                client.put(str(data), f"f{index}")
-                outcomes.append("ok")
-            except QuotaExceeded:
-                outcomes.append("quota")
-
-    threads = [threading.Thread(target=racer, args=(i,)) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    outcomes = race_uploads(cluster.port, "bob", PASSWORD, data)
     used, files, reserved, _ = state(cluster.db, "bob")
     assert outcomes.count("ok") == 10 and outcomes.count("quota") == 10
     assert used == 1000 * KiB and files == 10 and reserved == 0

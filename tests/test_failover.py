@@ -1,6 +1,6 @@
 """A transfer survives the death or the draining of its node (issue 19):
 ``sockftp serve`` processes on one PostgreSQL database and one data
-directory, behind a small balancer (tests/proxy_support.Forwarder, which
+directory, behind a small balancer (tests/cluster_support.Forwarder, which
 sends the PROXY v2 header as HAProxy does and gives each new connection to
 the first node that accepts it). The client reconnects, logs in again by
 token and resumes from the offset the new node gives.
@@ -20,8 +20,8 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from cluster_support import Forwarder
 from conftest import wait_until
-from proxy_support import Forwarder
 from test_two_nodes import PASSWORD, add_user
 
 from sockftp.cli import main

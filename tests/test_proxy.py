@@ -12,11 +12,11 @@ import struct
 import time
 
 import pytest
+from cluster_support import Forwarder
 from conftest import assert_closed, encode_frame, recv_frame
 from ftp_support import ftp_server_fixture  # noqa: F401 - the ftp_server fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proxy_support import Forwarder
 from test_audit import PASSWORD, audit_lines, fields
 
 from sockftp.accounts import Account, SqliteUserStore, hash_password

@@ -72,6 +72,7 @@ class FtpServer(socketserver.TCPServer):
         self._admitted = None  # verify_request's registry record, for process_request
         family, address = _resolve(config.ftp_host or config.host, config.ftp_port)
         self.address_family = family
+        self.allow_reuse_port = config.workers > 1  # the other workers listen on this port too
         super().__init__(address, FtpHandler)
 
     @property

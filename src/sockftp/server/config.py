@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -102,6 +103,8 @@ class ServerConfig:
     # -- behind a load balancer (docs/DEPLOY.md): the PROXY protocol v2
     proxy_protocol: bool = False  # every connection must start with a PROXY header
     proxy_trusted: tuple[str, ...] | None = None  # CIDRs of the balancers allowed to send it
+    #: Server processes on the same ports (SO_REUSEPORT), see cli/workers.py.
+    workers: int = 1
 
     def __post_init__(self):
         if not self.root:
@@ -131,6 +134,8 @@ class ServerConfig:
                 raise ConfigError(f"proxy_trusted: {exc}") from None
         if self.proxy_protocol and not self.proxy_trusted:
             raise ConfigError("proxy_protocol is on but proxy_trusted is empty: name the balancers' addresses (CIDRs)")
+        if self.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigError("workers above 1 need SO_REUSEPORT, which this system lacks")
         if self.ftp_require_tls and self.tls_cert is None:
             raise ConfigError("ftp_require_tls is set but there is no certificate: set tls_cert and tls_key")
 
@@ -371,6 +376,7 @@ SETTINGS: dict[str, Setting] = {
     "ftp_data_timeout": Setting("seconds", 0, above=True),
     "proxy_protocol": Setting("bool"),
     "proxy_trusted": Setting("networks"),
+    "workers": Setting("int", 1, 64),
 }
 
 #: Other names a key may be given by in a file (and its option on the

@@ -179,6 +179,7 @@ class SockftpServer(socketserver.TCPServer):
         self.parking = ParkingLot()
         family, address = _resolve(config.host, config.port)
         self.address_family = family
+        self.allow_reuse_port = config.workers > 1  # the other workers listen on this port too
         super().__init__(address, SessionHandler)
         if config.anonymous:
             self.storage.mkdir(ANONYMOUS_HOME, parents=True)

@@ -1,5 +1,6 @@
-"""A tiny TCP balancer for tests: listens on 127.0.0.1, forwards each
-connection to the first of its backends that accepts (so a dead node's
+"""What the cluster tests share: uploads racing at a quota's edge
+(:func:`race_uploads`), and a tiny TCP balancer (:class:`Forwarder`) that
+listens on 127.0.0.1, forwards each connection to the first of its backends that accepts (so a dead node's
 clients land on the next one), and can put a PROXY v2 header in front,
 with the client's real address or one the test makes up (a client seen as
 203.0.113.7 without owning that address).
@@ -13,7 +14,32 @@ from __future__ import annotations
 import socket
 import threading
 
+from sockftp.client import Client
 from sockftp.protocol import proxy
+from sockftp.protocol.errors import QuotaExceeded
+
+
+def race_uploads(port: int, user: str, password: str, local, count: int = 20) -> list[str]:
+    """*count* sessions of *user*, each logged in first, then all at once
+    putting *local* under a name of its own: "ok" or "quota" for each."""
+    outcomes: list[str] = []
+    barrier = threading.Barrier(count)
+
+    def racer(index: int) -> None:
+        with Client("127.0.0.1", port, timeout=20, user=user, password=password) as client:
+            barrier.wait()
+            try:
+                client.put(str(local), f"f{index}")
+                outcomes.append("ok")
+            except QuotaExceeded:
+                outcomes.append("quota")
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
 
 
 class Forwarder:
