@@ -41,7 +41,7 @@ from test_two_nodes import PASSWORD, add_user, state
 from sockftp.client import Client
 from sockftp.protocol import proxy
 from sockftp.protocol.errors import SockftpError
-from sockftp.server.config import parse_size
+from sockftp.server.config import load_config, parse_size
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = parse_size(os.environ.get("SOCKFTP_CLUSTER_SIZE", "256M"))
@@ -309,3 +309,20 @@ def test_ftp_through_haproxy_with_each_node_announcing_its_own_passive_ports(clu
     client.retrbinary("RETR f.bin", back.write)
     client.quit()
     assert back.getvalue() == data == (cluster.root / "users" / "alice" / "f.bin").read_bytes()
+
+
+def test_the_deploy_files_hold_together():
+    """deploy/node.toml loads with the options the systemd unit adds, and
+    deploy/haproxy.cfg passes HAProxy's own check (when it is installed)."""
+    deploy = HAPROXY_CFG.parent
+    unit = (deploy / "sockftp-node@.service").read_text()
+    assert "--config /etc/sockftp/node.toml" in unit and "KillSignal=SIGTERM" in unit
+    config = load_config(
+        str(deploy / "node.toml"), {"port": 8021, "ftp_port": 8121, "ftp_passive_ports": "51000-51099"}
+    )
+    assert config.proxy_protocol and config.proxy_trusted == ("127.0.0.1/32",)
+    assert config.workers == 2 and config.shutdown_grace == 30.0
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if os.access(haproxy, os.X_OK):
+        checked = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
