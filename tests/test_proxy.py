@@ -299,3 +299,13 @@ def _reader(data: bytes):
     import io
 
     return io.BytesIO(data)
+
+
+def test_ftp_local_health_checks_are_greeted_and_not_logged_as_sessions(ftp_server, caplog):
+    srv = ftp_server(proxy_protocol=True, proxy_trusted=("127.0.0.1",))
+    caplog.set_level(logging.INFO, logger="sockftp")
+    with socket.create_connection((srv.host, srv.port), timeout=5) as sock:
+        sock.sendall(proxy.encode(None))
+        assert sock.recv(100).startswith(b"220 ")
+    srv.main.sessions.wait_empty(5)
+    assert "FTP session" not in caplog.text

@@ -109,15 +109,16 @@ class FtpServer(socketserver.TCPServer):
             raise
 
     def _run_session(self, request, client_address, record) -> None:
+        quiet = False
         if record is None:  # through a balancer: the header first, then admission
             arrived = self.main.arrive(request, client_address, _refuse)
             if arrived is None:
                 self.shutdown_request(request)
                 return
             arrival, record = arrived
-            client_address = arrival.address
+            client_address, quiet = arrival.address, arrival.local
         try:
-            FtpHandler(request, client_address, self, record)
+            FtpHandler(request, client_address, self, record, quiet)
         except Exception:  # noqa: BLE001 - one session's bug must not reach the others
             log.exception("FTP session %s failed", _peer(client_address))
         finally:
@@ -176,8 +177,10 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
 
     server: FtpServer
 
-    def __init__(self, request, client_address, server: FtpServer, record):
+    def __init__(self, request, client_address, server: FtpServer, record, quiet: bool = False):
         self.record = record
+        #: A balancer's own connection (PROXY LOCAL, a health check): not logged as a session.
+        self.quiet = quiet
         super().__init__(request, client_address, server)
 
     def setup(self) -> None:
@@ -200,7 +203,8 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
         self.data_out = 0
 
     def handle(self) -> None:
-        log.info("%s FTP session start", self.label)
+        if not self.quiet:
+            log.info("%s FTP session start", self.label)
         started = time.monotonic()
         try:
             self.control.send(Reply(220, GREETING))
@@ -212,7 +216,7 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
             duration = time.monotonic() - started
             moved_in = self.control.bytes_in + self.data_in
             moved_out = self.control.bytes_out + self.data_out
-            log.info(
+            (log.debug if self.quiet else log.info)(
                 "%s FTP session end user=%s in=%d out=%d %.3fs",
                 self.label,
                 self.session.user,
