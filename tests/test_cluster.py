@@ -118,11 +118,16 @@ class Cluster:
                 *extra,
             )
             self.nodes.append({"proc": node.proc, "port": port, "ftp": ftp_port, "log": node.log, "index": i})
-        config = self.tmp / "haproxy.cfg"
-        config.write_text(haproxy_config(self.port, self.ftp_port, self.nodes))
-        log = open(self.tmp / "haproxy.log", "wb")  # noqa: SIM115 - kept open for the process's life
-        self.haproxy = subprocess.Popen([haproxy_binary(), "-db", "-f", str(config)], stdout=log, stderr=log)
-        log.close()
+        for _ in range(3):  # a port picked free may be taken before HAProxy binds it: pick again
+            config = self.tmp / "haproxy.cfg"
+            config.write_text(haproxy_config(self.port, self.ftp_port, self.nodes))
+            with open(self.tmp / "haproxy.log", "wb") as log:
+                self.haproxy = subprocess.Popen([haproxy_binary(), "-db", "-f", str(config)], stdout=log, stderr=log)
+            try:
+                self.haproxy.wait(0.5)
+            except subprocess.TimeoutExpired:
+                break
+            self.port, self.ftp_port = free_port(), free_port()
         wait_until(self._all_up, timeout=15, interval=0.1, what="HAProxy serving")
         self.forget_sessions()
 

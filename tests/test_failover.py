@@ -11,6 +11,7 @@ kill -9 and SIGTERM, files in tmp dirs, checked byte for byte.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
@@ -172,3 +173,29 @@ def test_a_draining_node_fails_its_checks_at_once_and_its_sessions_move_away_unh
         assert [entry.name for entry in idle.ls("/")] == ["big.bin"]
     assert digest(home / "big.bin") == digest(local)
     assert first.proc.wait(10) == 0
+
+
+def test_a_resume_that_finds_its_old_upload_still_held_waits_for_it(server, files):
+    """After a cut, the old server may hold the upload's partial a moment
+    longer (a draining node finishing the session): the retry's busy is
+    retried too, not reported."""
+    srv = server(session_rate=8 * MiB)
+    local = files("big.bin", os.urandom(24 * MiB))
+    released = []
+
+    def cut_and_hold():
+        wait_until(lambda: partial_bytes(srv.anon_dir) > 4 * MiB, timeout=20, interval=0.01)
+        [partial] = srv.anon_dir.glob(".*sockftp*")
+        srv.server.sessions.interrupt(idle_only=False)
+        with open(partial, "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # once the server lets go: the retry finds it busy
+            time.sleep(1.0)
+            released.append(time.monotonic())
+
+    holder = threading.Thread(target=cut_and_hold, daemon=True)
+    holder.start()
+    with srv.client(retries=5) as client:
+        result = client.put(str(local), "big.bin")
+    holder.join()
+    assert released and result.resumed_from > 0
+    assert digest(srv.anon_dir / "big.bin") == digest(local)

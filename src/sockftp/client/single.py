@@ -27,6 +27,7 @@ from ..protocol.errors import (
     ChecksumMismatch,
     ConnectionLost,
     DeltaBaseChanged,
+    ErrorCode,
     OffsetMismatch,
     SockftpError,
     error_from_reply,
@@ -382,8 +383,11 @@ class SingleTransfers:
                 return attempt()
             except SockftpError as exc:
                 # A lost connection, or one the server has just ended (idle
-                # timeout, shutdown): reconnect and resume.
+                # timeout, shutdown): reconnect and resume. After one, busy
+                # is most likely this transfer's own previous attempt, which
+                # its server (a draining node, say) has not let go of yet.
                 lost = isinstance(exc, ConnectionLost) or (exc.code in FATAL_CODES and self._wire is None)
+                lost = lost or (attempts > 0 and exc.code == ErrorCode.BUSY)
                 if not lost or attempts >= self.retries:
                     raise
                 attempts += 1
