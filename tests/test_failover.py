@@ -199,3 +199,22 @@ def test_a_resume_that_finds_its_old_upload_still_held_waits_for_it(server, file
     holder.join()
     assert released and result.resumed_from > 0
     assert digest(srv.anon_dir / "big.bin") == digest(local)
+
+
+def test_a_sync_whose_node_is_killed_completes_through_another_node(cluster, tmp_path):
+    first = cluster.node()
+    cluster.node()
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(20):
+        (tree / "sub" / f"small-{i}").write_bytes(os.urandom(1000 + i))
+    (tree / "big.bin").write_bytes(os.urandom(40 * MiB))
+    home = cluster.root / "users" / "alice"
+    with cluster.client(retries=5) as client:
+        killer = kill_when(lambda: partial_bytes(home / "t") > 8 * MiB, first.proc)
+        client.sync_up(str(tree), "t")
+        killer.join()
+    assert first.proc.wait(5) == -signal.SIGKILL
+    for path in tree.rglob("*"):
+        if path.is_file():
+            assert digest(home / "t" / path.relative_to(tree)) == digest(path)
