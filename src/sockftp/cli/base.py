@@ -30,8 +30,9 @@ EXIT_CONNECTION = 3  # could not connect, or the connection broke
 EXIT_LOCAL = 4  # a local file could not be read or written
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
 
-#: Attempts a transfer makes to reconnect and resume after the connection breaks.
-TRANSFER_RETRIES = 3
+#: Attempts a transfer makes to reconnect and resume after the connection
+#: breaks (--retries): behind a balancer, enough to outlast a node's death.
+TRANSFER_RETRIES = 5
 
 
 #: Each command of ``main`` and the module of this package that defines it.
@@ -152,7 +153,9 @@ class ServerAddress:
         tls: bool = False,
         tls_ca: str | None = None,
         insecure: bool = False,
+        retries: int = TRANSFER_RETRIES,
     ):
+        self.retries = retries
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -183,11 +186,11 @@ class ServerAddress:
             password = os.environ.get("SOCKFTP_PASSWORD") or None
         else:
             password = self.password()
-        return Client(
+        client = Client(
             self.host,
             self.port,
             timeout=self.timeout,
-            retries=TRANSFER_RETRIES,
+            retries=self.retries,
             user=self.user,
             password=password,
             token=token,
@@ -196,6 +199,16 @@ class ServerAddress:
             tls_ca=self.tls_ca,
             insecure=self.insecure,
         )
+        client.on_retry = report_retry
+        return client
+
+
+def report_retry(attempt: int, retries: int, delay: float, error: SockftpError) -> None:
+    """One line on stderr for each reconnect of a transfer (or a request a
+    draining server turned away)."""
+    click.echo(
+        f"sockftp: {error_message(error)}; reconnecting in {delay:g} s (attempt {attempt} of {retries})", err=True
+    )
 
 
 def read_password(user: str, where: str) -> str:
@@ -261,12 +274,21 @@ def client_command(func):
     @click.option(
         "--insecure", is_flag=True, help="TLS without checking the server's certificate (anyone can pose as it)."
     )
+    @click.option(
+        "--retries",
+        envvar="SOCKFTP_RETRIES",
+        show_envvar=True,
+        default=TRANSFER_RETRIES,
+        show_default=True,
+        type=click.IntRange(0, 100),
+        help="Times a transfer reconnects and resumes after its connection breaks (each said on one line); 0: never.",
+    )
     @functools.wraps(func)
-    def run(host, port, timeout, user, tls, tls_ca, insecure, **kwargs):
+    def run(host, port, timeout, user, tls, tls_ca, insecure, retries, **kwargs):
         if insecure and tls_ca is not None:
             raise click.UsageError("--insecure and --tls-ca contradict each other: choose one")
         try:
-            return func(ServerAddress(host, port, timeout, user, tls, tls_ca, insecure), **kwargs)
+            return func(ServerAddress(host, port, timeout, user, tls, tls_ca, insecure, retries), **kwargs)
         except KeyboardInterrupt:
             # Not click's "Aborted!" and status 1: a transfer says more itself (Interrupted).
             raise Failure("interrupted", EXIT_INTERRUPTED) from None

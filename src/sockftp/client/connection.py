@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import NoReturn, Self
 
@@ -19,6 +20,7 @@ from ..protocol.errors import (
     FATAL_CODES,
     AuthFailed,
     ConnectionLost,
+    ShuttingDown,
     SockftpError,
     Timeout,
     error_from_reply,
@@ -31,6 +33,10 @@ from ..protocol.wire import ConnectionClosed, Wire
 #: client logs in with its password and asks for a new one, rather than
 #: offer the server a token it is about to refuse.
 TOKEN_MARGIN = 60.0
+
+#: The first pause before a reconnect, and the longest: each doubles the one before.
+RETRY_DELAY = 0.2
+RETRY_DELAY_MAX = 5.0
 
 #: OpenSSL's verify code for a certificate that does not name the host.
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
@@ -87,6 +93,11 @@ class Connection:
         self._wire: Wire | None = None
         self._spoke_plaintext = False  # a plaintext hello of ours was answered
         self._cwd = "/"
+        #: Called before each reconnect of a retry, as ``on_retry(attempt,
+        #: retries, delay, error)``: attempt *attempt* of *retries*, after
+        #: *delay* seconds, because of *error*. The command line prints it.
+        self.on_retry: Callable[[int, int, float, SockftpError], None] | None = None
+        self._resending = False
         if connect:
             self.connect()
 
@@ -316,9 +327,51 @@ class Connection:
     # -- requests ------------------------------------------------------------------
 
     def request(self, header: dict) -> dict:
-        """Send *header*, return the reply. Raises the reply's error."""
+        """Send *header*, return the reply. Raises the reply's error.
+
+        A ``shutting_down`` reply is a goodbye sent before the server read
+        the request (a draining node ends idle sessions so): the request
+        never ran, so with ``retries`` it goes once more on a new
+        connection, which a balancer gives to another node."""
+        if header.get("cmd") != "hello":  # a hello is a connection's first: nothing to drop
+            self._drop_if_ended()
         self._send(header)
-        return self._reply()
+        try:
+            return self._reply()
+        except ShuttingDown as exc:
+            if not self.retries or self._resending or header.get("cmd") in ("hello", "quit"):
+                raise
+            self._resending = True
+            try:
+                self.pause_before_retry(1, exc)
+                self._send(header)  # reconnects first: the wire is closed
+                return self._reply()
+            finally:
+                self._resending = False
+
+    def _drop_if_ended(self) -> None:
+        """Before a request, with nothing outstanding: if the server has
+        already spoken unasked, it was a goodbye (a draining node, an idle
+        timeout) or a close, and the session is over. With ``retries``,
+        drop the connection so the request goes out on a new one, rather
+        than fail for a reason that was known before it was sent."""
+        wire = self._wire
+        if wire is None or not self.retries:
+            return
+        try:
+            ended = wire.wait_for_input(0)
+        except (ConnectionClosed, SockftpError):
+            ended = True
+        if ended:
+            self.close()
+
+    def pause_before_retry(self, attempt: int, error: SockftpError) -> None:
+        """Wait before reconnect number *attempt* (from 1): the backoff
+        every retry shares, reported to ``on_retry`` first."""
+        delay = min(RETRY_DELAY * 2 ** (attempt - 1), RETRY_DELAY_MAX)
+        if self.on_retry is not None:
+            self.on_retry(attempt, self.retries, delay, error)
+        time.sleep(delay)
 
     @contextmanager
     def _io(self):
