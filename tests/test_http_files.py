@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 
 import pytest
 from http_support import http_server_fixture  # noqa: F401 - the fixture
@@ -155,3 +157,21 @@ def test_a_hostile_name_downloads_as_an_attachment(web):
     disposition = headers["content-disposition"]
     assert disposition.startswith('attachment; filename="<img src=x onerror=alert(1)>_q.txt"')
     assert "filename*=UTF-8''%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E%22q.txt" in disposition
+
+
+def test_a_big_download_to_a_slow_reader_arrives_whole(web):
+    """The socket's buffer fills while the client is not reading: the
+    server must wait for room, not give up at the first full buffer."""
+    data = os.urandom(8 * 1024 * 1024)
+    (web.home("alice")).mkdir(parents=True, exist_ok=True)
+    (web.home("alice") / "big.bin").write_bytes(data)
+    from http_support import basic, read_response
+
+    sock = web.raw(timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    request = f"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {basic('alice')}\r\n\r\n"
+    sock.sendall(request.encode())
+    time.sleep(0.5)
+    raw = read_response(sock)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == data
