@@ -202,7 +202,7 @@ def test_the_quota_is_reserved_at_creation(http_server):
 def test_a_native_put_during_a_patch_is_told_busy(web, tmp_path):
     url = create(web, 10, filename="same")
     sock = web.raw(timeout=10)
-    head = f"PATCH {url} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+    head = f"PATCH {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
     head += (
         f"Content-Type: application/offset+octet-stream\r\nContent-Length: 10\r\nAuthorization: {basic('alice')}\r\n"
     )
