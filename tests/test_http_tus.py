@@ -234,6 +234,12 @@ def test_an_idle_tus_upload_gives_way_to_the_same_users_native_put(web, tmp_path
     with Client("127.0.0.1", web.main.port, user="alice", password="secret", timeout=10) as client:
         client.put(str(local), "same")
     assert (web.home("alice") / "same").read_bytes() == b"native"
+    # Another upload of the same size left a partial there meanwhile: not this upload's bytes.
+    from sockftp.storage.local import LocalStorage
+
+    other = LocalStorage(web.root).open_upload(("users", "alice", "same"), 10, 0)
+    other.write(b"OTHER")
+    other.keep()
     assert patch(web, url, 5, b"67890")[0] == 409
     assert head_offset(web, url) == 0
     assert patch(web, url, 0, b"1234567890")[0] == 204
