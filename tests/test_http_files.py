@@ -13,6 +13,8 @@ from http_support import http_server_fixture  # noqa: F401 - the fixture
 
 from sockftp.protocol import checksum as checksums
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 
 @pytest.fixture
 def web(http_server):

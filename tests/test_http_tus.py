@@ -18,6 +18,8 @@ from sockftp.protocol.errors import Busy
 
 tusclient = pytest.importorskip("tusclient.client")
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = {**TUS, "Content-Type": "application/offset+octet-stream"}
 
