@@ -12,17 +12,21 @@ are hashed by the server on arrival, and a GET carries the stored
 checksum in ``X-Checksum`` but curl checks nothing. Each run's copy is
 checked by size outside the timing, and the first by content.
 
-A third variant, ``curl -o /dev/null``, measures the door without curl's
-file writes (curl cannot preallocate, and on some filesystems its writes,
-not the door, set the pace), against the raw download that discards.
+Two more GETs measure the door without curl's file writes (curl cannot
+preallocate, and on some filesystems its writes, not the door, set the
+pace): ``curl -o /dev/null``, and the raw download's own receiver (one
+4 MiB buffer, discarded) on an HTTP GET, against the raw download that
+discards.
 
 Target: HTTP >= 0.8 x native, both ways.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import socket
 import subprocess
 from itertools import count
 
@@ -94,10 +98,48 @@ def _curl_variants(env: Env, curl: str, server: SockftpServer, source: str, targ
         return elapsed
 
     def get_discarding() -> float:
-        # The door alone: curl writes nothing, as the raw discarding download.
+        # curl writing nothing, as the raw discarding download.
         return timed(lambda: _curl(curl, [*login, "-o", os.devnull, base + "http-big.bin"]))
 
-    return {"HTTP put (curl -T)": put, "HTTP get (curl -o)": get, "HTTP get (curl -o /dev/null)": get_discarding}
+    def get_drained() -> float:
+        # The door alone: the raw download's own receiver (recv_into a 4 MiB
+        # buffer, discarded) on an HTTP GET, so no client's loop sets the pace.
+        return timed(lambda: _drain(server.http_port, "/files/http-big.bin", size))
+
+    return {
+        "HTTP put (curl -T)": put,
+        "HTTP get (curl -o)": get,
+        "HTTP get (curl -o /dev/null)": get_discarding,
+        "HTTP get (raw receiver)": get_drained,
+    }
+
+
+def _drain(port: int, path: str, size: int) -> None:
+    """GET *path* and drop the body as the raw download does; check its length."""
+    credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
+    )
+    view = memoryview(bytearray(4 * 1024 * 1024))
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            n = sock.recv_into(view)
+            if not n:
+                raise RuntimeError("the HTTP door closed before its answer's head")
+            received += bytes(view[:n])
+        head, _, body = received.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"the HTTP door answered {head[:40]!r}")
+        got = len(body)
+        while got < size:
+            n = sock.recv_into(view)
+            if not n:
+                break
+            got += n
+    if got != size:
+        raise RuntimeError(f"the HTTP door sent {got} of {size} bytes")
 
 
 def _curl(curl: str, args: list[str]) -> None:
@@ -115,7 +157,8 @@ def _checks(rates: dict[str, list[float]], size: int) -> list[Check]:
     get_context = (
         f"against the raw download that writes its file: {_of(rates['HTTP get (curl -o)'], rates[writing])}; "
         f"curl -o /dev/null against the discarding download limit ({discard_name}): "
-        f"{_of(rates['HTTP get (curl -o /dev/null)'], discard_limit)}"
+        f"{_of(rates['HTTP get (curl -o /dev/null)'], discard_limit)}; "
+        f"the raw receiver's HTTP GET against it: {_of(rates['HTTP get (raw receiver)'], discard_limit)}"
     )
     put_context = f"against the raw upload limit ({upload_name}): {_of(rates['HTTP put (curl -T)'], upload_limit)}"
     return [
