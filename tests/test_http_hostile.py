@@ -223,3 +223,30 @@ def test_a_stop_ends_kept_alive_connections_at_once(http_server):
     started = time.monotonic()
     srv.main.stop(5)  # a grace of 5 s, which an idle connection must not use up
     assert time.monotonic() - started < 2.5
+
+
+def test_a_counted_body_is_read_around_h11_and_h11_still_ends_the_message():
+    """The upload fast path (HttpConnection.read_counted_body) leans on
+    h11's ContentLengthReader: if a new h11 changes it, this says so."""
+    import h11
+
+    from sockftp.http.conn import Exchange, HttpConnection
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = HttpConnection(ours, idle_timeout=5, header_timeout=5)
+        theirs.sendall(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123")
+        request = conn.read_request_head()
+        assert isinstance(request, h11.Request)
+        exchange = Exchange(conn, request)
+        chunks = exchange.body()
+        assert next(chunks) == b"0123"  # what h11 had buffered with the head, through h11
+        theirs.sendall(b"456789GET / HTTP/1.1\r\n")  # the rest, and the start of the next request
+        assert next(chunks) == b"456789"  # read around h11, never past the body
+        assert list(chunks) == []
+        assert conn.h11.their_state is h11.DONE
+        assert conn.read_counted_body() is None  # nothing counted is left
+        # Read by this module, not by h11 (which would hold the next request's bytes now):
+        assert conn.h11.trailing_data[0] == b""
+        ours.settimeout(5)
+        assert ours.recv(100) == b"GET / HTTP/1.1\r\n"

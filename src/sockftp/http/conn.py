@@ -45,6 +45,8 @@ KEEPALIVE = 60.0
 #: keep the connection; past this it closes instead.
 MAX_UNREAD = 1024 * 1024
 RECV_SIZE = 256 * 1024
+#: Bytes of a counted body read at a time (see read_counted_body).
+BODY_READ = 1024 * 1024
 
 
 class Closed(Exception):
@@ -74,7 +76,11 @@ class Exchange:
             conn.send_raw(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         self.awaiting_continue = False
         while True:
-            event = conn.next_event(conn.idle_timeout, what="the request body")
+            data = conn.read_counted_body()
+            if data is not None:
+                event = h11.Data(data=data)
+            else:
+                event = conn.next_event(conn.idle_timeout, what="the request body")
             if isinstance(event, h11.Data):
                 self.bytes_in += len(event.data)
                 if self.limits:
@@ -138,6 +144,36 @@ class HttpConnection:
                 raise Closed(str(exc)) from None
             self.bytes_in += len(data)
             self.h11.receive_data(data)
+
+    def read_counted_body(self) -> bytes | None:
+        """The next bytes of a ``Content-Length`` body, read straight from
+        the socket; None when h11 must read them instead.
+
+        h11 would append each read to its buffer and slice it out again:
+        two more copies of every byte, which cost an upload a quarter of
+        its speed (bench/http.py). Once h11's buffer is empty, the bytes of
+        a counted body are this body's and nothing else's, so they are read
+        here and taken off the count h11 keeps (its ContentLengthReader's
+        ``_remaining``); at zero, h11 itself ends the message. With an h11
+        whose reader is not shaped so, or a chunked body, h11 reads all."""
+        reader = getattr(self.h11, "_reader", None)
+        remaining = getattr(reader, "_remaining", None)
+        if type(reader).__name__ != "ContentLengthReader" or not isinstance(remaining, int) or remaining <= 0:
+            return None
+        if self.h11.their_state is not h11.SEND_BODY or self._buffered():
+            return None
+        self.sock.settimeout(self.idle_timeout)
+        try:
+            data = self.sock.recv(min(remaining, BODY_READ))
+        except TimeoutError:
+            raise Timeout(f"the request body did not arrive within {self.idle_timeout:g} s") from None
+        except OSError as exc:
+            raise Closed(str(exc)) from None
+        if not data:
+            raise Closed("the client closed the connection in the middle of the body")
+        reader._remaining = remaining - len(data)
+        self.bytes_in += len(data)
+        return data
 
     def read_request_head(self) -> h11.Request | None:
         """The next request's head; None when the client closed (or went
