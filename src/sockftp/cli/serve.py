@@ -1,4 +1,4 @@
-"""``sockftp serve``: run a server (and its FTP front, if asked) until SIGINT or SIGTERM.
+"""``sockftp serve``: run a server (and its FTP and HTTP fronts, if asked) until SIGINT or SIGTERM.
 
 Only the command line of the server lives here: its options, the settings
 they override, the start-up lines, and the signals that stop it. What the
@@ -228,7 +228,7 @@ from .base import main
 @click.option(
     "--proxy-protocol/--no-proxy-protocol",
     default=False,
-    help="Behind a balancer: every connection (native and FTP) must start with a PROXY v2 header, "
+    help="Behind a balancer: every connection (native, FTP and HTTP) must start with a PROXY v2 header, "
     "which gives the client's real address.  [default: no]",
 )
 @click.option(
@@ -243,6 +243,21 @@ from .base import main
     show_default=True,
     type=click.IntRange(1, 64),
     help="Server processes on the same ports (SO_REUSEPORT), one per core; they share the account store as nodes do.",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve HTTP on this port (0 picks a free one): the file API, tus uploads and the browser UI."
+    " See docs/HTTP.md.  [default: no HTTP]",
+)
+@click.option("--http-host", default=None, help="Address the HTTP port listens on.  [default: --host]")
+@click.option(
+    "--tus-expiry",
+    default=24 * 3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an unfinished tus upload is kept (its Upload-Expires).",
 )
 def serve(config_file, **settings) -> None:
     """Run a server until SIGINT or SIGTERM.
@@ -289,6 +304,9 @@ def serve(config_file, **settings) -> None:
         if config.ftp_port is not None:
             config.ftp_port, ftp_socket = reserve_port(config.ftp_host or config.host, config.ftp_port)
             kept.append(ftp_socket)
+        if config.http_port is not None:
+            config.http_port, http_socket = reserve_port(config.http_host or config.host, config.http_port)
+            kept.append(http_socket)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
 
@@ -308,6 +326,8 @@ def serve(config_file, **settings) -> None:
         click.echo(f"sockftp listening on {where.format(config.port)}")
         if config.ftp_port is not None:
             click.echo(f"sockftp FTP listening on {(config.ftp_host or config.host)}:{config.ftp_port}")
+        if config.http_port is not None:
+            click.echo(f"sockftp HTTP listening on {(config.http_host or config.host)}:{config.http_port}")
         sys.stdout.flush()
         listening.append(True)
 
@@ -318,12 +338,12 @@ def serve(config_file, **settings) -> None:
 
 
 def _run(config, announce: bool, ready=None) -> None:
-    """Serve until a signal ends it: one process (of --workers'), its native
-    and FTP doors. *announce*: print the start-up lines. *ready*: called
+    """Serve until a signal ends it: one process (of --workers'), its native,
+    FTP and HTTP doors. *announce*: print the start-up lines. *ready*: called
     once it listens, instead of printing where (a worker's parent does)."""
     import shlex
 
-    from .. import ftp
+    from .. import ftp, http
     from ..accounts import StoreError
     from ..protocol.tls import TlsSetupError
     from ..server import SockftpServer
@@ -345,6 +365,12 @@ def _run(config, announce: bool, ready=None) -> None:
         server.stop(0)
         where = f"{config.ftp_host or config.host}:{config.ftp_port}"
         raise click.ClickException(f"cannot listen for FTP on {where}: {exc.strerror or exc}") from None
+    try:
+        http_server = http.start(server)
+    except OSError as exc:
+        server.stop(0)
+        where = f"{config.http_host or config.host}:{config.http_port}"
+        raise click.ClickException(f"cannot listen for HTTP on {where}: {exc.strerror or exc}") from None
 
     def on_signal(signum, _frame):
         logging.getLogger("sockftp").info("received %s, shutting down", signal.Signals(signum).name)
@@ -378,6 +404,8 @@ def _run(config, announce: bool, ready=None) -> None:
         say(f"sockftp listening on {server.display_address}", nl=True)
         if ftp_server is not None:
             say(f"sockftp FTP listening on {ftp_server.display_address}")
+        if http_server is not None:
+            say(f"sockftp HTTP listening on {http_server.display_address}")
     sys.stdout.flush()
     if ready is not None:
         ready()
