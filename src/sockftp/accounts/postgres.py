@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -280,19 +281,8 @@ class PostgresUserStore(UserStore):
 
     def add_share(self, share: ShareRecord) -> None:
         with self._transaction() as db:
-            db.execute(
-                sql.INSERT_SHARE,
-                (
-                    share.id,
-                    share.token_hash,
-                    share.owner,
-                    share.path,
-                    share.kind,
-                    share.password_hash,
-                    share.created,
-                    share.expires,
-                ),
-            )
+            # The record's fields are in the table's column order.
+            db.execute(sql.INSERT_SHARE, astuple(share))
             db.execute(sql.DELETE_EXPIRED_SHARES, (share.created,))
 
     def share(self, token_hash: str, now: float) -> ShareRecord | None:

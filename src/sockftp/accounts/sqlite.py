@@ -27,6 +27,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 
 from ..protocol.errors import Exists, NotFound, WouldBlock
 from . import schema
@@ -369,19 +370,8 @@ class SqliteUserStore(UserStore):
 
     def add_share(self, share: ShareRecord) -> None:
         with self._transaction() as db:
-            db.execute(
-                schema.INSERT_SHARE,
-                (
-                    share.id,
-                    share.token_hash,
-                    share.owner,
-                    share.path,
-                    share.kind,
-                    share.password_hash,
-                    share.created,
-                    share.expires,
-                ),
-            )
+            # The record's fields are in the table's column order.
+            db.execute(schema.INSERT_SHARE, astuple(share))
             db.execute(schema.DELETE_EXPIRED_SHARES, (share.created,))
 
     def share(self, token_hash: str, now: float) -> ShareRecord | None:
