@@ -1,0 +1,224 @@
+"""The browser UI at ``/``: its static page and scripts, and its logins.
+
+Routes (each module under :mod:`sockftp.http` adds its own; see
+:data:`sockftp.http.server.ROUTE_MODULES`):
+
+* ``GET /`` the page, ``GET /static/NAME`` its scripts and styles (a fixed
+  set of files shipped in the package, read once at start);
+* ``GET /ui/session`` who is logged in, and the CSRF token the page must
+  send with every change; ``POST /ui/login`` and ``POST /ui/logout``.
+
+The page does everything else through the same APIs as scripts: ``/files/``
+(listings, downloads, mkdir, move, delete, the quota), ``/tus/`` (uploads)
+and ``/shares/`` (share links). A browser is logged in by a cookie
+(:mod:`sockftp.http.websession`), which this module turns into a login for
+every route through :func:`sockftp.http.auth.set_cookie_hook`, checking the
+CSRF token of every change on the way.
+
+What keeps a hostile file name or file from running script in this origin:
+the page renders every name with ``textContent`` (never ``innerHTML``), its
+Content-Security-Policy allows scripts from this origin's ``/static/``
+only (no inline script, no ``eval``; ``'wasm-unsafe-eval'`` lets hash-wasm
+compile its WebAssembly), and files are served by the file API as
+attachments with ``nosniff``.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from importlib import resources
+
+from ..protocol.errors import AuthFailed, Banned, BadRequest
+from ..server.session import Session
+from . import auth
+from .router import HttpError, Request, Response, json_response
+from .websession import (
+    CSRF_HEADER,
+    SAFE_METHODS,
+    WebLogins,
+    clear_cookie,
+    cookie_name,
+    csrf_ok,
+    origin_ok,
+    set_cookie,
+)
+
+#: The page's policy: scripts, styles and requests to this origin only.
+CSP = (
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+#: The files under static/ that are served, and their types. Nothing else
+#: in the package is reachable, whatever the path says.
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+#: Bytes a login request's body may have.
+MAX_LOGIN_BODY = 8 * 1024
+
+#: Each door's logins by its server's authenticator: the cookie hook is one
+#: function for the process, and finds the request's door by the session's
+#: authenticator (several servers may run in one process, as in the tests).
+_DOORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def register(door) -> None:
+    main = door.main
+    logins = WebLogins(users=main.users)
+    door.extensions["ui"] = logins
+    if main.authenticator is not None:
+        _DOORS[main.authenticator] = logins
+    auth.set_cookie_hook(cookie_login)
+    static = _load_static()
+    router = door.router
+    router.register("GET", "/", lambda request: _page(request, static), auth="none")
+    router.register("GET", "/static/", lambda request: _static(request, static), auth="none")
+    router.register("GET", "/ui/session", lambda request: _session(request, logins), auth="none")
+    router.register("POST", "/ui/login", lambda request: _login(request, logins), auth="none")
+    router.register("POST", "/ui/logout", lambda request: _logout(request, logins), auth="none")
+
+
+def logins_of(request: Request) -> WebLogins | None:
+    """The logins of the door *request* came in by."""
+    authenticator = getattr(request.session, "authenticator", None)
+    return _DOORS.get(authenticator) if authenticator is not None else None
+
+
+def cookie_login(request: Request) -> str | None:
+    """The cookie hook: the account a request's login cookie stands for,
+    or None. A change (not GET, HEAD or OPTIONS) logged in by cookie must
+    carry the login's CSRF token and come from this origin: HttpError 403
+    otherwise."""
+    logins = logins_of(request)
+    secret = request.cookies.get(cookie_name(request.tls))
+    if logins is None or not secret:
+        return None
+    login = logins.find(secret)
+    if login is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        if not csrf_ok(login, request.header(CSRF_HEADER)):
+            raise HttpError(403, "a change made through the browser login needs its CSRF token", code="csrf")
+        if not origin_ok(request.header("origin"), request.header("host"), request.tls):
+            raise HttpError(403, "a change made through the browser login must come from this site", code="csrf")
+    return login.user
+
+
+# -- the page ---------------------------------------------------------------------------
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    """Every servable file under static/, by its path there: its bytes and type."""
+    files: dict[str, tuple[bytes, str]] = {}
+    root = resources.files(__package__) / "static"
+
+    def walk(folder, prefix: str) -> None:
+        for item in folder.iterdir():
+            if item.is_dir():
+                walk(item, f"{prefix}{item.name}/")
+                continue
+            suffix = "." + item.name.rsplit(".", 1)[-1] if "." in item.name else ""
+            if suffix in STATIC_TYPES:
+                files[prefix + item.name] = (item.read_bytes(), STATIC_TYPES[suffix])
+
+    walk(root, "")
+    return files
+
+
+def page_response(body: bytes, content_type: str) -> Response:
+    return Response(
+        200,
+        [
+            ("Content-Type", content_type),
+            ("Content-Security-Policy", CSP),
+            ("Cache-Control", "no-cache"),
+        ],
+        body,
+    )
+
+
+def _page(request: Request, static) -> Response:
+    if request.path != "/":
+        raise HttpError(404, "no such page")
+    return page_response(*static["index.html"])
+
+
+def _static(request: Request, static) -> Response:
+    found = static.get(request.rest)
+    if found is None or request.rest.endswith(".html"):
+        raise HttpError(404, "no such file")
+    return page_response(*found)
+
+
+# -- logins -----------------------------------------------------------------------------
+
+
+def _session(request: Request, logins: WebLogins) -> Response:
+    login = logins.find(request.cookies.get(cookie_name(request.tls)))
+    if login is None:
+        # No WWW-Authenticate: the browser would pop up its own login box.
+        return json_response({"error": "auth_required", "message": "not logged in"}, 401, _no_store())
+    return json_response({"user": login.user, "csrf": login.csrf}, headers=_no_store())
+
+
+def _login(request: Request, logins: WebLogins) -> Response:
+    if not origin_ok(request.header("origin"), request.header("host"), request.tls):
+        raise HttpError(403, "log in from this site's page", code="csrf")
+    fields = _json_body(request, MAX_LOGIN_BODY)
+    name, password = fields.get("user"), fields.get("password")
+    if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
+        raise BadRequest("a login needs a user name and a password")
+    main_session = request.session
+    # A session of its own, so that this connection is not left logged in
+    # by the password: the cookie is what logs the browser's requests in.
+    session = Session(
+        server_storage=main_session.server_storage,
+        peer=main_session.peer,
+        address=request.peer,
+        authenticator=main_session.authenticator,
+    )
+    try:
+        session.authenticate(name, password=password)  # bans, delays, argon2, the audit line
+    except (AuthFailed, Banned) as exc:
+        status = 403 if isinstance(exc, Banned) else 401
+        return json_response({"error": str(exc.code), "message": exc.message}, status, _no_store())
+    finally:
+        session.logout()
+    account = main_session.authenticator.users.get(name)
+    secret, login = logins.open(name, account.password_hash if account is not None else None)
+    headers = [("Set-Cookie", set_cookie(secret, request.tls)), *_no_store()]
+    return json_response({"user": login.user, "csrf": login.csrf}, headers=headers)
+
+
+def _logout(request: Request, logins: WebLogins) -> Response:
+    secret = request.cookies.get(cookie_name(request.tls))
+    login = logins.find(secret)
+    if login is not None and not csrf_ok(login, request.header(CSRF_HEADER)):
+        raise HttpError(403, "logging out needs the CSRF token", code="csrf")
+    logins.close(secret)
+    return Response(204, [("Set-Cookie", clear_cookie(request.tls)), *_no_store()], None)
+
+
+def _json_body(request: Request, limit: int) -> dict:
+    if not (request.header("content-type") or "").startswith("application/json"):
+        # A cross-site form cannot send JSON without a CORS preflight.
+        raise HttpError(415, "send JSON (Content-Type: application/json)")
+    try:
+        fields = json.loads(request.read_body(limit))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise BadRequest("the body must be a JSON object")
+    return fields
+
+
+def _no_store() -> list[tuple[str, str]]:
+    return [("Cache-Control", "no-store")]
+
+
+__all__ = ["CSP", "cookie_login", "logins_of", "page_response", "register"]
