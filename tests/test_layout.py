@@ -26,7 +26,8 @@ ALLOWED = {
     "client": {"protocol", "disk"},
     "server": {"sockftp", "protocol", "storage", "accounts", "disk"},
     "ftp": {"sockftp", "protocol", "server", "storage", "accounts"},
-    "cli": {"sockftp", "protocol", "client", "server", "ftp", "storage", "accounts", "disk"},
+    "http": {"sockftp", "protocol", "server", "storage", "accounts"},
+    "cli": {"sockftp", "protocol", "client", "server", "ftp", "http", "storage", "accounts", "disk"},
     "sockftp": {"protocol", "client"},
     "__main__": {"cli"},
 }

@@ -1,4 +1,4 @@
-"""``sockftp serve``: run a server (and its FTP front, if asked) until SIGINT or SIGTERM.
+"""``sockftp serve``: run a server (and its FTP and HTTP fronts, if asked) until SIGINT or SIGTERM.
 
 Only the command line of the server lives here: its options, the settings
 they override, the start-up lines, and the signals that stop it. What the
@@ -223,6 +223,21 @@ from .base import main
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds an FTP data connection may wait for the client.",
 )
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve HTTP on this port (0 picks a free one): the file API, tus uploads and the browser UI."
+    " See docs/HTTP.md.  [default: no HTTP]",
+)
+@click.option("--http-host", default=None, help="Address the HTTP port listens on.  [default: --host]")
+@click.option(
+    "--tus-expiry",
+    default=24 * 3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an unfinished tus upload is kept (its Upload-Expires).",
+)
 def serve(config_file, **settings) -> None:
     """Run a server until SIGINT or SIGTERM.
 
@@ -231,7 +246,7 @@ def serve(config_file, **settings) -> None:
     """
     import shlex
 
-    from .. import ftp
+    from .. import ftp, http
     from ..accounts import StoreError
     from ..protocol.tls import TlsSetupError
     from ..server import SockftpServer, audit
@@ -273,6 +288,12 @@ def serve(config_file, **settings) -> None:
         server.stop(0)
         where = f"{config.ftp_host or config.host}:{config.ftp_port}"
         raise click.ClickException(f"cannot listen for FTP on {where}: {exc.strerror or exc}") from None
+    try:
+        http_server = http.start(server)
+    except OSError as exc:
+        server.stop(0)
+        where = f"{config.http_host or config.host}:{config.http_port}"
+        raise click.ClickException(f"cannot listen for HTTP on {where}: {exc.strerror or exc}") from None
 
     def on_signal(signum, _frame):
         logging.getLogger("sockftp").info("received %s, shutting down", signal.Signals(signum).name)
@@ -305,6 +326,8 @@ def serve(config_file, **settings) -> None:
     click.echo(f"sockftp listening on {server.display_address}", nl=True)
     if ftp_server is not None:
         click.echo(f"sockftp FTP listening on {ftp_server.display_address}")
+    if http_server is not None:
+        click.echo(f"sockftp HTTP listening on {http_server.display_address}")
     sys.stdout.flush()
     server.serve_forever()
     # serve_forever returns once stop() has begun; wait for it to finish.

@@ -343,7 +343,8 @@ class Authenticator:
     ) -> Login:
         """Log *name* in with *password* or *token* (exactly one). With
         *new_token* (password logins only), issue a token too, if tokens
-        are on.
+        are on. A token login may give *name* None: the token names its
+        account (HTTP's ``Authorization: Bearer TOKEN`` carries no name).
 
         Raises AuthFailed after the failure delay, or Banned if *address*
         is refused (before any password work).
@@ -354,6 +355,8 @@ class Authenticator:
         """
         if (password is None) == (token is None):
             raise ValueError("a login takes a password or a token")
+        if name is None and token is None:
+            raise ValueError("a password login needs a name")
         if quick and token is None:
             raise WouldBlock
         method = "password" if token is None else "token"
@@ -451,7 +454,7 @@ class Authenticator:
         if found is None:
             return None, None
         account, record = found
-        if account.name != name or account.disabled:
+        if (name is not None and account.name != name) or account.disabled:
             return None, None
         if (record.last_used is None or now - record.last_used >= self.TOUCH_INTERVAL) and self._touch_due(hashed, now):
             if quick:

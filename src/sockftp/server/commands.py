@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from .. import __version__
 from ..protocol import checksum as checksums
 from ..protocol import fields as protocol
-from ..protocol.blocks import FileHasher
 from ..protocol.errors import (
     BadRequest,
-    ChecksumMismatch,
     Internal,
     IOFailure,
     IsADirectory,
@@ -37,8 +35,6 @@ from ..protocol.errors import (
 )
 from ..protocol.frames import encoded_size
 from ..protocol.limits import (
-    DELTA_BLOCK,
-    DELTA_MIN,
     LIST_BATCH_ENTRIES,
     MAX_DRAIN,
     MAX_FILE_SIZE,
@@ -52,7 +48,8 @@ from ..protocol.limits import (
 from ..protocol.wire import ConnectionClosed, Wire
 from ..storage import DIRECTORY, FILE
 from . import delta as deltas
-from .quota import QuotaLedger
+from . import receive
+from .quota import ledger_of
 from .session import Session
 
 log = logging.getLogger("sockftp.commands")
@@ -239,11 +236,7 @@ COMMANDS["df"] = COMMANDS["quota"]  # the name Unix users reach for
 
 
 def _ledger(ctx: Context):
-    ledger = getattr(ctx.session.storage, "ledger", None)
-    if ledger is None:  # a storage without accounting: measure it now
-        usage = ctx.session.storage.usage(ctx.session.identity.home)
-        return QuotaLedger(ctx.session.user, usage.bytes, usage.files)
-    return ledger
+    return ledger_of(ctx.session)
 
 
 @command("ping", needs_login=False, quick=True)
@@ -511,8 +504,8 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None, plan
     # was stored, the checksum is kept with the file, and no get of a file
     # sockftp stored ever has to read it all first to hash it. A large one's
     # blocks are hashed too, for later deltas (plan: the delta it is built by).
-    lists = plan is not None or (upload.size or 0) >= DELTA_MIN and ctx.session.storage.keeps_checksums
-    hasher = FileHasher(DELTA_BLOCK) if lists else checksums.Hasher()
+    lists = plan is not None or receive.keeps_blocks(ctx.session.storage, upload.size)
+    hasher = receive.hasher_for(lists)
     failures: list[SockftpError] = []
     received = 0
 
@@ -552,16 +545,7 @@ def _receive_upload(ctx: Context, upload, count: int, expected: str | None, plan
             expected = _read_trailer(ctx)
         if failures:
             raise failures[0]
-        actual = hasher.value()
-        if expected is not None and actual != expected:
-            upload.discard()
-            raise ChecksumMismatch(
-                f"upload of {ctx.path} arrived damaged: expected {expected}, got {actual}; nothing was stored",
-                checksum=actual,
-            )
-        if lists:
-            upload.set_blocks(DELTA_BLOCK, hasher.digests())
-        upload.commit(actual)
+        actual = receive.verify_and_commit(upload, hasher, expected, lists, ctx.path)
         committed = True
     finally:
         ctx.bytes = received  # what arrived, even if the upload was cut short

@@ -99,6 +99,10 @@ class ServerConfig:
     ftp_masquerade: str | None = None  # the IPv4 address PASV announces
     ftp_require_tls: bool | None = None  # None: yes once TLS is configured
     ftp_data_timeout: float = limits.FTP_DATA_TIMEOUT
+    # -- the HTTP front door (docs/HTTP.md): off without http_port
+    http_port: int | None = None
+    http_host: str | None = None  # None: the same as host
+    tus_expiry: float = 24 * 3600.0  # seconds a tus upload may stay unfinished
 
     def __post_init__(self):
         if not self.root:
@@ -339,6 +343,9 @@ SETTINGS: dict[str, Setting] = {
     "audit_log": Setting("path"),
     "ftp_port": Setting("int", 0, 65535),
     "ftp_host": Setting("str"),
+    "http_port": Setting("int", 0, 65535),
+    "http_host": Setting("str"),
+    "tus_expiry": Setting("seconds", 0, above=True),
     "ftp_passive_ports": Setting("ports"),
     "ftp_masquerade": Setting("ipv4"),
     "ftp_require_tls": Setting("bool"),

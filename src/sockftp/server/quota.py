@@ -407,6 +407,17 @@ class QuotaLedger:
             return False
 
 
+def ledger_of(session) -> QuotaLedger:
+    """The ledger of *session*'s logged-in user, as every door's quota
+    reply shows it: the one its storage keeps, or, for a storage without
+    accounting, one measured now."""
+    ledger = getattr(session.storage, "ledger", None)
+    if ledger is None:
+        usage = session.storage.usage(session.identity.home)
+        return QuotaLedger(session.user, usage.bytes, usage.files)
+    return ledger
+
+
 class QuotaRegistry:
     """The ledgers of the users who logged in since the server started.
 

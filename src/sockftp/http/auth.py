@@ -1,0 +1,137 @@
+"""Who an HTTP request is: Basic, Bearer tokens, a cookie hook, or anonymous.
+
+Every way in ends in the server's :class:`~sockftp.server.auth.Authenticator`
+(through :meth:`Session.authenticate`) or its ``identity_for``, so the
+HTTP door has the same accounts, failure delays, bans, audit lines and
+quota-wrapped storage as the other doors, and re-implements none of them.
+
+* ``Authorization: Basic`` (user and password) only over TLS or from a
+  loopback address: anywhere else the password would cross the network
+  in clear. Refused with 403 ``tls_required``, before any check.
+* ``Authorization: Bearer TOKEN``: one of sockftp's re-login tokens
+  (``sockftp login`` or the native ``auth`` with ``new_token``); the token
+  names its account. Same rule on plaintext as Basic.
+* A cookie session: the browser UI registers a hook with
+  :func:`set_cookie_hook`; it returns the account name a request's cookie
+  stands for (having checked it, and CSRF, itself), or None.
+* Nothing: the anonymous area if the server allows it, else 401.
+
+A connection keeps its login from one request to the next while the
+credentials stay the same, so a script's keep-alive requests pay one
+password check, and the audit log gets one login per connection, not
+per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Callable
+
+from ..protocol.errors import AuthFailed, AuthRequired, PermissionDenied, TlsRequired
+from ..server import audit
+from .router import HttpError, Request
+
+#: fn(request) -> account name or None; see set_cookie_hook.
+_cookie_hook: Callable[[Request], str | None] | None = None
+
+
+def set_cookie_hook(hook: Callable[[Request], str | None] | None) -> None:
+    """Let *hook* log requests in by cookie: it gets the request and
+    returns the name of the account whose valid session the cookie holds
+    (None: no cookie session, try the other ways). It is called only for
+    requests without an ``Authorization`` header."""
+    global _cookie_hook
+    _cookie_hook = hook
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Login:
+    """One connection's login, kept across its requests."""
+
+    def __init__(self, door, session):
+        self.door = door  # the HttpServer
+        self.session = session
+        self.key: tuple | None = None  # the credentials the session is logged in with
+
+    def authenticate(self, request: Request, required: bool) -> None:
+        """Log *request*'s session in from its credentials. With
+        *required*, HttpError 401 if it carries none and the server has
+        no anonymous access."""
+        header = request.header("authorization")
+        if header is not None:
+            self._by_header(request, header)
+            return
+        hook = _cookie_hook
+        name = hook(request) if hook is not None else None
+        if name is not None:
+            self._as_user(name, ("cookie", name))
+            return
+        if self.door.main.config.anonymous:
+            if self.key != ("anonymous",):
+                self.session.login(self.door.main.anonymous_identity())
+                self.key = ("anonymous",)
+            return
+        if self.key is not None:  # credentials gone: so is the login
+            self.session.logout()
+            self.key = None
+        if required:
+            raise AuthRequired("log in: Authorization: Basic (over TLS) or Bearer TOKEN")
+
+    def _by_header(self, request: Request, header: str) -> None:
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        value = value.strip()
+        if scheme not in ("basic", "bearer"):
+            raise HttpError(401, "unsupported Authorization scheme: use Basic or Bearer", code="auth_required")
+        key = (scheme, value)
+        if key == self.key and self.session.identity is not None:
+            return
+        if not request.tls and not is_loopback(request.peer):
+            raise TlsRequired("credentials are accepted only over TLS (or from this machine)")
+        if scheme == "basic":
+            name, password = _basic(value)
+            credentials = {"password": password}
+        else:
+            name, credentials = None, {"token": value}
+        self.session.logout()
+        self.key = None
+        try:
+            self.session.authenticate(name, **credentials)
+        except AuthFailed:
+            raise
+        self.key = key
+
+    def _as_user(self, name: str, key: tuple) -> None:
+        """A login the hook vouched for: the account as it is now."""
+        if key == self.key and self.session.identity is not None:
+            return
+        main = self.door.main
+        account = main.users.get(name)
+        if account is None or account.disabled:
+            raise PermissionDenied("this account no longer exists or is disabled; log in again")
+        self.session.logout()
+        self.session.login(main.identity_for(account))
+        audit.login(account.name, self.session.address, "cookie")
+        self.key = key
+
+    def close(self) -> None:
+        self.session.logout()
+
+
+def _basic(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise HttpError(400, "Basic credentials must be base64 of UTF-8 'user:password'") from None
+    name, sep, password = decoded.partition(":")
+    if not sep:
+        raise HttpError(400, "Basic credentials must be 'user:password'")
+    return name, password
