@@ -44,7 +44,7 @@ from .router import DEFAULT_CSP, SECURITY_HEADERS, HttpError, Request, Response,
 log = logging.getLogger("sockftp.http")
 
 #: Modules (under sockftp.http) whose ``register(door)`` adds routes, in order.
-ROUTE_MODULES = ["files", "tus"]
+ROUTE_MODULES = ["files", "tus", "ui", "shares"]
 
 
 class HttpServer(socketserver.TCPServer):

@@ -25,11 +25,12 @@ attachments with ``nosniff``.
 
 from __future__ import annotations
 
+import functools
 import json
 import weakref
 from importlib import resources
 
-from ..protocol.errors import AuthFailed, Banned, BadRequest
+from ..protocol.errors import AuthFailed, BadRequest, Banned
 from ..server.session import Session
 from . import auth
 from .router import HttpError, Request, Response, json_response
@@ -74,10 +75,9 @@ def register(door) -> None:
     if main.authenticator is not None:
         _DOORS[main.authenticator] = logins
     auth.set_cookie_hook(cookie_login)
-    static = _load_static()
     router = door.router
-    router.register("GET", "/", lambda request: _page(request, static), auth="none")
-    router.register("GET", "/static/", lambda request: _static(request, static), auth="none")
+    router.register("GET", "/", _page, auth="none")
+    router.register("GET", "/static/", _static, auth="none")
     router.register("GET", "/ui/session", lambda request: _session(request, logins), auth="none")
     router.register("POST", "/ui/login", lambda request: _login(request, logins), auth="none")
     router.register("POST", "/ui/logout", lambda request: _logout(request, logins), auth="none")
@@ -112,6 +112,7 @@ def cookie_login(request: Request) -> str | None:
 # -- the page ---------------------------------------------------------------------------
 
 
+@functools.cache
 def _load_static() -> dict[str, tuple[bytes, str]]:
     """Every servable file under static/, by its path there: its bytes and type."""
     files: dict[str, tuple[bytes, str]] = {}
@@ -142,14 +143,19 @@ def page_response(body: bytes, content_type: str) -> Response:
     )
 
 
-def _page(request: Request, static) -> Response:
+def static_page(request: Request, name: str) -> Response:
+    """The page *name* of static/, under the UI's policy."""
+    return page_response(*_load_static()[name])
+
+
+def _page(request: Request) -> Response:
     if request.path != "/":
         raise HttpError(404, "no such page")
-    return page_response(*static["index.html"])
+    return static_page(request, "index.html")
 
 
-def _static(request: Request, static) -> Response:
-    found = static.get(request.rest)
+def _static(request: Request) -> Response:
+    found = _load_static().get(request.rest)
     if found is None or request.rest.endswith(".html"):
         raise HttpError(404, "no such file")
     return page_response(*found)
@@ -169,19 +175,13 @@ def _session(request: Request, logins: WebLogins) -> Response:
 def _login(request: Request, logins: WebLogins) -> Response:
     if not origin_ok(request.header("origin"), request.header("host"), request.tls):
         raise HttpError(403, "log in from this site's page", code="csrf")
-    fields = _json_body(request, MAX_LOGIN_BODY)
+    fields = json_body(request, MAX_LOGIN_BODY)
     name, password = fields.get("user"), fields.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
         raise BadRequest("a login needs a user name and a password")
-    main_session = request.session
     # A session of its own, so that this connection is not left logged in
     # by the password: the cookie is what logs the browser's requests in.
-    session = Session(
-        server_storage=main_session.server_storage,
-        peer=main_session.peer,
-        address=request.peer,
-        authenticator=main_session.authenticator,
-    )
+    session = side_session(request, authenticator=request.session.authenticator)
     try:
         session.authenticate(name, password=password)  # bans, delays, argon2, the audit line
     except (AuthFailed, Banned) as exc:
@@ -189,10 +189,22 @@ def _login(request: Request, logins: WebLogins) -> Response:
         return json_response({"error": str(exc.code), "message": exc.message}, status, _no_store())
     finally:
         session.logout()
-    account = main_session.authenticator.users.get(name)
+    account = request.session.authenticator.users.get(name)
     secret, login = logins.open(name, account.password_hash if account is not None else None)
     headers = [("Set-Cookie", set_cookie(secret, request.tls)), *_no_store()]
     return json_response({"user": login.user, "csrf": login.csrf}, headers=headers)
+
+
+def side_session(request: Request, **fields) -> Session:
+    """A session beside the connection's own, for the same client."""
+    door_session = request.session
+    return Session(
+        server_storage=door_session.server_storage,
+        peer=door_session.peer,
+        address=request.peer,
+        uploads=door_session.uploads,
+        **fields,
+    )
 
 
 def _logout(request: Request, logins: WebLogins) -> Response:
@@ -200,11 +212,11 @@ def _logout(request: Request, logins: WebLogins) -> Response:
     login = logins.find(secret)
     if login is not None and not csrf_ok(login, request.header(CSRF_HEADER)):
         raise HttpError(403, "logging out needs the CSRF token", code="csrf")
-    logins.close(secret)
+    logins.logout(secret)
     return Response(204, [("Set-Cookie", clear_cookie(request.tls)), *_no_store()], None)
 
 
-def _json_body(request: Request, limit: int) -> dict:
+def json_body(request: Request, limit: int) -> dict:
     if not (request.header("content-type") or "").startswith("application/json"):
         # A cross-site form cannot send JSON without a CORS preflight.
         raise HttpError(415, "send JSON (Content-Type: application/json)")
@@ -221,4 +233,4 @@ def _no_store() -> list[tuple[str, str]]:
     return [("Cache-Control", "no-store")]
 
 
-__all__ = ["CSP", "cookie_login", "logins_of", "page_response", "register"]
+__all__ = ["CSP", "cookie_login", "json_body", "logins_of", "page_response", "register", "side_session", "static_page"]

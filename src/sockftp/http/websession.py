@@ -111,18 +111,19 @@ class WebLogins:
         if login is None:
             return None
         if due and not self._still_valid(login):
-            self.close(secret)
+            self.logout(secret)
             return None
         return login
 
-    def close(self, secret: str | None) -> None:
+    def logout(self, secret: str | None) -> None:
         """Log cookie *secret* out (nothing if it is not logged in)."""
         if not secret:
             return
         with self._lock:
             self._logins.pop(_hash(secret), None)
 
-    def close_all(self) -> None:
+    def close(self) -> None:
+        """Forget every login (the door is stopping)."""
         with self._lock:
             self._logins.clear()
 

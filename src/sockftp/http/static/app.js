@@ -353,17 +353,7 @@
     event.target.value = "";
   });
 
-  const drop = $("drop");
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", async (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    upload(await U.droppedFiles(event.dataTransfer));
-  });
+  U.dropZone($("drop"), upload);
 
   async function showUnfinished() {
     const left = await U.unfinished(state.user);

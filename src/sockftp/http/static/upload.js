@@ -218,11 +218,25 @@ const SockftpUploads = (() => {
     return out;
   }
 
+  // Make *element* take drops of files and folders: onFiles([[file, path]...]).
+  function dropZone(element, onFiles) {
+    element.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      element.classList.add("over");
+    });
+    element.addEventListener("dragleave", () => element.classList.remove("over"));
+    element.addEventListener("drop", async (event) => {
+      event.preventDefault();
+      element.classList.remove("over");
+      onFiles(await droppedFiles(event.dataTransfer));
+    });
+  }
+
   // Uploads this browser started and never finished (kept by tus-js-client).
   async function unfinished(user) {
     const all = await tus.defaultOptions.urlStorage.findAllUploads();
     return all.filter((u) => (u.urlStorageKey || "").split("\n")[1] === user);
   }
 
-  return { Queue, checksum, droppedFiles, formatBytes, el, unfinished };
+  return { Queue, checksum, dropZone, droppedFiles, formatBytes, el, unfinished };
 })();
