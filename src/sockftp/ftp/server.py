@@ -21,15 +21,13 @@ import logging
 import socket
 import socketserver
 import ssl
-import threading
 import time
 
 from ..protocol import tls
-from ..protocol.errors import Banned, SockftpError, Timeout, TooManySessions
-from ..protocol.limits import LISTEN_BACKLOG
+from ..protocol.errors import SockftpError, Timeout
 from ..protocol.wire import ConnectionClosed
 from ..server import audit
-from ..server.listener import _resolve  # the main listener's, so both resolve alike
+from ..server.doors import FrontDoor
 from ..server.ratelimit import RateLimit
 from ..server.session import Identity, Session
 from ..server.sockets import _peer  # and log peers alike
@@ -45,15 +43,13 @@ log = logging.getLogger("sockftp.ftp")
 GREETING = "sockftp FTP server ready"
 
 
-class FtpServer(socketserver.TCPServer):
+class FtpServer(FrontDoor):
     """The FTP front door of *main* (a started SockftpServer), listening on
     ``ftp_host`` (default: the main server's host) and ``ftp_port``."""
 
-    request_queue_size = LISTEN_BACKLOG
-    allow_reuse_address = True
+    name = "FTP"
 
     def __init__(self, main):
-        self.main = main
         config = main.config
         require_tls = config.ftp_require_tls
         if require_tls is None:  # by default, as the native protocol: TLS once there is a certificate
@@ -68,67 +64,10 @@ class FtpServer(socketserver.TCPServer):
         )
         #: The TLS context of data connections (PROT P), or None.
         self.data_tls_context = data_context(config) if main.tls_context is not None else None
-        self._serving = threading.Event()
-        self._admitted = None  # verify_request's registry record, for process_request
-        family, address = _resolve(config.ftp_host or config.host, config.ftp_port)
-        self.address_family = family
-        super().__init__(address, FtpHandler)
+        super().__init__(main, config.ftp_host or config.host, config.ftp_port, FtpHandler)
 
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def display_address(self) -> str:
-        return _peer(self.server_address)
-
-    # -- socketserver's template steps ---------------------------------------------------
-
-    def verify_request(self, request, client_address) -> bool:
-        try:
-            self._admitted = self.main.admit(request, client_address)
-            return True
-        except (TooManySessions, Banned) as exc:
-            log.warning("refused FTP %s: %s", _peer(client_address), exc.message)
-            _refuse(request, exc)
-            return False
-
-    def process_request(self, request, client_address) -> None:
-        record, self._admitted = self._admitted, None
-        # The native listener's worker pool: it starts threads without
-        # waiting for them to get the GIL, which held accept loops under load.
-        try:
-            self.main.workers.submit(self._run_session, request, client_address, record)
-        except BaseException:
-            self.main.sessions.release(record)
-            raise
-
-    def _run_session(self, request, client_address, record) -> None:
-        try:
-            FtpHandler(request, client_address, self, record)
-        except Exception:  # noqa: BLE001 - one session's bug must not reach the others
-            log.exception("FTP session %s failed", _peer(client_address))
-        finally:
-            self.main.sessions.release(record)
-            self.shutdown_request(request)
-
-    def handle_error(self, request, client_address) -> None:
-        log.exception("error accepting FTP %s", _peer(client_address))
-
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self._serving.set()
-        try:
-            if not self.main.stopping.is_set():
-                super().serve_forever(poll_interval)
-        finally:
-            self._serving.clear()
-
-    def stop_accepting(self) -> None:
-        """Stop the accept loop and close the listener. Sessions end with
-        the main server's (they are in its registry)."""
-        if self._serving.is_set():
-            self.shutdown()
-        self.server_close()
+    def refuse(self, sock, error: SockftpError) -> None:
+        _refuse(sock, error)
 
 
 def data_context(config) -> ssl.SSLContext:
@@ -153,10 +92,7 @@ def start(main) -> FtpServer | None:
     or None without ``ftp_port``."""
     if main.config.ftp_port is None:
         return None
-    server = FtpServer(main)
-    main.front_ends.append(server)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="ftp accept", daemon=True).start()
-    return server
+    return FtpServer(main).open()
 
 
 class FtpHandler(socketserver.BaseRequestHandler, Link):

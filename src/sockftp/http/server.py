@@ -24,16 +24,14 @@ import logging
 import socket
 import socketserver
 import ssl
-import threading
 import time
 from urllib.parse import unquote_to_bytes
 
 import h11
 
 from ..protocol.errors import Banned, SockftpError, Timeout, TlsRequired, TooManySessions
-from ..protocol.limits import LISTEN_BACKLOG
 from ..server import audit
-from ..server.listener import _resolve  # the main listener's, so all doors resolve alike
+from ..server.doors import FrontDoor
 from ..server.ratelimit import RateLimit
 from ..server.session import Session
 from ..server.sockets import _peer
@@ -47,80 +45,26 @@ log = logging.getLogger("sockftp.http")
 ROUTE_MODULES = ["files", "tus", "ui", "shares"]
 
 
-class HttpServer(socketserver.TCPServer):
+class HttpServer(FrontDoor):
     """The HTTP front door of *main* (a started SockftpServer), listening
     on ``http_host`` (default: the main server's host) and ``http_port``."""
 
-    request_queue_size = LISTEN_BACKLOG
-    allow_reuse_address = True
+    name = "HTTP"
 
     def __init__(self, main):
-        self.main = main
         config = main.config
         self.router = Router()
-        self._serving = threading.Event()
-        self._admitted = None
-        family, address = _resolve(config.http_host or config.host, config.http_port)
-        self.address_family = family
-        super().__init__(address, HttpHandler)
+        super().__init__(main, config.http_host or config.host, config.http_port, HttpHandler)
         #: State route modules keep for the door's lifetime (tus uploads...).
         self.extensions: dict[str, object] = {}
         for name in ROUTE_MODULES:
             importlib.import_module(f"{__package__}.{name}").register(self)
 
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def display_address(self) -> str:
-        return _peer(self.server_address)
-
-    # -- socketserver's template steps ---------------------------------------------------
-
-    def verify_request(self, request, client_address) -> bool:
-        try:
-            self._admitted = self.main.admit(request, client_address)
-            return True
-        except (TooManySessions, Banned) as exc:
-            log.warning("refused HTTP %s: %s", _peer(client_address), exc.message)
-            _refuse(request, 503 if isinstance(exc, TooManySessions) else 403, exc.message)
-            return False
-
-    def process_request(self, request, client_address) -> None:
-        record, self._admitted = self._admitted, None
-        try:
-            self.main.workers.submit(self._run_session, request, client_address, record)
-        except BaseException:
-            self.main.sessions.release(record)
-            raise
-
-    def _run_session(self, request, client_address, record) -> None:
-        try:
-            HttpHandler(request, client_address, self, record)
-        except Exception:  # noqa: BLE001 - one connection's bug must not reach the others
-            log.exception("HTTP connection %s failed", _peer(client_address))
-        finally:
-            self.main.sessions.release(record)
-            self.shutdown_request(request)
-
-    def handle_error(self, request, client_address) -> None:
-        log.exception("error accepting HTTP %s", _peer(client_address))
-
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self._serving.set()
-        try:
-            if not self.main.stopping.is_set():
-                super().serve_forever(poll_interval)
-        finally:
-            self._serving.clear()
+    def refuse(self, sock, error: SockftpError) -> None:
+        _refuse(sock, 503 if isinstance(error, TooManySessions) else 403, error.message)
 
     def stop_accepting(self) -> None:
-        """Stop the accept loop and close the listener; connections end
-        with the main server's sessions (they are in its registry)."""
-        if self._serving.is_set():
-            self.shutdown()
-        self.server_close()
+        super().stop_accepting()
         for extension in self.extensions.values():
             close = getattr(extension, "close", None)
             if close is not None:
@@ -132,12 +76,7 @@ def start(main) -> HttpServer | None:
     and run its accept loop in a thread; ``main.stop()`` stops it."""
     if main.config.http_port is None:
         return None
-    server = HttpServer(main)
-    main.front_ends.append(server)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http accept", daemon=True
-    ).start()
-    return server
+    return HttpServer(main).open()
 
 
 class HttpHandler(socketserver.BaseRequestHandler):
