@@ -4,11 +4,14 @@ to read), revocation, expiry, and the jail."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
 import pytest
-from http_support import basic, http_server_fixture  # noqa: F401 - the fixture
+from http_support import http_server_fixture  # noqa: F401 - the fixture
+
+from sockftp.protocol.checksum import of_bytes
 
 
 @pytest.fixture
@@ -145,3 +148,33 @@ def test_bad_share_requests_get_clear_errors(srv):
         assert status in (400, 404) and why in body["message"], (fields, body)
     assert srv.request("GET", "/s/not-a-link/files/")[0] == 404
     assert srv.request("GET", "/s/")[0] == 404
+
+
+def tus_metadata(**fields) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
+
+
+def test_a_drop_link_takes_resumable_tus_uploads_under_its_own_url(srv):
+    url = share(srv, "/inbox", kind="drop")["url"]
+    data = b"resumable drop"
+    head = {"Tus-Resumable": "1.0.0"}
+    create = {
+        **head,
+        "Upload-Length": str(len(data)),
+        "Upload-Metadata": tus_metadata(path="/d.bin", checksum=of_bytes(data)),
+    }
+    status, headers, _ = srv.request("POST", url + "tus/", headers=create)
+    assert status == 201, headers
+    location = headers["location"]
+    assert location.startswith(url + "tus/")  # the upload's URL stays under the link
+    chunk = {**head, "Content-Type": "application/offset+octet-stream"}
+    assert srv.request("PATCH", location, body=data[:5], headers={**chunk, "Upload-Offset": "0"})[0] == 204
+    assert srv.request("HEAD", location, headers=head)[1]["upload-offset"] == "5"
+    assert srv.request("PATCH", location, body=data[5:], headers={**chunk, "Upload-Offset": "5"})[0] == 204
+    assert (srv.home("alice") / "inbox" / "d.bin").read_bytes() == data
+    status, _h, body = srv.request("POST", url + "tus/", headers=create)  # the same name again: refused
+    assert status == 403, body
+    escape = {**create, "Upload-Metadata": tus_metadata(path="/../secret.txt")}
+    assert srv.request("POST", url + "tus/", headers=escape)[0] == 400
+    read_url = share(srv, "/docs")["url"]
+    assert srv.request("POST", read_url + "tus/", headers=create)[0] == 404  # a read link takes nothing

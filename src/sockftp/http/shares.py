@@ -248,13 +248,14 @@ class Shares:
         return response
 
     def _drop_tus(self, request: Request, where: str) -> Response:
-        """tus through a drop link: a new upload may not replace a file,
-        and the upload's URL stays under the link."""
+        """tus through a drop link, by the door's own tus routes: a new
+        upload may not replace a file, and its URL stays under the link."""
         if request.method == "POST" and request.rest == "":
-            name = tus.metadata_of(request).get("filename")
-            if name:
-                _refuse_existing(request.session, request.session.resolve(name))
-        response = tus.handle(request)
+            metadata = tus.parse_metadata(request.header("upload-metadata") or "")
+            raw = metadata.get("path") or metadata.get("dir", "/").rstrip("/") + "/" + metadata.get("filename", "")
+            _refuse_existing(request.session, request.session.resolve(raw if raw.startswith("/") else "/" + raw))
+        route = self.door.router.match(request.method, "/tus/" + request.rest)
+        response = route.handler(request)
         response.headers = [
             (name, value.replace("/tus/", where + "tus/", 1) if name.lower() == "location" else value)
             for name, value in response.headers

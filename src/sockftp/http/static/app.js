@@ -359,7 +359,7 @@
     const left = await U.unfinished(state.user);
     const note = $("resumable");
     if (!left.length) return;
-    const names = left.map((u) => (u.metadata && u.metadata.filename) || "?").join(", ");
+    const names = left.map((u) => (u.metadata && u.metadata.path) || "?").join(", ");
     note.textContent = "Unfinished uploads (pick or drop the same files again to resume): " + names;
     note.hidden = false;
     $("uploads").hidden = false;

@@ -98,7 +98,12 @@ const SockftpUploads = (() => {
         endpoint: options.endpoint,
         chunkSize: CHUNK_SIZE,
         retryDelays: RETRY_DELAYS,
-        metadata: { filename: item.path, filetype: file.type || "application/octet-stream", checksum: item.checksum },
+        metadata: {
+          path: item.path,
+          filename: file.name,
+          filetype: file.type || "application/octet-stream",
+          checksum: item.checksum,
+        },
         // The same file to the same place by the same user resumes, even
         // after a reload; tus-js-client keeps the upload's URL in localStorage.
         fingerprint: async () => ["sockftp", options.user, item.path, file.size, file.lastModified].join("\n"),
