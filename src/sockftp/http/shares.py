@@ -14,8 +14,9 @@ The links, for anyone who has one, under ``/s/SECRET/``:
   unlock`` its password, answered with a cookie for this link only;
 * a read link: ``files/`` and below, the file or folder as ``/files/``
   serves it (Range, listings, attachments), nothing else;
-* a drop link: ``tus/`` (uploads, resumable) and ``PUT files/NAME``, into
-  the folder only, never over an existing file, and nothing can be read.
+* a drop link: ``tus/`` (uploads, resumable), ``PUT files/NAME`` and
+  ``POST files/DIR?op=mkdir`` (a dropped folder's folders), into the
+  folder only, never over an existing file, and nothing can be read.
 
 The store keeps only the SHA-256 of a link's secret (256 random bits), as
 for re-login tokens. A link's request is served by the owner's storage
@@ -152,6 +153,10 @@ class Shares:
             return self._as_owner(request, link, where + "tus/", lambda r: self._drop_tus(r, where))
         if link.kind == "drop" and method == "PUT" and rest.startswith("files/"):
             return self._as_owner(request, link, where + "files/", self._drop_put)
+        mkdir = method == "POST" and request.query.get("op") == "mkdir"
+        if link.kind == "drop" and mkdir and rest.startswith("files/"):
+            # Folders for a dropped folder's files: making one overwrites nothing.
+            return self._as_owner(request, link, where + "files/", files.post)
         raise HttpError(404, "a read link reads, a drop link takes uploads: nothing else here")
 
     def _info(self, request: Request, link: ShareRecord, secret: str) -> Response:

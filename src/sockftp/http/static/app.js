@@ -339,9 +339,16 @@
 
   // -- uploads ------------------------------------------------------------------------
 
-  function upload(files) {
+  async function upload(files) {
     const base = state.cwd.length ? "/" + state.cwd.join("/") + "/" : "/";
-    for (const [file, relative] of files) queue.add(file, base + relative);
+    const placed = files.map(([file, relative]) => [file, base + relative]);
+    const mkdirUrl = (path) => filesUrl(path.split("/").filter(Boolean), false) + "?op=mkdir&parents=1";
+    try {
+      await U.makeFolders(placed, mkdirUrl, { "X-CSRF-Token": state.csrf });
+    } catch (error) {
+      return report(error);
+    }
+    for (const [file, path] of placed) queue.add(file, path);
   }
 
   $("pick-files").addEventListener("change", (event) => {

@@ -115,7 +115,17 @@
       { endpoint: new URL(base + "tus/", location.href).href, user: "share:" + base, headers: () => ({}) },
       { section: $("uploads"), list: $("upload-list"), totalFill: $("total-fill"), totalText: $("total-text") },
     );
-    const add = (files) => files.forEach(([file, path]) => queue.add(file, "/" + path));
+    const add = async (files) => {
+      const placed = files.map(([file, path]) => [file, "/" + path]);
+      const mkdirUrl = (path) =>
+        base + "files/" + path.split("/").filter(Boolean).map(encodeURIComponent).join("/") + "?op=mkdir&parents=1";
+      try {
+        await U.makeFolders(placed, mkdirUrl, {});
+      } catch (error) {
+        return report(error);
+      }
+      placed.forEach(([file, path]) => queue.add(file, path));
+    };
     $("pick-files").addEventListener("change", (event) => {
       add([...event.target.files].map((f) => [f, f.name]));
       event.target.value = "";

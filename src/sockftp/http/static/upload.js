@@ -223,6 +223,21 @@ const SockftpUploads = (() => {
     return out;
   }
 
+  // Create the folders that *files* ([file, "/a/b/name"]...) go into, before
+  // their uploads start (tus makes files, not folders). *mkdirUrl(path)* is
+  // the URL of a POST that makes a folder and its parents.
+  async function makeFolders(files, mkdirUrl, headers) {
+    const folders = new Set();
+    for (const [, path] of files) {
+      const cut = path.lastIndexOf("/");
+      if (cut > 0) folders.add(path.slice(0, cut));
+    }
+    for (const folder of folders) {
+      const response = await fetch(mkdirUrl(folder), { method: "POST", headers, credentials: "same-origin" });
+      if (!response.ok && response.status !== 409) throw new Error("cannot create folder " + folder);
+    }
+  }
+
   // Make *element* take drops of files and folders: onFiles([[file, path]...]).
   function dropZone(element, onFiles) {
     element.addEventListener("dragover", (event) => {
@@ -243,5 +258,5 @@ const SockftpUploads = (() => {
     return all.filter((u) => (u.urlStorageKey || "").split("\n")[1] === user);
   }
 
-  return { Queue, checksum, dropZone, droppedFiles, formatBytes, el, unfinished };
+  return { Queue, checksum, dropZone, makeFolders, droppedFiles, formatBytes, el, unfinished };
 })();
