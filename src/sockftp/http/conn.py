@@ -62,6 +62,9 @@ class Exchange:
         self.bytes_in = 0
         self.bytes_out = 0
         self.limits: list = []  # bandwidth limits (set once the request is logged in)
+        #: The client waits for "100 Continue" before sending its body (h11
+        #: forgets this once a response is sent, so it is noted here).
+        self.awaiting_continue = conn.h11.they_are_waiting_for_100_continue
 
     def body(self) -> Iterator[bytes]:
         """The body's chunks as they arrive."""
@@ -70,6 +73,7 @@ class Exchange:
             return
         if conn.h11.they_are_waiting_for_100_continue:
             conn.send_raw(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+        self.awaiting_continue = False
         while True:
             event = conn.next_event(conn.idle_timeout, what="the request body")
             if isinstance(event, h11.Data):
@@ -156,6 +160,10 @@ class HttpConnection:
         event = self.next_event(self.header_timeout, "the request head", deadline)
         if isinstance(event, h11.ConnectionClosed):
             return None
+        # h11 bounds a head only while it is incomplete: one that arrived
+        # whole in a single read is measured here.
+        if isinstance(event, h11.Request) and _head_size(event) > MAX_HEAD:
+            raise h11.RemoteProtocolError(f"the request head is over {MAX_HEAD} bytes", error_status_hint=431)
         return event
 
     def _buffered(self) -> bool:
@@ -265,8 +273,8 @@ class HttpConnection:
         if self.h11.our_state is not h11.DONE:
             return False
         if self.h11.their_state is h11.SEND_BODY:
-            if self.h11.they_are_waiting_for_100_continue:
-                return False  # it never sent the body: the stream is at an unknown point
+            if exchange.awaiting_continue:
+                return False  # refused before "100 Continue": the body may or may not follow
             dropped = 0
             try:
                 for chunk in exchange.body():
@@ -317,6 +325,13 @@ class _Placeholder:
 
     def __len__(self) -> int:
         return self.count
+
+
+def _head_size(request: h11.Request) -> int:
+    size = len(request.method) + len(request.target) + 12
+    for name, value in request.headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _reason(status: int) -> bytes:

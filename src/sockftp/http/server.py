@@ -198,7 +198,7 @@ class HttpHandler(socketserver.BaseRequestHandler):
         if "transfer-encoding" in headers and "content-length" in headers:
             # h11 lets Transfer-Encoding win; a proxy in front might not.
             raise _Smuggling("a request may not have both Content-Length and Transfer-Encoding")
-        raw_path, _, query = event.target.partition(b"?")
+        raw_path, _, query = _origin_form(event.target).partition(b"?")
         if not raw_path.startswith(b"/"):
             raise HttpError(400, "the request target must be a path")
         try:
@@ -231,6 +231,17 @@ class HttpHandler(socketserver.BaseRequestHandler):
         if identity is not None:
             user_rate = identity.rate_limit or self.server.main.user_rate_limit(identity.name)
         return [limit for limit in (self.session_rate, user_rate) if limit is not None]
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of *target*, which a server must accept in
+    absolute form too (``http://host/path``, RFC 9112 section 3.2.2)."""
+    lower = target[:8].lower()
+    if lower.startswith((b"http://", b"https://")):
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        return rest[slash:] if slash >= 0 else b"/"
+    return target
 
 
 class _Smuggling(HttpError):

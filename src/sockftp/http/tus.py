@@ -132,7 +132,7 @@ def create(request: Request, store: TusStore) -> Response:
     if request.header("content-type") == CHUNK_TYPE:  # creation-with-upload
         store.acquire(upload)
         try:
-            offset = _receive(request, store, upload)
+            offset = _receive(request, store, upload, 0)
         finally:
             upload.lock.release()
         headers.append(("Upload-Offset", str(offset)))
@@ -212,21 +212,20 @@ def patch(request: Request, store: TusStore) -> Response:
     store.acquire(upload)
     try:
         request.state["audit"] = ("put", {"path": upload.record.shown})
-        offset = _receive(request, store, upload)
+        offset = _receive(request, store, upload, _integer(request, "upload-offset"))
     finally:
         upload.lock.release()
     return Response(204, [("Upload-Offset", str(offset)), ("Upload-Expires", _http_date(upload.record.expires))], None)
 
 
-def _receive(request: Request, store: TusStore, upload) -> int:
-    """Append the request's body to *upload* at its Upload-Offset; finish
-    the upload if that completes it. Returns the new offset."""
+def _receive(request: Request, store: TusStore, upload, offset: int) -> int:
+    """Append the request's body to *upload*, which the client says is at
+    *offset*; finish the upload if that completes it. Returns the new offset."""
     record = upload.record
     if record.done:
         raise HttpError(
             409, "this upload is complete", code="offset_mismatch", headers=[("Upload-Offset", str(record.size))]
         )
-    offset = _integer(request, "upload-offset")
     held = store.offset(upload)
     if offset != held:
         raise HttpError(409, f"the upload is at offset {held}, not {offset}", code="offset_mismatch")
