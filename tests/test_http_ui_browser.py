@@ -237,6 +237,7 @@ def test_share_links_made_used_and_revoked_in_the_browser(srv, new_page, tmp_pat
     drop_url = page.get_attribute("#share-url", "href")
     page.click("#show-shares")
     page.wait_for_function("() => document.querySelectorAll('#share-list tr').length === 2")
+    row(page, "inbox").wait_for()
     snap(page, "shares")
 
     visitor = new_page()

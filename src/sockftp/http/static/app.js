@@ -153,8 +153,6 @@
   // big folder starts showing at once.
   async function refresh() {
     const ticket = ++state.listing;
-    state.entries = [];
-    $("entries").replaceChildren();
     let response;
     try {
       response = await api("GET", filesUrl(state.cwd, true));
@@ -165,16 +163,20 @@
     const reader = response.body.getReader();
     const scanner = objectScanner();
     const decoder = new TextDecoder();
+    // The old rows stay until the new listing's first entries arrive: no flicker.
+    const entries = [];
     for (;;) {
       const { done, value } = await reader.read();
       if (ticket !== state.listing) return reader.cancel();
       if (done) break;
       const found = scanner(decoder.decode(value, { stream: true }));
       if (found.length) {
-        state.entries.push(...found);
+        entries.push(...found);
+        state.entries = entries;
         render();
       }
     }
+    state.entries = entries;
     render();
   }
 
