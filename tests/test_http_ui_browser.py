@@ -5,6 +5,7 @@ bar, share links, and hostile file names that must stay text."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from urllib.parse import unquote
@@ -12,6 +13,8 @@ from urllib.parse import unquote
 import pytest
 from browser_support import CHROMIUM, browser_fixture, new_page_fixture, snap  # noqa: F401 - fixtures
 from http_support import PASSWORD, http_server_fixture  # noqa: F401 - the fixture
+
+from sockftp.protocol.checksum import of_bytes
 
 MiB = 1024 * 1024
 
@@ -270,3 +273,36 @@ def test_share_links_made_used_and_revoked_in_the_browser(srv, new_page, tmp_pat
     assert guest.goto(srv.base + read_url).status == 404
     for watched in (owner, visitor, dropper):
         watched.assert_clean()
+
+
+def test_the_page_sends_the_files_xxh3_and_a_mismatch_is_refused_after_a_dropped_request_is_retried(
+    srv, new_page, tmp_path
+):
+    sample = tmp_path / "sample.bin"
+    sample.write_bytes(os.urandom(100_000))
+    watched = new_page()
+    page = log_in(watched, srv)
+    sent: list[str] = []
+    cut: list[str] = []
+
+    def tamper(route):
+        request = route.request
+        if request.method == "POST":
+            fields = dict(pair.split(" ") for pair in request.headers["upload-metadata"].split(","))
+            sent.append(base64.b64decode(fields["checksum"]).decode())
+            fields["checksum"] = base64.b64encode(b"xxh3-128:" + b"0" * 32).decode()
+            headers = {**request.headers, "upload-metadata": ",".join(f"{k} {v}" for k, v in fields.items())}
+            return route.continue_(headers=headers)
+        if request.method == "PATCH" and not cut:
+            cut.append(request.headers["upload-offset"])
+            return route.abort("connectionreset")  # a dropped request: tus retries it
+        return route.continue_()
+
+    page.route("**/tus/**", tamper)
+    page.set_input_files("#pick-files", str(sample))
+    page.locator("#upload-list .upload.failed").wait_for()
+    assert sent == [of_bytes(sample.read_bytes())]  # the browser's XXH3-128 is sockftp's
+    assert cut == ["0"]
+    assert "arrived damaged" in page.text_content("#upload-list .status")
+    assert not (srv.home("alice") / "sample.bin").exists()  # refused: nothing under the name
+    watched.assert_clean()

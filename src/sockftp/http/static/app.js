@@ -173,11 +173,11 @@
       if (found.length) {
         entries.push(...found);
         state.entries = entries;
-        render();
+        renderSoon();
       }
     }
     state.entries = entries;
-    render();
+    renderSoon();
   }
 
   // Complete entry objects {...} out of a streamed {"path":..,"entries":[..]}.
@@ -233,6 +233,17 @@
       render();
     }),
   );
+
+  // At most one render a frame, however many chunks a big listing arrives in.
+  let renderPending = false;
+  function renderSoon() {
+    if (renderPending) return;
+    renderPending = true;
+    requestAnimationFrame(() => {
+      renderPending = false;
+      render();
+    });
+  }
 
   function render() {
     const rows = sorted().map(row);
