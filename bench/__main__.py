@@ -28,6 +28,8 @@ Workloads, each in its own module:
 * ``ftp_parallel`` (``--only ftp-parallel``): lftp ``mirror -R`` of the
   small files over 1 connection and over 4, sockftp's FTP front door
   against vsftpd (issue 21).
+* ``http`` (``--only http``): curl's GET and PUT of the big file through
+  the HTTP door, against the native get and put and the raw limits (issue 20).
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -68,6 +70,7 @@ from . import (
     fresh_get,
     ftp_front,
     ftp_parallel,
+    http,
     idle,
     logins,
     replace,
@@ -91,6 +94,7 @@ WORKLOADS = (
     "home",
     "sync",
     "ftp-parallel",
+    "http",
 )
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
@@ -306,6 +310,7 @@ def main(argv=None) -> int:
         "home": lambda: big_home.run(env, args.home_files, args.home_clients, args.home_seconds),
         "sync": lambda: sync_rsync.run(env, args.files, args.file_size, args.sync_tree, args.sync_size),
         "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
+        "http": lambda: http.run(env, args.size),
     }
     started = time.monotonic()
     try:

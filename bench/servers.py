@@ -132,6 +132,8 @@ class SockftpServer(ServerProcess):
         idle_timeout: seconds an idle session is kept.
         ftp: also open the FTP front door (``--ftp-port 0``); its port is
             ``ftp_port``.
+        http: also open the HTTP front door (``--http-port 0``); its port
+            is ``http_port``.
     """
 
     name = "sockftp"
@@ -145,6 +147,7 @@ class SockftpServer(ServerProcess):
         sessions: int = 256,
         idle_timeout: float = 300.0,
         ftp: bool = False,
+        http: bool = False,
     ):
         os.makedirs(root, exist_ok=True)
         add_sockftp_user(root)
@@ -158,10 +161,14 @@ class SockftpServer(ServerProcess):
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         if ftp:
             argv += ["--ftp-port", "0"]
+        if http:
+            argv += ["--http-port", "0"]
         self.root = root
         self.tls = tls is not None
-        super().__init__(argv, root.rstrip("/") + ".log", listeners=2 if ftp else 1)
+        # The listening lines come in this order: native, FTP, HTTP.
+        super().__init__(argv, root.rstrip("/") + ".log", listeners=1 + ftp + http)
         self.ftp_port = self.ports[1] if ftp else None
+        self.http_port = self.ports[-1] if http else None
 
     def home(self, anonymous: bool = False) -> str:
         """Where the bench user's (or the anonymous) files are on disk."""

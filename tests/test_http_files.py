@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 
 import pytest
 from http_support import http_server_fixture  # noqa: F401 - the fixture
@@ -155,3 +157,51 @@ def test_a_hostile_name_downloads_as_an_attachment(web):
     disposition = headers["content-disposition"]
     assert disposition.startswith('attachment; filename="<img src=x onerror=alert(1)>_q.txt"')
     assert "filename*=UTF-8''%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E%22q.txt" in disposition
+
+
+def test_a_big_download_to_a_slow_reader_arrives_whole(web):
+    """The socket's buffer fills while the client is not reading: the
+    server must wait for room, not give up at the first full buffer."""
+    data = os.urandom(8 * 1024 * 1024)
+    (web.home("alice")).mkdir(parents=True, exist_ok=True)
+    (web.home("alice") / "big.bin").write_bytes(data)
+    from http_support import basic, read_response
+
+    sock = web.raw(timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    request = f"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {basic('alice')}\r\n\r\n"
+    sock.sendall(request.encode())
+    time.sleep(0.5)
+    raw = read_response(sock)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == data
+
+
+def test_the_audit_log_sees_http_like_every_door(web, audit_file):
+    web.request("PUT", "/files/a.txt", body=b"abc", user="alice")
+    web.request("GET", "/files/a.txt", user="alice")
+    web.request("POST", "/files/a.txt?op=move&to=/b.txt", user="alice")
+    web.request("DELETE", "/files/b.txt", user="alice")
+    web.request("GET", "/files/", user="alice", password="wrong")
+    from conftest import wait_until
+
+    wait_until(lambda: "event=rm" in audit_file.read_text(), what="the audit lines")
+    text = audit_file.read_text()
+    assert "event=login user=alice ip=127.0.0.1 method=password" in text
+    assert "event=put user=alice ip=127.0.0.1 path='/a.txt' bytes=3 result=ok" in text
+    assert "event=get user=alice ip=127.0.0.1 path='/a.txt' bytes=3 result=ok" in text
+    assert "event=mv user=alice ip=127.0.0.1 path='/a.txt' target='/b.txt' result=ok" in text
+    assert "event=rm user=alice ip=127.0.0.1 path='/b.txt' result=ok" in text
+    assert "event=login-failed user=alice ip=127.0.0.1 method=password result=auth_failed" in text
+
+
+def test_a_session_bandwidth_limit_paces_http_downloads(http_server):
+    srv = http_server(session_rate=1024 * 1024)
+    srv.add_user("alice")
+    srv.home("alice").mkdir(parents=True, exist_ok=True)
+    (srv.home("alice") / "f").write_bytes(b"x" * (768 * 1024))
+    srv.request("GET", "/healthz")
+    started = time.monotonic()
+    status, _, body = srv.request("GET", "/files/f", user="alice")
+    assert status == 200 and len(body) == 768 * 1024
+    assert time.monotonic() - started >= 0.4  # 768 KiB at 1 MiB/s, less the first burst

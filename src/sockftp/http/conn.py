@@ -24,7 +24,6 @@ the socket and the limits around it:
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import time
@@ -35,7 +34,7 @@ import h11
 
 from ..protocol import pacing
 from ..protocol.errors import ConnectionLost, Timeout
-from ..protocol.wire import BUFFERS
+from ..protocol.wire import ConnectionClosed, Wire
 from .router import FileBody, Response
 
 #: Bytes a request head may take (request line and headers).
@@ -225,45 +224,22 @@ class HttpConnection:
             pacing.throttle(exchange.limits, count)
 
     def _send_file(self, exchange: Exchange, body: FileBody) -> None:
-        # h11 counts the bytes against the Content-Length; they go around it.
+        # h11 counts the bytes against the Content-Length; they go around
+        # it, through the native protocol's wire: sendfile on a plain socket
+        # without a bandwidth limit, else a pooled buffer, paced.
         self.h11.send_with_data_passthrough(h11.Data(data=_Placeholder(body.count)))
-        download, offset, count = body.download, body.offset, body.count
-        fd = download.fileno()
-        sent = 0
-        if fd is not None and self.use_sendfile and not exchange.limits:
-            self.sock.settimeout(self.idle_timeout)
-            out = self.sock.fileno()
-            try:
-                while sent < count:
-                    n = os.sendfile(out, fd, offset + sent, count - sent)
-                    if not n:
-                        break
-                    sent += n
-            except (TimeoutError, BlockingIOError):
-                raise Timeout(f"the client read nothing for {self.idle_timeout:g} s") from None
-            except OSError as exc:
-                raise Closed(str(exc)) from None
-            finally:
-                self.bytes_out += sent
-                exchange.bytes_out += sent
-            if sent != count:
-                raise Closed(f"the file ended after {sent} of {count} bytes")
-            return
-        want = pacing.chunk_size(exchange.limits, count) if exchange.limits else count
-        buffer = BUFFERS.take(want)
+        wire = Wire(self.sock, self.idle_timeout)
+        wire.use_sendfile = self.use_sendfile
+        wire.limits = exchange.limits
+        fd = body.download.fileno()
         try:
-            view = memoryview(buffer)
-            step = min(len(buffer), want)
-            while sent < count:
-                n = download.readinto(view[: min(step, count - sent)], offset + sent)
-                if not n:
-                    raise Closed(f"the file ended after {sent} of {count} bytes")
-                self._paced(exchange, n)
-                self.send_raw(view[:n])
-                sent += n
-                exchange.bytes_out += n
+            if fd is not None and wire.use_sendfile:
+                wire.send_file(fd, body.offset, body.count)
+            else:
+                wire.send_from(body.download.readinto, body.offset, body.count)
         finally:
-            BUFFERS.give(buffer)
+            self.bytes_out += wire.bytes_out
+            exchange.bytes_out += wire.bytes_out
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -372,7 +348,7 @@ def serve(conn: HttpConnection, handle: Callable[[Exchange], Response | None]) -
         except h11.RemoteProtocolError as exc:
             conn.refuse(exc.error_status_hint, str(exc) or "malformed request")
             return
-        except (Closed, Timeout, ConnectionLost):
+        except (Closed, Timeout, ConnectionLost, ConnectionClosed):
             return
         if not conn.finish_exchange(exchange):
             return

@@ -30,6 +30,7 @@ from urllib.parse import unquote_to_bytes
 import h11
 
 from ..protocol.errors import Banned, SockftpError, Timeout, TlsRequired, TooManySessions
+from ..protocol.wire import ConnectionClosed
 from ..server import audit
 from ..server.doors import FrontDoor
 from ..server.ratelimit import RateLimit
@@ -165,7 +166,7 @@ class HttpHandler(socketserver.BaseRequestHandler):
         result = "ok" if response.status < 400 else str(response.status)
         try:
             self.conn.send_response(exchange, response, head_only=method == "HEAD")
-        except (Closed, Timeout):
+        except (Closed, Timeout, ConnectionClosed):
             result = "cut"
             raise
         finally:
