@@ -3,9 +3,12 @@ policy, logging in by cookie, CSRF, sliding expiry, and logging out."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 
 import pytest
+import trustme
 from http_support import PASSWORD, http_server_fixture  # noqa: F401 - the fixture
 
 from sockftp.accounts import SqliteUserStore
@@ -96,6 +99,30 @@ def test_the_cookie_logs_requests_in_and_every_change_needs_the_csrf_token(srv):
     )
     assert status == 415
     assert login(srv, headers={"Origin": "http://evil.example"})[0] == 403
+
+
+def test_under_tls_the_cookie_is_secure_and_host_only(http_server, tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    srv = http_server(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    srv.add_user("alice")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=context, timeout=10)
+    body = json.dumps({"user": "alice", "password": PASSWORD})
+    conn.request("POST", "/ui/login", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    cookie = response.getheader("set-cookie")
+    assert response.status == 200
+    assert cookie.startswith("__Host-sockftp_session=") and "; Secure" in cookie and "Path=/;" in cookie
+    secret = cookie.split(";", 1)[0].split("=", 1)[1]
+    conn.request("GET", "/ui/session", headers={"Cookie": f"__Host-sockftp_session={secret}"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["user"] == "alice"
+    conn.close()
 
 
 def test_logging_out_ends_the_cookie_at_once(srv):
