@@ -134,6 +134,15 @@ def test_logging_out_ends_the_cookie_at_once(srv):
     assert srv.request("GET", "/ui/session", headers=as_browser(secret))[0] == 401
 
 
+def test_the_pages_requests_after_the_login_ended_get_no_basic_challenge(srv):
+    # chromium holds a fetch() that meets "WWW-Authenticate: Basic" until a
+    # password box (that headless never shows) is answered: the page hung.
+    status, headers, data = srv.request("GET", "/files/", headers=as_browser("gone", **{"X-Sockftp-UI": "1"}))
+    assert status == 403 and "www-authenticate" not in headers
+    assert json.loads(data)["error"] == "login_required"
+    assert srv.request("GET", "/files/")[0] == 401  # scripts still get the challenge
+
+
 def test_failed_browser_logins_count_towards_a_ban(http_server):
     srv = http_server(ban_failures=2, ban_window=60, ban_time=60)
     srv.add_user("alice")

@@ -107,6 +107,19 @@ def test_logging_in_browsing_mkdir_rename_delete_download_and_the_quota_bar(srv,
     watched.assert_clean()
 
 
+def test_a_login_that_ended_brings_the_login_form_back_instead_of_a_hung_request(srv, new_page):
+    watched = new_page()
+    page = log_in(watched, srv)
+    srv.front.extensions["ui"].close()  # every browser login ends (as after IDLE, or a restart)
+    page.click("#mkdir")
+    page.fill("#name-form input[name=newname]", "late")
+    page.click("#name-form button[type=submit]")
+    page.wait_for_selector("#login", state="visible", timeout=5_000)
+    assert not (srv.home("alice") / "late").exists()
+    log_in(watched, srv)  # and a new login carries on
+    watched.assert_clean()
+
+
 def test_picked_and_dropped_files_and_folders_upload_verified(srv, new_page, tmp_path):
     first, second = tmp_path / "one.txt", tmp_path / "two.bin"
     first.write_bytes(b"first file\n")

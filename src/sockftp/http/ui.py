@@ -59,6 +59,8 @@ STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
+#: The header the page sends with its every request (see cookie_login).
+UI_HEADER = "x-sockftp-ui"
 #: Bytes a login request's body may have.
 MAX_LOGIN_BODY = 8 * 1024
 
@@ -93,13 +95,17 @@ def cookie_login(request: Request) -> str | None:
     """The cookie hook: the account a request's login cookie stands for,
     or None. A change (not GET, HEAD or OPTIONS) logged in by cookie must
     carry the login's CSRF token and come from this origin: HttpError 403
-    otherwise."""
+    otherwise. A request of the page's (``X-Sockftp-UI``) whose login has
+    ended gets 403 ``login_required``."""
     logins = logins_of(request)
     secret = request.cookies.get(cookie_name(request.tls))
-    if logins is None or not secret:
-        return None
-    login = logins.find(secret)
+    login = logins.find(secret) if logins is not None else None
     if login is None:
+        if request.header(UI_HEADER):
+            # The page's own request, its login gone (idle, logged out, a
+            # restart): not the door's 401, whose Basic challenge makes
+            # chromium hold a fetch() forever for a password box.
+            raise HttpError(403, "the browser login has ended: log in again", code="login_required")
         return None
     if request.method not in SAFE_METHODS:
         if not csrf_ok(login, request.header(CSRF_HEADER)):

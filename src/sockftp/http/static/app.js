@@ -19,7 +19,10 @@
   }
 
   async function api(method, url, body) {
-    const headers = { Accept: "application/json" };
+    // X-Sockftp-UI: a login that has ended is answered 403 login_required,
+    // not 401 with a Basic challenge (chromium would hold the fetch for a
+    // password box).
+    const headers = { Accept: "application/json", "X-Sockftp-UI": "1" };
     if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = state.csrf;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(url, {
@@ -28,21 +31,28 @@
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
     });
-    if (response.status === 401) {
-      showLogin();
-      throw new Error("logged out: log in again");
+    if (!response.ok) {
+      const why = await errorInfo(response);
+      if (response.status === 401 || why.error === "login_required") {
+        showLogin();
+        throw new Error("logged out: log in again");
+      }
+      throw new Error(why.message);
     }
-    if (!response.ok) throw new Error(await errorText(response));
     return response;
   }
 
-  async function errorText(response) {
+  async function errorInfo(response) {
     try {
       const data = await response.json();
-      return data.message || data.error || response.statusText;
+      return { error: data.error, message: data.message || data.error || response.statusText };
     } catch (_) {
-      return response.status + " " + response.statusText;
+      return { error: null, message: response.status + " " + response.statusText };
     }
+  }
+
+  async function errorText(response) {
+    return (await errorInfo(response)).message;
   }
 
   function report(error) {
@@ -75,7 +85,7 @@
       {
         endpoint: "/tus/",
         user: who.user,
-        headers: () => ({ "X-CSRF-Token": state.csrf }),
+        headers: () => ({ "X-CSRF-Token": state.csrf, "X-Sockftp-UI": "1" }),
         onListChange: () => {
           refresh();
           quota();
@@ -357,7 +367,7 @@
     const placed = files.map(([file, relative]) => [file, base + relative]);
     const mkdirUrl = (path) => filesUrl(path.split("/").filter(Boolean), false) + "?op=mkdir&parents=1";
     try {
-      await U.makeFolders(placed, mkdirUrl, { "X-CSRF-Token": state.csrf });
+      await U.makeFolders(placed, mkdirUrl, { "X-CSRF-Token": state.csrf, "X-Sockftp-UI": "1" });
     } catch (error) {
       return report(error);
     }
