@@ -106,6 +106,11 @@ def test_a_drop_link_takes_new_files_into_the_folder_on_the_owners_quota(srv):
     assert srv.request("GET", url + "files/")[0] == 404
     assert srv.request("PUT", url + "files/../escaped.txt", body=b"x")[0] in (400, 403)
     assert not (srv.home("alice") / "escaped.txt").exists()
+    # A dropped folder's folders may be made; nothing else may be changed.
+    assert srv.request("POST", url + "files/album/inner?op=mkdir&parents=1")[0] == 201
+    assert (srv.home("alice") / "inbox" / "album" / "inner").is_dir()
+    assert srv.request("POST", url + "files/report.pdf?op=move&to=/x.pdf")[0] == 404
+    assert srv.request("DELETE", url + "files/report.pdf")[0] == 404
     status, _h, body = srv.request("PUT", url + "files/big.bin", body=b"x" * (2 * 1024 * 1024))
     assert status == 413, body  # alice's quota is 1 MiB
     status, quota = srv.json("GET", "/api/quota", user="alice")
