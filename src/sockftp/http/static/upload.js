@@ -6,6 +6,7 @@
 "use strict";
 
 const SockftpUploads = (() => {
+  // Bytes hashed between two progress updates.
   const HASH_CHUNK = 4 * 1024 * 1024;
   // tus PATCH size: a dropped connection costs at most this much again.
   const CHUNK_SIZE = 16 * 1024 * 1024;
@@ -15,15 +16,26 @@ const SockftpUploads = (() => {
   // network to come back (the "online" event) or a click on Retry.
   const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000];
 
-  // The file's XXH3-128 as sockftp writes it (protocol/checksum.py).
+  // The file's XXH3-128 as sockftp writes it (protocol/checksum.py). Read
+  // as a stream: in chromium here 256 MiB hashed in 0.5-0.6 s this way,
+  // against 0.6-2.0 s by 4 MiB slices (the WebAssembly itself: 0.04-0.1 s).
   async function checksum(file, onProgress) {
     const hasher = await hashwasm.createXXHash128();
     hasher.init();
-    for (let offset = 0; offset < file.size; offset += HASH_CHUNK) {
-      const end = Math.min(offset + HASH_CHUNK, file.size);
-      hasher.update(new Uint8Array(await file.slice(offset, end).arrayBuffer()));
-      onProgress(end);
+    const reader = file.stream().getReader();
+    let done = 0;
+    let shown = 0;
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      hasher.update(chunk.value);
+      done += chunk.value.length;
+      if (done - shown >= HASH_CHUNK) {
+        shown = done; // progress every 4 MiB, not every 64 KiB chunk
+        onProgress(done);
+      }
     }
+    onProgress(done);
     return "xxh3-128:" + hasher.digest("hex");
   }
 
