@@ -284,6 +284,8 @@ def test_share_links_made_used_and_revoked_in_the_browser(srv, new_page, tmp_pat
     page.locator("#share-list tr", has_text="/photos").locator("button.revoke").click()
     page.wait_for_function("() => document.querySelectorAll('#share-list tr').length === 1")
     assert guest.goto(srv.base + read_url).status == 404
+    guest.wait_for_selector("#share-error:not(:empty)")
+    assert "does not exist" in guest.text_content("#share-error")
     for watched in (owner, visitor, dropper):
         watched.assert_clean()
 

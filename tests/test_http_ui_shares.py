@@ -134,7 +134,9 @@ def test_an_expired_link_is_refused(srv):
     assert srv.request("GET", url + "files/")[0] == 200
     time.sleep(0.4)
     assert srv.request("GET", url + "files/")[0] == 404
-    assert srv.request("GET", url)[0] == 404
+    assert srv.request("GET", url + "info")[0] == 404
+    status, _h, body = srv.request("GET", url)
+    assert status == 404 and b"share.js" in body  # the page, which says the link is gone
 
 
 def test_bad_share_requests_get_clear_errors(srv):

@@ -134,6 +134,11 @@ class Shares:
         secret, slash, rest = request.rest.partition("/")
         link = self.users.share(token_hash(secret), time.time()) if secret else None
         if link is None:
+            if slash and rest == "" and request.method in READ_METHODS:
+                # A person following a dead link gets the page, which says so.
+                page = ui.static_page(request, "share.html")
+                page.status = 404
+                return page
             raise HttpError(404, "this link does not exist, was revoked or has expired", code="not_found")
         if not slash:  # /s/SECRET: the page's relative URLs need the slash
             return Response(308, [("Location", f"/s/{secret}/"), ("Cache-Control", "no-store")], b"")
