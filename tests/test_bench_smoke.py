@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
 
-@pytest.mark.timeout(270)  # eleven workloads; each logs in with argon2 (~0.1-1 s a check here)
+@pytest.mark.timeout(270)  # twelve workloads; each logs in with argon2 (~0.1-1 s a check here)
 def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     doc_before = DOC.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -51,6 +51,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "against a home of N files",
         "sockftp sync against an rsync daemon",
         "lftp mirror -R of 20 files",
+        "HTTP door: curl against the native protocol",
     ):
         assert section in out, out
     has_rsync = shutil.which("rsync") is not None
@@ -69,6 +70,8 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "sockftp FTP / pyftpdlib, RETR GB/s",
         "anonymous, 2,000 files: p99",
         "p99, user with a quota, by token",
+        "curl GET / native get",
+        "curl PUT / native put",
         *(
             (
                 "sync up, first sync, 20 x 4 KiB",
@@ -91,8 +94,8 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     targets = int(re.search(r"\d+ of (\d+) targets met", text).group(1))
     # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
     # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
-    # (first up and down, two re-syncs, bytes and time up and down, --checksum).
-    assert len(table_rows(markdown)) == targets == 15 + (9 if has_rsync else 0), markdown
+    # (first up and down, two re-syncs, bytes and time up and down, --checksum); 2 for the HTTP door (get, put).
+    assert len(table_rows(markdown)) == targets == 17 + (9 if has_rsync else 0), markdown
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []

@@ -200,3 +200,16 @@ def test_the_door_serves_over_tls_and_basic_works_there(http_server, tmp_path):
             sock.sendall(b"GET /files/t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + AUTH + b"\r\n")
             response = read_response(sock)
     assert status_of(response) == 200 and response.endswith(b"\r\n\r\nhi")
+
+
+def test_a_body_that_stalls_is_cut_after_the_idle_timeout_and_kept_resumable(http_server):
+    srv = http_server(idle_timeout=0.5)
+    srv.add_user("alice")
+    sock = srv.raw(timeout=5)
+    sock.sendall(b"PUT /files/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + AUTH + b"\r\n" + b"x" * 100)
+    started = time.monotonic()
+    response = read_response(sock)
+    assert time.monotonic() - started < 3.0
+    assert b"201" not in response and not (srv.home("alice") / "slow").exists()
+    assert srv.main.storage.partial_size(("users", "alice", "slow"), 1000) == 100
+    assert srv.request("GET", "/healthz")[0] == 200

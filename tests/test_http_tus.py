@@ -10,7 +10,8 @@ import time
 
 import pytest
 import xxhash
-from http_support import basic, http_server_fixture  # noqa: F401 - the fixture
+from conftest import wait_until
+from http_support import basic, http_server_fixture, read_response  # noqa: F401 - the fixture
 
 from sockftp.client import Client
 from sockftp.protocol.errors import Busy
@@ -198,15 +199,44 @@ def test_the_quota_is_reserved_at_creation(http_server):
     assert status == 413 and b"quota_exceeded" in body
 
 
-def test_a_native_put_meets_a_held_tus_upload_as_busy(web, tmp_path):
+def test_a_native_put_during_a_patch_is_told_busy(web, tmp_path):
+    url = create(web, 10, filename="same")
+    sock = web.raw(timeout=10)
+    head = f"PATCH {url} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+    head += (
+        f"Content-Type: application/offset+octet-stream\r\nContent-Length: 10\r\nAuthorization: {basic('alice')}\r\n"
+    )
+    sock.sendall(head.encode() + b"\r\n12345")  # half the body: the PATCH is under way
+    local = tmp_path / "n"
+    local.write_bytes(b"native")
+    with Client("127.0.0.1", web.main.port, user="alice", password="secret", timeout=10) as client:
+        wait_until(lambda: head_offset_held(web, url) == 5, what="the first half")
+        with pytest.raises(Busy):
+            client.put(str(local), "same")
+    sock.sendall(b"67890")
+    assert read_response(sock).startswith(b"HTTP/1.1 204")
+    assert (web.home("alice") / "same").read_bytes() == b"1234567890"
+
+
+def head_offset_held(web, url: str) -> int:
+    upload = web.front.extensions["tus"]._uploads[url.rsplit("/", 1)[1]]
+    return upload.upload.offset if upload.upload is not None else -1
+
+
+def test_an_idle_tus_upload_gives_way_to_the_same_users_native_put(web, tmp_path):
+    """Between PATCHes a tus upload is as abandoned as a native put whose
+    client is gone: the user's own put takes the path over at once (not
+    busy for a day), and the tus client then finds the upload reset."""
     url = create(web, 10, filename="same")
     assert patch(web, url, 0, b"12345")[0] == 204
     local = tmp_path / "n"
     local.write_bytes(b"native")
     with Client("127.0.0.1", web.main.port, user="alice", password="secret", timeout=10) as client:
-        with pytest.raises(Busy):
-            client.put(str(local), "same")
-    assert patch(web, url, 5, b"67890")[0] == 204
+        client.put(str(local), "same")
+    assert (web.home("alice") / "same").read_bytes() == b"native"
+    assert patch(web, url, 5, b"67890")[0] == 409
+    assert head_offset(web, url) == 0
+    assert patch(web, url, 0, b"1234567890")[0] == 204
     assert (web.home("alice") / "same").read_bytes() == b"1234567890"
 
 

@@ -29,7 +29,7 @@ import binascii
 import ipaddress
 from collections.abc import Callable
 
-from ..protocol.errors import AuthFailed, AuthRequired, PermissionDenied, TlsRequired
+from ..protocol.errors import AuthRequired, PermissionDenied, TlsRequired
 from ..server import audit
 from .router import HttpError, Request
 
@@ -103,10 +103,7 @@ class Login:
             name, credentials = None, {"token": value}
         self.session.logout()
         self.key = None
-        try:
-            self.session.authenticate(name, **credentials)
-        except AuthFailed:
-            raise
+        self.session.authenticate(name, **credentials)  # AuthFailed, Banned: counted, delayed, audited
         self.key = key
 
     def _as_user(self, name: str, key: tuple) -> None:

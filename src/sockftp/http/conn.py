@@ -140,7 +140,8 @@ class HttpConnection:
             self.h11.receive_data(data)
 
     def read_request_head(self) -> h11.Request | None:
-        """As :meth:`read_request`, with the head's deadline from its first byte."""
+        """The next request's head; None when the client closed (or went
+        quiet) between requests."""
         # Wait for the first byte with the keep-alive timeout, then give the
         # whole head header_timeout from that byte on.
         if self.h11.their_state is h11.IDLE and not self._buffered():

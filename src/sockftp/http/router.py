@@ -105,6 +105,7 @@ class Request:
     headers: dict[str, str]
     exchange: object  # the connection's Exchange: body reading, the socket
     session: object = None
+    door: object = None  # the HttpServer: its router, its main server, its extensions
     tls: bool = False
     peer: str = ""  # the client's IP address
     #: What the route matched: path[len(prefix):] is the rest.

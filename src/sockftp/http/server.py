@@ -146,14 +146,14 @@ class HttpHandler(socketserver.BaseRequestHandler):
         try:
             request = self._request(exchange, event, method, target)
             response = self._route(request, exchange)
-        except Closed:
-            raise
+        except (Closed, Timeout):
+            raise  # the connection is over (Timeout is a SockftpError, but no answer can follow it)
         except (HttpError, SockftpError) as exc:
             if isinstance(exc, SockftpError) and request is not None and request.session is not None:
                 exc.localize(self.session.display)
             response = error_response(exc)
             close = isinstance(exc, (Banned, TlsRequired)) or getattr(exc, "close", False)
-        except (h11.RemoteProtocolError, Timeout):
+        except h11.RemoteProtocolError:
             raise
         except Exception:  # noqa: BLE001 - a bug in one handler must not end the others
             log.exception("%s HTTP %s %s failed", self.label, method, target[:200])
@@ -214,6 +214,7 @@ class HttpHandler(socketserver.BaseRequestHandler):
             headers=headers,
             exchange=exchange,
             session=self.session,
+            door=self.server,
             tls=self.conn.tls,
             peer=self.peer,
         )

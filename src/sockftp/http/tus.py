@@ -120,6 +120,8 @@ def create(request: Request, store: TusStore) -> Response:
         raise PathRefused("a file name is needed")
     expected = _whole_checksum(metadata.get("checksum"))
     shown = session.display(target)
+    if session.uploads is not None:  # one of this user's, abandoned: it lets go (see TusStore._idle)
+        session.uploads.wait_for_abandoned(target, session.user)
     # The upload keeps a login of its own: this connection may end long before it.
     identity = store.login(session.user)
     upload = store.create(identity, target, shown, size, metadata, expected)

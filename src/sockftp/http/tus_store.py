@@ -69,6 +69,9 @@ class Upload:
     upload: object = None  # the storage's Upload, held between PATCHes
     hasher: object = None
     lists: bool = False
+    #: Its note in the server's UploadHolders while it holds the partial.
+    holder: object = None
+    holders: object = None
 
     @property
     def offset(self) -> int:
@@ -81,6 +84,9 @@ class Upload:
             if upload is not None:
                 upload.keep() if keep else upload.discard()
         finally:
+            holder, self.holder = self.holder, None
+            if holder is not None:
+                self.holders.release(tuple(self.record.path), holder)
             identity, self.identity = self.identity, None
             if identity is not None and identity.on_logout is not None:
                 identity.on_logout()
@@ -219,6 +225,30 @@ class TusStore:
             opened.keep()
             raise
         upload.upload, upload.hasher, upload.lists = opened, hasher, lists
+        if upload.holder is None:
+            upload.holders = self.main.uploads
+            upload.holder = self.main.uploads.hold(tuple(record.path), record.user, lambda: self._idle(upload))
+
+    def _idle(self, upload: Upload) -> bool:
+        """Asked (by an upload of the same path and user: a native put, a
+        PUT, another tus upload) whether *upload* is abandoned. Between
+        PATCHes it is, as a native put whose client is gone: it lets go of
+        the partial, keeping the bytes, in a thread of its own (this runs
+        under the holders' lock), and its next PATCH finds where things
+        stand. During a PATCH it is not, and the other upload is told busy."""
+        if not upload.lock.acquire(blocking=False):
+            return False
+
+        def let_go() -> None:
+            try:
+                upload.close(keep=True)
+            except SockftpError as exc:
+                log.warning("tus upload %s: letting go: %s", upload.record.id, exc)
+            finally:
+                upload.lock.release()
+
+        threading.Thread(target=let_go, name="tus let go", daemon=True).start()
+        return True
 
     def login(self, user: str):
         """A login of *user* for an upload to hold (its quota, its home)."""
