@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import weakref
 from importlib import resources
 
 from ..protocol.errors import AuthFailed, BadRequest, Banned
@@ -64,18 +63,10 @@ UI_HEADER = "x-sockftp-ui"
 #: Bytes a login request's body may have.
 MAX_LOGIN_BODY = 8 * 1024
 
-#: Each door's logins by its server's authenticator: the cookie hook is one
-#: function for the process, and finds the request's door by the session's
-#: authenticator (several servers may run in one process, as in the tests).
-_DOORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def register(door) -> None:
-    main = door.main
-    logins = WebLogins(users=main.users)
+    logins = WebLogins(users=door.main.users)
     door.extensions["ui"] = logins
-    if main.authenticator is not None:
-        _DOORS[main.authenticator] = logins
     auth.set_cookie_hook(cookie_login)
     router = door.router
     router.register("GET", "/", _page, auth="none")
@@ -86,9 +77,10 @@ def register(door) -> None:
 
 
 def logins_of(request: Request) -> WebLogins | None:
-    """The logins of the door *request* came in by."""
-    authenticator = getattr(request.session, "authenticator", None)
-    return _DOORS.get(authenticator) if authenticator is not None else None
+    """The logins of the door *request* came in by (the cookie hook is one
+    function for the process; several doors may run in it, as in the tests)."""
+    door = request.door
+    return door.extensions.get("ui") if door is not None else None
 
 
 def cookie_login(request: Request) -> str | None:
