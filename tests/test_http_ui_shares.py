@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 
 import pytest
@@ -95,10 +96,15 @@ def test_a_password_link_asks_for_it_and_counts_wrong_ones(srv):
     assert srv.request("GET", other + "files/", headers=jar)[0] == 403  # one link's cookie opens no other
 
 
-def test_a_drop_link_takes_new_files_into_the_folder_on_the_owners_quota(srv):
-    url = share(srv, "/inbox", kind="drop")["url"]
-    status, _h, body = srv.request("PUT", url + "files/report.pdf", body=b"dropped")
+def test_a_drop_link_takes_new_files_into_the_folder_on_the_owners_quota(srv, caplog):
+    made = share(srv, "/inbox", kind="drop")
+    url = made["url"]
+    with caplog.at_level(logging.INFO, logger="sockftp.audit"):
+        status, _h, body = srv.request("PUT", url + "files/report.pdf", body=b"dropped")
     assert status == 201 and body == b""
+    line = next(r.getMessage() for r in caplog.records if "event=put" in r.getMessage())
+    for field in ("user=alice", "path='/inbox/report.pdf'", f"share={made['id']}", "bytes=7", "result=ok"):
+        assert field in line, line
     assert (srv.home("alice") / "inbox" / "report.pdf").read_bytes() == b"dropped"
     assert srv.request("PUT", url + "files/report.pdf", body=b"again")[0] == 403  # no overwriting
     assert (srv.home("alice") / "inbox" / "report.pdf").read_bytes() == b"dropped"

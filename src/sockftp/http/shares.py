@@ -24,7 +24,8 @@ through their quota (``identity_for``: a drop counts against the owner's
 quota), jailed in the shared path by :meth:`Session.resolve` as a home is,
 by the same handlers as the owner's own requests: nothing is re-implemented
 here. A deleted or disabled owner, an expired or revoked link: 404. Wrong
-passwords count as failed logins of the address, so bans apply.
+passwords count as failed logins of the address, so bans apply. The audit
+log names the owner, the path in their home and the link's id.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import time
 from ..accounts import ShareRecord, hash_password, token_hash, verify_password
 from ..protocol import paths
 from ..protocol.errors import BadRequest, NotFound, PermissionDenied, SockftpError
+from ..server import audit
 from ..server.session import Session
 from ..storage import DIRECTORY
 from . import files, tus, ui
@@ -238,7 +240,6 @@ class Shares:
         except BaseException:
             session.logout()
             raise
-        request.state.update(inner.state)
         after = response.after
 
         def done() -> None:
@@ -247,6 +248,7 @@ class Shares:
                     after()
             finally:
                 session.logout()
+                _audit(request, link, inner.state.get("audit"), response.status)
 
         response.after = done
         return response
@@ -271,6 +273,22 @@ class Shares:
             for name, value in response.headers
         ]
         return response
+
+
+def _audit(request: Request, link: ShareRecord, audited, status: int) -> None:
+    """The audit line of a change or transfer through a link: as its owner,
+    with the path in the owner's home and the link's id (the door's own
+    line would name nobody, and a path inside the link)."""
+    if audited is None:
+        return
+    name, fields = audited
+    inside = fields.get("path") or fields.get("source") or "/"
+    path = link.path if inside == "/" else link.path.rstrip("/") + inside
+    moved = {}
+    if name in ("put", "get"):
+        moved["bytes"] = request.exchange.bytes_in if name == "put" else request.exchange.bytes_out
+    result = "ok" if status < 400 else str(status)
+    audit.record(name, user=link.owner, ip=request.peer, path=path, share=link.id, **moved, result=result)
 
 
 def _refuse_existing(session: Session, target) -> None:
