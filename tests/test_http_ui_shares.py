@@ -101,6 +101,10 @@ def test_a_drop_link_takes_new_files_into_the_folder_on_the_owners_quota(srv, ca
     url = made["url"]
     with caplog.at_level(logging.INFO, logger="sockftp.audit"):
         status, _h, body = srv.request("PUT", url + "files/report.pdf", body=b"dropped")
+        # The line is written once the response is out, as the door's own are.
+        deadline = time.monotonic() + 5
+        while not any("event=put" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert status == 201 and body == b""
     line = next(r.getMessage() for r in caplog.records if "event=put" in r.getMessage())
     for field in ("user=alice", "path='/inbox/report.pdf'", f"share={made['id']}", "bytes=7", "result=ok"):
