@@ -76,6 +76,7 @@ def test_a_password_link_asks_for_it_and_counts_wrong_ones(srv):
     url = share(srv, "/docs/a.txt", password="open sesame")["url"]
     info = json.loads(srv.request("GET", url + "info")[2])
     assert info["password"] is True and info["unlocked"] is False
+    assert "name" not in info and "size" not in info  # nothing about the file before the password
     assert srv.request("GET", url + "files/")[0] == 403
     wrong = srv.request(
         "POST", url + "unlock", body=json.dumps({"password": "nope"}), headers={"Content-Type": "application/json"}
@@ -92,6 +93,7 @@ def test_a_password_link_asks_for_it_and_counts_wrong_ones(srv):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Path={url}" in cookie
     jar = {"Cookie": cookie.split(";", 1)[0]}
     assert srv.request("GET", url + "files/", headers=jar)[2] == b"hello a"
+    assert json.loads(srv.request("GET", url + "info", headers=jar)[2])["name"] == "a.txt"
     other = share(srv, "/docs/sub/b.txt", password="other")["url"]
     assert srv.request("GET", other + "files/", headers=jar)[0] == 403  # one link's cookie opens no other
 

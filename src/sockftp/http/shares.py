@@ -167,20 +167,16 @@ class Shares:
         raise HttpError(404, "a read link reads, a drop link takes uploads: nothing else here")
 
     def _info(self, request: Request, link: ShareRecord, secret: str) -> Response:
-        session = self._session(request, link)
-        try:
-            entry = session.storage.stat(session.identity.home)
-        finally:
-            session.logout()
-        info = {
-            "kind": link.kind,
-            "name": link.path.rsplit("/", 1)[-1] or "/",
-            "type": entry.type,
-            "size": entry.size,
-            "expires": link.expires,
-            "password": link.password_hash is not None,
-            "unlocked": self._unlocked(request, link, secret),
-        }
+        unlocked = self._unlocked(request, link, secret)
+        info = {"kind": link.kind, "expires": link.expires, "password": link.password_hash is not None}
+        info["unlocked"] = unlocked
+        if unlocked:  # what it opens, only to whoever may open it
+            session = self._session(request, link)
+            try:
+                entry = session.storage.stat(session.identity.home)
+            finally:
+                session.logout()
+            info.update(name=link.path.rsplit("/", 1)[-1] or "/", type=entry.type, size=entry.size)
         return json_response(info, headers=[("Cache-Control", "no-store")])
 
     def _unlock(self, request: Request, link: ShareRecord, secret: str, where: str) -> Response:

@@ -26,14 +26,14 @@
     const response = await fetch(base + "info", { credentials: "same-origin" });
     if (!response.ok) throw new Error(await errorText(response));
     info = await response.json();
-    $("share-title").textContent = (info.kind === "drop" ? "Upload to " : "Shared: ") + info.name;
     document.querySelectorAll(".expires").forEach((node) => {
       node.textContent = info.expires ? new Date(info.expires * 1000).toLocaleString() : "never";
     });
-    if (info.password && !info.unlocked) {
-      $("unlock-form").hidden = false;
+    if (!info.unlocked) {
+      $("unlock-form").hidden = false; // the name and the rest come once it is open
       return;
     }
+    $("share-title").textContent = (info.kind === "drop" ? "Upload to " : "Shared: ") + info.name;
     open();
   }
 
@@ -50,7 +50,7 @@
     form.password.value = "";
     if (!response.ok) return report(await errorText(response));
     form.hidden = true;
-    open();
+    start().catch(report);
   });
 
   function open() {
