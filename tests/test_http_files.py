@@ -13,6 +13,8 @@ from http_support import http_server_fixture  # noqa: F401 - the fixture
 
 from sockftp.protocol import checksum as checksums
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 
 @pytest.fixture
 def web(http_server):
@@ -183,9 +185,10 @@ def test_the_audit_log_sees_http_like_every_door(web, audit_file):
     web.request("POST", "/files/a.txt?op=move&to=/b.txt", user="alice")
     web.request("DELETE", "/files/b.txt", user="alice")
     web.request("GET", "/files/", user="alice", password="wrong")
+    web.request("DELETE", "/files/nope", user="alice")
     from conftest import wait_until
 
-    wait_until(lambda: "event=rm" in audit_file.read_text(), what="the audit lines")
+    wait_until(lambda: "result=not_found" in audit_file.read_text(), what="the audit lines")
     text = audit_file.read_text()
     assert "event=login user=alice ip=127.0.0.1 method=password" in text
     assert "event=put user=alice ip=127.0.0.1 path='/a.txt' bytes=3 result=ok" in text
@@ -193,6 +196,7 @@ def test_the_audit_log_sees_http_like_every_door(web, audit_file):
     assert "event=mv user=alice ip=127.0.0.1 path='/a.txt' target='/b.txt' result=ok" in text
     assert "event=rm user=alice ip=127.0.0.1 path='/b.txt' result=ok" in text
     assert "event=login-failed user=alice ip=127.0.0.1 method=password result=auth_failed" in text
+    assert "event=rm user=alice ip=127.0.0.1 path='/nope' result=not_found" in text
 
 
 def test_a_session_bandwidth_limit_paces_http_downloads(http_server):

@@ -213,3 +213,13 @@ def test_a_body_that_stalls_is_cut_after_the_idle_timeout_and_kept_resumable(htt
     assert b"201" not in response and not (srv.home("alice") / "slow").exists()
     assert srv.main.storage.partial_size(("users", "alice", "slow"), 1000) == 100
     assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_a_stop_ends_kept_alive_connections_at_once(http_server):
+    srv = http_server()
+    conn = srv.conn()
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read()
+    started = time.monotonic()
+    srv.main.stop(5)  # a grace of 5 s, which an idle connection must not use up
+    assert time.monotonic() - started < 2.5

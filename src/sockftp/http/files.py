@@ -61,8 +61,10 @@ def target_of(request: Request):
 def get(request: Request) -> Response:
     session = request.session
     target = target_of(request)
+    request.state["audit"] = ("get", {"path": session.display(target)})  # refusals are audited too
     entry = session.storage.stat(target)
     if entry.type == DIRECTORY:
+        del request.state["audit"]  # a listing, which no door audits
         return _listing(request, target)
     download = session.storage.open_read(target)
     try:
@@ -91,7 +93,6 @@ def _download(request: Request, target, download) -> Response:
     ]
     if etag in _etags(request.header("if-none-match")):
         return Response(304, headers, None)
-    request.state["audit"] = ("get", {"path": request.session.display(target)})
     wanted = request.header("range")
     if_range = request.header("if-range")
     if wanted is not None and if_range is not None and if_range.strip() not in (etag, modified):
@@ -231,13 +232,13 @@ def delete(request: Request) -> Response:
     session.require_write()
     target = target_of(request)
     shown = session.display(target)
+    request.state["audit"] = ("rm", {"path": shown})
     session.refuse_home(target, "removed")
     entry = session.storage.stat(target)
     if entry.type == DIRECTORY:
         request.state["audit"] = ("rmdir", {"path": shown})
         session.storage.rmdir(target)
     else:
-        request.state["audit"] = ("rm", {"path": shown})
         session.storage.remove(target)
     return Response(204, [], None)
 

@@ -136,49 +136,62 @@ class HttpHandler(socketserver.BaseRequestHandler):
     # -- one request ----------------------------------------------------------------------
 
     def _answer(self, exchange: Exchange) -> None:
+        # Busy from the head to the last byte of the answer: a stop's first
+        # step shuts only idle connections, and this one is not.
+        self.record.busy = True
+        try:
+            self._answer_busy(exchange)
+        finally:
+            self.record.busy = False
+
+    def _answer_busy(self, exchange: Exchange) -> None:
         event = exchange.request
         method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
         started = time.monotonic()
-        self.record.busy = True
         request = None
         close = False
+        response = None
+        result = "ok"
         try:
-            request = self._request(exchange, event, method, target)
-            response = self._route(request, exchange)
-        except (Closed, Timeout):
-            raise  # the connection is over (Timeout is a SockftpError, but no answer can follow it)
-        except (HttpError, SockftpError) as exc:
-            if isinstance(exc, SockftpError) and request is not None and request.session is not None:
-                exc.localize(self.session.display)
-            response = error_response(exc)
-            close = isinstance(exc, (Banned, TlsRequired)) or getattr(exc, "close", False)
-        except h11.RemoteProtocolError:
-            raise
-        except Exception:  # noqa: BLE001 - a bug in one handler must not end the others
-            log.exception("%s HTTP %s %s failed", self.label, method, target[:200])
-            response = error_response(HttpError(500, "internal server error; see the server log", code="internal"))
+            try:
+                request = self._request(exchange, event, method, target)
+                response = self._route(request, exchange)
+            except (Closed, Timeout, ConnectionClosed):
+                result = "cut"
+                raise  # the connection is over (Timeout is a SockftpError, but no answer can follow it)
+            except (HttpError, SockftpError) as exc:
+                if isinstance(exc, SockftpError) and request is not None and request.session is not None:
+                    exc.localize(self.session.display)
+                response = error_response(exc)
+                result = str(exc.code)
+                close = isinstance(exc, (Banned, TlsRequired)) or getattr(exc, "close", False)
+            except h11.RemoteProtocolError:
+                result = "bad_request"
+                raise
+            except Exception:  # noqa: BLE001 - a bug in one handler must not end the others
+                log.exception("%s HTTP %s %s failed", self.label, method, target[:200])
+                response = error_response(HttpError(500, "internal server error; see the server log", code="internal"))
+                result = "internal"
+            _secure(response)
+            if close:
+                response.headers.append(("Connection", "close"))
+            try:
+                self.conn.send_response(exchange, response, head_only=method == "HEAD")
+            except (Closed, Timeout, ConnectionClosed):
+                result = "cut"
+                raise
+            finally:
+                if response.after is not None:
+                    response.after()
         finally:
-            self.record.busy = False
-        _secure(response)
-        if close:
-            response.headers.append(("Connection", "close"))
-        result = "ok" if response.status < 400 else str(response.status)
-        try:
-            self.conn.send_response(exchange, response, head_only=method == "HEAD")
-        except (Closed, Timeout, ConnectionClosed):
-            result = "cut"
-            raise
-        finally:
-            if response.after is not None:
-                response.after()
             log.info(
-                "%s %s %s %r %d in=%d out=%d %.3fs",
+                "%s %s %s %r %s in=%d out=%d %.3fs",
                 self.label,
                 self.session.user,
                 method,
                 target[:200],
-                response.status,
+                response.status if response is not None else "-",
                 exchange.bytes_in,
                 exchange.bytes_out,
                 time.monotonic() - started,

@@ -72,6 +72,9 @@ class Upload:
     #: Its note in the server's UploadHolders while it holds the partial.
     holder: object = None
     holders: object = None
+    #: Another upload of the path took it over (see TusStore._idle): the
+    #: bytes there now are not this upload's, and it starts again from 0.
+    reset: bool = False
 
     @property
     def offset(self) -> int:
@@ -196,6 +199,8 @@ class TusStore:
             return record.size
         if upload.upload is not None:
             held = upload.upload.offset
+        elif upload.reset:
+            held = 0
         else:
             held = self.main.storage.partial_size(tuple(record.path), record.size)
         return min(held, record.size - 1) if record.size else 0
@@ -211,6 +216,7 @@ class TusStore:
         if upload.identity is None:
             upload.identity = self.login(upload.record.user)
         self._open(upload, offset)
+        upload.reset = False
 
     def _open(self, upload: Upload, offset: int) -> None:
         record = upload.record
@@ -241,6 +247,7 @@ class TusStore:
 
         def let_go() -> None:
             try:
+                upload.reset = True
                 upload.close(keep=True)
             except SockftpError as exc:
                 log.warning("tus upload %s: letting go: %s", upload.record.id, exc)
