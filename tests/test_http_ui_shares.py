@@ -62,6 +62,19 @@ def test_a_read_link_to_a_file_downloads_it_with_ranges_and_nothing_else(srv):
     assert info["name"] == "a.txt" and info["type"] == "file" and info["size"] == 7
 
 
+def test_a_links_secret_never_reaches_the_log(srv, caplog):
+    made = share(srv, "/docs/a.txt")
+    secret = made["url"].split("/")[2]
+    with caplog.at_level(logging.INFO):
+        assert srv.request("GET", made["url"] + "files/")[0] == 200
+        deadline = time.monotonic() + 5
+        while not any("/s/id:" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"/s/id:{made['id']}/files/" in logged  # the public id, as /shares/ lists it
+    assert secret not in logged
+
+
 def test_a_read_link_to_a_folder_lists_and_serves_it_and_nothing_beside_it(srv):
     url = share(srv, "/docs")["url"]
     status, _h, body = srv.request("GET", url + "files/")

@@ -33,8 +33,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
 import time
+from urllib.parse import unquote
 
 from ..accounts import ShareRecord, hash_password, token_hash, verify_password
 from ..protocol import paths
@@ -57,11 +59,21 @@ def register(door) -> None:
     router = door.router
     shares = Shares(door)
     door.extensions["shares"] = shares
+    door.redactors.append(redact)
     router.register("GET", "/shares/", shares.list)
     router.register("POST", "/shares/", shares.create)
     router.register("DELETE", "/shares/", shares.revoke)
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
         router.register(method, "/s/", shares.serve, auth="none")
+
+
+_SECRET_IN_TARGET = re.compile(r"^/s/([^/?]+)")
+
+
+def redact(target: str) -> str:
+    """*target* for the log: a link's secret opens the link to whoever reads
+    it, so the log shows the link's public id instead (as ``/shares/`` lists it)."""
+    return _SECRET_IN_TARGET.sub(lambda m: f"/s/id:{token_hash(unquote(m.group(1)))[:16]}", target)
 
 
 class Shares:
