@@ -73,6 +73,24 @@ class TokenRecord:
     last_used: float | None = None  # None: never used to log in
 
 
+#: What a share link does: reads a file or folder, or drops files into a folder.
+SHARE_KINDS = ("read", "drop")
+
+
+@dataclass(frozen=True)
+class ShareRecord:
+    """What a store keeps of one share link (never its secret)."""
+
+    id: str  # public: names the link in listings and revocations
+    token_hash: str  # hex SHA-256 of the link's secret
+    owner: str  # the account whose home it opens
+    path: str  # in the owner's home, as the web door encodes it
+    kind: str  # one of SHARE_KINDS
+    password_hash: str | None  # None: no password
+    created: float  # Unix times, seconds
+    expires: float | None  # None: never
+
+
 def check_user_name(name: str) -> str:
     """*name* if it may name an account. Raises BadRequest."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -110,7 +128,7 @@ class UserStore(ABC):
 
     @abstractmethod
     def delete(self, name: str) -> None:
-        """Delete the account and its tokens. Raises NotFound."""
+        """Delete the account, its tokens and its share links. Raises NotFound."""
 
     @abstractmethod
     def list(self) -> list[Account]:
@@ -229,6 +247,24 @@ class UserStore(ABC):
     def revoke_tokens(self, name: str, token_hash: str | None = None) -> int:
         """Delete every token of *name*, or only *token_hash* if it is
         theirs. Returns how many were deleted."""
+
+    # -- share links (see sockftp.http.shares) --
+
+    @abstractmethod
+    def add_share(self, share: ShareRecord) -> None:
+        """Store a share link, and drop every expired link of anyone."""
+
+    @abstractmethod
+    def share(self, token_hash: str, now: float) -> ShareRecord | None:
+        """The live (unexpired at *now*) link *token_hash*, or None."""
+
+    @abstractmethod
+    def shares(self, owner: str, now: float) -> list[ShareRecord]:
+        """The live links of account *owner*, oldest first."""
+
+    @abstractmethod
+    def revoke_share(self, owner: str, share_id: str) -> bool:
+        """Delete link *share_id* if it is *owner*'s. False if there is none."""
 
     def close(self) -> None:
         """Release the store's resources."""

@@ -17,7 +17,7 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
@@ -62,6 +62,7 @@ MIGRATIONS = {
         _shared.LEASES_INDEX,
     ],
     3: [_shared.BANS_TABLE],
+    4: [_shared.SHARES_TABLE, _shared.SHARES_INDEX],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -132,3 +133,10 @@ BAN = pg(_shared.BAN)
 CLEAR_FAILURES = pg(_shared.CLEAR_FAILURES)
 SELECT_BANS = pg(_shared.SELECT_BANS)
 DELETE_OLD_BANS = pg(_shared.DELETE_OLD_BANS)
+
+INSERT_SHARE = pg(_shared.INSERT_SHARE)
+DELETE_EXPIRED_SHARES = pg(_shared.DELETE_EXPIRED_SHARES)
+SELECT_SHARE = pg(_shared.SELECT_SHARE)
+SELECT_USER_SHARES = pg(_shared.SELECT_USER_SHARES)
+DELETE_USER_SHARE = pg(_shared.DELETE_USER_SHARE)
+DELETE_USER_SHARES = pg(_shared.DELETE_USER_SHARES)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -34,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ..protocol.errors import Exists, NotFound
 from . import pg_schema as sql
-from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore
+from .base import Account, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
 
 #: Connections open at most per process. Queries take well under a
 #: millisecond on a LAN; a thread that finds all in use waits up to
@@ -173,6 +174,7 @@ class PostgresUserStore(UserStore):
                 raise NotFound(f"no such user: {name!r}")
             db.execute(sql.DELETE_USER_TOKENS, (name,))
             db.execute(sql.DELETE_USER_LEASES, {"name": name})
+            db.execute(sql.DELETE_USER_SHARES, (name,))
 
     def list(self) -> list[Account]:
         return [_account(row) for row in self._query(sql.SELECT_USERS)]
@@ -274,6 +276,24 @@ class PostgresUserStore(UserStore):
         if token_hash is None:
             return self._change(sql.DELETE_USER_TOKENS, (name,))
         return self._change(sql.DELETE_USER_TOKEN, (name, token_hash))
+
+    # -- share links -------------------------------------------------------------------
+
+    def add_share(self, share: ShareRecord) -> None:
+        with self._transaction() as db:
+            # The record's fields are in the table's column order.
+            db.execute(sql.INSERT_SHARE, astuple(share))
+            db.execute(sql.DELETE_EXPIRED_SHARES, (share.created,))
+
+    def share(self, token_hash: str, now: float) -> ShareRecord | None:
+        rows = self._query(sql.SELECT_SHARE, (token_hash, now))
+        return ShareRecord(*rows[0]) if rows else None
+
+    def shares(self, owner: str, now: float) -> list[ShareRecord]:
+        return [ShareRecord(*row) for row in self._query(sql.SELECT_USER_SHARES, (owner, now))]
+
+    def revoke_share(self, owner: str, share_id: str) -> bool:
+        return self._change(sql.DELETE_USER_SHARE, (owner, share_id)) > 0
 
     def close(self) -> None:
         self._pool.close()

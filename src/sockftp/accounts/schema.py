@@ -8,7 +8,7 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Failed logins per client address, and the ban they earned, shared by
 #: every server on the store: spreading guesses over servers gains nothing,
@@ -33,6 +33,25 @@ LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
     expires   DOUBLE PRECISION NOT NULL
 )"""
 LEASES_INDEX = "CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires)"
+
+#: Share links of the web door (sockftp.http): a link to a file or folder
+#: of *owner*'s home (*path*, as the owner writes it) that reads it
+#: (``kind`` ``read``) or drops files into it (``drop``). Only the SHA-256
+#: of the link's secret is kept, as for tokens; ``id`` is a public name of
+#: the link for listing and revoking it. ``password_hash``: an argon2
+#: hash, or NULL for a link without a password. ``expires``: Unix seconds,
+#: or NULL for a link that never expires.
+SHARES_TABLE = """CREATE TABLE IF NOT EXISTS shares (
+    token_hash    TEXT PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    owner         TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    password_hash TEXT,
+    created       DOUBLE PRECISION NOT NULL,
+    expires       DOUBLE PRECISION
+)"""
+SHARES_INDEX = "CREATE INDEX IF NOT EXISTS shares_by_owner ON shares (owner, created)"
 
 MIGRATIONS = {
     1: [
@@ -79,6 +98,7 @@ MIGRATIONS = {
         LEASES_INDEX,
     ],
     5: [BANS_TABLE],
+    6: [SHARES_TABLE, SHARES_INDEX],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -186,3 +206,16 @@ SELECT_USER_TOKENS = (
 )
 DELETE_USER_TOKENS = "DELETE FROM tokens WHERE user_name = ?"
 DELETE_USER_TOKEN = "DELETE FROM tokens WHERE user_name = ? AND token_hash = ?"
+
+# -- share links ---------------------------------------------------------------------
+
+_SHARE_COLUMNS = "id, token_hash, owner, path, kind, password_hash, created, expires"
+INSERT_SHARE = f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+DELETE_EXPIRED_SHARES = "DELETE FROM shares WHERE expires IS NOT NULL AND expires <= ?"
+#: A live link, found by its secret's hash (an index lookup).
+SELECT_SHARE = f"SELECT {_SHARE_COLUMNS} FROM shares WHERE token_hash = ? AND (expires IS NULL OR expires > ?)"
+SELECT_USER_SHARES = (
+    f"SELECT {_SHARE_COLUMNS} FROM shares WHERE owner = ? AND (expires IS NULL OR expires > ?) ORDER BY created"
+)
+DELETE_USER_SHARE = "DELETE FROM shares WHERE owner = ? AND id = ?"
+DELETE_USER_SHARES = "DELETE FROM shares WHERE owner = ?"

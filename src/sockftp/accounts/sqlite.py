@@ -27,10 +27,11 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 
 from ..protocol.errors import Exists, NotFound, WouldBlock
 from . import schema
-from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore
+from .base import Account, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
 
 #: Connections open at most; a thread that finds all in use waits. A query
 #: takes microseconds, but under load the thread holding a connection waits
@@ -201,6 +202,7 @@ class SqliteUserStore(UserStore):
                 raise NotFound(f"no such user: {name!r}")
             db.execute(schema.DELETE_USER_TOKENS, (name,))
             db.execute(schema.DELETE_USER_LEASES, {"name": name})
+            db.execute(schema.DELETE_USER_SHARES, (name,))
 
     def list(self) -> list[Account]:
         return [_account(row) for row in self._query(schema.SELECT_USERS)]
@@ -363,6 +365,24 @@ class SqliteUserStore(UserStore):
         if token_hash is None:
             return self._change(schema.DELETE_USER_TOKENS, (name,))
         return self._change(schema.DELETE_USER_TOKEN, (name, token_hash))
+
+    # -- share links -------------------------------------------------------------------
+
+    def add_share(self, share: ShareRecord) -> None:
+        with self._transaction() as db:
+            # The record's fields are in the table's column order.
+            db.execute(schema.INSERT_SHARE, astuple(share))
+            db.execute(schema.DELETE_EXPIRED_SHARES, (share.created,))
+
+    def share(self, token_hash: str, now: float) -> ShareRecord | None:
+        rows = self._query(schema.SELECT_SHARE, (token_hash, now))
+        return ShareRecord(*rows[0]) if rows else None
+
+    def shares(self, owner: str, now: float) -> list[ShareRecord]:
+        return [ShareRecord(*row) for row in self._query(schema.SELECT_USER_SHARES, (owner, now))]
+
+    def revoke_share(self, owner: str, share_id: str) -> bool:
+        return self._change(schema.DELETE_USER_SHARE, (owner, share_id)) > 0
 
     def close(self) -> None:
         """Close the connections not in use (the store opens new ones if it

@@ -13,6 +13,9 @@ One module per step:
 * ``auth.py``: Basic (TLS or loopback), Bearer tokens, the cookie hook;
 * ``files.py``: ``/files/``, ``/api/quota``, ``/healthz``;
 * ``tus.py``: ``/tus/``;
+* ``ui.py``: the browser UI's page (``static/``) and its logins,
+  ``websession.py``: their cookies and CSRF tokens;
+* ``shares.py``: share links, ``/shares/`` and ``/s/SECRET/``;
 * ``server.py``: the listener and the handler of a connection.
 """
 

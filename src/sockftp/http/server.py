@@ -43,7 +43,7 @@ from .router import DEFAULT_CSP, SECURITY_HEADERS, HttpError, Request, Response,
 log = logging.getLogger("sockftp.http")
 
 #: Modules (under sockftp.http) whose ``register(door)`` adds routes, in order.
-ROUTE_MODULES = ["files", "tus"]
+ROUTE_MODULES = ["files", "tus", "ui", "shares"]
 
 
 class HttpServer(FrontDoor):
@@ -58,8 +58,18 @@ class HttpServer(FrontDoor):
         super().__init__(main, config.http_host or config.host, config.http_port, HttpHandler)
         #: State route modules keep for the door's lifetime (tus uploads...).
         self.extensions: dict[str, object] = {}
+        #: Functions that hide secrets a request target may carry (a share
+        #: link's) before it is logged; route modules add theirs.
+        self.redactors: list = []
         for name in ROUTE_MODULES:
             importlib.import_module(f"{__package__}.{name}").register(self)
+
+    def loggable(self, target: str) -> str:
+        """*target* as log lines show it: without the secrets the route
+        modules' redactors hide, and at most 200 characters."""
+        for redact in self.redactors:
+            target = redact(target)
+        return target[:200]
 
     def refuse(self, sock, error: SockftpError) -> None:
         _refuse(sock, 503 if isinstance(error, TooManySessions) else 403, error.message)
@@ -173,7 +183,7 @@ class HttpHandler(socketserver.BaseRequestHandler):
                 result = "bad_request"
                 raise
             except Exception:  # noqa: BLE001 - a bug in one handler must not end the others
-                log.exception("%s HTTP %s %s failed", self.label, method, target[:200])
+                log.exception("%s HTTP %s %s failed", self.label, method, self.server.loggable(target))
                 response = error_response(HttpError(500, "internal server error; see the server log", code="internal"))
                 result = "internal"
             _secure(response)
@@ -193,7 +203,7 @@ class HttpHandler(socketserver.BaseRequestHandler):
                 self.label,
                 self.session.user,
                 method,
-                target[:200],
+                self.server.loggable(target),
                 response.status if response is not None else "-",
                 exchange.bytes_in,
                 exchange.bytes_out,
