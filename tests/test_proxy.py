@@ -13,8 +13,9 @@ import time
 
 import pytest
 from cluster_support import Forwarder
-from conftest import assert_closed, encode_frame, recv_frame
+from conftest import assert_closed, encode_frame, recv_frame, wait_until
 from ftp_support import ftp_server_fixture  # noqa: F401 - the ftp_server fixture
+from http_support import basic, http_server_fixture, read_response  # noqa: F401 - the http_server fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_audit import PASSWORD, audit_lines, fields
@@ -309,3 +310,68 @@ def test_ftp_local_health_checks_are_greeted_and_not_logged_as_sessions(ftp_serv
         assert sock.recv(100).startswith(b"220 ")
     srv.main.sessions.wait_empty(5)
     assert "FTP session" not in caplog.text
+
+
+# -- the HTTP door ---------------------------------------------------------------------------
+
+
+def _http_get(sock: socket.socket, path: str, auth: str | None = None) -> bytes:
+    head = f"GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n"
+    if auth:
+        head += f"Authorization: {auth}\r\n"
+    sock.sendall(head.encode() + b"\r\n")
+    return read_response(sock)
+
+
+def test_http_reads_the_header_and_logs_the_real_client(http_server, audit_file):
+    # The HTTP door is a FrontDoor like FTP's: admitted by the header's
+    # address, in the session's thread, before anything is read or sent.
+    srv = http_server(proxy_protocol=True, proxy_trusted=("127.0.0.1/32",))
+    srv.add_user("alice").mkdir(parents=True, exist_ok=True)
+    (srv.home("alice") / "a.txt").write_bytes(b"behind a balancer")
+
+    def get(address, split: bool = False) -> bytes:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            data = proxy.encode(address, ("127.0.0.1", srv.port))
+            if split:
+                sock.sendall(data[:7])
+                time.sleep(0.05)
+                data = data[7:]
+            sock.sendall(data)
+            return _http_get(sock, "/files/a.txt", basic("alice"))
+
+    # Seen as a far client: Basic without TLS is refused, as it would be
+    # from that address directly (the door goes by the real address).
+    far = get(REAL, split=True)
+    assert far.startswith(b"HTTP/1.1 403 ") and b"tls_required" in far, far[:200]
+    near = get(("127.0.0.5", 40001))  # a client on the balancer's machine
+    assert near.startswith(b"HTTP/1.1 200 ") and near.endswith(b"behind a balancer"), near[:200]
+    wait_until(lambda: "event=login" in audit_file.read_text(), what="the login line")
+    [login] = [fields(line) for line in audit_lines(audit_file) if "event=login" in line]
+    assert login["ip"] == "127.0.0.5"
+    # No header, or a v1 one: closed unanswered.
+    for first in (b"GET /healthz HTTP/1.1\r\nHost: n\r\n\r\n", b"PROXY TCP4 203.0.113.7 127.0.0.1 1 2\r\n"):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(first)
+            assert read_response(sock) == b""
+    # A LOCAL health check gets its answer.
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(proxy.encode(None))
+        assert _http_get(sock, "/healthz").startswith(b"HTTP/1.1 200 ")
+
+
+def test_http_bans_go_by_the_real_address(http_server):
+    srv = http_server(proxy_protocol=True, proxy_trusted=("127.0.0.1/32",), ban_failures=2)
+    srv.add_user("alice")
+
+    def get(address, password):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(proxy.encode(address, ("127.0.0.1", srv.port)))
+            return _http_get(sock, "/files/", basic("alice", password))
+
+    attacker, other = ("127.0.0.5", 40001), ("127.0.0.6", 40002)
+    assert get(attacker, "wrong").startswith(b"HTTP/1.1 401 ")
+    assert b'"banned"' in get(attacker, "wrong")  # the second failure bans
+    refused = get(attacker, "secret")  # admission refuses it, before any request is read
+    assert refused.startswith(b"HTTP/1.1 403 ") and b"too many failed logins from 127.0.0.5" in refused
+    assert get(other, "secret").startswith(b"HTTP/1.1 200 ")  # someone else behind the balancer
