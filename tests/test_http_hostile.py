@@ -253,3 +253,35 @@ def test_a_counted_body_is_read_around_h11_and_h11_still_ends_the_message():
         assert conn.h11.trailing_data[0] == b""
         ours.settimeout(5)
         assert ours.recv(100) == b"GET / HTTP/1.1\r\n"
+
+
+def test_a_change_another_sites_page_makes_with_cached_basic_credentials_is_refused(web):
+    # A browser that has Basic credentials for this server sends them with
+    # any form another site's page posts here; the UI's cookie logins have
+    # a CSRF token, Basic has only what the browser says of the page.
+    def mkdir(name: str, extra: bytes) -> bytes:
+        head = f"POST /files/{name}/?op=mkdir HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n"
+        return exchange(web, head.encode() + AUTH + extra + b"\r\n")
+
+    forged = [
+        b"Origin: https://evil.example\r\n",
+        b"Origin: null\r\n",
+        b"Sec-Fetch-Site: cross-site\r\nOrigin: https://evil.example\r\n",
+        b"Sec-Fetch-Site: same-site\r\n",
+    ]
+    for number, extra in enumerate(forged):
+        response = mkdir(f"forged{number}", extra)
+        assert status_of(response) == 403 and b"cross_site" in response, response
+        assert not (web.home("alice") / f"forged{number}").exists()
+    # The server's own origin, a browser's typed-in request, and scripts (no header) pass.
+    for number, extra in enumerate(
+        [b"Origin: http://x\r\n", b"Sec-Fetch-Site: same-origin\r\n", b"Sec-Fetch-Site: none\r\n", b""]
+    ):
+        assert status_of(mkdir(f"fine{number}", extra)) in (200, 201), extra
+        assert (web.home("alice") / f"fine{number}").is_dir()
+    # Reading is not a change: a cross-site GET is answered (the browser keeps the answer from the page).
+    response = exchange(
+        web,
+        b"GET /files/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example\r\n" + AUTH + b"\r\n",
+    )
+    assert status_of(response) == 200

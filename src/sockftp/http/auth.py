@@ -97,6 +97,10 @@ class Login:
         if not request.tls and not is_loopback(request.peer):
             raise TlsRequired("credentials are accepted only over TLS (or from this machine)")
         if scheme == "basic":
+            if _forged(request):
+                raise HttpError(
+                    403, "a change from another site's page is refused: use the UI, or a script", code="cross_site"
+                )
             name, password = _basic(value)
             credentials = {"password": password}
         else:
@@ -121,6 +125,31 @@ class Login:
 
     def close(self) -> None:
         self.session.logout()
+
+
+#: Methods a browser may send cross-site without asking (a form, a link):
+#: only these can be forged with credentials it has cached.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _forged(request: Request) -> bool:
+    """True if *request* changes something and a browser says it came from
+    another site's page. A browser that has cached Basic credentials for
+    this server sends them with any form that posts here, so a change
+    that comes with them is refused when its ``Sec-Fetch-Site`` or its
+    ``Origin`` names another site. Scripts (curl, tuspy) send neither; a
+    cookie login has its CSRF token instead, and a Bearer token is never
+    sent by a browser on its own."""
+    if request.method in _SAFE_METHODS:
+        return False
+    site = request.header("sec-fetch-site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return True
+    origin = request.header("origin")
+    if origin is None:
+        return False
+    host = request.header("host")
+    return host is None or origin != f"{'https' if request.tls else 'http'}://{host}"
 
 
 def _basic(value: str) -> tuple[str, str]:
