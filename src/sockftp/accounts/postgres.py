@@ -20,7 +20,8 @@ the URL's password left out of the message.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -186,11 +187,32 @@ class PostgresUserStore(UserStore):
         rows = self._query(sql.SELECT_USAGE, (name,))
         return StoredUsage(*rows[0]) if rows else None
 
-    def set_usage(self, name: str, used_bytes: int | None, used_files: int | None) -> bool:
-        return self._change(sql.SET_USAGE, (used_bytes, used_files, name)) > 0
+    def set_usage(self, name, used_bytes, used_files, *, version=None) -> bool:
+        params = {"name": name, "bytes": used_bytes, "files": used_files, "version": version}
+        if version is not None:
+            return self._query(sql.SET_MEASURE, params)[0][0] > 0
+        with self._transaction() as db:
+            if db.execute(sql.SET_USAGE, params).rowcount == 0:
+                return False
+            db.execute(sql.DROP_TOMBSTONES, params)
+        return True
 
-    def add_usage(self, name: str, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
-        self._change(sql.ADD_USAGE, (bytes_delta, files_delta, changes_delta, changes_delta, name))
+    def add_usage(
+        self, name, bytes_delta, files_delta, changes_delta, op: str | None = None, done: Sequence[str] = ()
+    ) -> None:
+        if op is None:
+            self._change(sql.ADD_USAGE, (bytes_delta, files_delta, changes_delta, changes_delta, name))
+            return
+        params = {
+            "name": name,
+            "bytes": bytes_delta,
+            "files": files_delta,
+            "changes": changes_delta,
+            "op": op,
+            "done": list(done),
+            "now": time.time(),
+        }
+        self._change(sql.ADD_USAGE_ONCE, params)
 
     # -- reservations: one statement each ------------------------------------------------
 
@@ -212,16 +234,18 @@ class PostgresUserStore(UserStore):
         rows = self._query(sql.GROW, {"name": name, "id": lease_id, "bytes": size, "replaces": replaces})
         return rows[0][0] > 0
 
-    def finish(self, name, lease_id, bytes_delta, files_delta) -> None:
-        params = {"name": name, "id": lease_id, "bytes": bytes_delta, "files": files_delta, "changes": -1}
-        self._change(sql.FINISH, params)
+    def finish(self, name, lease_id, bytes_delta, files_delta) -> bool | None:
+        rows = self._query(sql.FINISH, {"name": name, "id": lease_id, "bytes": bytes_delta, "files": files_delta})
+        return (not rows[0][0]) if rows else None
 
-    def renew(self, lease_ids, expires) -> None:
-        if lease_ids:
-            self._change(sql.RENEW, {"ids": list(lease_ids), "expires": expires})
+    def renew(self, lease_ids, expires) -> set[str]:
+        if not lease_ids:
+            return set()
+        return {row[0] for row in self._query(sql.RENEW, {"ids": list(lease_ids), "expires": expires})}
 
     def reap(self, now) -> list[tuple[str, int, int]]:
-        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP, {"now": now})]
+        params = {"now": now, "forget": now - sql.FORGET_AFTER}
+        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP, params)]
 
     def quota_state(self, name) -> QuotaState | None:
         rows = self._query(sql.SELECT_QUOTA_STATE, {"name": name})

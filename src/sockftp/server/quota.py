@@ -57,10 +57,10 @@ from dataclasses import dataclass
 
 from ..accounts import StoreError, UserStore
 from ..accounts.base import RESERVED_NAMES
-from ..protocol.errors import QuotaExceeded
+from ..protocol.errors import Busy, QuotaExceeded
 from ..protocol.paths import RemotePath
 from ..storage import Storage, Usage
-from .leases import Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
+from .leases import Fenced, Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
 
 log = logging.getLogger("sockftp.quota")
 
@@ -102,6 +102,9 @@ class QuotaLedger:
         #: Where the home is measured: (storage, home); None: nowhere.
         self.source: tuple[Storage, RemotePath] | None = None
         self._unsaved = False  # measured, but the store refused the measure
+        #: StoredUsage.version as read before the last measure: the store
+        #: takes the measure only if no server changed the usage since.
+        self._version: int | None = None
         #: Reservations in the account store, shared by every server on it
         #: (see sockftp.server.leases); None: in memory only.
         self.book: LeaseBook | None = None
@@ -212,6 +215,20 @@ class QuotaLedger:
         if self.book.end(lease, bytes_delta, files_delta) and keeper is not None and keeper.owes:
             keeper.flush()  # the store is back: what it missed meanwhile
         self._done()
+
+    def check_lease(self, lease: Lease) -> None:
+        """Before an upload under *lease* commits: refuse it if its
+        reservation may have been given back (this server was cut off from
+        the store for longer than the lease time, and another server took
+        it for dead), rather than store a file no reservation made room
+        for. Asks the store only if the lease was not renewed lately."""
+        try:
+            self.book.check(lease)
+        except Fenced as exc:
+            raise Busy(
+                f"{exc} while this server was cut off from the account database; nothing was stored "
+                "and the partial upload is kept: send it again to resume"
+            ) from None
 
     def check_commit(self, replaced: int | None, credited: int, reserved_file: bool) -> None:
         """Refuse a commit that no longer fits because the file credited at
@@ -338,7 +355,7 @@ class QuotaLedger:
                 self._measure()
         finally:
             self.let_go()
-        return True
+        return self.known
 
     def load(self) -> None:
         """Read the usage from the account store again, measuring the home
@@ -360,6 +377,8 @@ class QuotaLedger:
         except StoreError as exc:
             log.warning("could not read the usage of %s from the account store: %s", self.name, exc)
             stored = None
+        if stored is not None:
+            self._version = stored.version
         if stored is not None and stored.known:
             with self.lock:
                 self.used_bytes, self.used_files, self.known = stored.used_bytes, stored.used_files, True
@@ -378,8 +397,22 @@ class QuotaLedger:
             self._store_measure(None)
 
     def _measure(self) -> None:
-        """Walk the home and take what it holds as usage (held, nothing under way)."""
+        """Walk the home and take what it holds as usage (held, nothing under
+        way on this server). Another server's change may be under way: then
+        the store refuses the measure (see :meth:`UserStore.set_usage`)."""
         storage, home = self.source
+        if self.users is not None:
+            try:
+                stored = self.users.usage(self.name)
+            except StoreError:
+                stored = None
+            if stored is not None:
+                self._version = stored.version
+                if stored.known:  # another server measured it meanwhile
+                    with self.lock:
+                        self.used_bytes, self.used_files, self.known = stored.used_bytes, stored.used_files, True
+                    self.keeper = UsageKeeper(self.users, self.name)
+                    return
         usage = storage.usage(home)
         with self.lock:
             self.used_bytes, self.used_files, self.known = usage.bytes, usage.files, True
@@ -391,20 +424,34 @@ class QuotaLedger:
         if self.users is None:
             return
         self.keeper = None
-        if self._store_measure(Usage(self.used_bytes, self.used_files)):
+        stored = self._store_measure(Usage(self.used_bytes, self.used_files))
+        if stored:
             self.keeper = UsageKeeper(self.users, self.name)
+        elif stored is None:
+            # Another server changed the usage while this one walked the
+            # home: the walk may have counted its change, or missed it.
+            # Unknown again; measured at the next upload that needs it.
+            log.info("the measure of %s's usage overlapped another server's change; it is measured again", self.name)
+            with self.lock:
+                self.known = False
 
-    def _store_measure(self, usage: Usage | None) -> bool:
+    def _store_measure(self, usage: Usage | None) -> bool | None:
+        """True if stored; False if the store could not be written (kept to
+        store later); None if it refused (no account, or changed since)."""
         try:
             if usage is None:
-                return self.users.set_usage(self.name, None, None)
-            return self.users.set_usage(self.name, usage.bytes, usage.files)
+                stored = self.users.set_usage(self.name, None, None, version=self._version)
+            else:
+                stored = self.users.set_usage(self.name, usage.bytes, usage.files, version=self._version)
         except StoreError as exc:
             self._unsaved = usage is not None
             log.warning(
                 "could not store the usage of %s; it is kept in memory and stored again later: %s", self.name, exc
             )
             return False
+        if stored:
+            self._version = None if self._version is None else self._version + 1
+        return True if stored else None
 
 
 class QuotaRegistry:
@@ -439,6 +486,8 @@ class QuotaRegistry:
         ledger = self.join(name, quota_bytes, max_files)
         if ledger is not None:
             return ledger
+        if self.book is not None:
+            self.book.start()  # this server reaps every server's expired leases, uploading or not
         with self._lock:
             ledger = self._ledgers.get(name)
             if ledger is None:

@@ -257,6 +257,8 @@ class QuotaUpload(Upload):
         return self.inner.replaced_size()
 
     def commit(self, checksum: str | None) -> int | None:
+        if self._lease is not None:
+            self.ledger.check_lease(self._lease)  # fencing: raises Busy, and the caller keeps the partial
         if self.ledger.limited:
             # Measured now, where the file will land: the file credited at
             # the start may have been moved or removed since, and then the
