@@ -281,3 +281,53 @@ def test_account_changes_reach_open_sessions_on_every_node_within_seconds(nodes,
         with pytest.raises(PermissionDenied, match="deleted"):
             client.put(data, "gone")
         client.close()
+
+
+def test_a_node_cut_off_past_the_lease_time_does_not_commit_and_its_partial_counts_once(
+    server, pg_url, pg_relay, files
+):
+    """Fencing: node A loses the database for longer than the lease time,
+    node B's reaper gives A's lease back, A gets the database back before
+    its upload ends. The upload must not commit against a reservation that
+    no longer exists: it fails with a clear, retryable error, the partial
+    stays (counted once) and resumes."""
+    from sockftp.accounts import Account, hash_password
+    from sockftp.accounts.stores import open_store
+    from sockftp.server.leases import LeaseBook
+
+    MiB = 1024 * KiB
+    lease_time = 0.5
+    node_a = server(anonymous=False, db=pg_relay.url(pg_url), lease_time=lease_time, session_rate=512 * KiB)
+    node_a.server.users.add(Account("alice", hash_password(PASSWORD), quota_bytes=100 * MiB))
+    node_b = open_store(pg_url, str(node_a.root))
+    reaper_b = LeaseBook(node_b, lease_time)
+    big = files("big", os.urandom(2 * MiB))  # 4 s at the session's rate
+    client = Client(node_a.host, node_a.port, user="alice", password=PASSWORD, timeout=30)
+    outcome: list[object] = []
+
+    def upload():
+        try:
+            outcome.append(client.put(big, "big"))
+        except SockftpError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    wait_until(lambda: state(pg_url)[3] == 1, timeout=10, what="the upload's lease")
+    pg_relay.sever()  # A is cut off
+    wait_until(lambda: reaper_b.tick() or state(pg_url)[3] == 0, timeout=10, what="B giving A's lease back")
+    pg_relay.mend()
+    thread.join(30)
+    (refused,) = outcome
+    assert isinstance(refused, SockftpError) and refused.code == "busy", refused
+    assert "given back" in str(refused) and "resume" in str(refused)
+    home = node_a.root / "users" / "alice"
+    assert "big" not in os.listdir(home)
+    partial, files_on_disk = on_disk(home)
+    assert 0 < partial <= 2 * MiB and files_on_disk == 0  # all its bytes, perhaps: only the commit was refused
+    wait_until(lambda: state(pg_url) == (partial, 0, 0, 0), timeout=10, what="the partial counted once")
+    client.put(big, "big")  # resumed: the rest, now under a live lease
+    assert state(pg_url) == (2 * MiB, 1, 0, 0) and on_disk(home) == (2 * MiB, 1)
+    assert node_b.usage("alice").known
+    client.close()
+    node_b.close()
