@@ -354,6 +354,19 @@ def test_a_usage_write_under_an_id_counts_once(make_store):
     assert node_a.usage("alice") == StoredUsage(105, 1, 0)
 
 
+def test_a_dead_nodes_leases_are_given_back_before_they_expire(make_store):
+    node_a, node_b = make_store(), make_store()
+    node_a.add(Account("alice", "hash", quota_bytes=100))
+    node_a.set_usage("alice", 0, 0)
+    node_a.reserve("alice", "l1", "host:1:dead", 40, 1, 0, 1000.0)
+    node_a.reserve("alice", "l2", "host:2:live", 30, 0, 0, 1000.0)
+    assert node_b.lease_nodes() == {"host:1:dead", "host:2:live"}
+    assert node_b.reap_nodes(["host:1:dead"], 150.0) == [("alice", 40, 1)]
+    assert node_b.lease_nodes() == {"host:2:live"}
+    assert node_b.quota_state("alice").reserved_bytes == 30
+    assert not node_b.usage("alice").known  # its partial: measure again
+
+
 def test_racing_reservations_never_pass_the_quota_together(make_store):
     stores = [make_store() for _ in range(4)]
     stores[0].add(Account("alice", "hash", quota_bytes=1000))

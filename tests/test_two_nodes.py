@@ -331,3 +331,39 @@ def test_a_node_cut_off_past_the_lease_time_does_not_commit_and_its_partial_coun
     assert node_b.usage("alice").known
     client.close()
     node_b.close()
+
+
+def test_quota_replies_and_the_commit_recheck_come_from_the_database(nodes, files):
+    """Each node shows the usage every node agrees on, not its memory; and
+    an upload whose replaced file moved away is rechecked at its commit
+    against what the database has (another node freed room meanwhile),
+    not against this node's stale figures."""
+    add_user(nodes.root, nodes.db, "alice", "--quota", f"{100 * KiB}")
+    (node_b,) = nodes(count=1)
+    (node_a,) = nodes(count=1, session_rate="20K")  # A's uploads take seconds
+    on_b = Client("127.0.0.1", node_b.port, user="alice", password=PASSWORD, timeout=30)
+    for name, size in (("f", 50), ("x", 40), ("y", 5)):
+        on_b.put(files(name, os.urandom(size * KiB)), name)
+    on_a = Client("127.0.0.1", node_a.port, user="alice", password=PASSWORD, timeout=30)  # A reads 95K
+    on_b.rm("y")
+    assert on_a.quota()["used_bytes"] == on_b.quota()["used_bytes"] == 90 * KiB
+    outcome: list[object] = []
+
+    def replace_f():
+        try:
+            outcome.append(on_a.put(files("f2", os.urandom(50 * KiB)), "f"))  # credited f's 50K
+        except SockftpError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=replace_f)
+    thread.start()
+    wait_until(lambda: state(nodes.db)[3] == 1, timeout=10, what="A's upload under way")
+    on_b.mv("f", "g")  # A's upload now replaces nothing...
+    on_b.rm("x")  # ...but B made room for it: 50K used, 50K reserved by A
+    thread.join(30)
+    assert not isinstance(outcome[0], Exception), outcome  # A's memory said 140K of 100K
+    home = nodes.root / "users" / "alice"
+    assert state(nodes.db) == (*on_disk(home), 0, 0) == (100 * KiB, 2, 0, 0)
+    assert on_a.quota()["used_bytes"] == on_b.quota()["used_bytes"] == 100 * KiB
+    on_a.close()
+    on_b.close()

@@ -209,6 +209,15 @@ class UserStore(ABC):
         ``FORGET_AFTER`` seconds. (name, bytes, files) of each."""
 
     @abstractmethod
+    def lease_nodes(self) -> set[str]:
+        """The servers (nodes) holding live leases."""
+
+    @abstractmethod
+    def reap_nodes(self, nodes: list[str], now: float) -> list[tuple[str, int, int]]:
+        """As :meth:`reap`, for every live lease of *nodes* (known dead),
+        expired or not."""
+
+    @abstractmethod
     def quota_state(self, name: str) -> QuotaState | None:
         """The account's limits, usage and reservations, or None."""
 

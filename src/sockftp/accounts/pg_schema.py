@@ -151,6 +151,9 @@ REAP = """WITH l AS (UPDATE leases SET reaped = TRUE WHERE expires < %(now)s AND
     o AS (DELETE FROM usage_ops WHERE at < %(forget)s)
     SELECT user_name, bytes, files FROM l"""
 FORGET_AFTER = _shared.FORGET_AFTER
+SELECT_LEASE_NODES = _shared.SELECT_LEASE_NODES
+#: REAP, for the leases of dead nodes (*nodes*) whatever their expiry.
+REAP_NODES = REAP.replace("expires < %(now)s AND NOT reaped", "node = ANY(%(nodes)s) AND NOT reaped")
 SELECT_QUOTA_STATE = pg(_shared.SELECT_QUOTA_STATE)
 
 COUNT_FAILURE = pg(_shared.COUNT_FAILURE)

@@ -247,6 +247,13 @@ class PostgresUserStore(UserStore):
         params = {"now": now, "forget": now - sql.FORGET_AFTER}
         return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP, params)]
 
+    def lease_nodes(self) -> set[str]:
+        return {row[0] for row in self._query(sql.SELECT_LEASE_NODES)}
+
+    def reap_nodes(self, nodes, now) -> list[tuple[str, int, int]]:
+        params = {"nodes": list(nodes), "forget": now - sql.FORGET_AFTER}
+        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP_NODES, params)]
+
     def quota_state(self, name) -> QuotaState | None:
         rows = self._query(sql.SELECT_QUOTA_STATE, {"name": name})
         return QuotaState(*rows[0]) if rows else None

@@ -199,6 +199,8 @@ RELEASE_EXPIRED = """UPDATE users SET reserved_bytes = reserved_bytes - :bytes,
         usage_changes = usage_changes + 1
     WHERE name = :name"""
 MARK_REAPED = "UPDATE leases SET reaped = TRUE WHERE id = :id"
+SELECT_LEASE_NODES = "SELECT DISTINCT node FROM leases WHERE NOT reaped"
+SELECT_NODE_LEASES = "SELECT id, user_name, bytes, files FROM leases WHERE node = :node AND NOT reaped"
 FORGET_TOMBSTONES = "DELETE FROM leases WHERE reaped AND expires < :forget"
 DELETE_USER_LEASES = "DELETE FROM leases WHERE user_name = :name"
 

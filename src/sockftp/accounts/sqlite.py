@@ -310,15 +310,27 @@ class SqliteUserStore(UserStore):
         return live
 
     def reap(self, now) -> list[tuple[str, int, int]]:
+        return self._give_back(now, schema.SELECT_EXPIRED_LEASES, [{"now": now}])
+
+    def lease_nodes(self) -> set[str]:
+        return {row[0] for row in self._query(schema.SELECT_LEASE_NODES)}
+
+    def reap_nodes(self, nodes, now) -> list[tuple[str, int, int]]:
+        return self._give_back(now, schema.SELECT_NODE_LEASES, [{"node": node} for node in nodes])
+
+    def _give_back(self, now, select: str, selections: list[dict]) -> list[tuple[str, int, int]]:
+        """Make the leases *select* finds tombstones (see schema.RELEASE_EXPIRED)."""
+        given = []
         with self._usage_transaction() as db:
-            expired = db.execute(schema.SELECT_EXPIRED_LEASES, {"now": now}).fetchall()
-            for lease_id, name, size, files in expired:
-                db.execute(schema.MARK_REAPED, {"id": lease_id})
-                db.execute(schema.RELEASE_EXPIRED, {"name": name, "bytes": size, "files": files})
+            for selection in selections:
+                for lease_id, name, size, files in db.execute(select, selection).fetchall():
+                    db.execute(schema.MARK_REAPED, {"id": lease_id})
+                    db.execute(schema.RELEASE_EXPIRED, {"name": name, "bytes": size, "files": files})
+                    given.append((name, size, files))
             forget = {"forget": now - schema.FORGET_AFTER}
             db.execute(schema.FORGET_TOMBSTONES, forget)
             db.execute(schema.FORGET_USAGE_OPS, forget)
-        return [(name, size, files) for _id, name, size, files in expired]
+        return given
 
     def quota_state(self, name) -> QuotaState | None:
         rows = self._query(schema.SELECT_QUOTA_STATE, {"name": name})

@@ -36,6 +36,8 @@ wall clock, so nodes' clocks should agree to well within ``lease_time /
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -164,7 +166,9 @@ class LeaseBook:
     def __init__(self, users: UserStore, lease_time: float, clock=time.time):
         self.users = users
         self.lease_time = lease_time
-        self.node = uuid.uuid4().hex[:16]
+        #: HOST:PID:RANDOM, so that a server restarted on the same host
+        #: knows its dead predecessor's leases (see reap_dead_neighbours).
+        self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._clock = clock
         self._live: dict[str, Lease] = {}
         #: Ends the store refused (it was down): (lease, bytes, files), by id.
@@ -276,18 +280,47 @@ class LeaseBook:
             self._live.pop(lease.id, None)
 
     @property
+    def owes(self) -> bool:
+        """Ends the store has not taken yet: its usage is behind this server's."""
+        return bool(self._unfinished)
+
+    @property
     def live(self) -> int:
         return len(self._live)
 
     # -- the renewer and reaper --------------------------------------------------------
 
     def start(self) -> None:
+        """Start the renewer and reaper, once; and first give back the
+        leases of this host's servers that are dead, before any login of
+        this server reads a usage they would make look right."""
         if self._thread is not None:
             return
         with self._lock:
             if self._thread is None and not self._stop.is_set():
+                try:
+                    self.reap_dead_neighbours()
+                except StoreError as exc:
+                    log.warning("cannot look for dead servers' reservations: %s", exc)
                 self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
                 self._thread.start()
+
+    def reap_dead_neighbours(self) -> None:
+        """Give back at once the leases of servers of this host whose process
+        is gone (a server killed and restarted: its predecessor's partials
+        are then measured at their users' next first login, without waiting
+        for the lease time). Other hosts' leases wait for their expiry."""
+        host = socket.gethostname()
+        dead = []
+        for node in self.users.lease_nodes():
+            parts = node.split(":")
+            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or node == self.node:
+                continue
+            if not _alive(int(parts[1])):
+                dead.append(node)
+        if dead:
+            for name, size, files in self.users.reap_nodes(dead, self._clock()):
+                log.warning("gave back a reservation of %s (%d bytes, %d files): its server died", name, size, files)
 
     def stop(self) -> None:
         self._stop.set()
@@ -329,6 +362,16 @@ class LeaseBook:
                 self.tick()
             except Exception:  # noqa: BLE001 - the renewer must outlive any bug of one round
                 log.exception("renewing reservations failed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def refusal(size: int, files: int, replaces: int, figures: tuple, limits: tuple) -> QuotaExceeded | None:

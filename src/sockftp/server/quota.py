@@ -105,6 +105,9 @@ class QuotaLedger:
         #: StoredUsage.version as read before the last measure: the store
         #: takes the measure only if no server changed the usage since.
         self._version: int | None = None
+        #: What this server's uploads under leases changed in memory and the
+        #: store learns only at their ends: (used, reserved) bytes.
+        self._pending = [0, 0]
         #: Reservations in the account store, shared by every server on it
         #: (see sockftp.server.leases); None: in memory only.
         self.book: LeaseBook | None = None
@@ -233,25 +236,55 @@ class QuotaLedger:
     def check_commit(self, replaced: int | None, credited: int, reserved_file: bool) -> None:
         """Refuse a commit that no longer fits because the file credited at
         its reservation (*credited* bytes; a file slot unless
-        *reserved_file*) is not the one it replaces now."""
+        *reserved_file*) is not the one it replaces now. Checked against
+        the account store's figures when it keeps them (every server's
+        changes, and this upload's bytes still in its reservation), else
+        against this server's: a round trip only in that rare case."""
+        bytes_due = self.quota_bytes is not None and (replaced or 0) < credited
+        file_due = self.max_files is not None and replaced is None and not reserved_file
+        if not (bytes_due or file_due):
+            return
+        state = self._shared_state()
         with self.lock:
-            if self.quota_bytes is not None and (replaced or 0) < credited:
-                # Our written bytes are in used_bytes already.
-                if self.used_bytes - (replaced or 0) + self.reserved_bytes > self.quota_bytes:
-                    raise QuotaExceeded(
-                        f"quota of {human(self.quota_bytes)} exceeded: the file this upload was to replace "
-                        "was moved or removed meanwhile; nothing was stored",
-                        quota_bytes=self.quota_bytes,
-                        used_bytes=self.used_bytes,
-                    )
-            if self.max_files is not None and replaced is None and not reserved_file:
-                if self.used_files + self.reserved_files + 1 > self.max_files:
-                    raise QuotaExceeded(
-                        f"file limit of {self.max_files} reached: the file this upload was to replace "
-                        "was moved or removed meanwhile; nothing was stored",
-                        max_files=self.max_files,
-                        used_files=self.used_files,
-                    )
+            if state is None:  # our written bytes are in used_bytes already
+                figures = (self.used_bytes, self.used_files, self.reserved_bytes, self.reserved_files)
+            else:
+                figures = (state.used_bytes or 0, state.used_files or 0, state.reserved_bytes, state.reserved_files)
+        used_bytes, used_files, reserved_bytes, reserved_files = figures
+        if bytes_due and used_bytes - (replaced or 0) + reserved_bytes > self.quota_bytes:
+            raise QuotaExceeded(
+                f"quota of {human(self.quota_bytes)} exceeded: the file this upload was to replace "
+                "was moved or removed meanwhile; nothing was stored",
+                quota_bytes=self.quota_bytes,
+                used_bytes=used_bytes,
+            )
+        if file_due and used_files + reserved_files + 1 > self.max_files:
+            raise QuotaExceeded(
+                f"file limit of {self.max_files} reached: the file this upload was to replace "
+                "was moved or removed meanwhile; nothing was stored",
+                max_files=self.max_files,
+                used_files=used_files,
+            )
+
+    def _shared_state(self):
+        """The account's usage and reservations as the store has them, if it
+        keeps them for every server and is not behind this one (an end or a
+        usage write it owes); else None: this server's figures are the truth."""
+        book, keeper = self.book, self.keeper
+        if book is None or keeper is None or keeper.owes or book.owes:
+            return None
+        try:
+            state = self.users.quota_state(self.name)
+        except StoreError:
+            return None
+        return state if state is not None and state.used_bytes is not None else None
+
+    def pend(self, used: int, reserved: int) -> None:
+        """An upload under a lease changed this server's figures by this
+        much ahead of the store (see :meth:`to_wire`)."""
+        with self.lock:
+            self._pending[0] += used
+            self._pending[1] += reserved
 
     def wrote(self, count: int) -> None:
         """*count* reserved bytes were written: they are usage now."""
@@ -271,16 +304,27 @@ class QuotaLedger:
             self.used_files += files_delta
 
     def to_wire(self) -> dict:
-        """The ``quota`` reply. A usage not known is sent as 0 with
+        """The ``quota`` reply: from the account store when it keeps the
+        usage for every server, so every server agrees on it, plus what this
+        server's own uploads under way wrote (the store learns it at their
+        ends; another server's count as reserved until then); else this
+        server's figures. A usage not known is sent as 0 with
         ``usage_known`` false: clients that predate the field still get
         integers."""
+        state = self._shared_state() if self.known else None
         with self.lock:
+            if state is not None:
+                used_bytes = state.used_bytes + self._pending[0]
+                used_files = state.used_files
+                reserved = state.reserved_bytes + self._pending[1]
+            else:
+                used_bytes, used_files, reserved = self.used_bytes, self.used_files, self.reserved_bytes
             return {
                 "user": self.name,
-                "used_bytes": self.used_bytes if self.known else 0,
-                "used_files": self.used_files if self.known else 0,
+                "used_bytes": used_bytes if self.known else 0,
+                "used_files": used_files if self.known else 0,
                 "usage_known": self.known,
-                "reserved_bytes": self.reserved_bytes,
+                "reserved_bytes": reserved,
                 "quota_bytes": self.quota_bytes,
                 "max_files": self.max_files,
             }
