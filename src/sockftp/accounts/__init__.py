@@ -8,13 +8,14 @@ servers. :func:`sockftp.accounts.stores.open_store` picks one from ``--db``.
 The SQL both share lives in :mod:`sockftp.accounts.schema`.
 """
 
-from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore, check_user_name
+from .base import Account, AccountListener, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore, check_user_name
 from .passwords import hash_password, verify_password
 from .sqlite import SqliteUserStore
 from .tokens import new_token, token_hash, token_id
 
 __all__ = [
     "Account",
+    "AccountListener",
     "QuotaState",
     "SqliteUserStore",
     "StoreError",

@@ -93,6 +93,21 @@ class StoreError(Exception):
     writes are worth failing a login for."""
 
 
+class AccountListener(ABC):
+    """Account changes (added, changed, deleted) as the store notifies them,
+    to one thread."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for a change: True if one came, or if
+        the listener has just (re)connected and may have missed some; False
+        if none. Raises StoreError if the store cannot be reached (the next
+        call connects again)."""
+
+    def close(self) -> None:
+        """Stop listening."""
+
+
 class UserStore(ABC):
     """Where accounts are kept. Safe to use from several threads."""
 
@@ -270,6 +285,12 @@ class UserStore(ABC):
     def revoke_tokens(self, name: str, token_hash: str | None = None) -> int:
         """Delete every token of *name*, or only *token_hash* if it is
         theirs. Returns how many were deleted."""
+
+    def listen(self) -> AccountListener | None:
+        """A listener for account changes made through any server or
+        command, if this store can notify them; None if it cannot (then
+        they are polled for)."""
+        return None
 
     def close(self) -> None:
         """Release the store's resources."""

@@ -17,10 +17,14 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
+
+#: The channel on which the database notifies account changes (the name).
+CHANNEL = "sockftp_accounts"
+LISTEN = f"LISTEN {CHANNEL}"
 
 
 def pg(sql: str) -> str:
@@ -63,6 +67,25 @@ MIGRATIONS = {
     ],
     3: [_shared.BANS_TABLE],
     4: [step.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for step in _shared.FENCING_STEPS],
+    # Account changes reach every node at once (sockftp.server.watch): a
+    # notification on CHANNEL with the account's name, from the database
+    # itself, whatever wrote the change. Only the columns an admin changes:
+    # usage and reservations (every upload) notify nothing.
+    5: [
+        f"""CREATE OR REPLACE FUNCTION sockftp_account_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                PERFORM pg_notify('{CHANNEL}', OLD.name);
+            ELSE
+                PERFORM pg_notify('{CHANNEL}', NEW.name);
+            END IF;
+            RETURN NULL;
+        END $$""",
+        "DROP TRIGGER IF EXISTS account_changed ON users",
+        """CREATE TRIGGER account_changed
+            AFTER UPDATE OF password_hash, quota_bytes, max_files, read_only, disabled OR DELETE ON users
+            FOR EACH ROW EXECUTE PROCEDURE sockftp_account_changed()""",
+    ],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"

@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ..protocol.errors import Exists, NotFound
 from . import pg_schema as sql
-from .base import Account, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore
+from .base import Account, AccountListener, QuotaState, StoredUsage, StoreError, TokenRecord, UserStore
 
 #: Connections open at most per process. Queries take well under a
 #: millisecond on a LAN; a thread that finds all in use waits up to
@@ -306,8 +306,40 @@ class PostgresUserStore(UserStore):
             return self._change(sql.DELETE_USER_TOKENS, (name,))
         return self._change(sql.DELETE_USER_TOKEN, (name, token_hash))
 
+    def listen(self) -> PostgresListener:
+        return PostgresListener(self.url, self.where)
+
     def close(self) -> None:
         self._pool.close()
+
+
+class PostgresListener(AccountListener):
+    """LISTEN on a connection of its own, outside the pool (a listening
+    connection is held for as long as the server runs: one per node)."""
+
+    def __init__(self, url: str, where: str):
+        self.url = url
+        self.where = where
+        self._db: psycopg.Connection | None = None
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            if self._db is None or self._db.closed:
+                self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(POOL_TIMEOUT)))
+                self._db.execute(sql.LISTEN)
+                return True  # changes made while nobody listened are not notified again
+            return any(True for _ in self._db.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"account database {self.where}: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except psycopg.Error:
+                pass
 
 
 def _storable(text) -> bool:
@@ -320,4 +352,4 @@ def _account(row) -> Account:
     return Account(name, password_hash, quota_bytes, max_files, bool(read_only), bool(disabled))
 
 
-__all__ = ["POOL_SIZE", "PostgresUserStore", "redact"]
+__all__ = ["POOL_SIZE", "PostgresListener", "PostgresUserStore", "redact"]
