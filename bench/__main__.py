@@ -28,6 +28,10 @@ Workloads, each in its own module:
 * ``ftp_parallel`` (``--only ftp-parallel``): lftp ``mirror -R`` of the
   small files over 1 connection and over 4, sockftp's FTP front door
   against vsftpd (issue 21).
+* ``stores`` (``--only stores``): PostgreSQL against SQLite as the account
+  store: the logins, the small files over one session and the crowd's
+  puts, and the database round trips per upload (issue 17). Without
+  PostgreSQL, its row says so.
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -73,6 +77,7 @@ from . import (
     replace,
     results,
     small_files,
+    stores,
     sync_rsync,
 )
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
@@ -91,6 +96,7 @@ WORKLOADS = (
     "home",
     "sync",
     "ftp-parallel",
+    "stores",
 )
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
@@ -306,6 +312,7 @@ def main(argv=None) -> int:
         "home": lambda: big_home.run(env, args.home_files, args.home_clients, args.home_seconds),
         "sync": lambda: sync_rsync.run(env, args.files, args.file_size, args.sync_tree, args.sync_size),
         "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
+        "stores": lambda: stores.run(env, args.logins, args.files, min(args.clients), args.crowd_size),
     }
     started = time.monotonic()
     try:

@@ -66,8 +66,8 @@ class Check:
 
     workload: str
     measure: str  # what the value is, e.g. "sockftp / raw download + file write"
-    value: float
-    target: float
+    value: float | None  # None: not measured (say why in *measure*)
+    target: float | None  # None: a figure shown side by side, with no target to meet
     at_least: bool
     per_run: list[float] = field(default_factory=list)
     unit: str = "x"
@@ -81,10 +81,22 @@ class Check:
         return self.unit == "x"
 
     @property
+    def has_target(self) -> bool:
+        return self.target is not None and self.value is not None
+
+    @property
     def met(self) -> bool:
+        if not self.has_target:
+            return False
         return self.value >= self.target if self.at_least else self.value <= self.target
 
     def text(self) -> tuple[str, str, str, str, str]:
+        if self.value is None:
+            return self.workload, self.measure, "—", "—", ""
+        if self.target is None:
+            unit = "" if self.unit == "x" else f" {self.unit}"
+            digits = significant_digits(self.value)
+            return self.workload, self.measure, f"{self.value:.{digits}f}{unit}", "—", ""
         digits = significant_digits(self.value)
         value = f"{self.value:.{digits}f}"
         if len(self.per_run) > 1:
@@ -154,5 +166,5 @@ class Report:
                     "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                 )
             met = sum(check.met for check in self.checks)
-            lines.append(f"  {met} of {len(self.checks)} targets met")
+            lines.append(f"  {met} of {sum(check.has_target for check in self.checks)} targets met")
         return "\n".join(lines)
