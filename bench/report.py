@@ -93,11 +93,13 @@ class Check:
     def text(self) -> tuple[str, str, str, str, str]:
         if self.value is None:
             return self.workload, self.measure, "—", "—", ""
+        digits = significant_digits(self.value)
         if self.target is None:
             unit = "" if self.unit == "x" else f" {self.unit}"
-            digits = significant_digits(self.value)
-            return self.workload, self.measure, f"{self.value:.{digits}f}{unit}", "—", ""
-        digits = significant_digits(self.value)
+            value = f"{self.value:.{digits}f}"
+            if len(self.per_run) > 1:
+                value += f" ({min(self.per_run):.{digits}f}-{max(self.per_run):.{digits}f})"
+            return self.workload, self.measure, value + unit, "—", ""
         value = f"{self.value:.{digits}f}"
         if len(self.per_run) > 1:
             value += f" ({min(self.per_run):.{digits}f}-{max(self.per_run):.{digits}f})"

@@ -314,7 +314,7 @@ def test_a_figure_side_by_side_without_a_target_is_no_target_met_or_missed(resul
     absent = Check("account stores, SQLite against PostgreSQL", "not measured: no initdb", None, None, False, unit="")
     block = results.render(fake_run(results), [*fake_checks(), side_by_side, absent])
     rows = table_rows(block)
-    assert rows[-2]["ratio"].startswith("1.4") and (rows[-2]["target"], rows[-2][""]) == ("—", "—")
+    assert rows[-2]["ratio"] == "1.40 (1.30-1.50)" and (rows[-2]["target"], rows[-2][""]) == ("—", "—")
     assert rows[-1]["workload"] == "account stores, SQLite against PostgreSQL: not measured: no initdb"
     met = sum(check.met for check in fake_checks())
     assert f"**{met} of {len(fake_checks())} targets met.**" in block
