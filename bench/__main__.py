@@ -27,11 +27,12 @@ Workloads, each in its own module:
   must not walk the home); p50 and p99 latency.
 * ``ftp_parallel`` (``--only ftp-parallel``): lftp ``mirror -R`` of the
   small files over 1 connection and over 4, sockftp's FTP front door
-  against vsftpd (issue 21).
+  against vsftpd (issue 21): two targets, 4 connections at least as fast
+  as 1 and as vsftpd's 4 (rows that say why when lftp or vsftpd is missing).
 * ``stores`` (``--only stores``): PostgreSQL against SQLite as the account
   store: the logins, the small files over one session and the crowd's
   puts, and the database round trips per upload (issue 17). Without
-  PostgreSQL, its row says so.
+  PostgreSQL, its round-trip row says so.
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the

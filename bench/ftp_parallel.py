@@ -41,8 +41,9 @@ change is measured against what it changes side by side.
 Variants are interleaved (A B C D, then D C B A). The notes give the
 ratios of the medians, with their range run by run, against the targets:
 sockftp's four connections at least as fast as its one, and at least as
-fast as vsftpd's four. Without lftp (``apt-get install lftp``) the whole
-workload is skipped, with a note.
+fast as vsftpd's four; ``python -m bench`` puts both in its results table.
+Without lftp (``apt-get install lftp``) the whole workload is skipped, and
+without vsftpd its target: their rows say why.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import os
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -60,7 +62,7 @@ import time
 from itertools import count
 
 from .common import Env, Prewarm, Samples, human_size, interleave, parse_size
-from .report import Section, ratio
+from .report import Section, missing_check, ratio, ratio_check
 from .servers import PASSWORD, USER, ServerProcess, SockftpServer
 from .small_files import _make_sources
 
@@ -85,8 +87,10 @@ def run(env: Env, files: int, file_size: int, baseline: str | None = None) -> tu
     )
     lftp = shutil.which("lftp")
     if lftp is None:
-        section.notes.append("skipped: lftp is not installed (apt-get install lftp)")
-        return section, []
+        why = "lftp is not installed (apt-get install lftp)"
+        section.notes.append(f"skipped: {why}")
+        workload = _workload(files, file_size)
+        return section, [missing_check(workload, measure, 1.0, True, name, why) for measure, name in _TARGETS]
     sources = _make_sources(env.fresh_dir("ftpp-sources"), files, file_size)
     source_dir = os.path.dirname(sources[0])
     try:
@@ -106,10 +110,25 @@ def run(env: Env, files: int, file_size: int, baseline: str | None = None) -> tu
                 section.notes.append(f"vsftpd left out: {why_not}")
             for target in targets.values():
                 _log_in(lftp, target)
-            measure(env, section, targets, lftp, source_dir, files, file_size)
+            checks = measure(env, section, targets, lftp, source_dir, files, file_size)
+            if vsftpd is None:
+                measure_name, reference = _TARGETS[1]
+                checks.append(missing_check(_workload(files, file_size), measure_name, 1.0, True, reference, why_not))
     finally:
         shutil.rmtree(source_dir, ignore_errors=True)
-    return section, []
+    return section, checks
+
+
+#: The targets of issue 21 (the measure, and the reference's name):
+#: sockftp's 4 connections against its 1, and against vsftpd's 4.
+_TARGETS = (
+    (f"{OURS}: {PARALLEL} connections / 1", f"{OURS}, 1 connection"),
+    (f"{OURS} / {THEIRS}, {PARALLEL} connections", f"vsftpd through lftp, {PARALLEL} connections"),
+)
+
+
+def _workload(files: int, file_size: int) -> str:
+    return f"lftp mirror -R --parallel={PARALLEL} of {files:,} x {human_size(file_size)} to the FTP door"
 
 
 @contextlib.contextmanager
@@ -138,8 +157,9 @@ class Target:
         self.cpu = lambda: cpu(server.pid)
 
 
-def measure(env: Env, section: Section, targets: dict, lftp: str, source_dir: str, files: int, size: int) -> None:
-    """Time every (server, connections) variant, add its rows, and the ratios as notes."""
+def measure(env: Env, section: Section, targets: dict, lftp: str, source_dir: str, files: int, size: int) -> list:
+    """Time every (server, connections) variant, add its rows, and the ratios
+    as notes; return the targets' checks (vsftpd's only if it ran)."""
     runs = count()
     cpu: dict[str, list[float]] = {}
     variants = {}
@@ -156,6 +176,26 @@ def measure(env: Env, section: Section, targets: dict, lftp: str, source_dir: st
         section.add(label, Samples("files/s", values), f"server CPU {per_1000.spread()} s per 1000 files")
     serial, parallel = (f"{OURS}, {_connections(n)}" for n in (1, PARALLEL))
     section.notes.append(_ratio(f"{OURS}: {PARALLEL} connections / 1", rates[parallel], rates[serial], 1.0))
+    workload = _workload(files, size)
+    cpu_text = "; ".join(
+        f"{label} {statistics.median(c) * 1000 / files:.2f} s"
+        for label, c in cpu.items()
+        if c and not label.startswith(BASELINE)
+    )
+    (own_measure, own_reference), (their_measure, their_reference) = _TARGETS
+    checks = [
+        ratio_check(
+            workload,
+            own_measure,
+            rates[parallel],
+            rates[serial],
+            1.0,
+            True,
+            unit="files/s",
+            reference_name=own_reference,
+            context=f"server CPU per 1000 files: {cpu_text}",
+        )
+    ]
     if BASELINE in targets:
         base_serial, base_parallel = (f"{BASELINE}, {_connections(n)}" for n in (1, PARALLEL))
         section.notes.append(
@@ -172,11 +212,26 @@ def measure(env: Env, section: Section, targets: dict, lftp: str, source_dir: st
         section.notes.append(
             _ratio(f"{OURS} / {THEIRS}, {PARALLEL} connections", rates[parallel], rates[their_parallel], 1.0)
         )
+        their_speedup, _ = ratio(rates[their_parallel], rates[their_serial])
+        checks.append(
+            ratio_check(
+                workload,
+                their_measure,
+                rates[parallel],
+                rates[their_parallel],
+                1.0,
+                True,
+                unit="files/s",
+                reference_name=their_reference,
+                context=f"vsftpd's {PARALLEL} connections / its 1, files/s: {their_speedup:.2f}",
+            )
+        )
         section.notes.append(_ratio(f"{OURS} / {THEIRS}, 1 connection", rates[serial], rates[their_serial]))
     section.notes.append(
         f"each run: lftp -e 'mirror -R [--parallel={PARALLEL}] SOURCE TARGET' from start to exit, "
         "login and listing included; sockftp logs in by password, vsftpd anonymously"
     )
+    return checks
 
 
 def _connections(n: int) -> str:

@@ -66,7 +66,7 @@ class Check:
 
     workload: str
     measure: str  # what the value is, e.g. "sockftp / raw download + file write"
-    value: float | None  # None: not measured (say why in *measure*)
+    value: float | None  # None: not measured (then *missing* says why)
     target: float | None  # None: a figure shown side by side, with no target to meet
     at_least: bool
     per_run: list[float] = field(default_factory=list)
@@ -75,6 +75,9 @@ class Check:
     reference: Figure | None = None
     reference_name: str = ""  # e.g. "pyftpdlib RETR"
     context: str = ""
+    #: Why it could not be measured (its reference is not installed, say):
+    #: the row says so, and counts as not met.
+    missing: str = ""
 
     @property
     def is_ratio(self) -> bool:
@@ -82,17 +85,20 @@ class Check:
 
     @property
     def has_target(self) -> bool:
-        return self.target is not None and self.value is not None
+        """A figure held to a target (met, missed, or not measured), not one
+        shown side by side only."""
+        return self.target is not None
 
     @property
     def met(self) -> bool:
-        if not self.has_target:
+        if self.missing or not self.has_target:
             return False
         return self.value >= self.target if self.at_least else self.value <= self.target
 
     def text(self) -> tuple[str, str, str, str, str]:
-        if self.value is None:
-            return self.workload, self.measure, "—", "—", ""
+        if self.missing:
+            target = f"{'>=' if self.at_least else '<='} {self.target:g}"
+            return self.workload, self.measure, "not measured", target, f"NOT MEASURED: {self.missing}"
         digits = significant_digits(self.value)
         if self.target is None:
             unit = "" if self.unit == "x" else f" {self.unit}"
@@ -136,6 +142,11 @@ def ratio_check(
         reference_name=reference_name,
         context=context,
     )
+
+
+def missing_check(workload: str, measure: str, target: float, at_least: bool, reference_name: str, why: str) -> Check:
+    """A target that could not be measured, and *why*: its row says so."""
+    return Check(workload, measure, float("nan"), target, at_least, reference_name=reference_name, missing=why)
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, list[float]]:

@@ -184,6 +184,10 @@ def render(run: Run, checks: list[Check]) -> str:
 
 def _row(check: Check) -> str:
     workload = check.workload if check.is_ratio else f"{check.workload}: {check.measure}"
+    if check.missing:
+        target = f"{'≥' if check.at_least else '≤'} {check.target:g}"
+        cells = [workload, "—", f"{check.reference_name}: {check.missing}", "—", target, "**not measured**"]
+        return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
     ours = check.ours.text() if check.ours else "—"
     reference = f"{check.reference_name}: {check.reference.text()}" if check.reference else "—"
     ratio = check.text()[2] if check.is_ratio else "—"

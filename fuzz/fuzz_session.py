@@ -4,6 +4,7 @@ Run from the repository root (docs/FUZZING.md has more)::
 
     python -m fuzz -max_total_time=600                # raw byte streams
     python -m fuzz --structured -max_total_time=600   # sequences of requests
+    python -m fuzz --proxy -max_total_time=60         # PROXY protocol headers, no server
     python fuzz/fuzz_session.py -max_total_time=600   # the same as the first
     python -m fuzz fuzz/work/artifacts/crash-...      # replay one input
 
@@ -36,10 +37,12 @@ FUZZ = REPO / "fuzz"
 WORK = FUZZ / "work"
 SEEDS = FUZZ / "corpus"
 DICTIONARY = FUZZ / "sockftp.dict"
+PROXY_SEEDS = FUZZ / "corpus-proxy"
+PROXY_DICTIONARY = FUZZ / "proxy.dict"
 
 _SANDBOX_ENV = "SOCKFTP_FUZZ_SANDBOX"
 _MODE_ENV = "SOCKFTP_FUZZ_MODE"
-MODES = ("raw", "structured")
+MODES = ("raw", "structured", "proxy")
 #: libFuzzer settings unless given: inputs of up to 8 KiB, and an input
 #: that runs over a minute is reported (as a timeout, with its stack).
 DEFAULTS = {"-max_len": "8192", "-timeout": "60"}
@@ -54,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _supervise(argv: list[str]) -> int:
-    mode = "structured" if "--structured" in argv else "raw"
-    args = [a for a in argv if a != "--structured"]
+    mode = "structured" if "--structured" in argv else "proxy" if "--proxy" in argv else "raw"
+    args = [a for a in argv if a not in ("--structured", "--proxy")]
     if any(a.startswith("--") for a in args):
         print(__doc__, file=sys.stderr)
         return 2
@@ -88,14 +91,16 @@ def libfuzzer_args(args: list[str], mode: str) -> list[str]:
     if "-artifact_prefix" not in flags:
         (WORK / "artifacts").mkdir(parents=True, exist_ok=True)
         args.append(f"-artifact_prefix={WORK / 'artifacts'}{os.sep}")
-    if mode == "raw" and "-dict" not in flags:
-        args.append(f"-dict={DICTIONARY}")
+    if mode in ("raw", "proxy") and "-dict" not in flags:
+        args.append(f"-dict={DICTIONARY if mode == 'raw' else PROXY_DICTIONARY}")
     if not any(not a.startswith("-") for a in args):
         corpus = WORK / f"corpus-{mode}"
         corpus.mkdir(parents=True, exist_ok=True)
         args.append(str(corpus))  # the first directory gets the new inputs
         if mode == "raw":
             args.append(str(SEEDS))
+        elif mode == "proxy":
+            args.append(str(PROXY_SEEDS))
     return args
 
 
@@ -200,6 +205,8 @@ def _fuzz(argv: list[str]) -> int:
     mode = os.environ.get(_MODE_ENV, "raw")
     if mode not in MODES:
         raise SystemExit(f"{_MODE_ENV} must be one of {MODES}")
+    if mode == "proxy":
+        return _fuzz_proxy(argv)
     with atheris.instrument_imports(include=["sockftp"]):
         import sockftp.server.listener  # noqa: F401 - and everything it imports
 
@@ -228,6 +235,43 @@ def _fuzz(argv: list[str]) -> int:
 
     mutator = frame_aware_mutator() if mode == "raw" else None
     atheris.Setup([sys.argv[0], *argv], test_one_input, custom_mutator=mutator)
+    atheris.Fuzz()
+    return 0  # not reached: libFuzzer ends the process
+
+
+def _fuzz_proxy(argv: list[str]) -> int:
+    """The PROXY v2 decoder alone (sockftp/protocol/proxy.py), in this
+    process: each input, cut as the raw mode cuts it, must give the same
+    answer as the input whole (a header, "need more", or a ProxyError, and
+    nothing else), and a header must lie within the input and the limit."""
+    import atheris
+
+    with atheris.instrument_imports(include=["sockftp.protocol.proxy"]):
+        from sockftp.protocol import proxy
+
+    def decide(chunks: list[bytes]):
+        decoder = proxy.ProxyDecoder()
+        header = None
+        try:
+            for chunk in chunks:
+                header = decoder.feed(chunk)
+            return (header, decoder.rest) if header is not None else (None, decoder.wanted())
+        except proxy.ProxyError as exc:
+            return "refused", str(exc)[:0]
+
+    def test_one_input(data: bytes) -> None:
+        whole, cut = decide([data]), decide(raw_chunks(data))
+        if whole != cut:
+            raise AssertionError(f"split input decoded differently: {whole!r} != {cut!r}")
+        header = whole[0]
+        if isinstance(header, proxy.ProxyHeader):
+            if not (16 <= header.size <= min(len(data), proxy.MAX_HEADER)):
+                raise AssertionError(f"header size {header.size} outside the input or the limit")
+            if whole[1] != data[header.size :]:
+                raise AssertionError("the bytes after the header were not kept as they came")
+
+    print("sockftp fuzz: proxy mode (the decoder alone)", file=sys.stderr, flush=True)
+    atheris.Setup([sys.argv[0], *argv], test_one_input)
     atheris.Fuzz()
     return 0  # not reached: libFuzzer ends the process
 

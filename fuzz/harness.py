@@ -82,10 +82,10 @@ IDLE_TIMEOUT, HEADER_TIMEOUT = 10.0, 5.0
 CHUNK_PAUSE = 0.001
 HEALTH_EVERY = 64
 #: File descriptors and threads the process may hold above what it held at
-#: the first health check. Each session thread that logged in leaves its
-#: SQLite connection (two descriptors) to the garbage collector, and SQLite
-#: keeps closed connections' descriptors for reuse, so the count settles a
-#: few dozen higher (docs/FUZZING.md); a real leak grows without bound.
+#: the first health check. The SQLite store's pool opens its connections
+#: (two descriptors each, up to 32 of them) as logins first need them, so
+#: the count settles a few dozen higher (docs/FUZZING.md); a real leak
+#: grows without bound.
 FD_MARGIN, THREAD_MARGIN = 100, 8
 #: Reply bytes kept per input, at most (a download of a fuzzed file is small).
 MAX_REPLY = 16 * 1024 * 1024

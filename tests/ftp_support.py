@@ -11,6 +11,7 @@ from __future__ import annotations
 import ftplib
 import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,22 +138,44 @@ def ftp_server_fixture(tmp_path_factory):
         running.stop(0)
 
 
+#: Bytes read from a raw control socket past the reply asked for: the
+#: server may send two replies at once (150, then 226 after a small file),
+#: and the second belongs to the next read_reply.
+_UNREAD: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_reply(sock: socket.socket) -> str:
-    """One whole reply (multi-line ones too) from a raw control socket."""
-    data = b""
+    """One whole reply (multi-line ones too) from a raw control socket;
+    what follows it is kept for the next call."""
+    data = _UNREAD.pop(sock, b"")
     while True:
+        reply, rest = _split_reply(data)
+        if reply is not None:
+            if rest:
+                _UNREAD[sock] = rest
+            return reply.decode(errors="replace")
         chunk = sock.recv(4096)
         if not chunk:
-            return data.decode()
+            return data.decode(errors="replace")
         data += chunk
-        lines = data.decode(errors="replace").split("\r\n")
-        if len(lines) < 2:
-            continue
-        first = lines[0]
-        if first[3:4] != "-":
-            return data.decode()
-        if any(line.startswith(first[:3] + " ") for line in lines[1:-1]):
-            return data.decode()
+
+
+def _split_reply(data: bytes) -> tuple[bytes | None, bytes]:
+    """The first complete reply in *data*, and the bytes after it."""
+    end = data.find(b"\r\n")
+    if end < 0:
+        return None, data
+    first = data[:end]
+    if first[3:4] != b"-":
+        return data[: end + 2], data[end + 2 :]
+    closing = b"\r\n" + first[:3] + b" "
+    start = data.find(closing, end)
+    if start < 0:
+        return None, data
+    stop = data.find(b"\r\n", start + 2)
+    if stop < 0:
+        return None, data
+    return data[: stop + 2], data[stop + 2 :]
 
 
 def ftp_command(sock: socket.socket, line: str) -> str:

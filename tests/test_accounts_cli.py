@@ -232,6 +232,7 @@ def test_list_shows_limits_flags_and_what_each_home_holds(root):
             "disabled": False,
             "used_bytes": 3 * MiB + 1024,
             "used_files": 2,
+            "usage": "measured",
         },
         {
             "name": "bob",
@@ -241,8 +242,25 @@ def test_list_shows_limits_flags_and_what_each_home_holds(root):
             "disabled": False,
             "used_bytes": 0,
             "used_files": 0,
+            "usage": "measured",
         },
     ]
+
+
+def test_list_shows_the_stored_usage_without_reading_the_home(root):
+    # The server keeps usage in the account store; listing a thousand
+    # homes must not walk a thousand trees. --measure still does.
+    admin(root, "add", "alice", password=PASSWORD)
+    (root / "users" / "alice" / "a.bin").write_bytes(b"x" * 1024)
+    with SqliteUserStore(users_db(str(root))) as store:
+        assert store.set_usage("alice", 5 * MiB, 7)
+
+    (record,) = [json.loads(line) for line in admin(root, "list", "--json").output.splitlines()]
+    assert (record["used_bytes"], record["used_files"], record["usage"]) == (5 * MiB, 7, "stored")
+    assert admin(root, "list").output.splitlines()[1].split()[1:5] == ["unlimited", "5.0", "MiB", "7"]
+
+    (record,) = [json.loads(line) for line in admin(root, "list", "--json", "--measure").output.splitlines()]
+    assert (record["used_bytes"], record["used_files"], record["usage"]) == (1024, 1, "measured")
 
 
 def test_list_of_a_root_without_accounts_creates_nothing(root):

@@ -85,27 +85,35 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     ):
         assert row in out, out
     assert "targets met" in out, out
+    # lftp mirror --parallel=4 (issue 21): its two rows, measured, or saying why not.
+    assert out.count("lftp mirror -R --parallel=4 of 20 x 4 KiB to the FTP door") >= 2, out
+    if shutil.which("lftp") is None:
+        assert "NOT MEASURED: lftp is not installed" in out, out
+    else:
+        assert "sockftp FTP: 4 connections / 1" in out, out
+        if not os.access("/usr/sbin/vsftpd", os.X_OK):
+            assert "NOT MEASURED: /usr/sbin/vsftpd is not installed" in out, out
     # The Markdown table is printed, and a quick run never writes it into the document.
     text, markdown = out.split("== results table (Markdown) ==", 1)
     assert "**Not a run of record (--quick):**" in markdown, markdown
     targets = int(re.search(r"\d+ of (\d+) targets met", text).group(1))
     # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
     # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
-    # (first up and down, two re-syncs, bytes and time up and down, --checksum).
-    expected = 15 + (9 if has_rsync else 0)
-    # The account stores: three timings side by side (no target) and the round trips (a target); or,
-    # without PostgreSQL, one row that says so.
+    # (first up and down, two re-syncs, bytes and time up and down, --checksum); 2 for lftp mirror --parallel=4
+    # (against its 1 connection, and against vsftpd), measured or not; 1 for the account stores' round trips
+    # per upload, measured or not, beside 3 timings with no target (without PostgreSQL, not there).
+    expected = 17 + (9 if has_rsync else 0) + 1
     has_pg = stores_missing() is None
     rows = table_rows(markdown)
-    assert targets == expected + (1 if has_pg else 0), markdown
-    assert len(rows) == expected + (4 if has_pg else 1), markdown
+    assert targets == expected, markdown
+    assert len(rows) == expected + (3 if has_pg else 0), markdown
     stores = [row for row in rows if "account store" in row["workload"]]
+    trips = next(row for row in stores if "round trips" in row["workload"])
     if has_pg:
-        trips = next(row for row in stores if "round trips" in row["workload"])
         assert (trips["target"], trips[""]) == ("≤ 2 round trips", "met"), trips
         assert [row["target"] for row in stores].count("—") == 3, stores
     else:
-        assert "PostgreSQL not available" in stores[0]["workload"], stores
+        assert trips[""] == "**not measured**" and "not available" in trips["reference"], trips
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []
@@ -247,6 +255,34 @@ def test_the_table_is_written_between_the_markers_and_nowhere_else(results, tmp_
     assert len(table_rows(text)) == 1 and text.startswith(before) and text.endswith(after)
 
 
+WHY_NOT = "/usr/sbin/vsftpd is not installed (Debian: apt-get install vsftpd)"
+
+
+def test_a_target_that_could_not_be_measured_says_why(results):
+    from bench.report import missing_check
+
+    check = missing_check(
+        "lftp mirror -R --parallel=4 of 1,000 x 4 KiB to the FTP door",
+        "sockftp FTP / vsftpd, 4 connections",
+        1.0,
+        True,
+        "vsftpd through lftp, 4 connections",
+        WHY_NOT,
+    )
+    assert not check.met and check.text()[-1].startswith("NOT MEASURED: /usr/sbin/vsftpd is not installed")
+    block = results.render(fake_run(results), [*fake_checks(), check])
+    row = table_rows(block)[-1]
+    assert row == {
+        "workload": "lftp mirror -R --parallel=4 of 1,000 x 4 KiB to the FTP door",
+        "sockftp": "—",
+        "reference": f"vsftpd through lftp, 4 connections: {WHY_NOT}",
+        "ratio": "—",
+        "target": "≥ 1",
+        "": "**not measured**",
+    }
+    assert "**3 of 5 targets met.**" in block
+
+
 def test_a_run_not_of_record_says_why_and_claims_no_code(results):
     block = results.render(fake_run(results, not_of_record="--quick"), fake_checks())
     assert "**Not a run of record (--quick):**" in block
@@ -311,10 +347,8 @@ def test_a_figure_side_by_side_without_a_target_is_no_target_met_or_missed(resul
         reference=Figure(0.5, "s"),
         reference_name="SQLite",
     )
-    absent = Check("account stores, SQLite against PostgreSQL", "not measured: no initdb", None, None, False, unit="")
-    block = results.render(fake_run(results), [*fake_checks(), side_by_side, absent])
+    block = results.render(fake_run(results), [*fake_checks(), side_by_side])
     rows = table_rows(block)
-    assert rows[-2]["ratio"] == "1.40 (1.30-1.50)" and (rows[-2]["target"], rows[-2][""]) == ("—", "—")
-    assert rows[-1]["workload"] == "account stores, SQLite against PostgreSQL: not measured: no initdb"
+    assert rows[-1]["ratio"] == "1.40 (1.30-1.50)" and (rows[-1]["target"], rows[-1][""]) == ("—", "—")
     met = sum(check.met for check in fake_checks())
     assert f"**{met} of {len(fake_checks())} targets met.**" in block

@@ -66,6 +66,19 @@ class MemoryData:
             raise TransferAborted("the client aborted the transfer")
         return len(data)
 
+    def receive_whole(self, into, limit, within):
+        """All of it at once, if small; an abort after what came first."""
+        if self.abort_after is not None:
+            into += self.incoming[: self.abort_after]
+            self.bytes += len(into)
+            raise TransferAborted("the client aborted the transfer")
+        if len(self.incoming) > limit:
+            return False  # receive() gets it all
+        into += self.incoming
+        self.bytes += len(self.incoming)
+        self.incoming = b""
+        return True
+
     def close(self):
         self.closed = True
 
@@ -397,6 +410,16 @@ def test_a_stor_past_the_quota_keeps_nothing(make, storage):
     assert reply.code == 552 and run.last.result == "quota_exceeded"
     assert sorted(p.name for p in home(storage).iterdir()) == []
     assert store(run, "STOR fits", b"x" * 10).code == 226
+
+
+def test_a_small_stor_refused_after_its_bytes_came_says_why_and_keeps_nothing(alice, storage):
+    # A plain STOR opens the storage once its bytes are in: the refusals
+    # come after the 150, with the same codes, and leave nothing behind.
+    assert alice("MKD d").code == 257
+    assert store(alice, "STOR d", b"data").code == 550  # a directory
+    assert store(alice, "STOR missing/f", b"data").code == 550  # no such directory
+    assert alice.link.preliminary[-1].code == 150
+    assert sorted(p.name for p in home(storage).iterdir()) == ["d"] and list((home(storage) / "d").iterdir()) == []
 
 
 def test_a_stor_whose_data_connection_fails_leaves_no_empty_partial(alice, storage):

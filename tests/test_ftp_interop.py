@@ -28,6 +28,8 @@ import pytest
 from conftest import partials_in, wait_until
 from ftp_support import PASSWORD, free_port_run, ftp_server_fixture, pki_fixture  # noqa: F401 - fixtures
 
+from sockftp.protocol import checksum
+
 pytestmark = [pytest.mark.usefixtures("no_server_errors"), pytest.mark.timeout(180)]
 
 KiB = 1024
@@ -283,6 +285,25 @@ def test_lftp_mirrors_a_tree_five_times_larger_than_the_passive_range(ftp_server
     assert sorted(p.name for p in (work / "back").iterdir()) == names
     for name in names:
         assert (work / "back" / name).read_bytes() == (tree / name).read_bytes()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["clear", "ftps"])
+def test_lftp_mirror_over_four_connections_stores_every_file_whole(request, pki, work, secure):
+    # lftp mirror --parallel=4: small files stored at once side by side in
+    # one directory, and one past the small size that needs its partial.
+    server = request.getfixturevalue("tls_srv" if secure else "srv")
+    tree = work / "tree"
+    tree.mkdir()
+    files = {f"f{number:02}.bin": os.urandom(number * 97) for number in range(40)}
+    files["big.bin"] = os.urandom(200 * 1024)
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    run(lftp_args(server, "mirror -R --parallel=4 tree tree", pki["ca"] if secure else None))
+    home = server.home("alice") / "tree"
+    assert {p.name: p.read_bytes() for p in home.iterdir()} == files
+    assert partials_in(server.home("alice")) == []
+    for name in ("f39.bin", "big.bin"):
+        assert server.main.storage.checksum(("users", "alice", "tree", name)) == checksum.of_bytes(files[name])
 
 
 def test_rclone_copies_a_tree_five_times_larger_than_the_passive_range(ftp_server, work):

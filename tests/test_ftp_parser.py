@@ -212,3 +212,12 @@ def test_list_line_time_is_in_utc_whatever_the_local_zone(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_parse_time_gives_seconds_since_the_epoch_in_utc():
+    assert parser.parse_time("19700101000000") == 0
+    assert parser.parse_time("20261207063146") == 1796625106
+    assert parser.parse_time("20240229120000.5") == 1709208000.5
+    assert parser.parse_time("00010101000000") == -62135596800
+    assert parser.parse_time("20230229000000") is None  # no such day
+    assert parser.parse_time("2023022900000") is None

@@ -19,6 +19,7 @@ from conftest import have_ipv6_loopback, partials_in, wait_until
 from ftp_support import PASSWORD, free_port_run, ftp_command, ftp_server_fixture, read_reply  # noqa: F401 - a fixture
 
 import sockftp
+from sockftp.ftp.commands import transfers
 from sockftp.protocol import checksum
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -117,6 +118,26 @@ def test_an_idle_logged_in_session_is_closed_after_the_idle_timeout(ftp_server):
     time.sleep(0.5)
     with pytest.raises((ftplib.error_temp, EOFError, OSError)):
         client.voidcmd("NOOP")
+
+
+def test_a_client_that_stops_reading_its_replies_is_let_go_after_the_idle_timeout(ftp_server):
+    # Waits on the control connection are the kernel's (SO_SNDTIMEO and
+    # SO_RCVTIMEO): a send blocked on a client that reads nothing must end too.
+    srv = ftp_server(idle_timeout=0.3)
+    srv.add_user("alice")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.sendall(b"USER alice\r\nPASS " + PASSWORD.encode() + b"\r\n")
+    wait_until(lambda: srv.main.sessions.__len__() == 1, what="the session")
+    try:
+        for _ in range(100):  # HELP, never read: the replies fill the buffers
+            sock.sendall(b"HELP\r\n" * 100)
+        sock.shutdown(socket.SHUT_WR)  # no more commands: only the blocked reply keeps it
+    except OSError:
+        pass  # the server gave up on us already
+    wait_until(lambda: srv.main.sessions.__len__() == 0, what="the session to end")
+    sock.close()
 
 
 # --- the tree -------------------------------------------------------------------------------------------
@@ -271,6 +292,69 @@ def test_store_replaces_a_file_atomically(srv):
     conn.close()
     client.voidresp()
     assert (srv.home("alice") / "f").read_bytes() == b"new content, half sent"
+
+
+def test_a_small_stor_that_arrives_at_once_is_stored_without_a_partial(srv, monkeypatch):
+    # Created when the bytes are all in, in one go (no partial to create,
+    # lock and rename, which held the directory locked): parallel small
+    # uploads into one directory no longer queue behind each other.
+    monkeypatch.setattr(transfers, "AT_ONCE_WITHIN", 10.0)  # however slow the machine
+    client = srv.login()
+    home = srv.home("alice")
+    put(client, "f", b"old")
+    conn = client.transfercmd("STOR f")
+    time.sleep(0.05)
+    assert partials_in(home) == []  # nothing on disk before the bytes
+    conn.sendall(os.urandom(1000))
+    assert partials_in(home) == []
+    conn.sendall(b"end")
+    conn.close()
+    assert client.voidresp().startswith("226 ")
+    assert (home / "f").stat().st_size == 1003 and partials_in(home) == []
+    data = os.urandom(64 * KiB)  # SMALL_FILE: still at once
+    put(client, "g", data)
+    assert get(client, "g") == data and client.sendcmd("HASH g").split()[3] == checksum.of_bytes(data).split(":")[1]
+
+
+def test_a_stor_that_takes_its_time_gets_a_partial_that_others_see(srv, monkeypatch):
+    monkeypatch.setattr(transfers, "AT_ONCE_WITHIN", 0.05)
+    client = srv.login()
+    home = srv.home("alice")
+    conn = client.transfercmd("STOR slow")
+    conn.sendall(b"x" * 1000)
+    wait_until(lambda: [p.stat().st_size for p in partials_in(home)] == [1000], what="the partial")
+    other = srv.login()
+    assert other.size("slow") == 1000  # the upload in progress, as for any upload
+    with pytest.raises(ftplib.error_temp, match="^450 "):
+        put(other, "slow", b"mine")  # busy: after its 150, as a failed transfer
+    conn.sendall(b"y" * 100)
+    conn.close()
+    assert client.voidresp().startswith("226 ")
+    assert (home / "slow").read_bytes() == b"x" * 1000 + b"y" * 100 and partials_in(home) == []
+
+
+def test_a_stor_cut_short_before_the_storage_was_opened_stays_resumable(srv, monkeypatch):
+    monkeypatch.setattr(transfers, "AT_ONCE_WITHIN", 10.0)
+    client = srv.login()
+    home = srv.home("alice")
+    conn = client.transfercmd("STOR f")
+    conn.sendall(b"0123456789")
+    time.sleep(0.05)
+    assert client.abort().startswith("426")
+    assert client.getresp().startswith("226")
+    conn.close()
+    assert not (home / "f").exists()
+    assert client.size("f") == 10  # the bytes that came, kept as the partial
+    client.storbinary("STOR f", io.BytesIO(b"abc"), rest=10)
+    assert (home / "f").read_bytes() == b"0123456789abc" and partials_in(home) == []
+
+
+def test_a_large_stor_goes_on_past_the_small_size(srv, monkeypatch):
+    monkeypatch.setattr(transfers, "AT_ONCE_WITHIN", 10.0)
+    client = srv.login()
+    data = os.urandom(64 * KiB + 1)
+    put(client, "big", data)
+    assert get(client, "big") == data and partials_in(srv.home("alice")) == []
 
 
 def test_append_adds_to_the_file(srv):

@@ -37,7 +37,7 @@ ATHERIS_INSTALLS = (
 
 @pytest.mark.skipif(not ATHERIS_INSTALLS, reason="atheris 3.0.0 has wheels only for CPython 3.11-3.13 on Linux x86_64")
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize(("mode", "seconds"), [("raw", 10), ("structured", 7)])
+@pytest.mark.parametrize(("mode", "seconds"), [("raw", 10), ("structured", 7), ("proxy", 3)])
 def test_a_short_fuzzing_run_finds_nothing(tmp_path, mode, seconds):
     if importlib.util.find_spec("atheris") is None:
         pytest.fail("atheris is not installed: pip install -e '.[test]'")
@@ -47,7 +47,9 @@ def test_a_short_fuzzing_run_finds_nothing(tmp_path, mode, seconds):
     if mode == "raw":
         args.append(str(REPO / "fuzz" / "corpus"))
     else:
-        args.insert(0, "--structured")
+        args.insert(0, f"--{mode}")
+    if mode == "proxy":
+        args.append(str(REPO / "fuzz" / "corpus-proxy"))
     result = subprocess.run(
         [sys.executable, "-m", "fuzz", *args],
         cwd=REPO,
@@ -64,7 +66,7 @@ def test_a_short_fuzzing_run_finds_nothing(tmp_path, mode, seconds):
     # seeds alone reach about 780 edges, a session that sends nothing about
     # 120, and without the threads' coverage it would be near 0.
     coverage = [int(c) for c in re.findall(r"cov: (\d+)", log)]
-    assert coverage and coverage[-1] > (600 if mode == "raw" else 150), log[-3000:]
+    assert coverage and coverage[-1] > {"raw": 600, "structured": 150, "proxy": 30}[mode], log[-3000:]
 
 
 # -- the oracles see what they are for (no atheris needed, so these run everywhere) --------

@@ -75,9 +75,14 @@ def size_of(path: Path) -> int:
         return 0
 
 
+#: The line each reconnect prints before the transfer gives up (--retries).
+RECONNECT = re.compile(r"^sockftp: .*; reconnecting in [\d.]+ s \(attempt \d+ of \d+\)$")
+
+
 def the_line(stderr: str) -> str:
-    """The one line an interrupted transfer prints, and nothing else."""
-    lines = stderr.splitlines()
+    """The one line an interrupted transfer prints, and nothing else but
+    the lines of its attempts to reconnect."""
+    lines = [line for line in stderr.splitlines() if not RECONNECT.match(line)]
     assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
     assert "Traceback" not in stderr and "Aborted!" not in stderr
     return lines[0]

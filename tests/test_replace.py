@@ -202,3 +202,43 @@ def test_a_dropper_closes_what_it_is_given_and_says_when_it_is_done(tmp_path):
             assert dropper.pending == 1
         assert dropper.wait(10)
         assert held_deleted(tmp_path) == []
+
+
+def test_a_large_file_removed_is_freed_after_the_remove_returns(store, tmp_path):
+    # rm of a large file used to free its blocks and pages inside the
+    # request, as a rename over it once did.
+    root = tmp_path / "root"
+    put(store, "f", os.urandom(LARGE))
+    put(store, "small", os.urandom(DROP_LATER_AT - 1))
+    with DROPPER.paused():
+        store.remove(("f",))
+        store.remove(("small",))
+        assert not (root / "f").exists()
+        assert [st.st_size for st in held_deleted(root)] == [LARGE]
+    assert DROPPER.wait(10)
+    assert held_deleted(root) == []
+
+
+def test_a_large_file_a_move_lands_on_is_freed_after_the_move_returns(store, tmp_path):
+    root = tmp_path / "root"
+    put(store, "old", os.urandom(LARGE))
+    new = os.urandom(LARGE + 1)
+    put(store, "new", new)
+    with DROPPER.paused():
+        store.rename(("new",), ("old",))
+        assert (root / "old").read_bytes() == new
+        assert [st.st_size for st in held_deleted(root)] == [LARGE]
+        store.rename(("old",), ("old",))  # onto itself: nothing to free
+        assert DROPPER.pending == 1
+    assert DROPPER.wait(10)
+    assert held_deleted(root) == []
+
+
+def test_a_file_with_another_link_is_not_held_when_removed(store, tmp_path):
+    root = tmp_path / "root"
+    put(store, "f", os.urandom(LARGE))
+    os.link(root / "f", tmp_path / "elsewhere")
+    with DROPPER.paused():
+        store.remove(("f",))
+        assert DROPPER.pending == 0  # it keeps a name: nothing is freed
+    assert (tmp_path / "elsewhere").stat().st_size == LARGE

@@ -95,6 +95,10 @@ class CountingClient(Client):
         self.sent.extend(h.get("cmd") for h in headers)
         return super()._send_many(headers)
 
+    def _send_frames(self, frames):
+        self.sent.extend(h.get("cmd") for h, _ in frames)
+        return super()._send_frames(frames)
+
 
 # -- round trips -----------------------------------------------------------------------------
 
@@ -252,15 +256,25 @@ def test_a_change_that_keeps_size_and_time_is_found_only_with_checksum(srv, tmp_
 def test_a_thousand_small_new_files_go_pipelined_in_large_windows(srv, tmp_path):
     source = build(tmp_path / "source", {f"f{i:04}": os.urandom(4096) for i in range(1000)}, dirs=[])
     in_flight = []
+    writes = []  # files per write
 
     class Watching(Client):
         outstanding = 0
 
         def _send(self, header, payload=b""):
-            if header.get("cmd") == "put":
-                self.outstanding += 1
-                in_flight.append(self.outstanding)
+            self._count([header])
             return super()._send(header, payload)
+
+        def _send_frames(self, frames):
+            self._count([header for header, _ in frames])
+            writes.append(len(frames))
+            return super()._send_frames(frames)
+
+        def _count(self, headers):
+            for header in headers:
+                if header.get("cmd") == "put":
+                    self.outstanding += 1
+                    in_flight.append(self.outstanding)
 
         def _reply(self):
             reply = super()._reply()
@@ -272,6 +286,8 @@ def test_a_thousand_small_new_files_go_pipelined_in_large_windows(srv, tmp_path)
         summary = client.sync_up(source, "many")
     assert summary.transferred == 1000 and summary.failed == 0
     assert max(in_flight) >= SYNC_WINDOW // 2
+    # Many small files to a write, not one each.
+    assert sum(writes) == 1000 and len(writes) <= 1000 // 16
     assert tree_of(srv.anon_dir / "many") == tree_of(source)
 
 

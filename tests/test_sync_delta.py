@@ -15,6 +15,7 @@ from test_sync import CountingClient, assert_times_match, build, times_of, tree_
 import sockftp
 from sockftp.client import Client
 from sockftp.protocol.limits import DELTA_BLOCK
+from sockftp.protocol.tree_pack import TreeBatch
 
 MiB = 1024 * 1024
 
@@ -202,9 +203,10 @@ def test_directory_times_are_kept_on_the_server_too(srv, tmp_path):
 # -- a hostile server ---------------------------------------------------------------------------
 
 
-def fake_server(tree_entries: list[dict]):
-    """A server on a real socket that answers hello (with ``tree``), stat
-    and tree with *tree_entries*; returns its port."""
+def fake_server(tree_entries: list[dict], packed: bool = False):
+    """A server on a real socket that answers hello (with ``tree``, and
+    ``tree-packed`` if *packed*), stat and tree with *tree_entries*; returns
+    its port."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve():
@@ -214,15 +216,24 @@ def fake_server(tree_entries: list[dict]):
             while True:
                 request = recv_frame(conn)
                 cmd = request.get("cmd")
+                body = b""
                 if cmd == "hello":
-                    reply = {"ok": True, "version": 1, "features": ["tree", "pipelining"], "commands": []}
+                    features = ["tree", "pipelining"] + (["tree-packed"] if packed else [])
+                    reply = {"ok": True, "version": 1, "features": features, "commands": []}
                 elif cmd == "stat":
                     reply = {"ok": True, "path": "/x", "name": "x", "type": "dir", "size": 0, "mtime": 1.0}
+                elif cmd == "tree" and request.get("packed"):
+                    batch = TreeBatch(request.get("checksums", False))
+                    for e in tree_entries:
+                        path = e["path"]
+                        batch.add(path, len(path.encode()), e["type"], e.get("size", 0), e.get("mtime", 0.0))
+                    body = batch.body()
+                    reply = {"ok": True, "path": "/x", "count": len(batch), "body": len(body), "more": False}
                 elif cmd == "tree":
                     reply = {"ok": True, "path": "/x", "entries": tree_entries, "more": False}
                 else:
                     reply = {"ok": True}
-                conn.sendall(encode_frame(reply))
+                conn.sendall(encode_frame(reply) + body)
         except (EOFError, OSError):
             pass
         finally:
@@ -233,6 +244,7 @@ def fake_server(tree_entries: list[dict]):
     return listener.getsockname()[1]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["json", "packed"])
 @pytest.mark.parametrize(
     "entries",
     [
@@ -241,14 +253,15 @@ def fake_server(tree_entries: list[dict]):
         [{"path": "/etc/escaped", "type": "file", "size": 1, "mtime": 1.0}],
         [{"path": "link/escaped", "type": "file", "size": 1, "mtime": 1.0}],  # no directory "link" listed
         [{"path": "f", "type": "file", "size": 1, "mtime": 1.0}, {"path": "f/escaped", "type": "file"}],
+        [{"path": "a\\..\\escaped", "type": "file", "size": 1, "mtime": 1.0}],
     ],
-    ids=["dotdot", "dotdot-inside", "absolute", "unlisted-parent", "file-as-parent"],
+    ids=["dotdot", "dotdot-inside", "absolute", "unlisted-parent", "file-as-parent", "backslash"],
 )
-def test_a_hostile_listing_is_refused_and_nothing_is_written(tmp_path, entries):
+def test_a_hostile_listing_is_refused_and_nothing_is_written(tmp_path, entries, packed):
     local = tmp_path / "local"
     local.mkdir()
     (local / "link").symlink_to(tmp_path)
-    port = fake_server(entries)
+    port = fake_server(entries, packed)
     with Client("127.0.0.1", port) as client, pytest.raises(sockftp.PathRefused):
         client.sync_down("x", local, delete=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local"]

@@ -165,6 +165,10 @@ class _Accounts:
     def list(self) -> list:
         return self.store.list() if self.store is not None else []
 
+    def usage(self, name: str):
+        """*name*'s stored usage (a StoredUsage), or None."""
+        return self.store.usage(name) if self.store is not None else None
+
 
 def home_directory(root: str, name: str) -> str:
     """Where user *name*'s files are on disk."""
@@ -275,46 +279,68 @@ def user_del(root, db, name, delete_files) -> None:
 
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user and line.")
+@click.option("--measure", is_flag=True, help="Read every home for its usage, instead of the stored figures.")
 @admin_command
-def user_list(root, db, as_json) -> None:
+def user_list(root, db, as_json, measure) -> None:
     """List the users with their limits and what they store.
 
-    Usage is measured by reading each home, partial uploads included.
+    Usage comes from the account database, which the server keeps exact as
+    files come and go, so listing costs nothing per file. A home whose
+    usage was never measured (a new account, or a store just migrated) is
+    read, partial uploads included; so is every home with --measure.
     """
-    from ..server.config import user_home
-    from ..storage import LocalStorage
-
     with _Accounts(root, db) as accounts:
         users = accounts.list()
+        stored = [None if measure else accounts.usage(account.name) for account in users]
     if not users:
         if not as_json:
             click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)
         return
-    storage = LocalStorage(root)
-    try:
-        usages = [storage.usage(user_home(account.name)) for account in users]
-    finally:
-        storage.close()
+    usages = _usages(root, users, stored)
     if as_json:
-        for account, usage in zip(users, usages, strict=True):
+        for account, (used_bytes, used_files, source) in zip(users, usages, strict=True):
             record = {
                 "name": account.name,
                 "quota_bytes": account.quota_bytes,
                 "max_files": account.max_files,
                 "read_only": account.read_only,
                 "disabled": account.disabled,
-                "used_bytes": usage.bytes,
-                "used_files": usage.files,
+                "used_bytes": used_bytes,
+                "used_files": used_files,
+                "usage": source,
             }
             click.echo(json.dumps(record))
         return
     rows = [("NAME", "QUOTA", "USED", "FILES", "MAX FILES", "FLAGS")]
-    for account, usage in zip(users, usages, strict=True):
+    for account, (used_bytes, used_files, _source) in zip(users, usages, strict=True):
         quota = "unlimited" if account.quota_bytes is None else human_size(account.quota_bytes)
         max_files = "unlimited" if account.max_files is None else str(account.max_files)
         flags = ",".join(f for f, on in (("read-only", account.read_only), ("disabled", account.disabled)) if on) or "-"
-        rows.append((account.name, quota, human_size(usage.bytes), str(usage.files), max_files, flags))
+        rows.append((account.name, quota, human_size(used_bytes), str(used_files), max_files, flags))
     echo_table(rows)
+
+
+def _usages(root, users, stored) -> list[tuple[int, int, str]]:
+    """(bytes, files, "stored" or "measured") for each of *users*: the
+    stored usage where there is one, else what their home holds now."""
+    from ..server.config import user_home
+    from ..storage import LocalStorage
+
+    storage = None
+    result = []
+    try:
+        for account, usage in zip(users, stored, strict=True):
+            if usage is not None and usage.used_bytes is not None and usage.used_files is not None:
+                result.append((usage.used_bytes, usage.used_files, "stored"))
+                continue
+            if storage is None:
+                storage = LocalStorage(root)
+            measured = storage.usage(user_home(account.name))
+            result.append((measured.bytes, measured.files, "measured"))
+    finally:
+        if storage is not None:
+            storage.close()
+    return result
 
 
 @user.command("passwd")

@@ -12,9 +12,9 @@ never import any of them (they import it, to register on ``main``).
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import shlex
-import ssl
 import sys
 
 import click
@@ -30,11 +30,49 @@ EXIT_CONNECTION = 3  # could not connect, or the connection broke
 EXIT_LOCAL = 4  # a local file could not be read or written
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
 
-#: Attempts a transfer makes to reconnect and resume after the connection breaks.
-TRANSFER_RETRIES = 3
+#: Attempts a transfer makes to reconnect and resume after the connection
+#: breaks (--retries): behind a balancer, enough to outlast a node's death.
+TRANSFER_RETRIES = 5
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Each command of ``main`` and the module of this package that defines it.
+#: A command's module is imported only when that command runs (or ``--help``
+#: lists them all): ``sockftp sync`` must not pay for the server's config,
+#: argon2 or the shell, since a whole command's start-up is part of its time.
+COMMAND_MODULES = {
+    "get": "files",
+    "ls": "files",
+    "mkdir": "files",
+    "mv": "files",
+    "ping": "files",
+    "put": "files",
+    "quota": "files",
+    "rm": "files",
+    "rmdir": "files",
+    "stat": "files",
+    "serve": "serve",
+    "shell": "shell",
+    "sync": "sync",
+    "token": "accounts",
+    "user": "accounts",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are registered by their module, imported on first use (:data:`COMMAND_MODULES`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            # The module registers its commands on main as it is imported.
+            importlib.import_module(f"{__package__}.{module}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sockftp")
 def main() -> None:
     """sockftp: a fast, resumable, verified file-transfer server and client."""
@@ -64,7 +102,10 @@ class Interrupted(Failure):
 
 def is_connection_failure(exc: BaseException) -> bool:
     """The connection broke or went silent (SSLError is an OSError, but not a local one)."""
-    return isinstance(exc, (ConnectionLost, Timeout, ssl.SSLError))
+    # ssl is not imported for a plaintext command (it costs start-up time);
+    # if it is not loaded, no SSLError can have been raised.
+    ssl = sys.modules.get("ssl")
+    return isinstance(exc, (ConnectionLost, Timeout)) or (ssl is not None and isinstance(exc, ssl.SSLError))
 
 
 def error_message(exc: BaseException) -> str:
@@ -112,7 +153,9 @@ class ServerAddress:
         tls: bool = False,
         tls_ca: str | None = None,
         insecure: bool = False,
+        retries: int = TRANSFER_RETRIES,
     ):
+        self.retries = retries
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -143,11 +186,11 @@ class ServerAddress:
             password = os.environ.get("SOCKFTP_PASSWORD") or None
         else:
             password = self.password()
-        return Client(
+        client = Client(
             self.host,
             self.port,
             timeout=self.timeout,
-            retries=TRANSFER_RETRIES,
+            retries=self.retries,
             user=self.user,
             password=password,
             token=token,
@@ -156,6 +199,16 @@ class ServerAddress:
             tls_ca=self.tls_ca,
             insecure=self.insecure,
         )
+        client.on_retry = report_retry
+        return client
+
+
+def report_retry(attempt: int, retries: int, delay: float, error: SockftpError) -> None:
+    """One line on stderr for each reconnect of a transfer (or a request a
+    draining server turned away)."""
+    click.echo(
+        f"sockftp: {error_message(error)}; reconnecting in {delay:g} s (attempt {attempt} of {retries})", err=True
+    )
 
 
 def read_password(user: str, where: str) -> str:
@@ -221,12 +274,21 @@ def client_command(func):
     @click.option(
         "--insecure", is_flag=True, help="TLS without checking the server's certificate (anyone can pose as it)."
     )
+    @click.option(
+        "--retries",
+        envvar="SOCKFTP_RETRIES",
+        show_envvar=True,
+        default=TRANSFER_RETRIES,
+        show_default=True,
+        type=click.IntRange(0, 100),
+        help="Times a transfer reconnects and resumes after its connection breaks (each said on one line); 0: never.",
+    )
     @functools.wraps(func)
-    def run(host, port, timeout, user, tls, tls_ca, insecure, **kwargs):
+    def run(host, port, timeout, user, tls, tls_ca, insecure, retries, **kwargs):
         if insecure and tls_ca is not None:
             raise click.UsageError("--insecure and --tls-ca contradict each other: choose one")
         try:
-            return func(ServerAddress(host, port, timeout, user, tls, tls_ca, insecure), **kwargs)
+            return func(ServerAddress(host, port, timeout, user, tls, tls_ca, insecure, retries), **kwargs)
         except KeyboardInterrupt:
             # Not click's "Aborted!" and status 1: a transfer says more itself (Interrupted).
             raise Failure("interrupted", EXIT_INTERRUPTED) from None

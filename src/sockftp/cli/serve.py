@@ -73,10 +73,12 @@ from .base import main
 )
 @click.option(
     "--shutdown-grace",
+    "--drain-grace",
+    "shutdown_grace",
     default=limits.SHUTDOWN_GRACE,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Seconds running transfers get to finish on SIGTERM/SIGINT.",
+    help="Seconds running transfers get to finish on SIGTERM/SIGINT (the node drains: it stops accepting at once).",
 )
 @click.option(
     "--fsync/--no-fsync",
@@ -223,18 +225,33 @@ from .base import main
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds an FTP data connection may wait for the client.",
 )
+@click.option(
+    "--proxy-protocol/--no-proxy-protocol",
+    default=False,
+    help="Behind a balancer: every connection (native and FTP) must start with a PROXY v2 header, "
+    "which gives the client's real address.  [default: no]",
+)
+@click.option(
+    "--proxy-trusted",
+    metavar="CIDR,...",
+    default=None,
+    help="The balancers' addresses: only they may connect while --proxy-protocol is on.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes on the same ports (SO_REUSEPORT), one per core; they share the account store as nodes do.",
+)
 def serve(config_file, **settings) -> None:
     """Run a server until SIGINT or SIGTERM.
 
     Settings come from the defaults, then the --config file, then the
     options given here.
     """
-    import shlex
 
-    from .. import ftp
-    from ..accounts import StoreError
-    from ..protocol.tls import TlsSetupError
-    from ..server import SockftpServer, audit
+    from ..server import audit
     from ..server.config import ConfigError, load_config
 
     ctx = click.get_current_context()
@@ -250,13 +267,68 @@ def serve(config_file, **settings) -> None:
             raise click.UsageError(str(exc), ctx) from None
         raise click.ClickException(str(exc)) from None
 
+    # Several workers write one log: each line says which (its process id).
+    tag = " [%(process)d]" if config.workers > 1 else ""
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=config.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s",
+        stream=sys.stderr,
     )
     try:
         audit.configure(config.audit_log)
     except OSError as exc:
         raise click.ClickException(f"cannot open audit log {config.audit_log}: {exc.strerror or exc}") from None
+    if config.workers == 1:
+        _run(config, announce=True)
+        return
+    from .workers import reserve_port, supervise
+
+    try:
+        config.port, native = reserve_port(config.host, config.port)
+        kept = [native]
+        if config.ftp_port is not None:
+            config.ftp_port, ftp_socket = reserve_port(config.ftp_host or config.host, config.ftp_port)
+            kept.append(ftp_socket)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+
+    listening = []  # set in the parent once all listen: a worker started again later says nothing
+
+    def worker(index: int, ready) -> int:
+        try:
+            _run(config, announce=index == 0 and not listening, ready=ready)  # one banner for all
+            return 0
+        except click.ClickException as exc:
+            exc.show()
+            return 1
+
+    def all_listening() -> None:
+        where = f"{config.host}:{{}}" if ":" not in config.host else f"[{config.host}]:{{}}"
+        click.echo(f"{config.workers} workers")
+        click.echo(f"sockftp listening on {where.format(config.port)}")
+        if config.ftp_port is not None:
+            click.echo(f"sockftp FTP listening on {(config.ftp_host or config.host)}:{config.ftp_port}")
+        sys.stdout.flush()
+        listening.append(True)
+
+    status = supervise(config.workers, worker, kept, all_listening)
+    if status == 0:
+        click.echo("sockftp stopped")
+    sys.exit(status)
+
+
+def _run(config, announce: bool, ready=None) -> None:
+    """Serve until a signal ends it: one process (of --workers'), its native
+    and FTP doors. *announce*: print the start-up lines. *ready*: called
+    once it listens, instead of printing where (a worker's parent does)."""
+    import shlex
+
+    from .. import ftp
+    from ..accounts import StoreError
+    from ..protocol.tls import TlsSetupError
+    from ..server import SockftpServer
+
+    say = click.echo if announce else _silent
     try:
         server = SockftpServer(config)
     except TlsSetupError as exc:
@@ -283,32 +355,40 @@ def serve(config_file, **settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    click.echo(f"sockftp {__version__}: data directory {config.root}")
+    say(f"sockftp {__version__}: data directory {config.root}")
     if config.db:
         from ..accounts.stores import describe
 
-        click.echo(f"accounts in {describe(config.db, config.root)}")  # a URL's password left out
+        say(f"accounts in {describe(config.db, config.root)}")  # a URL's password left out
     users = server.users.count()
     accounts = f"{users} user{'' if users == 1 else 's'}"
     if config.anonymous:
         also = f"; {accounts} can log in" if users else ""
-        click.echo(f"anonymous access is on: clients share {config.root}/anonymous{also}")
+        say(f"anonymous access is on: clients share {config.root}/anonymous{also}")
     elif users:
-        click.echo(f"{accounts}; clients must log in (anonymous access is off)")
+        say(f"{accounts}; clients must log in (anonymous access is off)")
     else:
-        click.echo(
+        say(
             f"no users yet: add one with  sockftp user add NAME --root {shlex.quote(config.root)}"
             f"  (or restart with --anonymous to share {config.root}/anonymous)"
         )
     if config.audit_log:
-        click.echo(f"audit log: {config.audit_log}")
-    click.echo(f"sockftp listening on {server.display_address}", nl=True)
-    if ftp_server is not None:
-        click.echo(f"sockftp FTP listening on {ftp_server.display_address}")
+        say(f"audit log: {config.audit_log}")
+    if ready is None:
+        say(f"sockftp listening on {server.display_address}", nl=True)
+        if ftp_server is not None:
+            say(f"sockftp FTP listening on {ftp_server.display_address}")
     sys.stdout.flush()
+    if ready is not None:
+        ready()
     server.serve_forever()
     # serve_forever returns once stop() has begun; wait for it to finish.
     for thread in threading.enumerate():
         if thread.name == "shutdown":
             thread.join()
-    click.echo("sockftp stopped")
+    if ready is None:  # (the parent of workers says it once for all)
+        say("sockftp stopped")
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """click.echo for the workers that do not announce."""

@@ -10,10 +10,9 @@ password (the caller's business).
 
 from __future__ import annotations
 
-import ipaddress
 import socket
-import ssl
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import NoReturn, Self
 
@@ -21,12 +20,12 @@ from ..protocol.errors import (
     FATAL_CODES,
     AuthFailed,
     ConnectionLost,
+    ShuttingDown,
     SockftpError,
     Timeout,
     error_from_reply,
 )
 from ..protocol.limits import DEFAULT_HOST, DEFAULT_PORT, PROTOCOL_VERSIONS
-from ..protocol.tls import TlsSetupError, client_context, describe_error
 from ..protocol.wire import ConnectionClosed, Wire
 
 #: A token is used for a re-login only while it has at least this long to
@@ -34,6 +33,10 @@ from ..protocol.wire import ConnectionClosed, Wire
 #: client logs in with its password and asks for a new one, rather than
 #: offer the server a token it is about to refuse.
 TOKEN_MARGIN = 60.0
+
+#: The first pause before a reconnect, and the longest: each doubles the one before.
+RETRY_DELAY = 0.2
+RETRY_DELAY_MAX = 5.0
 
 #: OpenSSL's verify code for a certificate that does not name the host.
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
@@ -90,6 +93,11 @@ class Connection:
         self._wire: Wire | None = None
         self._spoke_plaintext = False  # a plaintext hello of ours was answered
         self._cwd = "/"
+        #: Called before each reconnect of a retry, as ``on_retry(attempt,
+        #: retries, delay, error)``: attempt *attempt* of *retries*, after
+        #: *delay* seconds, because of *error*. The command line prints it.
+        self.on_retry: Callable[[int, int, float, SockftpError], None] | None = None
+        self._resending = False
         if connect:
             self.connect()
 
@@ -105,7 +113,10 @@ class Connection:
         lost connection, whose login is the new connection's first."""
         self.close()
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            # An ASCII name as bytes: a str goes through the "idna" codec,
+            # whose import (with unicodedata) costs every command's start-up.
+            host = self.host.encode("ascii") if self.host.isascii() else self.host
+            sock = socket.create_connection((host, self.port), timeout=self.timeout)
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -158,6 +169,11 @@ class Connection:
         TLS. (A plaintext client meeting a TLS server instead gets
         ``tls_required`` as the answer to its hello.)
         """
+        # Imported here: a plaintext command never loads ssl (start-up time).
+        import ssl
+
+        from ..protocol.tls import TlsSetupError, client_context, describe_error
+
         where = f"{self.host}:{self.port}"
         try:
             context = client_context(self.tls_ca, self.insecure)
@@ -311,9 +327,51 @@ class Connection:
     # -- requests ------------------------------------------------------------------
 
     def request(self, header: dict) -> dict:
-        """Send *header*, return the reply. Raises the reply's error."""
+        """Send *header*, return the reply. Raises the reply's error.
+
+        A ``shutting_down`` reply is a goodbye sent before the server read
+        the request (a draining node ends idle sessions so): the request
+        never ran, so with ``retries`` it goes once more on a new
+        connection, which a balancer gives to another node."""
+        if header.get("cmd") != "hello":  # a hello is a connection's first: nothing to drop
+            self._drop_if_ended()
         self._send(header)
-        return self._reply()
+        try:
+            return self._reply()
+        except ShuttingDown as exc:
+            if not self.retries or self._resending or header.get("cmd") in ("hello", "quit"):
+                raise
+            self._resending = True
+            try:
+                self.pause_before_retry(1, exc)
+                self._send(header)  # reconnects first: the wire is closed
+                return self._reply()
+            finally:
+                self._resending = False
+
+    def _drop_if_ended(self) -> None:
+        """Before a request, with nothing outstanding: if the server has
+        already spoken unasked, it was a goodbye (a draining node, an idle
+        timeout) or a close, and the session is over. With ``retries``,
+        drop the connection so the request goes out on a new one, rather
+        than fail for a reason that was known before it was sent."""
+        wire = self._wire
+        if wire is None or not self.retries:
+            return
+        try:
+            ended = wire.wait_for_input(0)
+        except (ConnectionClosed, SockftpError):
+            ended = True
+        if ended:
+            self.close()
+
+    def pause_before_retry(self, attempt: int, error: SockftpError) -> None:
+        """Wait before reconnect number *attempt* (from 1): the backoff
+        every retry shares, reported to ``on_retry`` first."""
+        delay = min(RETRY_DELAY * 2 ** (attempt - 1), RETRY_DELAY_MAX)
+        if self.on_retry is not None:
+            self.on_retry(attempt, self.retries, delay, error)
+        time.sleep(delay)
 
     @contextmanager
     def _io(self):
@@ -337,6 +395,10 @@ class Connection:
         with self._io():
             self.wire.send_headers(headers)
 
+    def _send_frames(self, frames: list[tuple[dict, bytes]]) -> None:
+        with self._io():
+            self.wire.send_frames(frames)
+
     def _reply(self) -> dict:
         wire = self._wire  # never a new connection: the reply belongs to this one
         if wire is None:
@@ -351,6 +413,17 @@ class Connection:
                 self.close()
             raise error
         return reply
+
+    def _payload(self, size: int) -> bytearray:
+        """The *size* raw bytes that follow a reply's header (the caller
+        has checked *size*)."""
+        wire = self._wire
+        if wire is None:
+            raise ConnectionLost("the connection closed before the reply")
+        data = bytearray()
+        with self._io():
+            wire.receive(size, data.extend, pooled=False)
+        return data
 
     def _lost(self, why) -> NoReturn:
         self.close()
@@ -455,10 +528,20 @@ class Connection:
 def stays_on_this_machine(address: str) -> bool:
     """True if *address* (an IP address) is a loopback one: 127.0.0.0/8,
     ::1, or 127.x mapped into IPv6."""
+    # By socket.inet_pton, not ipaddress: that module costs every command's start-up.
+    address = address.split("%", 1)[0]
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+        return socket.inet_pton(socket.AF_INET, address)[0] == 127
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except OSError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    if packed[:12] == _V4_MAPPED:
+        return packed[12] == 127
+    return packed == _V6_LOOPBACK
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, IPv4 mapped into IPv6
+_V6_LOOPBACK = bytes(15) + b"\x01"  # ::1

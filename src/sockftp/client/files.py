@@ -42,6 +42,7 @@ class FileOperations:
 
         Leaving the loop early reads the rest of the listing, so the
         connection stays in step."""
+        self._drop_if_ended()
         self._send({"cmd": "ls", "path": path})
         more = True
         try:

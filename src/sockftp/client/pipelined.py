@@ -37,6 +37,10 @@ class RangeResult:
     received: int
 
 
+#: put_many writes its small files in batches of about this many bytes.
+_BATCH_BYTES = 128 * 1024
+
+
 class PipelinedTransfers:
     """put_many, get_many and get_ranges.
 
@@ -65,6 +69,19 @@ class PipelinedTransfers:
         # was sent, which waits its turn here so that files settle in order)
         pending: deque[tuple[str, str, int, SockftpError | None]] = deque()
         failures: list[SockftpError] = []
+        # Requests not yet written, each with its file, and their bytes: many
+        # small files go out in one write (a write per 4 KiB file was most of
+        # this side's system calls, and the server then finds each whole in
+        # its buffer at once). Written before any reply is waited for.
+        unsent: list[tuple[dict, bytes]] = []
+        unsent_bytes = 0
+
+        def send() -> None:
+            nonlocal unsent_bytes
+            if unsent:
+                self._send_frames(unsent)
+                unsent.clear()
+                unsent_bytes = 0
 
         def settle(local: str, remote: str, result: TransferResult | None, error: SockftpError | None) -> None:
             if result is not None:
@@ -79,6 +96,7 @@ class PipelinedTransfers:
             if error is not None:
                 settle(local, remote, None, error)
                 return
+            send()
             caught: list[SockftpError] = []
             reply = self._reply_or_failure(caught)
             if reply is None:
@@ -114,10 +132,18 @@ class PipelinedTransfers:
                 header["mtime"] = st.st_mtime
             if self._wire is None:  # (counted only then: this loop is hot)
                 self._check_batch(sum(error is None for *_, error in pending))
-            self._send(header, data)
+            unsent.append((header, data))
+            unsent_bytes += len(data)
             pending.append((local, remote, st.st_size, None))
+            if unsent_bytes >= _BATCH_BYTES:
+                send()
             if len(pending) >= window:
-                collect()
+                # Half a window answered at a time, as get_many does: one
+                # reply read per file sent would mean one write per file.
+                send()
+                while len(pending) > window // 2:
+                    collect()
+        send()
         while pending:
             collect()
         if failures:

@@ -10,16 +10,13 @@ closed: it must never be left out of step for the next request.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as statmod
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..disk.prealloc import Preallocation
 from ..protocol import checksum as checksums
 from ..protocol.blocks import DIGEST_SIZE, BlockList, block_count, delta_ops, expand_ops, file_blocks
 from ..protocol.errors import (
@@ -28,6 +25,7 @@ from ..protocol.errors import (
     ChecksumMismatch,
     ConnectionLost,
     DeltaBaseChanged,
+    ErrorCode,
     OffsetMismatch,
     SockftpError,
     error_from_reply,
@@ -339,6 +337,8 @@ class SingleTransfers:
             done = offset
             # Disk blocks reserved ahead of the writes: they cost ext4 far
             # less than blocks it must reserve page by page (sockftp.disk.prealloc).
+            from ..disk.prealloc import Preallocation  # here: ctypes, which it loads, costs start-up
+
             ahead = Preallocation.for_file(fd, offset, offset + count)
 
             def write(chunk):
@@ -373,9 +373,9 @@ class SingleTransfers:
 
     def _with_retries(self, attempt):
         """Run a transfer; after a lost connection, reconnect and run it
-        again (it resumes), up to ``retries`` times, backing off."""
-        tries_left = self.retries
-        delay = 0.2
+        again (it resumes from what the server holds, which may be another
+        node behind a balancer), up to ``retries`` times, backing off."""
+        attempts = 0
         while True:
             try:
                 if self._wire is None:
@@ -383,13 +383,15 @@ class SingleTransfers:
                 return attempt()
             except SockftpError as exc:
                 # A lost connection, or one the server has just ended (idle
-                # timeout, shutdown): reconnect and resume.
+                # timeout, shutdown): reconnect and resume. After one, busy
+                # is most likely this transfer's own previous attempt, which
+                # its server (a draining node, say) has not let go of yet.
                 lost = isinstance(exc, ConnectionLost) or (exc.code in FATAL_CODES and self._wire is None)
-                if not lost or tries_left <= 0:
+                lost = lost or (attempts > 0 and exc.code == ErrorCode.BUSY)
+                if not lost or attempts >= self.retries:
                     raise
-                tries_left -= 1
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                attempts += 1
+                self.pause_before_retry(attempts, exc)
 
 
 def partial_path(local: str) -> str:
@@ -399,6 +401,8 @@ def partial_path(local: str) -> str:
     head, tail = os.path.split(local)
     name = f".{tail}{PARTIAL_SUFFIX}"
     if len(os.fsencode(name)) > MAX_NAME_LENGTH:
+        import hashlib  # here: rarely needed, and slow to import
+
         digest = hashlib.sha256(os.fsencode(tail)).hexdigest()[:16]
         room = MAX_NAME_LENGTH - len(f"..{digest}{PARTIAL_SUFFIX}")
         name = f".{os.fsencode(tail)[:room].decode('utf-8', 'ignore')}.{digest}{PARTIAL_SUFFIX}"

@@ -161,6 +161,7 @@ class SyncTransfers:
             insecure=self.insecure,
         )
         other._spoke_plaintext = self._spoke_plaintext
+        other.on_retry = self.on_retry
         other.connect()
         return other
 
@@ -219,26 +220,25 @@ class _SyncRun:
 
     def run(self) -> SyncSummary:
         started = time.monotonic()
-        tries_left = self.client.retries
-        delay = 0.2
+        attempts = 0
         while True:
             self.summary.failures = []  # those that still fail are found again
             self._cancel = threading.Event()
             try:
                 self._once()
                 break
-            except ConnectionLost:
-                if tries_left <= 0:
+            except ConnectionLost as exc:
+                if attempts >= self.client.retries:
                     raise
+                lost = exc
             except (SockftpError, OSError):
                 raise  # raised where the connection is in step
             except BaseException:
                 # Ctrl-C, say, anywhere: replies may still be owed.
                 self.client.close()
                 raise
-            tries_left -= 1
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            attempts += 1
+            self.client.pause_before_retry(attempts, lost)
         self.summary.seconds = time.monotonic() - started
         return self.summary
 

@@ -26,7 +26,6 @@ import os
 import time
 from collections import deque
 
-from ..disk.prealloc import Preallocation
 from ..protocol import checksum as checksums
 from ..protocol.blocks import delta_ops, expand_ops, file_blocks
 from ..protocol.errors import ChecksumMismatch, DeltaBaseChanged
@@ -127,6 +126,8 @@ def _build(client, remote: str, local: str, old_fd: int, target, spans, progress
     hasher = checksums.Hasher()
     copies = deque((at, length, source) for at, length, source in spans if source is not None)
     literals = [(at, length) for at, length, source in spans if source is None]
+    from ..disk.prealloc import Preallocation  # here: ctypes, which it loads, costs start-up
+
     ahead = Preallocation.for_file(fd, 0, target.size)
     buffer = bytearray(min(_COPY_BUFFER, max(target.size, 1)))
     done = 0

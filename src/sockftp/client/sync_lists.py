@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import stat as statmod
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from ..protocol import checksum as checksums
 from ..protocol.entries import DIRECTORY, FILE, LINK, OTHER
 from ..protocol.errors import ConnectionLost, NotADirectory, NotFound, PathRefused, SockftpError
 from .single import PARTIAL_SUFFIX
 from .sync_plan import Excluder, Item, Listing, add_remote_entry, checksum_candidates, without_excluded
+from .tree import read_packed
 
 # -- the server's side ----------------------------------------------------------------------
 
@@ -35,15 +35,22 @@ def remote_listing(client, remote: str, excluded: Excluder, checksums_too: bool)
 
     Raises NotADirectory if it is a file."""
     stat = {"cmd": "stat", "path": remote}
-    if "tree" not in client.server_info.get("features", ()):
+    features = client.server_info.get("features", ())
+    if "tree" not in features:
         return _walked(client, stat, excluded)
+    # Packed: one binary body of columns per frame, not a JSON object per
+    # entry (protocol.tree_pack); most of an unchanged re-sync is this listing.
+    packed = "tree-packed" in features
+    tree = {"cmd": "tree", "path": remote, "checksums": checksums_too}
+    if packed:
+        tree["packed"] = True
     # One write, one round trip: the stat says where and whether, the tree
     # what is inside.
-    client._send_many([stat, {"cmd": "tree", "path": remote, "checksums": checksums_too}])
+    client._send_many([stat, tree])
     try:
         root = client._reply()
     except SockftpError as exc:
-        _drain(client)  # the tree's answer, an error too
+        _drain(client, packed, checksums_too)  # the tree's answer, an error too
         if isinstance(exc, NotFound):
             return None, {}
         raise
@@ -54,12 +61,16 @@ def remote_listing(client, remote: str, excluded: Excluder, checksums_too: bool)
             more = False  # an error reply ends a listing too
             reply = client._reply()
             more = bool(reply.get("more"))
-            if listing[""].type == DIRECTORY:
+            if packed:
+                columns = read_packed(client, reply, checksums_too)
+                if columns is not None and listing[""].type == DIRECTORY:
+                    _add_packed(listing, *columns)
+            elif listing[""].type == DIRECTORY:
                 for entry in reply.get("entries", ()):
                     add_remote_entry(listing, entry.get("path"), _item(entry))
     finally:
         if more:
-            _drain(client)
+            _drain(client, packed, checksums_too)
     if listing[""].type != DIRECTORY:
         raise NotADirectory(f"not a directory: {root.get('path', remote)}")
     return root.get("path", remote), without_excluded(listing, excluded)
@@ -112,11 +123,27 @@ def _item(entry: dict) -> Item:
 _KINDS = frozenset((FILE, DIRECTORY, LINK))
 
 
-def _drain(client) -> None:
+def _add_packed(listing: Listing, paths, kinds, sizes, mtimes, sums) -> None:
+    """Add a packed frame's entries (each path already checked for ``..``,
+    empty names and the like by tree_pack.unpack), refusing any whose
+    directory was not listed before it, as add_remote_entry does."""
+    get = listing.get
+    for i, path in enumerate(paths):
+        above = get(path.rpartition("/")[0])
+        if above is None or above.type != DIRECTORY:
+            raise PathRefused(f"the server listed {path!r} before its directory")
+        listing[path] = Item(kinds[i], sizes[i], mtimes[i], sums[i] if sums else None)
+
+
+def _drain(client, packed: bool = False, checksums_too: bool = False) -> None:
     """Read the rest of a streamed reply (the connection stays in step)."""
     try:
-        while client._wire is not None and client._reply().get("more"):
-            pass
+        while client._wire is not None:
+            reply = client._reply()
+            if packed:
+                read_packed(client, reply, checksums_too, keep=False)
+            if not reply.get("more"):
+                break
     except ConnectionLost:
         raise
     except SockftpError:
@@ -145,46 +172,73 @@ def local_listing(
     listing: Listing = {"": local_item(os.stat(root))}
     partials: list[str] = []
     failures: list[tuple[str, str, OSError]] = []
-    stack: list[tuple[str, Iterator[os.DirEntry]]] = []
+    # (directory, its entries to add: (path, item, name)), one per level.
+    stack: list[tuple[str, Iterator[tuple[str, Item, str]]]] = []
 
     def enter(rel: str, full: str) -> None:
+        """Read directory *full* (*rel* here): its entries, sorted by name,
+        each stat'ed through the directory's descriptor (a lookup of one
+        name, not of the whole path: this is most of a re-sync's time)."""
+        found: list[tuple[str, Item, str]] = []
         try:
-            with os.scandir(full) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            fd = os.open(full, _DIR_FLAGS)
         except OSError as exc:
             failures.append(("dir", rel, exc))
             return
-        stack.append((rel, iter(entries)))
+        try:
+            with os.scandir(fd) as it:
+                entries = sorted(it, key=_by_name)
+            # Names that are not UTF-8 hold surrogates, so all-ASCII names need no check one by one.
+            check_names = strict_names and not "".join(e.name for e in entries).isascii()
+            excluding = bool(excluded)
+            for entry in entries:
+                name = entry.name
+                path = f"{rel}/{name}" if rel else name
+                if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
+                    partials.append(path)
+                    continue
+                if check_names and not _utf8(name):
+                    failures.append(("name", path, OSError(f"{path!r}: the name is not valid UTF-8")))
+                    continue
+                try:
+                    if excluding and excluded(path, entry.is_dir(follow_symlinks=False)):
+                        continue
+                    item = local_item(entry.stat(follow_symlinks=False))
+                except FileNotFoundError:
+                    continue  # gone since its directory was read
+                except OSError as exc:
+                    failures.append(("entry", path, exc))
+                    continue
+                found.append((path, item, name))
+        except OSError as exc:
+            failures.append(("dir", rel, exc))
+            return
+        finally:
+            os.close(fd)
+        stack.append((full, iter(found)))
 
     enter("", root)
     while stack:
-        rel, entries = stack[-1]
+        full, entries = stack[-1]
         entry = next(entries, None)
         if entry is None:
             stack.pop()
             continue
-        name = entry.name
-        path = f"{rel}/{name}" if rel else name
-        if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
-            partials.append(path)
-            continue
-        if strict_names and not _utf8(name):
-            failures.append(("name", path, OSError(f"{path!r}: the name is not valid UTF-8")))
-            continue
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if excluded and excluded(path, is_dir):
-                continue
-            item = local_item(entry.stat(follow_symlinks=False))
-        except FileNotFoundError:
-            continue  # gone since its directory was read
-        except OSError as exc:
-            failures.append(("entry", path, exc))
-            continue
+        path, item, name = entry
         listing[path] = item
         if item.type == DIRECTORY:
-            enter(path, entry.path)
+            enter(path, os.path.join(full, name))
+    # In walk order (each directory's entries are read as it is entered, before those below its elder siblings).
+    if len(failures) > 1:
+        failures.sort(key=lambda failure: failure[1].split("/"))
     return listing, partials, failures
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _by_name(entry: os.DirEntry) -> str:
+    return entry.name
 
 
 def local_item(st: os.stat_result) -> Item:
@@ -215,6 +269,8 @@ def fill_checksums(client, source: Listing, dest: Listing, *, up: bool, local_ro
     candidates = checksum_candidates(source, dest)
     # The local files are hashed by a few threads while the server hashes
     # the files it has no checksum for: reading and XXH3 let go of the GIL.
+    from concurrent.futures import ThreadPoolExecutor  # here: only --checksum needs it
+
     with ThreadPoolExecutor(max_workers=HASHING_THREADS) as pool:
         sums = pool.map(_local_checksum, [os.path.join(local_root, *path.split("/")) for path in candidates])
         missing = [path for path in candidates if remote[path].checksum is None]

@@ -11,8 +11,9 @@ import os
 from collections.abc import Iterator
 
 from ..protocol import checksum as checksums
+from ..protocol import tree_pack
 from ..protocol.entries import DIRECTORY, FILE, Entry, TreeEntry
-from ..protocol.errors import NotADirectory, PathRefused, SockftpError
+from ..protocol.errors import BadFrame, NotADirectory, PathRefused, SockftpError
 from .single import TransferResult
 
 
@@ -40,19 +41,33 @@ class TreeTransfers:
         if not self.supports("tree"):
             yield from self._tree_by_walk(path)
             return
-        self._send({"cmd": "tree", "path": path, "checksums": checksums})
+        packed = self.supports("tree-packed")
+        request = {"cmd": "tree", "path": path, "checksums": checksums}
+        if packed:
+            request["packed"] = True
+        self._send(request)
         more = True
         try:
             while more:
                 more = False  # an error reply ends a listing too
                 reply = self._reply()
                 more = bool(reply.get("more"))
+                if packed:
+                    columns = read_packed(self, reply, checksums)
+                    if columns is not None:
+                        paths, kinds, sizes, mtimes, sums = columns
+                        for i, entry_path in enumerate(paths):
+                            yield TreeEntry(entry_path, kinds[i], sizes[i], mtimes[i], sums[i] if sums else None)
+                    continue
                 for item in reply.get("entries", []):
                     yield _tree_entry(item)
         finally:
             while more and self._wire is not None:
                 more = False
-                more = bool(self._reply().get("more"))
+                reply = self._reply()
+                more = bool(reply.get("more"))
+                if packed:
+                    read_packed(self, reply, checksums, keep=False)
 
     def _tree_by_walk(self, path: str) -> Iterator[TreeEntry]:
         top = self.stat(path)
@@ -137,6 +152,25 @@ def _check_remote_name(name: str) -> None:
     # outside the local directory.
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise PathRefused(f"the server sent an unsafe name: {name!r}")
+
+
+def read_packed(client, reply: dict, checksums_too: bool, keep: bool = True):
+    """The body that follows a packed ``tree`` frame, unpacked into columns
+    (:func:`sockftp.protocol.tree_pack.unpack`), or None if it holds no
+    entries (or, without *keep*, read and thrown away). A body size the
+    server should never send leaves the connection out of step: it is
+    closed."""
+    size, count = reply.get("body", 0), reply.get("count", 0)
+    if type(size) is not int or not 0 <= size <= tree_pack.MAX_BODY or type(count) is not int or count < 0:
+        client.close()
+        raise SockftpError("the server sent a malformed packed tree frame", code="bad_reply")
+    body = client._payload(size) if size else b""
+    if not keep or not count:
+        return None
+    try:
+        return tree_pack.unpack(body, count, checksums_too)
+    except BadFrame as exc:
+        raise SockftpError(f"the server sent a malformed packed tree frame: {exc.message}", code="bad_reply") from None
 
 
 def _tree_entry(item: dict) -> TreeEntry:

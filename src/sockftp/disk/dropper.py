@@ -31,6 +31,10 @@ unlink, at the same cost, and would lose what ``auto_da_alloc`` gives
 smaller uploads without ``--fsync``: their data starts for the disk at the
 rename, instead of up to 30 s later (tests/test_power_cut.py).
 
+The same goes for a file removed (``rm``, FTP's ``DELE``) or renamed over
+(``mv`` onto an existing file): storage holds it the same way
+(:func:`hold_large`) before the unlink or the rename.
+
 Nothing here changes what reaches the disk, or in which order; only the
 replaced file's blocks come back a few milliseconds later. A crash frees
 the nameless file (ext4 keeps an orphan list for it).
@@ -73,6 +77,22 @@ def hold(name: str, dir_fd: int, st: os.stat_result) -> int:
         os.close(fd)
         return -1
     return fd
+
+
+def hold_large(name: str, dir_fd: int, st: os.stat_result) -> int:
+    """:func:`hold` for a file about to lose its last name (an unlink, a
+    rename over it) that is worth freeing off the request's path: a
+    regular file of at least :data:`DROP_LATER_AT` with no other link.
+    -1 for anything else, which the caller frees at once as before."""
+    if not statmod.S_ISREG(st.st_mode) or st.st_size < DROP_LATER_AT or st.st_nlink != 1:
+        return -1
+    return hold(name, dir_fd, st)
+
+
+def let_go(fd: int) -> None:
+    """Hand a hold from :func:`hold_large` (or -1: nothing) to :data:`DROPPER`."""
+    if fd >= 0:
+        DROPPER.drop(fd)
 
 
 class Dropper:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +49,7 @@ class ControlConnection(ControlWatch):
 
     def __init__(self, sock: socket.socket, idle_timeout: float):
         self.sock = sock
+        self._tls = False  # read on every recv and send: an attribute, not an isinstance
         self.idle_timeout = idle_timeout
         self.reader = LineReader()
         self.queued: deque[str] = deque()
@@ -62,11 +64,20 @@ class ControlConnection(ControlWatch):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         # Replies are small writes answering small reads: no Nagle delay.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(idle_timeout)
+        # In clear, the waits are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO) on
+        # a blocking socket: a socket with a Python timeout is polled before
+        # every recv and send, and toggled to non-blocking and back around
+        # each look during a transfer. That was a third of a small upload's
+        # system calls, each a release and a retake of the GIL, which is
+        # what parallel sessions queue for. TLS keeps Python's timeouts.
+        self._recv_timeout: float | None = None  # the kernel's, while in clear
+        sock.settimeout(None)
+        _set_kernel_timeout(sock, socket.SO_SNDTIMEO, idle_timeout)
+        self._kernel_timeout(idle_timeout)
 
     @property
     def tls(self) -> bool:
-        return isinstance(self.sock, ssl.SSLSocket)
+        return self._tls
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -98,11 +109,19 @@ class ControlConnection(ControlWatch):
         if self.sock.gettimeout() != seconds:
             self.sock.settimeout(seconds)
 
+    def _kernel_timeout(self, seconds: float) -> None:
+        if seconds != self._recv_timeout:
+            _set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, seconds)
+            self._recv_timeout = seconds
+
     def _recv(self, timeout: float) -> bytes:
-        self._timeout(timeout)
         try:
+            if self.tls:
+                self._timeout(timeout)
+            else:
+                self._kernel_timeout(timeout)
             data = self.sock.recv(_RECV)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO passed
             raise Timeout(f"no command for {timeout:g} s") from None
         except OSError as exc:
             raise ConnectionClosed(tls.describe_error(exc)) from None
@@ -112,10 +131,11 @@ class ControlConnection(ControlWatch):
     def send(self, reply: Reply) -> None:
         """Send *reply*. Raises ConnectionClosed."""
         data = reply.encode()
-        self._timeout(self.idle_timeout)
+        if self.tls:
+            self._timeout(self.idle_timeout)
         try:
             self.sock.sendall(data)
-        except OSError as exc:
+        except OSError as exc:  # in clear, BlockingIOError after SO_SNDTIMEO
             raise ConnectionClosed(tls.describe_error(exc)) from None
         self.bytes_out += len(data)
 
@@ -125,7 +145,7 @@ class ControlConnection(ControlWatch):
         self.reader = LineReader()  # nothing sent in clear carries over
         self.queued.clear()
         wrapped = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-        self.sock = wrapped
+        self.sock, self._tls = wrapped, True
         tls.handshake(wrapped, timeout)
         wrapped.settimeout(self.idle_timeout)
 
@@ -162,11 +182,14 @@ class ControlConnection(ControlWatch):
 
     def _recv_now(self) -> bytes | None:
         """What the client has sent, b"" at its end, None if nothing yet."""
-        # Non-blocking for this read (MSG_DONTWAIT would not do: Python polls a
-        # socket with a timeout before reading it); the next wait restores it.
-        self._timeout(0.0)
         try:
-            data = self.sock.recv(_RECV)
+            if self.tls:
+                # Non-blocking for this read (MSG_DONTWAIT would not do: Python polls
+                # a socket with a timeout before reading it); the next wait restores it.
+                self._timeout(0.0)
+                data = self.sock.recv(_RECV)
+            else:
+                data = self.sock.recv(_RECV, socket.MSG_DONTWAIT)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
         except OSError as exc:
@@ -196,3 +219,11 @@ class ControlConnection(ControlWatch):
                 self.sock.close()
             except OSError:
                 pass
+
+
+def _set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    """Bound each blocking recv (SO_RCVTIMEO) or send (SO_SNDTIMEO) of
+    *sock* to *seconds*; past it, the call fails with EAGAIN."""
+    seconds = max(seconds, 0.001)  # 0 would mean no bound at all
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6)))

@@ -216,27 +216,69 @@ class DataConnection:
             raise TransferAborted("the client aborted the upload")
         return received
 
+    def receive_whole(self, into: bytearray, limit: int, within: float) -> bool:
+        """Receive into *into* the whole upload, if it ends within *limit*
+        bytes and *within* seconds: True then. Else False, with what came
+        by then in *into*, and :meth:`receive` takes the rest.
+
+        A small upload that arrives at once can then be stored with its
+        size known, in one go (see ``Storage.open_upload``'s *at_once*).
+        On an exception (TransferFailed, TransferAborted), *into* holds
+        what arrived before it."""
+        if self.limits:
+            return False  # throttled: it waits by design, so it is never "at once"
+        deadline = time.monotonic() + within
+        while True:
+            self._check_control()
+            try:
+                data = self.sock.recv(limit + 1 - len(into))
+            except (BlockingIOError, ssl.SSLWantReadError):
+                if not self._wait(select.POLLIN, deadline):
+                    return False
+                continue
+            except ssl.SSLWantWriteError:
+                if not self._wait(select.POLLOUT, deadline):
+                    return False
+                continue
+            except OSError as exc:
+                raise TransferFailed(f"data connection lost: {tls.describe_error(exc)}") from None
+            if not data:
+                break
+            into += data
+            self.bytes += len(data)
+            if len(into) > limit:
+                return False
+        if self.watch.interrupted():  # as receive(): the end counts only if not aborted
+            raise TransferAborted("the client aborted the upload")
+        return True
+
     # -- waiting -------------------------------------------------------------------------
 
-    def _wait(self, events: int) -> None:
+    def _wait(self, events: int, until: float | None = None) -> bool:
         """Wait until the data socket is ready for *events*, watching the
-        control connection meanwhile. Raises TransferFailed after the
-        timeout, TransferAborted if the client aborts."""
+        control connection meanwhile; True then. False if *until* (a
+        ``time.monotonic()`` value) passes first. Raises TransferFailed
+        after the timeout, TransferAborted if the client aborts."""
         poller = select.poll()
         poller.register(self.sock.fileno(), events)
         if self._control >= 0:
             poller.register(self._control, select.POLLIN | select.POLLPRI)
         deadline = time.monotonic() + self.timeout
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise TransferFailed(f"no data moved for {self.timeout:g} s")
+            if until is not None:
+                if now >= until:
+                    return False
+                left = min(left, until - now)
             ready = {fd for fd, _ in poller.poll(left * 1000)}
             if self.sock.fileno() in ready:
                 # Bytes first: what the client sent before its ABOR is kept.
                 # _check_control still looks at the control connection
                 # while bytes keep coming.
-                return
+                return True
             if ready and self.watch.interrupted():
                 raise TransferAborted("the client aborted the transfer")
 
@@ -322,7 +364,10 @@ class DataChannels:
         Raises DataError if no port of the range is free."""
         self.reset()
         for port in self._candidate_ports():
-            listener = socket.socket(self.family, socket.SOCK_STREAM)
+            # Non-blocking from the start: _accept polls it itself (a listener
+            # with a timeout costs a system call to set it, and its accepted
+            # socket another to make it blocking, which DataConnection undoes).
+            listener = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             try:
                 # Each transfer the server ends first leaves its port in
                 # TIME_WAIT for a minute; without this a burst of transfers
@@ -374,16 +419,19 @@ class DataChannels:
     def _accept(self) -> socket.socket:
         listener, self._listener = self._listener, None
         deadline = time.monotonic() + self.timeout
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
         try:
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DataError(f"no data connection within {self.timeout:g} s")
-                listener.settimeout(left)
                 try:
+                    # Most clients connect as soon as PASV answers: try first.
                     sock, address = listener.accept()
-                except TimeoutError:
-                    raise DataError(f"no data connection within {self.timeout:g} s") from None
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DataError(f"no data connection within {self.timeout:g} s") from None
+                    poller.poll(left * 1000)
+                    continue
                 except OSError as exc:
                     raise DataError(f"cannot accept the data connection: {exc.strerror or exc}") from None
                 if same_host(address[0], self.peer):
@@ -391,6 +439,8 @@ class DataChannels:
                 # RFC 2577: a connection from another host would steal the transfer.
                 log.warning("data connection from %s for a session of %s refused", address[0], self.peer)
                 sock.close()
+                if time.monotonic() >= deadline:  # others' connections never extend the wait
+                    raise DataError(f"no data connection within {self.timeout:g} s")
         finally:
             listener.close()
 

@@ -72,6 +72,7 @@ class FtpServer(socketserver.TCPServer):
         self._admitted = None  # verify_request's registry record, for process_request
         family, address = _resolve(config.ftp_host or config.host, config.ftp_port)
         self.address_family = family
+        self.allow_reuse_port = config.workers > 1  # the other workers listen on this port too
         super().__init__(address, FtpHandler)
 
     @property
@@ -85,6 +86,9 @@ class FtpServer(socketserver.TCPServer):
     # -- socketserver's template steps ---------------------------------------------------
 
     def verify_request(self, request, client_address) -> bool:
+        if self.main.proxy_trusted is not None:
+            # Admitted in the session's thread, by the address in its PROXY header.
+            return self.main.trusts_proxy(client_address)
         try:
             self._admitted = self.main.admit(request, client_address)
             return True
@@ -100,12 +104,21 @@ class FtpServer(socketserver.TCPServer):
         try:
             self.main.workers.submit(self._run_session, request, client_address, record)
         except BaseException:
-            self.main.sessions.release(record)
+            if record is not None:
+                self.main.sessions.release(record)
             raise
 
     def _run_session(self, request, client_address, record) -> None:
+        quiet = False
+        if record is None:  # through a balancer: the header first, then admission
+            arrived = self.main.arrive(request, client_address, _refuse)
+            if arrived is None:
+                self.shutdown_request(request)
+                return
+            arrival, record = arrived
+            client_address, quiet = arrival.address, arrival.local
         try:
-            FtpHandler(request, client_address, self, record)
+            FtpHandler(request, client_address, self, record, quiet)
         except Exception:  # noqa: BLE001 - one session's bug must not reach the others
             log.exception("FTP session %s failed", _peer(client_address))
         finally:
@@ -164,8 +177,10 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
 
     server: FtpServer
 
-    def __init__(self, request, client_address, server: FtpServer, record):
+    def __init__(self, request, client_address, server: FtpServer, record, quiet: bool = False):
         self.record = record
+        #: A balancer's own connection (PROXY LOCAL, a health check): not logged as a session.
+        self.quiet = quiet
         super().__init__(request, client_address, server)
 
     def setup(self) -> None:
@@ -188,7 +203,8 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
         self.data_out = 0
 
     def handle(self) -> None:
-        log.info("%s FTP session start", self.label)
+        if not self.quiet:
+            log.info("%s FTP session start", self.label)
         started = time.monotonic()
         try:
             self.control.send(Reply(220, GREETING))
@@ -200,7 +216,7 @@ class FtpHandler(socketserver.BaseRequestHandler, Link):
             duration = time.monotonic() - started
             moved_in = self.control.bytes_in + self.data_in
             moved_out = self.control.bytes_out + self.data_out
-            log.info(
+            (log.debug if self.quiet else log.info)(
                 "%s FTP session end user=%s in=%d out=%d %.3fs",
                 self.label,
                 self.session.user,

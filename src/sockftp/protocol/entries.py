@@ -8,6 +8,7 @@ the client reads them back. It knows nothing of where the file lives.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FILE = "file"
 DIRECTORY = "dir"
@@ -28,11 +29,12 @@ class Entry:
         return {"name": self.name, "type": self.type, "size": self.size, "mtime": self.mtime}
 
 
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     """One entry of a whole tree's listing (``tree``): its path relative to
     the listed directory ("/"-separated, never empty), and the checksum
-    the server keeps for a file, if it has one valid for the file as it is."""
+    the server keeps for a file, if it has one valid for the file as it is.
+    (A named tuple, not a frozen dataclass: a listing makes one per entry,
+    and a frozen dataclass takes four times as long to make.)"""
 
     path: str
     type: str  # FILE, DIRECTORY, LINK or OTHER

@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import select
 import socket
-import ssl
 import struct
+import sys
 import time
 
 from .errors import Timeout
@@ -125,7 +125,10 @@ class Wire:
         #: on unless configured off. Never on TLS, where the kernel cannot
         #: encrypt.
         self.use_sendfile = False
-        self.tls = isinstance(sock, ssl.SSLSocket)
+        # ssl is imported by whoever made a TLS socket; a plaintext client
+        # never loads it (it costs a command's start-up several ms).
+        ssl = sys.modules.get("ssl")
+        self.tls = ssl is not None and isinstance(sock, ssl.SSLSocket)
         #: Bandwidth limits (:class:`~sockftp.server.ratelimit.RateLimit`) that every
         #: raw byte, in or out, is charged to. Empty: no throttling at all.
         self.limits: list = []
@@ -184,6 +187,16 @@ class Wire:
     def send_headers(self, headers: list[dict]) -> None:
         """Send several frames in one write (a batch of pipelined requests)."""
         self._sendall(b"".join(encode_header(header) for header in headers))
+
+    def send_frames(self, frames: list[tuple[dict, bytes]]) -> None:
+        """Send several frames, each followed by its raw payload, in one
+        write (a batch of pipelined small uploads)."""
+        if self.limits:
+            throttle(self.limits, sum(len(payload) for _, payload in frames))
+        parts = []
+        for header, payload in frames:
+            parts += (encode_header(header), payload)
+        self._sendall(b"".join(parts))
 
     @property
     def holding(self) -> bool:

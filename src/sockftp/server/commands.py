@@ -69,6 +69,7 @@ FEATURES = (
     "tokens",  # re-login tokens: auth with new_token or token; the revoke command
     "mtime",  # put keeps the modification time it is given; the utime command
     "tree",  # the tree command: a whole tree's listing in one request, with kept checksums
+    "tree-packed",  # tree with packed: columns in one binary body per frame (protocol.tree_pack)
     "delta",  # the blocks command, get with length, put with delta (absent where checksums cannot be kept)
 )
 

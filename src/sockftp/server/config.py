@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -99,6 +100,11 @@ class ServerConfig:
     ftp_masquerade: str | None = None  # the IPv4 address PASV announces
     ftp_require_tls: bool | None = None  # None: yes once TLS is configured
     ftp_data_timeout: float = limits.FTP_DATA_TIMEOUT
+    # -- behind a load balancer (docs/DEPLOY.md): the PROXY protocol v2
+    proxy_protocol: bool = False  # every connection must start with a PROXY header
+    proxy_trusted: tuple[str, ...] | None = None  # CIDRs of the balancers allowed to send it
+    #: Server processes on the same ports (SO_REUSEPORT), see cli/workers.py.
+    workers: int = 1
 
     def __post_init__(self):
         if not self.root:
@@ -121,6 +127,15 @@ class ServerConfig:
                     setattr(self, name, parse(getattr(self, name)))
                 except ConfigError as exc:
                     raise ConfigError(f"{name}: {exc}") from None
+        if self.proxy_trusted is not None:
+            try:
+                self.proxy_trusted = parse_networks(self.proxy_trusted)
+            except ConfigError as exc:
+                raise ConfigError(f"proxy_trusted: {exc}") from None
+        if self.proxy_protocol and not self.proxy_trusted:
+            raise ConfigError("proxy_protocol is on but proxy_trusted is empty: name the balancers' addresses (CIDRs)")
+        if self.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigError("workers above 1 need SO_REUSEPORT, which this system lacks")
         if self.ftp_require_tls and self.tls_cert is None:
             raise ConfigError("ftp_require_tls is set but there is no certificate: set tls_cert and tls_key")
 
@@ -194,6 +209,20 @@ def parse_ipv4(value) -> str:
         raise ConfigError(f"expected an IPv4 address such as 203.0.113.7, got {_show(value)}") from None
 
 
+def parse_networks(value) -> tuple[str, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` or a list of them -> the networks, each
+    written as a CIDR. Raises ConfigError."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f'expected CIDRs such as "10.0.0.0/8,127.0.0.1", got {_show(value)}')
+    try:
+        return tuple(str(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip())
+    except ValueError as exc:
+        raise ConfigError(f"not an address or a CIDR: {exc}") from None
+
+
 def parse_reserve(value: str | int) -> int | float:
     """Disk space to keep free: a size (``"1G"``, bytes as an int) or a
     share of the disk (``"1%"``, returned as the fraction 0.01)."""
@@ -249,6 +278,8 @@ class Setting:
             return value
         if kind == "ports":
             return parse_port_range(value)
+        if kind == "networks":
+            return parse_networks(value)
         if kind == "ipv4":
             return parse_ipv4(value)
         if kind == "reserve":
@@ -343,7 +374,14 @@ SETTINGS: dict[str, Setting] = {
     "ftp_masquerade": Setting("ipv4"),
     "ftp_require_tls": Setting("bool"),
     "ftp_data_timeout": Setting("seconds", 0, above=True),
+    "proxy_protocol": Setting("bool"),
+    "proxy_trusted": Setting("networks"),
+    "workers": Setting("int", 1, 64),
 }
+
+#: Other names a key may be given by in a file (and its option on the
+#: command line): the name an operator of a cluster looks for.
+ALIASES = {"drain_grace": "shutdown_grace"}
 
 
 def _setting_for(name: str) -> Setting:
@@ -372,6 +410,7 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Serve
     values = {}
     if path is not None:
         for key, value in _read_toml(path).items():
+            key = ALIASES.get(key, key)
             if key not in names:
                 raise ConfigError(f"{path}: {_unknown_key(key, value, names)}")
             try:

@@ -85,11 +85,31 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.session = None
         self._ended = False
         self.audit_held = audit.Held()
+        #: A balancer's own connection (a PROXY LOCAL: its health check):
+        #: served, but not logged as a session.
+        self.quiet = False
 
     def start(self) -> None:
         """The session's first slice, on a worker thread."""
+        if self.record is None and not self._arrive():
+            return
         if self._begin(may_wait=True):
             self._slice(timed_out=False)
+
+    def _arrive(self) -> bool:
+        """Through a balancer: read the PROXY header, then be admitted by
+        the real client's address, which the session goes by from then on.
+        False if refused (logged; the connection is closed)."""
+        arrived = self.server.arrive(self.request, self.client_address)
+        if arrived is None:
+            self._ended = True
+            self.server.session_ended(self)
+            return False
+        arrival, self.record = arrived
+        self.client_address = arrival.address
+        self.peer = _peer(arrival.address)
+        self.quiet = arrival.local
+        return True
 
     def start_parked(self) -> None:
         """The session's start without a thread (a plaintext server's accept
@@ -105,7 +125,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
             if self.wire is None:  # TLS refused or failed, and logged
                 self._end()
                 return False
-            log.info("%s session start", self.peer)
+            if not self.quiet:
+                log.info("%s session start", self.peer)
             self.started = self.last_active = time.monotonic()
             return True
         except SockftpError as exc:
@@ -210,7 +231,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._ended = True
         try:
             self.audit_held.write()
-            if self.session is not None:
+            if self.session is not None and not self.quiet:
                 log.info(
                     "%s session end user=%s in=%d out=%d %.3fs",
                     self.peer,
@@ -485,6 +506,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
         return True
 
     def _log_command(self, name: str, ctx: commands.Context, result: str, started: float) -> None:
+        if self.quiet:
+            return
         log.info(
             "%s %s %s path=%r bytes=%d %s %.3fs",
             self.peer,

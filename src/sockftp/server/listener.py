@@ -52,6 +52,7 @@ from .auth import Authenticator
 from .config import USERS_DIR, ServerConfig, user_home
 from .handler import QUICK_WHILE_BUSY, SessionHandler
 from .janitor import Janitor
+from .proxied import Arrival, ProxyError, is_trusted, networks, receive
 from .quota import QuotaRegistry
 from .quota_storage import QuotaStorage
 from .ratelimit import RateLimit
@@ -170,12 +171,15 @@ class SockftpServer(socketserver.TCPServer):
         self._serve_lock = threading.Lock()  # serve_forever's start against stop()
         self._stopped = False
         self._last_accept_warning = 0.0
+        #: The balancers that may send a PROXY header; None: the protocol is off.
+        self.proxy_trusted = networks(config.proxy_trusted) if config.proxy_protocol else None
         _raise_file_limit(config.max_sessions)
         self._admitted: dict[socket.socket, SessionRecord] = {}  # verified, not yet started
         self.workers = WorkerPool("session", linger=WORKER_LINGER)
         self.parking = ParkingLot()
         family, address = _resolve(config.host, config.port)
         self.address_family = family
+        self.allow_reuse_port = config.workers > 1  # the other workers listen on this port too
         super().__init__(address, SessionHandler)
         if config.anonymous:
             self.storage.mkdir(ANONYMOUS_HOME, parents=True)
@@ -255,19 +259,59 @@ class SockftpServer(socketserver.TCPServer):
         self.authenticator.bans.check(client_address[0])
         return self.sessions.admit(sock, client_address[0])
 
+    def trusts_proxy(self, client_address) -> bool:
+        """False if the PROXY protocol is on and *client_address* (a
+        socket's peer) may not send it: that connection is closed unanswered,
+        on the accept thread (it costs nothing to tell)."""
+        if self.proxy_trusted is None or is_trusted(client_address[0], self.proxy_trusted):
+            return True
+        log.warning("refused %s: not a trusted proxy (proxy_trusted)", _peer(client_address))
+        return False
+
+    def arrive(self, sock: socket.socket, client_address, answer=None) -> tuple[Arrival, SessionRecord] | None:
+        """The start of a connection that came through a balancer: read its
+        PROXY header, in the session's thread, then admit it by the real
+        client's address (a LOCAL one, the balancer's own health check, by
+        its socket address and without the ban list: a banned client behind
+        the same balancer must not take the balancer's checks down).
+
+        Every door calls this first when ``proxy_trusted`` is set, before
+        sending anything. Returns the arrival and its registry record, or
+        None if the connection was refused: logged, answered by
+        ``answer(sock, error)`` in the door's protocol (by default the
+        native one's error frame) when it was the
+        admission that failed (a bad header gets no answer); the caller
+        closes it."""
+        try:
+            arrival = receive(sock, client_address, self.proxy_trusted, self.config.header_timeout)
+        except ProxyError as exc:
+            log.info("%s refused: %s", _peer(client_address), exc)
+            return None
+        try:
+            if arrival.local:
+                return arrival, self.sessions.admit(sock, arrival.address[0])
+            return arrival, self.admit(sock, arrival.address)
+        except (TooManySessions, Banned) as exc:
+            log.warning("refused %s via %s: %s", _peer(arrival.address), _peer(client_address), exc.message)
+            (answer or refuse)(sock, exc)
+            return None
+
     def verify_request(self, request, client_address) -> bool:
+        if self.proxy_trusted is not None:
+            # Admitted in the session's thread, by the address in its header.
+            return self.trusts_proxy(client_address)
         try:
             self._admitted[request] = self.admit(request, client_address)
             return True
         except (TooManySessions, Banned) as exc:
             log.warning("refused %s: %s", _peer(client_address), exc.message)
-            _refuse(request, exc)
+            refuse(request, exc)
             return False
 
     def process_request(self, request, client_address) -> None:
-        record = self._admitted.pop(request)
+        record = self._admitted.pop(request, None)  # None: admitted once its PROXY header is read
         handler = self.RequestHandlerClass(request, client_address, self, record)
-        if self.tls_context is None and not self.config.anonymous and self.lot_may_serve():
+        if record is not None and self.tls_context is None and not self.config.anonymous and self.lot_may_serve():
             # No thread yet: the session waits in the parking lot, whose
             # thread serves its hello and token login (see SessionHandler).
             # Not while many workers are busy: the accept loop and the
@@ -280,7 +324,8 @@ class SockftpServer(socketserver.TCPServer):
         except BaseException:
             # No thread, no session: give its slot back (socketserver closes
             # the socket after handle_error).
-            self.sessions.release(record)
+            if record is not None:
+                self.sessions.release(record)
             raise
 
     def lot_may_serve(self) -> bool:
@@ -295,7 +340,8 @@ class SockftpServer(socketserver.TCPServer):
         self.parking.park(handler.request, deadline, handler.wake)
 
     def session_ended(self, handler: SessionHandler) -> None:
-        self.sessions.release(handler.record)
+        if handler.record is not None:  # None: refused before admission (a bad PROXY header)
+            self.sessions.release(handler.record)
         self.shutdown_request(handler.connection)
 
     def handle_error(self, request, client_address) -> None:
@@ -414,7 +460,7 @@ def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     return tls.server_context(config.tls_cert, config.tls_key)
 
 
-def _refuse(sock: socket.socket, error: SockftpError) -> None:
+def refuse(sock: socket.socket, error: SockftpError) -> None:
     """Tell a refused client why, without blocking the accept loop."""
     try:
         sock.setblocking(False)

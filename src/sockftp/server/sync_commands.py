@@ -18,6 +18,7 @@ from ..protocol import fields as protocol
 from ..protocol.errors import BadRequest
 from ..protocol.frames import encoded_size
 from ..protocol.limits import LIST_BATCH_ENTRIES, MAX_HEADER_SIZE, MAX_PATH_DEPTH, MAX_PATH_LENGTH
+from ..protocol.tree_pack import TreeBatch
 from ..storage import DIRECTORY
 from .commands import Context, _path, command
 
@@ -30,6 +31,7 @@ def tree(ctx: Context, req: dict) -> None:
     """A whole tree's listing, depth first, streamed like ``ls``."""
     target = _path(ctx, req, default="")
     checksums = protocol.boolean(req, "checksums")
+    packed = protocol.boolean(req, "packed")
     shown = ctx.session.display(target)
     # Entries a client could not name (deeper or longer paths than the
     # protocol allows, which only a tree made outside sockftp can hold) are
@@ -37,6 +39,9 @@ def tree(ctx: Context, req: dict) -> None:
     depth = MAX_PATH_DEPTH - len(ctx.session.relative(target))
     listed = ctx.session.storage.stat(target).type == DIRECTORY  # else: the file's own entry
     room = MAX_PATH_LENGTH - len(shown.rstrip("/").encode()) - 1 if listed else MAX_PATH_LENGTH
+    if packed:
+        ctx.bytes = _packed_tree(ctx, target, checksums, depth, room, shown)
+        return None
     budget = MAX_HEADER_SIZE - _SLACK - encoded_size(shown)
     batch: list[dict] = []
     used = count = 0
@@ -55,6 +60,27 @@ def tree(ctx: Context, req: dict) -> None:
     ctx.wire.send_header(protocol.ok(path=shown, entries=batch, more=False))
     ctx.bytes = count
     return None
+
+
+def _packed_tree(ctx: Context, target, checksums: bool, depth: int, room: int, shown: str) -> int:
+    """``tree`` with ``packed``: each frame a header and a binary body of
+    columns (protocol.tree_pack); the entries a count."""
+    batch = TreeBatch(checksums)
+    count = 0
+    with closing(ctx.session.storage.tree(target, checksums, depth)) as entries:
+        for path, kind, size, mtime, checksum in entries:
+            length = len(path.encode())
+            if length > room:
+                continue
+            batch.add(path, length, kind, size, mtime, checksum)
+            count += 1
+            if batch.full:
+                body = batch.body()
+                ctx.wire.send_header(protocol.ok(count=len(batch), body=len(body), more=True), body)
+                batch = TreeBatch(checksums)
+    body = batch.body() if len(batch) else b""
+    ctx.wire.send_header(protocol.ok(path=shown, count=len(batch), body=len(body), more=False), body)
+    return count
 
 
 #: Most bytes an entry takes besides its path, checksum included.

@@ -32,6 +32,7 @@ import stat as statmod
 import time
 from collections.abc import Iterator
 
+from ..disk.dropper import hold_large, let_go
 from ..disk.syscalls import directory_opener
 from ..protocol.blocks import BlockList, file_blocks
 from ..protocol.errors import (
@@ -500,7 +501,11 @@ class LocalStorage(Storage):
             st = os.stat(path[-1], dir_fd=fd, follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):
                 raise IsADirectory("is a directory (use rmdir): {path}", path=path)
-            os.unlink(path[-1], dir_fd=fd)
+            held = hold_large(path[-1], fd, st)  # freed off this request's path
+            try:
+                os.unlink(path[-1], dir_fd=fd)
+            finally:
+                let_go(held)
             sidecars.remove(fd, path[-1])
         except OSError as exc:
             raise _error(exc, path) from None
@@ -526,7 +531,13 @@ class LocalStorage(Storage):
                 existing = None
             if existing is not None and statmod.S_ISDIR(existing.st_mode) and source != target:
                 raise IsADirectory("target is a directory: {path}", path=target)
-            os.rename(source[-1], target[-1], src_dir_fd=source_fd, dst_dir_fd=target_fd)
+            held = -1
+            if existing is not None and (existing.st_ino, existing.st_dev) != (moved.st_ino, moved.st_dev):
+                held = hold_large(target[-1], target_fd, existing)  # the file renamed over
+            try:
+                os.rename(source[-1], target[-1], src_dir_fd=source_fd, dst_dir_fd=target_fd)
+            finally:
+                let_go(held)
             if source != target and not statmod.S_ISDIR(moved.st_mode):
                 sidecars.move(source_fd, source[-1], target_fd, target[-1])
         except FileNotFoundError:

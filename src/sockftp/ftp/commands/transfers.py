@@ -9,14 +9,24 @@ or APPE resumes.
 
 from __future__ import annotations
 
+import contextlib
+
 from ...protocol import checksum as checksums
-from ...protocol.errors import NotFound, OffsetMismatch, QuotaExceeded
+from ...protocol.errors import NotFound, OffsetMismatch, QuotaExceeded, SockftpError
+from ...protocol.limits import SMALL_FILE
 from ...protocol.paths import RemotePath
 from ...storage import Storage, Upload
 from .. import parser
+from ..data import TransferFailed
 from ..replies import Reply
 from .base import REQUIRED, Context, command
 from .channels import _open_data
+
+#: Seconds a plain STOR's data may take to arrive whole for the upload to
+#: be stored at once (see _store_new). A client sends a small file it has
+#: in well under this; one that dribbles gets a partial after it, and SIZE
+#: and a concurrent STOR see its upload in progress as they see any other.
+AT_ONCE_WITHIN = 0.2
 
 # -- transfers ---------------------------------------------------------------------------------------------------
 
@@ -58,18 +68,69 @@ def appe(ctx: Context, argument: str) -> Reply:
 
 
 def _store(ctx: Context, argument: str, append: bool) -> Reply:
-    """Receive a file into a hidden partial until the client closes the
-    data connection, then make it visible at once. An upload cut short, or
-    aborted, stays a partial that REST + STOR or APPE continues."""
+    """Receive a file until the client closes the data connection, then
+    make it visible at once. An upload cut short, or aborted, stays a
+    hidden partial that REST + STOR or APPE continues."""
     target = ctx.resolve(argument, audit="put")
     ctx.session.refuse_home(target, "replaced")
-    upload = open_upload(ctx.storage, target, ctx.state.take_rest(), append)
+    rest = ctx.state.take_rest()
+    if not (append or rest):
+        return _store_new(ctx, target)
+    upload = open_upload(ctx.storage, target, rest, append)
+    text = f"Ready to receive {ctx.display(target)}" + (f" from byte {upload.offset}" if upload.offset else "")
+    return _receive(ctx, upload, b"", lambda: _open_data(ctx, text))
+
+
+def _store_new(ctx: Context, target: RemotePath) -> Reply:
+    """A plain STOR. A small file that arrives at once (all of it within
+    ``AT_ONCE_WITHIN`` of the data connection opening, as a client sends
+    a file it has) is stored with its size known: in one go, by
+    ``open_upload(at_once=True)``, which needs no partial, lock or rename
+    (nothing waits between its start and its commit). A small put spends
+    most of its time there, and the partial's create holds its directory
+    locked, so parallel uploads into one directory queued behind each other.
+
+    Anything else gets its partial as soon as that is clear, and carries
+    on as a plain upload; a small upload cut short in that time still
+    becomes one, resumable. So the storage is opened after the 150 here:
+    its refusals (450 busy, 550, 552) follow it, as a failed transfer's do.
+    """
+    head = bytearray()
+    with _open_data(ctx, f"Ready to receive {ctx.display(target)}") as data:
+        try:
+            whole = data.receive_whole(head, SMALL_FILE, AT_ONCE_WITHIN)
+        except TransferFailed:
+            ctx.bytes = data.bytes
+            _keep_head(ctx.storage, target, head)
+            raise
+        ctx.bytes = data.bytes  # what came, whatever the storage says next
+        if not whole:
+            upload = ctx.storage.open_upload(target, None)
+            return _receive(ctx, upload, head, lambda: contextlib.nullcontext(data))
+    hasher = checksums.Hasher()
+    hasher.update(head)
+    upload = ctx.storage.open_upload(target, len(head), at_once=True)
+    try:
+        upload.write(head)
+        upload.commit(hasher.value())
+    except BaseException:
+        upload.discard()
+        raise
+    return Reply(226, f"Transfer complete: {ctx.display(target)} stored, {len(head)} bytes")
+
+
+def _receive(ctx: Context, upload: Upload, head: bytes, open_data) -> Reply:
+    """Write *head* (bytes that came already), then receive into *upload*
+    from the data connection ``open_data()`` gives until the client closes
+    it, then commit."""
     committed = False
     try:
         hasher = checksums.Hasher()
         upload.hash_existing(hasher)  # the checksum is kept with the file, as for a native put
-        text = f"Ready to receive {ctx.display(target)}" + (f" from byte {upload.offset}" if upload.offset else "")
-        with _open_data(ctx, text) as data:
+        if head:
+            hasher.update(head)
+            upload.write(head)
+        with open_data() as data:
             try:
                 data.receive(upload.write, hasher)
             finally:
@@ -85,7 +146,29 @@ def _store(ctx: Context, argument: str, append: bool) -> Reply:
                 upload.keep()  # resumable (a no-op after discard)
             else:
                 upload.discard()  # nothing arrived: leave no empty partial behind
-    return Reply(226, f"Transfer complete: {ctx.display(target)} stored, {upload.offset} bytes")
+    return Reply(226, f"Transfer complete: {ctx.display(upload.path)} stored, {upload.offset} bytes")
+
+
+def _keep_head(storage: Storage, target: RemotePath, head: bytearray) -> None:
+    """A small upload cut short before it had a partial: its bytes become
+    one, resumable as any other. If that fails (another upload holds the
+    partial, the quota, the disk), they are dropped: at most a small
+    file, and the client is told the transfer failed anyway."""
+    if not head:
+        return
+    try:
+        upload = storage.open_upload(target, None)
+    except SockftpError:
+        return
+    try:
+        upload.write(head)
+    except SockftpError:
+        upload.discard()
+        return
+    except BaseException:
+        upload.discard()
+        raise
+    upload.keep()
 
 
 def open_upload(storage: Storage, target: RemotePath, rest: int, append: bool) -> Upload:
