@@ -32,6 +32,11 @@ Workloads, each in its own module:
 * ``http`` (``--only http``): curl's GET and PUT of the big file through
   the HTTP door, against the native get and put and the raw limits (issue 20).
 
+* ``stores`` (``--only stores``): PostgreSQL against SQLite as the account
+  store: the logins, the small files over one session and the crowd's
+  puts, and the database round trips per upload (issue 17). Without
+  PostgreSQL, its round-trip row says so.
+
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
 issue as a ratio, marked met or missed. Progress goes to stderr, the table
@@ -77,6 +82,7 @@ from . import (
     replace,
     results,
     small_files,
+    stores,
     sync_rsync,
 )
 from .common import Env, Prewarm, describe_filesystem, parse_size, raise_file_limit
@@ -96,6 +102,8 @@ WORKLOADS = (
     "sync",
     "ftp-parallel",
     "http",
+
+    "stores",
 )
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
@@ -312,6 +320,8 @@ def main(argv=None) -> int:
         "sync": lambda: sync_rsync.run(env, args.files, args.file_size, args.sync_tree, args.sync_size),
         "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
         "http": lambda: http.run(env, args.size),
+
+        "stores": lambda: stores.run(env, args.logins, args.files, min(args.clients), args.crowd_size),
     }
     started = time.monotonic()
     try:

@@ -66,8 +66,8 @@ class Check:
 
     workload: str
     measure: str  # what the value is, e.g. "sockftp / raw download + file write"
-    value: float
-    target: float
+    value: float | None  # None: not measured (then *missing* says why)
+    target: float | None  # None: a figure shown side by side, with no target to meet
     at_least: bool
     per_run: list[float] = field(default_factory=list)
     unit: str = "x"
@@ -84,8 +84,14 @@ class Check:
         return self.unit == "x"
 
     @property
+    def has_target(self) -> bool:
+        """A figure held to a target (met, missed, or not measured), not one
+        shown side by side only."""
+        return self.target is not None
+
+    @property
     def met(self) -> bool:
-        if self.missing:
+        if self.missing or not self.has_target:
             return False
         return self.value >= self.target if self.at_least else self.value <= self.target
 
@@ -94,6 +100,12 @@ class Check:
             target = f"{'>=' if self.at_least else '<='} {self.target:g}"
             return self.workload, self.measure, "not measured", target, f"NOT MEASURED: {self.missing}"
         digits = significant_digits(self.value)
+        if self.target is None:
+            unit = "" if self.unit == "x" else f" {self.unit}"
+            value = f"{self.value:.{digits}f}"
+            if len(self.per_run) > 1:
+                value += f" ({min(self.per_run):.{digits}f}-{max(self.per_run):.{digits}f})"
+            return self.workload, self.measure, value + unit, "—", ""
         value = f"{self.value:.{digits}f}"
         if len(self.per_run) > 1:
             value += f" ({min(self.per_run):.{digits}f}-{max(self.per_run):.{digits}f})"
@@ -167,5 +179,5 @@ class Report:
                     "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                 )
             met = sum(check.met for check in self.checks)
-            lines.append(f"  {met} of {len(self.checks)} targets met")
+            lines.append(f"  {met} of {sum(check.has_target for check in self.checks)} targets met")
         return "\n".join(lines)

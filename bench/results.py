@@ -165,13 +165,14 @@ def render(run: Run, checks: list[Check]) -> str:
     ]
     lines += [_row(check) for check in checks]
     met = sum(check.met for check in checks)
+    targets = sum(check.has_target for check in checks)
     how = (
         f"Medians of {run.runs} interleaved runs; ratio: sockftp / reference, of the medians, with its range run by "
         "run in brackets."
         if run.runs > 1
         else "One run of each variant; ratio: sockftp / reference."
     )
-    lines += ["", f"**{met} of {len(checks)} targets met.** {how} For times and memory, lower is better."]
+    lines += ["", f"**{met} of {targets} targets met.** {how} For times and memory, lower is better."]
     if run.failed:
         lines += ["", f"**Failed:** {', '.join(run.failed)} (no figures; see the text report)."]
     context = [f"- {_cell(check.workload)}: {_cell(check.context)}" for check in checks if check.context]
@@ -189,13 +190,13 @@ def _row(check: Check) -> str:
         return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
     ours = check.ours.text() if check.ours else "—"
     reference = f"{check.reference_name}: {check.reference.text()}" if check.reference else "—"
-    if check.is_ratio:
-        _, _, ratio, _, _ = check.text()
-        target = f"{'≥' if check.at_least else '≤'} {check.target:g}"
+    ratio = check.text()[2] if check.is_ratio else "—"
+    if not check.has_target:
+        target = result = "—"  # side by side only: no target given (the context says why)
     else:
-        ratio = "—"
-        target = f"{'≥' if check.at_least else '≤'} {check.target:g} {check.unit}"
-    result = "met" if check.met else "**missed**"
+        unit = "" if check.is_ratio else f" {check.unit}"
+        target = f"{'≥' if check.at_least else '≤'} {check.target:g}{unit}"
+        result = "met" if check.met else "**missed**"
     cells = [workload, ours, reference, ratio, target, result]
     return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
 

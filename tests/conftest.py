@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pg_support import pg_url, postgres_cluster  # noqa: F401 - fixtures for the tests that need PostgreSQL
+from pg_support import pg_relay, pg_url, postgres_cluster  # noqa: F401 - fixtures for the tests that need PostgreSQL
 
 from sockftp.client import Client
 from sockftp.server import SockftpServer

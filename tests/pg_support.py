@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -146,3 +147,82 @@ def new_database(cluster: Cluster) -> str:
 def pg_url(postgres_cluster) -> str:
     """The URL of an empty database of this test's own."""
     return new_database(postgres_cluster)
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to the cluster: a node that connects through
+    it can be cut off from its database (:meth:`sever`: every connection
+    dropped, new ones closed at once) and put back (:meth:`mend`), with a
+    real network failure and no mock."""
+
+    def __init__(self, port: int):
+        self._upstream = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._severed = threading.Event()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        """*url* (of the cluster) through this relay."""
+        return url.replace(f":{self._upstream}/", f":{self.port}/")
+
+    def sever(self) -> None:
+        self._severed.set()
+        with self._lock:
+            dropped, self._open = self._open, []
+        for sock in dropped:
+            _drop(sock)
+
+    def mend(self) -> None:
+        self._severed.clear()
+
+    def close(self) -> None:
+        self.sever()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            if self._severed.is_set():
+                _drop(client)
+                continue
+            try:
+                server = socket.create_connection(("127.0.0.1", self._upstream))
+            except OSError:
+                _drop(client)
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        _drop(source)
+        _drop(sink)
+
+
+def _drop(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@pytest.fixture
+def pg_relay(postgres_cluster):
+    """A :class:`Relay` to the session's cluster."""
+    relay = Relay(postgres_cluster.port)
+    yield relay
+    relay.close()

@@ -239,12 +239,14 @@ def test_the_sqlite_pool_serves_many_threads_with_a_few_connections(tmp_path):
 # -- reservations (leases), the heart of a quota shared by several servers -----------------
 
 
-def test_a_reservation_passes_only_if_it_fits_and_counts_a_change(store):
+def test_a_reservation_passes_only_if_it_fits_and_is_no_change_cut_off(store):
     store.add(Account("alice", "hash", quota_bytes=100, max_files=2))
     store.set_usage("alice", 30, 1)
     state = store.reserve("alice", "l1", "node-a", 60, 1, 0, 1000.0)
     assert (state.used_bytes, state.reserved_bytes, state.reserved_files) == (30, 60, 1)
-    assert store.usage("alice").changes == 1
+    # The live lease marks the upload under way: another server's first
+    # login must not take it for a change cut off and measure the home.
+    assert store.usage("alice").known
     assert store.reserve("alice", "l2", "node-b", 11, 0, 0, 1000.0) is None  # 30 + 60 + 11 > 100
     assert store.reserve("alice", "l2", "node-b", 11, 0, 5, 1000.0) is not None  # replaces 5 bytes: 96
     assert store.reserve("alice", "l3", "node-b", 0, 1, 0, 1000.0) is None  # a third file
@@ -256,11 +258,11 @@ def test_finish_moves_the_lease_into_usage_once(store):
     store.add(Account("alice", "hash", quota_bytes=100))
     store.set_usage("alice", 0, 0)
     store.reserve("alice", "l1", "node-a", 80, 1, 0, 1000.0)
-    store.finish("alice", "l1", 50, 1)  # wrote 50 of the 80 announced
+    assert store.finish("alice", "l1", 50, 1) is True  # wrote 50 of the 80 announced
     state = store.quota_state("alice")
     assert (state.used_bytes, state.used_files, state.reserved_bytes, state.reserved_files) == (50, 1, 0, 0)
     assert store.usage("alice").changes == 0
-    store.finish("alice", "l1", 50, 1)  # written again (its reply was lost): counted once
+    assert store.finish("alice", "l1", 50, 1) is None  # written again (its reply was lost): counted once
     state = store.quota_state("alice")
     assert (state.used_bytes, state.used_files, state.reserved_bytes, state.reserved_files) == (50, 1, 0, 0)
 
@@ -283,16 +285,86 @@ def test_expired_leases_are_given_back_and_renewed_ones_kept(make_store):
     node_a.set_usage("alice", 0, 0)
     node_a.reserve("alice", "dead", "node-a", 40, 1, 0, 100.0)
     node_a.reserve("alice", "live", "node-a", 30, 0, 0, 100.0)
-    node_a.renew(["live"], 200.0)
+    assert node_a.renew(["live"], 200.0) == {"live"}
     assert node_b.reap(150.0) == [("alice", 40, 1)]
     state = node_b.quota_state("alice")
     assert (state.reserved_bytes, state.reserved_files) == (30, 0)
-    assert node_b.usage("alice").changes == 2  # the dead one's stays: measure again
+    assert node_b.usage("alice").changes == 1  # the dead one's: measure again
     assert node_b.reap(150.0) == []
-    node_a.finish("alice", "dead", 40, 1)  # the node was not dead after all: too late, nothing changes
+    assert node_a.renew(["dead", "live"], 300.0) == {"live"}  # a renewal tells a lease given back
+    assert not node_a.grow("alice", "dead", 1, 0)
+
+
+def test_the_late_end_of_a_lease_given_back_counts_once(make_store):
+    """Its server was cut off, not dead: the upload's effect still lands in
+    usage, once, and the change is no longer counted as cut off."""
+    node_a, node_b = make_store(), make_store()
+    node_a.add(Account("alice", "hash", quota_bytes=100))
+    node_a.set_usage("alice", 0, 0)
+    node_a.reserve("alice", "cut", "node-a", 40, 1, 0, 100.0)
+    assert node_b.reap(150.0) == [("alice", 40, 1)]
+    assert not node_b.usage("alice").known
+    assert node_a.finish("alice", "cut", 25, 0) is False  # kept its 25 written bytes as a partial
+    assert node_a.finish("alice", "cut", 25, 0) is None  # its reply was lost: written again, counted once
     state = node_b.quota_state("alice")
-    assert (state.used_bytes, state.used_files, state.reserved_bytes) == (0, 0, 30)
-    assert not node_b.usage("alice").known  # the change stays cut off: measured again
+    assert (state.used_bytes, state.used_files, state.reserved_bytes, state.reserved_files) == (25, 0, 0, 0)
+    assert node_b.usage("alice").known
+
+
+def test_a_measure_counts_the_tombstones_so_their_late_ends_do_not(make_store):
+    node_a, node_b = make_store(), make_store()
+    node_a.add(Account("alice", "hash"))
+    node_a.set_usage("alice", 0, 0)
+    node_a.reserve("alice", "cut", "node-a", 40, 1, 0, 100.0)
+    node_b.reap(150.0)
+    seen = node_b.usage("alice")
+    assert node_b.set_usage("alice", 25, 0, version=seen.version)  # the walk found the partial
+    assert node_a.finish("alice", "cut", 25, 0) is None
+    assert node_b.usage("alice") == StoredUsage(25, 0, 0)
+
+
+def test_a_measure_is_refused_if_another_server_changed_the_usage_meanwhile(make_store):
+    node_a, node_b = make_store(), make_store()
+    node_a.add(Account("alice", "hash"))
+    node_a.set_usage("alice", 0, 0)
+    node_a.add_usage("alice", 0, 0, 1)  # node A begins a delete
+    seen = node_b.usage("alice")
+    assert not seen.known  # node B's first login measures
+    node_a.add_usage("alice", -10, -1, -1)  # A's delete ends while B walks
+    assert not node_b.set_usage("alice", 10, 1, version=seen.version)
+    assert node_b.usage("alice") == StoredUsage(-10, -1, 0)  # untouched
+    node_a.reserve("alice", "up", "node-a", 5, 1, 0, 100.0)  # an upload under way
+    seen = node_b.usage("alice")
+    assert not node_b.set_usage("alice", 7, 1, version=seen.version)  # its partial may be in the walk
+    node_a.finish("alice", "up", 5, 1)
+    seen = node_b.usage("alice")
+    assert node_b.set_usage("alice", 7, 1, version=seen.version)
+    assert node_b.usage("alice") == StoredUsage(7, 1, 0)
+
+
+def test_a_usage_write_under_an_id_counts_once(make_store):
+    node_a = make_store()
+    node_a.add(Account("alice", "hash"))
+    node_a.set_usage("alice", 100, 1)
+    node_a.add_usage("alice", 10, 1, 1, op="w1")
+    node_a.add_usage("alice", 10, 1, 1, op="w1")  # its reply was lost: written again
+    assert node_a.usage("alice") == StoredUsage(110, 2, 1)
+    node_a.add_usage("alice", -10, -1, -1, op="w2", done=["w1"])
+    node_a.add_usage("alice", 5, 0, 0, op="w1")  # forgotten, as done said: a new write now
+    assert node_a.usage("alice") == StoredUsage(105, 1, 0)
+
+
+def test_a_dead_nodes_leases_are_given_back_before_they_expire(make_store):
+    node_a, node_b = make_store(), make_store()
+    node_a.add(Account("alice", "hash", quota_bytes=100))
+    node_a.set_usage("alice", 0, 0)
+    node_a.reserve("alice", "l1", "host:1:dead", 40, 1, 0, 1000.0)
+    node_a.reserve("alice", "l2", "host:2:live", 30, 0, 0, 1000.0)
+    assert node_b.lease_nodes() == {"host:1:dead", "host:2:live"}
+    assert node_b.reap_nodes(["host:1:dead"], 150.0) == [("alice", 40, 1)]
+    assert node_b.lease_nodes() == {"host:2:live"}
+    assert node_b.quota_state("alice").reserved_bytes == 30
+    assert not node_b.usage("alice").known  # its partial: measure again
 
 
 def test_racing_reservations_never_pass_the_quota_together(make_store):

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
 
-@pytest.mark.timeout(270)  # twelve workloads; each logs in with argon2 (~0.1-1 s a check here)
+@pytest.mark.timeout(330)  # thirteen workloads; each logs in with argon2 (~0.1-1 s a check here)
 def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     doc_before = DOC.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -35,7 +35,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=280,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -103,14 +103,36 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
     # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
     # (first up and down, two re-syncs, bytes and time up and down, --checksum); 2 for lftp mirror --parallel=4
-    # (against its 1 connection, and against vsftpd), measured or not; 2 for the HTTP door (get, put).
-    assert len(table_rows(markdown)) == targets == 19 + (9 if has_rsync else 0), markdown
+    # (against its 1 connection, and against vsftpd), measured or not; 2 for the HTTP door (get, put); 1 for the
+    # account stores' round trips
+    # per upload, measured or not, beside 3 timings with no target (without PostgreSQL, not there).
+    expected = 19 + (9 if has_rsync else 0) + 1
+    has_pg = stores_missing() is None
+    rows = table_rows(markdown)
+    assert targets == expected, markdown
+    assert len(rows) == expected + (3 if has_pg else 0), markdown
+    stores = [row for row in rows if "account store" in row["workload"]]
+    trips = next(row for row in stores if "round trips" in row["workload"])
+    if has_pg:
+        assert (trips["target"], trips[""]) == ("≤ 2 round trips", "met"), trips
+        assert [row["target"] for row in stores].count("—") == 3, stores
+    else:
+        assert trips[""] == "**not measured**" and "not available" in trips["reference"], trips
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []
 
 
 # -- the results table ---------------------------------------------------------------
+
+
+def stores_missing() -> str | None:
+    sys.path.insert(0, str(REPO))
+    try:
+        from bench.stores import postgres_missing
+    finally:
+        sys.path.remove(str(REPO))
+    return postgres_missing()
 
 
 def table_rows(markdown: str) -> list[dict[str, str]]:
@@ -312,3 +334,25 @@ def test_only_a_full_run_of_new_committed_code_is_of_record(results, monkeypatch
     assert why_not(["--no-record"]) == "--no-record"
     assert why_not([], code=results.Code("a" * 40, "b" * 40, dirty=True)).startswith("uncommitted changes")
     assert why_not([], code=results.Code(None, None, dirty=True)) == "not run from a git checkout"
+
+
+def test_a_figure_side_by_side_without_a_target_is_no_target_met_or_missed(results, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.report import Check, Figure
+
+    side_by_side = Check(
+        "300 token logins at once, PostgreSQL account store",
+        "PostgreSQL / SQLite seconds",
+        1.4,
+        None,
+        False,
+        [1.3, 1.5],
+        ours=Figure(0.7, "s"),
+        reference=Figure(0.5, "s"),
+        reference_name="SQLite",
+    )
+    block = results.render(fake_run(results), [*fake_checks(), side_by_side])
+    rows = table_rows(block)
+    assert rows[-1]["ratio"] == "1.40 (1.30-1.50)" and (rows[-1]["target"], rows[-1][""]) == ("—", "—")
+    met = sum(check.met for check in fake_checks())
+    assert f"**{met} of {len(fake_checks())} targets met.**" in block

@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -355,20 +356,54 @@ def test_a_change_cut_off_by_a_dead_server_is_measured_again(tmp_path):
     disk = CountingStorage(tmp_path / "root")
     home = ("users", "alice")
     disk.mkdir(home, parents=True)
-    ledger = QuotaRegistry(disk, store).login("alice", home, 1 * MiB)
+    dead = QuotaRegistry(disk, store, lease_time=0.1)
+    ledger = dead.login("alice", home, 1 * MiB)
     upload = QuotaStorage(disk, ledger).open_upload(home + ("big",), 300_000)
     upload.write(bytes(120_000))
-    # The server dies here: nothing more of it runs.
-    assert store.usage("alice") == StoredUsage(0, 0, 1)
-
+    # The server dies here: nothing more of it runs, nothing renews its lease.
+    dead.close()
+    assert store.usage("alice") == StoredUsage(0, 0, 0)  # a live lease is no change cut off...
+    time.sleep(0.15)
     again = CountingStorage(tmp_path / "root")
-    ledger = QuotaRegistry(again, store).login("alice", home, 1 * MiB)
+    registry = QuotaRegistry(again, store, lease_time=0.1)
+    registry.book.tick()  # ...until it expires and any server's reaper gives it back
+    assert store.usage("alice") == StoredUsage(0, 0, 1)
+    ledger = registry.login("alice", home, 1 * MiB)
     assert (ledger.used_bytes, ledger.used_files, ledger.known) == (120_000, 0, True)
     assert again.walks == [home]
     assert store.usage("alice") == StoredUsage(120_000, 0, 0)
     upload.keep()  # (the dead server's objects, released for the test's sake)
     disk.close()
     again.close()
+    store.close()
+
+
+def test_another_servers_upload_under_way_is_no_change_cut_off(tmp_path):
+    # Two servers (registries) on one store and one root. B's first login
+    # comes while A's upload is under way: B must not take it for a change
+    # cut off, walk the home (counting A's partial) and store that, for A's
+    # end then to count the same bytes again (1 run in 4 of the two-node
+    # PostgreSQL test did).
+    store = SqliteUserStore(str(tmp_path / "users.db"))
+    store.add(Account("alice", "hash", quota_bytes=1 * MiB))
+    home = ("users", "alice")
+    disk_a, disk_b = CountingStorage(tmp_path / "root"), CountingStorage(tmp_path / "root")
+    disk_a.mkdir(home, parents=True)
+    node_a, node_b = QuotaRegistry(disk_a, store), QuotaRegistry(disk_b, store)
+    ledger_a = node_a.login("alice", home, 1 * MiB)
+    upload = QuotaStorage(disk_a, ledger_a).open_upload(home + ("big",), 300_000)
+    upload.write(bytes(120_000))
+    ledger_b = node_b.login("alice", home, 1 * MiB)
+    assert disk_b.walks == [] and ledger_b.known
+    upload.write(bytes(180_000))
+    upload.commit(None)
+    usage = store.usage("alice")
+    assert (usage.used_bytes, usage.used_files, usage.changes) == (300_000, 1, 0)
+    assert on_disk(tmp_path / "root" / "users" / "alice") == (300_000, 1)
+    for registry in (node_a, node_b):
+        registry.close()
+    disk_a.close()
+    disk_b.close()
     store.close()
 
 
@@ -394,7 +429,10 @@ def test_a_store_that_refuses_writes_costs_no_upload_and_catches_up(counted, fil
     # The database refuses every usage write from now on (as a full disk
     # or a lock held past the timeout would).
     db = sqlite3.connect(users_db(str(srv.root)))
-    db.execute("CREATE TRIGGER refuse BEFORE UPDATE OF usage_changes ON users BEGIN SELECT RAISE(FAIL, 'refused'); END")
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE OF usage_changes, reserved_bytes ON users "
+        "BEGIN SELECT RAISE(FAIL, 'refused'); END"
+    )
     db.commit()
     caplog.set_level(logging.WARNING, logger="sockftp.quota")
     client.put(files("b", os.urandom(200 * KiB)), "b")  # stored, and counted in memory

@@ -11,6 +11,7 @@ The SQL both share lives in :mod:`sockftp.accounts.schema`.
 from .base import (
     SHARE_KINDS,
     Account,
+    AccountListener,
     QuotaState,
     ShareRecord,
     StoredUsage,
@@ -26,6 +27,7 @@ from .tokens import new_token, token_hash, token_id
 __all__ = [
     "SHARE_KINDS",
     "Account",
+    "AccountListener",
     "QuotaState",
     "ShareRecord",
     "SqliteUserStore",

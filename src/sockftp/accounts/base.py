@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ..protocol.errors import BadRequest, WouldBlock
 
@@ -38,11 +39,15 @@ class StoredUsage:
 
     used_bytes: int | None  # None: never measured (a new account, or a store just migrated)
     used_files: int | None
-    #: Changes begun and not ended. A server counts each change of the
-    #: home here before making it and takes it back with the change's
-    #: effect, so a count above zero when no server is at work means one
+    #: Changes begun and not ended, or cut off. A server counts each change
+    #: of the home made outside a lease (a delete) here before making it and
+    #: takes it back with the change's effect; a lease given back as expired
+    #: counts one. So a count above zero when no server is at work means one
     #: died mid-change (killed, a power cut): the usage must be measured again.
     changes: int = 0
+    #: Bumped by every change of the usage: a measure is stored only if it
+    #: did not move meanwhile (:meth:`UserStore.set_usage`).
+    version: int = field(default=0, compare=False)
 
     @property
     def known(self) -> bool:
@@ -106,6 +111,21 @@ class StoreError(Exception):
     writes are worth failing a login for."""
 
 
+class AccountListener(ABC):
+    """Account changes (added, changed, deleted) as the store notifies them,
+    to one thread."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for a change: True if one came, or if
+        the listener has just (re)connected and may have missed some; False
+        if none. Raises StoreError if the store cannot be reached (the next
+        call connects again)."""
+
+    def close(self) -> None:
+        """Stop listening."""
+
+
 class UserStore(ABC):
     """Where accounts are kept. Safe to use from several threads."""
 
@@ -145,18 +165,39 @@ class UserStore(ABC):
         account."""
 
     @abstractmethod
-    def set_usage(self, name: str, used_bytes: int | None, used_files: int | None) -> bool:
+    def set_usage(
+        self, name: str, used_bytes: int | None, used_files: int | None, *, version: int | None = None
+    ) -> bool:
         """Store a measure of *name*'s usage (None, None: forget it, so it is
-        measured again), and reset its count of changes under way. False if
-        there is no such account."""
+        measured again), reset its count of changes under way, and drop its
+        given-back leases (the measure counted what they left). False if
+        there is no such account.
+
+        With *version* (of the :class:`StoredUsage` read before the home was
+        walked), only if the usage did not change since and no upload is
+        under way on any server: else False, and nothing changes (another
+        server's change may be in the walk and in the usage both)."""
 
     @abstractmethod
-    def add_usage(self, name: str, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
+    def add_usage(
+        self,
+        name: str,
+        bytes_delta: int,
+        files_delta: int,
+        changes_delta: int,
+        op: str | None = None,
+        done: Sequence[str] = (),
+    ) -> None:
         """Add a change to *name*'s usage, in one short write that commutes
         with every other (so servers and threads need not agree on an
         order). *changes_delta* is +1 before a change is made and -1 with
         its effect once it is done; the count never goes below zero. A
         usage never measured stays so. No such account: nothing happens.
+
+        With *op*, a new id of the caller's, the write counts once however
+        often it is made with that id (within ``FORGET_AFTER``): one whose
+        reply was lost can be made again. *done*: ids the caller made
+        earlier whose writes are known to have landed, now forgotten.
 
         Called on every upload and delete: keep it to one indexed write."""
 
@@ -180,19 +221,34 @@ class UserStore(ABC):
         the lease is still there. False if not."""
 
     @abstractmethod
-    def finish(self, name: str, lease_id: str, bytes_delta: int, files_delta: int) -> None:
-        """An upload ends: give its lease back (if it is still there) and
-        add its effect to usage, ending its change, in one transaction."""
+    def finish(self, name: str, lease_id: str, bytes_delta: int, files_delta: int) -> bool | None:
+        """An upload ends: give its lease back and add its effect to usage,
+        in one transaction, if the lease is still there. True if it was;
+        False if it had been given back as expired (its tombstone: the
+        effect is added all the same, once); None if there was nothing (it
+        was ended already: a retry whose first reply was lost)."""
 
     @abstractmethod
-    def renew(self, lease_ids: list[str], expires: float) -> None:
-        """Move the expiry of these leases (a server's live ones) to *expires*."""
+    def renew(self, lease_ids: list[str], expires: float) -> set[str]:
+        """Move the expiry of these leases (a server's live ones) to
+        *expires*. The ids of those still live: the others were given back."""
 
     @abstractmethod
     def reap(self, now: float) -> list[tuple[str, int, int]]:
-        """Give back every lease expired at *now* (its server died): their
-        reservations, not their changes, which stay counted so that the
-        usage is measured again. (name, bytes, files) of each."""
+        """Give back every lease expired at *now* (its server died, or was
+        cut off from the store): their reservations; each counts a change
+        as cut off, so that the usage is measured again unless its late end
+        comes (see :meth:`finish`). Each stays as a tombstone for
+        ``FORGET_AFTER`` seconds. (name, bytes, files) of each."""
+
+    @abstractmethod
+    def lease_nodes(self) -> set[str]:
+        """The servers (nodes) holding live leases."""
+
+    @abstractmethod
+    def reap_nodes(self, nodes: list[str], now: float) -> list[tuple[str, int, int]]:
+        """As :meth:`reap`, for every live lease of *nodes* (known dead),
+        expired or not."""
 
     @abstractmethod
     def quota_state(self, name: str) -> QuotaState | None:
@@ -265,6 +321,12 @@ class UserStore(ABC):
     @abstractmethod
     def revoke_share(self, owner: str, share_id: str) -> bool:
         """Delete link *share_id* if it is *owner*'s. False if there is none."""
+
+    def listen(self) -> AccountListener | None:
+        """A listener for account changes made through any server or
+        command, if this store can notify them; None if it cannot (then
+        they are polled for)."""
+        return None
 
     def close(self) -> None:
         """Release the store's resources."""

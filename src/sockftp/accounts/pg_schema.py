@@ -17,10 +17,14 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
+
+#: The channel on which the database notifies account changes (the name).
+CHANNEL = "sockftp_accounts"
+LISTEN = f"LISTEN {CHANNEL}"
 
 
 def pg(sql: str) -> str:
@@ -62,7 +66,27 @@ MIGRATIONS = {
         _shared.LEASES_INDEX,
     ],
     3: [_shared.BANS_TABLE],
-    4: [_shared.SHARES_TABLE, _shared.SHARES_INDEX],
+    4: [step.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for step in _shared.FENCING_STEPS],
+    # Account changes reach every node at once (sockftp.server.watch): a
+    # notification on CHANNEL with the account's name, from the database
+    # itself, whatever wrote the change. Only the columns an admin changes:
+    # usage and reservations (every upload) notify nothing.
+    5: [
+        f"""CREATE OR REPLACE FUNCTION sockftp_account_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                PERFORM pg_notify('{CHANNEL}', OLD.name);
+            ELSE
+                PERFORM pg_notify('{CHANNEL}', NEW.name);
+            END IF;
+            RETURN NULL;
+        END $$""",
+        "DROP TRIGGER IF EXISTS account_changed ON users",
+        """CREATE TRIGGER account_changed
+            AFTER UPDATE OF password_hash, quota_bytes, max_files, read_only, disabled OR DELETE ON users
+            FOR EACH ROW EXECUTE PROCEDURE sockftp_account_changed()""",
+    ],
+    6: [_shared.SHARES_TABLE, _shared.SHARES_INDEX],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -85,7 +109,22 @@ def update_user(columns) -> str:
 
 SELECT_USAGE = pg(_shared.SELECT_USAGE)
 SET_USAGE = pg(_shared.SET_USAGE)
+#: The measure, stored only if nothing changed meanwhile; and the
+#: tombstones it counted dropped, in the same statement.
+SET_MEASURE = f"""WITH u AS ({pg(_shared.SET_MEASURE)} RETURNING 1),
+    t AS (DELETE FROM leases WHERE user_name = %(name)s AND reaped AND EXISTS (SELECT 1 FROM u))
+    SELECT COUNT(*) FROM u"""
+DROP_TOMBSTONES = pg(_shared.DROP_TOMBSTONES)
 ADD_USAGE = pg(_shared.ADD_USAGE)
+#: ADD_USAGE under a write's id, in one statement: only if the id is new
+#: (a retry of a write that landed finds it), dropping the ids the writer
+#: knows have landed (*done*).
+ADD_USAGE_ONCE = """WITH d AS (DELETE FROM usage_ops WHERE id = ANY(%(done)s)),
+    op AS (INSERT INTO usage_ops (id, at) VALUES (%(op)s, %(now)s) ON CONFLICT DO NOTHING RETURNING id)
+    UPDATE users SET used_bytes = used_bytes + %(bytes)s, used_files = used_files + %(files)s,
+        usage_changes = CASE WHEN usage_changes + %(changes)s > 0 THEN usage_changes + %(changes)s ELSE 0 END,
+        usage_version = usage_version + 1
+    WHERE name = %(name)s AND EXISTS (SELECT 1 FROM op)"""
 
 INSERT_TOKEN = pg(_shared.INSERT_TOKEN)
 DELETE_OLDEST_TOKENS = pg(_shared.DELETE_OLDEST_TOKENS)
@@ -111,21 +150,34 @@ RESERVE = f"""WITH u AS ({pg(_shared.RESERVE)} RETURNING {_STATE}),
 GROW = f"""WITH u AS ({pg(_shared.GROW)} RETURNING 1),
     l AS (UPDATE leases SET bytes = bytes + %(bytes)s WHERE id = %(id)s AND EXISTS (SELECT 1 FROM u))
     SELECT COUNT(*) FROM u"""
-#: The lease's DELETE tells the UPDATE what it held; no lease, no UPDATE.
-FINISH = "WITH l AS (DELETE FROM leases WHERE id = %(id)s RETURNING bytes, files) " + pg(
-    _shared.FINISH.replace(":lease_bytes", "l.bytes")
-    .replace(":lease_files", "l.files")
-    .replace("WHERE name = :name", "FROM l WHERE users.name = :name")
-    .replace("SET reserved_bytes = reserved_bytes", "SET reserved_bytes = users.reserved_bytes")
-    .replace("reserved_files = reserved_files", "reserved_files = users.reserved_files")
-)
-RENEW = "UPDATE leases SET expires = %(expires)s WHERE id = ANY(%(ids)s)"
-REAP = """WITH l AS (DELETE FROM leases WHERE expires < %(now)s RETURNING user_name, bytes, files),
-    s AS (SELECT user_name, SUM(bytes) AS bytes, SUM(files) AS files FROM l GROUP BY user_name),
+#: The lease's DELETE tells the UPDATE what it still reserves (nothing, if
+#: it is a tombstone); no lease, no UPDATE. Returns whether it was one.
+FINISH = """WITH l AS (DELETE FROM leases WHERE id = %(id)s RETURNING reaped,
+        CASE WHEN reaped THEN 0 ELSE bytes END AS bytes, CASE WHEN reaped THEN 0 ELSE files END AS files,
+        CASE WHEN reaped THEN 1 ELSE 0 END AS cut)
+    UPDATE users SET reserved_bytes = users.reserved_bytes - l.bytes,
+        reserved_files = users.reserved_files - l.files,
+        used_bytes = users.used_bytes + %(bytes)s, used_files = users.used_files + %(files)s,
+        usage_changes = CASE WHEN users.usage_changes - l.cut > 0 THEN users.usage_changes - l.cut ELSE 0 END,
+        usage_version = users.usage_version + 1
+    FROM l WHERE users.name = %(name)s RETURNING l.reaped"""
+#: The ids of those leases still live: the others were given back.
+RENEW = "UPDATE leases SET expires = %(expires)s WHERE id = ANY(%(ids)s) AND NOT reaped RETURNING id"
+#: Expired leases become tombstones, their reservations go and their
+#: changes count as cut off; tombstones and write ids past FORGET_AFTER go.
+REAP = """WITH l AS (UPDATE leases SET reaped = TRUE WHERE expires < %(now)s AND NOT reaped
+            RETURNING user_name, bytes, files),
+    s AS (SELECT user_name, SUM(bytes) AS bytes, SUM(files) AS files, COUNT(*) AS n FROM l GROUP BY user_name),
     u AS (UPDATE users SET reserved_bytes = users.reserved_bytes - s.bytes,
-            reserved_files = users.reserved_files - s.files
-        FROM s WHERE users.name = s.user_name)
+            reserved_files = users.reserved_files - s.files, usage_changes = users.usage_changes + s.n
+        FROM s WHERE users.name = s.user_name),
+    t AS (DELETE FROM leases WHERE reaped AND expires < %(forget)s),
+    o AS (DELETE FROM usage_ops WHERE at < %(forget)s)
     SELECT user_name, bytes, files FROM l"""
+FORGET_AFTER = _shared.FORGET_AFTER
+SELECT_LEASE_NODES = _shared.SELECT_LEASE_NODES
+#: REAP, for the leases of dead nodes (*nodes*) whatever their expiry.
+REAP_NODES = REAP.replace("expires < %(now)s AND NOT reaped", "node = ANY(%(nodes)s) AND NOT reaped")
 SELECT_QUOTA_STATE = pg(_shared.SELECT_QUOTA_STATE)
 
 COUNT_FAILURE = pg(_shared.COUNT_FAILURE)

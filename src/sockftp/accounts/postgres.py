@@ -20,7 +20,8 @@ the URL's password left out of the message.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple
 from urllib.parse import urlsplit, urlunsplit
@@ -35,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ..protocol.errors import Exists, NotFound
 from . import pg_schema as sql
-from .base import Account, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
+from .base import Account, AccountListener, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
 
 #: Connections open at most per process. Queries take well under a
 #: millisecond on a LAN; a thread that finds all in use waits up to
@@ -188,11 +189,32 @@ class PostgresUserStore(UserStore):
         rows = self._query(sql.SELECT_USAGE, (name,))
         return StoredUsage(*rows[0]) if rows else None
 
-    def set_usage(self, name: str, used_bytes: int | None, used_files: int | None) -> bool:
-        return self._change(sql.SET_USAGE, (used_bytes, used_files, name)) > 0
+    def set_usage(self, name, used_bytes, used_files, *, version=None) -> bool:
+        params = {"name": name, "bytes": used_bytes, "files": used_files, "version": version}
+        if version is not None:
+            return self._query(sql.SET_MEASURE, params)[0][0] > 0
+        with self._transaction() as db:
+            if db.execute(sql.SET_USAGE, params).rowcount == 0:
+                return False
+            db.execute(sql.DROP_TOMBSTONES, params)
+        return True
 
-    def add_usage(self, name: str, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
-        self._change(sql.ADD_USAGE, (bytes_delta, files_delta, changes_delta, changes_delta, name))
+    def add_usage(
+        self, name, bytes_delta, files_delta, changes_delta, op: str | None = None, done: Sequence[str] = ()
+    ) -> None:
+        if op is None:
+            self._change(sql.ADD_USAGE, (bytes_delta, files_delta, changes_delta, changes_delta, name))
+            return
+        params = {
+            "name": name,
+            "bytes": bytes_delta,
+            "files": files_delta,
+            "changes": changes_delta,
+            "op": op,
+            "done": list(done),
+            "now": time.time(),
+        }
+        self._change(sql.ADD_USAGE_ONCE, params)
 
     # -- reservations: one statement each ------------------------------------------------
 
@@ -214,16 +236,25 @@ class PostgresUserStore(UserStore):
         rows = self._query(sql.GROW, {"name": name, "id": lease_id, "bytes": size, "replaces": replaces})
         return rows[0][0] > 0
 
-    def finish(self, name, lease_id, bytes_delta, files_delta) -> None:
-        params = {"name": name, "id": lease_id, "bytes": bytes_delta, "files": files_delta, "changes": -1}
-        self._change(sql.FINISH, params)
+    def finish(self, name, lease_id, bytes_delta, files_delta) -> bool | None:
+        rows = self._query(sql.FINISH, {"name": name, "id": lease_id, "bytes": bytes_delta, "files": files_delta})
+        return (not rows[0][0]) if rows else None
 
-    def renew(self, lease_ids, expires) -> None:
-        if lease_ids:
-            self._change(sql.RENEW, {"ids": list(lease_ids), "expires": expires})
+    def renew(self, lease_ids, expires) -> set[str]:
+        if not lease_ids:
+            return set()
+        return {row[0] for row in self._query(sql.RENEW, {"ids": list(lease_ids), "expires": expires})}
 
     def reap(self, now) -> list[tuple[str, int, int]]:
-        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP, {"now": now})]
+        params = {"now": now, "forget": now - sql.FORGET_AFTER}
+        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP, params)]
+
+    def lease_nodes(self) -> set[str]:
+        return {row[0] for row in self._query(sql.SELECT_LEASE_NODES)}
+
+    def reap_nodes(self, nodes, now) -> list[tuple[str, int, int]]:
+        params = {"nodes": list(nodes), "forget": now - sql.FORGET_AFTER}
+        return [(name, int(size), int(files)) for name, size, files in self._query(sql.REAP_NODES, params)]
 
     def quota_state(self, name) -> QuotaState | None:
         rows = self._query(sql.SELECT_QUOTA_STATE, {"name": name})
@@ -295,8 +326,40 @@ class PostgresUserStore(UserStore):
     def revoke_share(self, owner: str, share_id: str) -> bool:
         return self._change(sql.DELETE_USER_SHARE, (owner, share_id)) > 0
 
+    def listen(self) -> PostgresListener:
+        return PostgresListener(self.url, self.where)
+
     def close(self) -> None:
         self._pool.close()
+
+
+class PostgresListener(AccountListener):
+    """LISTEN on a connection of its own, outside the pool (a listening
+    connection is held for as long as the server runs: one per node)."""
+
+    def __init__(self, url: str, where: str):
+        self.url = url
+        self.where = where
+        self._db: psycopg.Connection | None = None
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            if self._db is None or self._db.closed:
+                self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(POOL_TIMEOUT)))
+                self._db.execute(sql.LISTEN)
+                return True  # changes made while nobody listened are not notified again
+            return any(True for _ in self._db.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"account database {self.where}: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except psycopg.Error:
+                pass
 
 
 def _storable(text) -> bool:
@@ -309,4 +372,4 @@ def _account(row) -> Account:
     return Account(name, password_hash, quota_bytes, max_files, bool(read_only), bool(disabled))
 
 
-__all__ = ["POOL_SIZE", "PostgresUserStore", "redact"]
+__all__ = ["POOL_SIZE", "PostgresListener", "PostgresUserStore", "redact"]

@@ -8,7 +8,7 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Failed logins per client address, and the ban they earned, shared by
 #: every server on the store: spreading guesses over servers gains nothing,
@@ -52,6 +52,30 @@ SHARES_TABLE = """CREATE TABLE IF NOT EXISTS shares (
     expires       DOUBLE PRECISION
 )"""
 SHARES_INDEX = "CREATE INDEX IF NOT EXISTS shares_by_owner ON shares (owner, created)"
+
+#: Usage writes made outside a lease (deletes, renames; uploads while the
+#: store was unreachable), each under an id of its writer's: a write whose
+#: reply was lost, written again with the same id, changes nothing. A
+#: writer drops its ids once it knows they landed; leftovers go after a day.
+USAGE_OPS_TABLE = """CREATE TABLE IF NOT EXISTS usage_ops (
+    id TEXT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL
+)"""
+
+#: Seconds a given-back lease (a tombstone: ``reaped``) and a usage write's
+#: id are kept: a late end of the one, a retry of the other, counts once
+#: within this time.
+FORGET_AFTER = 86400.0
+
+#: A lease given back as expired stays as a tombstone (``reaped``), so that
+#: the late end of an upload whose server was only cut off, not dead, is
+#: still counted, once. Every usage change bumps ``usage_version``, so a
+#: measure of the home taken while another server changed it is refused.
+FENCING_STEPS = [
+    "ALTER TABLE leases ADD COLUMN reaped BOOLEAN NOT NULL DEFAULT FALSE",
+    "ALTER TABLE users ADD COLUMN usage_version BIGINT NOT NULL DEFAULT 0",
+    USAGE_OPS_TABLE,
+]
 
 MIGRATIONS = {
     1: [
@@ -98,7 +122,8 @@ MIGRATIONS = {
         LEASES_INDEX,
     ],
     5: [BANS_TABLE],
-    6: [SHARES_TABLE, SHARES_INDEX],
+    6: FENCING_STEPS,
+    7: [SHARES_TABLE, SHARES_INDEX],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -117,13 +142,30 @@ UPDATE_USER = "UPDATE users SET {assignments} WHERE name = ?"
 
 # -- usage ---------------------------------------------------------------------------
 
-SELECT_USAGE = "SELECT used_bytes, used_files, usage_changes FROM users WHERE name = ?"
-SET_USAGE = "UPDATE users SET used_bytes = ?, used_files = ?, usage_changes = 0 WHERE name = ?"
+SELECT_USAGE = "SELECT used_bytes, used_files, usage_changes, usage_version FROM users WHERE name = ?"
+SET_USAGE = """UPDATE users SET used_bytes = :bytes, used_files = :files, usage_changes = 0,
+    usage_version = usage_version + 1 WHERE name = :name"""
+#: A server's measure of the home, stored only if nothing changed the usage
+#: since the server read it (*version*) and no upload is under way on any
+#: server (a live lease): else the walk may have counted a change that is
+#: also counted when it ends, or missed one.
+SET_MEASURE = (
+    SET_USAGE
+    + """ AND usage_version = :version
+    AND NOT EXISTS (SELECT 1 FROM leases WHERE user_name = :name AND NOT reaped)"""
+)
+#: A measure counted what the tombstones' uploads left: their late ends must not count it again.
+DROP_TOMBSTONES = "DELETE FROM leases WHERE user_name = :name AND reaped"
 # Relative, so that concurrent writers commute; NULL + n stays NULL (never
 # measured stays so). CASE, not MAX(a, b) or GREATEST: both databases have it.
 ADD_USAGE = """UPDATE users SET used_bytes = used_bytes + ?, used_files = used_files + ?,
-    usage_changes = CASE WHEN usage_changes + ? > 0 THEN usage_changes + ? ELSE 0 END
+    usage_changes = CASE WHEN usage_changes + ? > 0 THEN usage_changes + ? ELSE 0 END,
+    usage_version = usage_version + 1
     WHERE name = ?"""
+#: The record of a usage write's id (see USAGE_OPS_TABLE).
+INSERT_USAGE_OP = "INSERT INTO usage_ops (id, at) VALUES (:op, :now) ON CONFLICT DO NOTHING"
+DELETE_USAGE_OP = "DELETE FROM usage_ops WHERE id = :op"
+FORGET_USAGE_OPS = "DELETE FROM usage_ops WHERE at < :forget"
 
 # -- reservations (leases) ---------------------------------------------------------------
 # Named parameters (:name), which both sqlite3 and (as %(name)s) psycopg take.
@@ -134,11 +176,12 @@ SELECT_QUOTA_STATE = """SELECT used_bytes, used_files, reserved_bytes, reserved_
 #: The conditional reservation: the account's row changes only if the
 #: upload fits (*replaces*: bytes of the file it replaces, credited), and
 #: the row lock it takes makes a racing reservation wait and check again
-#: against the new row. It also counts the change as under way (see
-#: StoredUsage.changes). Never-measured usage counts as 0 here: a server
+#: against the new row. It does not count a change under way (see
+#: StoredUsage.changes): the lease is the mark of one, renewed while its
+#: server lives, so another server's first login does not take a live
+#: upload for one cut off. Never-measured usage counts as 0 here: a server
 #: measures before it reserves against a limit.
-RESERVE = """UPDATE users SET reserved_bytes = reserved_bytes + :bytes, reserved_files = reserved_files + :files,
-        usage_changes = usage_changes + :changes
+RESERVE = """UPDATE users SET reserved_bytes = reserved_bytes + :bytes, reserved_files = reserved_files + :files
     WHERE name = :name
         AND (quota_bytes IS NULL OR COALESCE(used_bytes, 0) + reserved_bytes + :bytes - :replaces <= quota_bytes)
         AND (max_files IS NULL OR :files = 0 OR COALESCE(used_files, 0) + reserved_files + :files <= max_files)"""
@@ -147,28 +190,38 @@ INSERT_LEASE = """INSERT INTO leases (id, user_name, node, bytes, files, expires
 #: More bytes for a lease that is still there (an upload of unannounced size).
 GROW = """UPDATE users SET reserved_bytes = reserved_bytes + :bytes
     WHERE name = :name
-        AND EXISTS (SELECT 1 FROM leases WHERE id = :id)
+        AND EXISTS (SELECT 1 FROM leases WHERE id = :id AND NOT reaped)
         AND (quota_bytes IS NULL OR COALESCE(used_bytes, 0) + reserved_bytes + :bytes - :replaces <= quota_bytes)"""
-GROW_LEASE = "UPDATE leases SET bytes = bytes + :bytes WHERE id = :id"
-SELECT_LEASE = "SELECT bytes, files FROM leases WHERE id = :id"
+GROW_LEASE = "UPDATE leases SET bytes = bytes + :bytes WHERE id = :id AND NOT reaped"
+SELECT_LEASE = "SELECT bytes, files, reaped FROM leases WHERE id = :id"
 DELETE_LEASE = "DELETE FROM leases WHERE id = :id"
 #: An upload's end: its lease goes (*lease_bytes*, *lease_files*: what it
-#: held), its effect lands in usage, and its change is no longer under way.
-#: Only if the lease is still there: so an end written twice (its first
-#: reply lost with the connection) counts once, and the end of a lease
-#: given back as expired changes nothing, leaving that change counted as
-#: cut off (its usage is measured again).
+#: still reserves, 0 for a tombstone), and its effect lands in usage. Only
+#: if the lease (or its tombstone) is still there: so an end written twice
+#: (its first reply lost with the connection) counts once. The late end of
+#: a lease given back as expired (its server was cut off, not dead) still
+#: counts its effect, and takes back the change that the give-back marked
+#: as cut off (*cut*: 1).
 FINISH = """UPDATE users SET reserved_bytes = reserved_bytes - :lease_bytes,
         reserved_files = reserved_files - :lease_files,
         used_bytes = used_bytes + :bytes, used_files = used_files + :files,
-        usage_changes = CASE WHEN usage_changes + :changes > 0 THEN usage_changes + :changes ELSE 0 END
+        usage_changes = CASE WHEN usage_changes - :cut > 0 THEN usage_changes - :cut ELSE 0 END,
+        usage_version = usage_version + 1
     WHERE name = :name"""
-RENEW_LEASE = "UPDATE leases SET expires = :expires WHERE id = :id"
-SELECT_EXPIRED_LEASES = "SELECT id, user_name, bytes, files FROM leases WHERE expires < :now"
-#: Giving a dead server's lease back: its reservation, not its change count,
-#: which stays up so that the usage (its partial's bytes) is measured again.
-RELEASE_EXPIRED = """UPDATE users SET reserved_bytes = reserved_bytes - :bytes, reserved_files = reserved_files - :files
+RENEW_LEASE = "UPDATE leases SET expires = :expires WHERE id = :id AND NOT reaped"
+SELECT_EXPIRED_LEASES = "SELECT id, user_name, bytes, files FROM leases WHERE expires < :now AND NOT reaped"
+#: Giving a lease back whose server stopped renewing it: its reservation
+#: goes, and its change is counted as cut off, so that the usage (its
+#: partial's bytes) is measured again unless the lease's late end comes.
+#: The lease stays as a tombstone (see FINISH).
+RELEASE_EXPIRED = """UPDATE users SET reserved_bytes = reserved_bytes - :bytes,
+        reserved_files = reserved_files - :files,
+        usage_changes = usage_changes + 1
     WHERE name = :name"""
+MARK_REAPED = "UPDATE leases SET reaped = TRUE WHERE id = :id"
+SELECT_LEASE_NODES = "SELECT DISTINCT node FROM leases WHERE NOT reaped"
+SELECT_NODE_LEASES = "SELECT id, user_name, bytes, files FROM leases WHERE node = :node AND NOT reaped"
+FORGET_TOMBSTONES = "DELETE FROM leases WHERE reaped AND expires < :forget"
 DELETE_USER_LEASES = "DELETE FROM leases WHERE user_name = :name"
 
 # -- failed logins and bans -----------------------------------------------------------------

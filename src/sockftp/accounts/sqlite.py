@@ -25,7 +25,8 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple
 
@@ -216,15 +217,33 @@ class SqliteUserStore(UserStore):
         rows = self._query(schema.SELECT_USAGE, (name,))
         return StoredUsage(*rows[0]) if rows else None
 
-    def set_usage(self, name: str, used_bytes: int | None, used_files: int | None) -> bool:
-        return self._change(schema.SET_USAGE, (used_bytes, used_files, name)) > 0
+    def set_usage(self, name, used_bytes, used_files, *, version=None) -> bool:
+        params = {"name": name, "bytes": used_bytes, "files": used_files, "version": version}
+        with self._usage_transaction() as db:
+            statement = schema.SET_USAGE if version is None else schema.SET_MEASURE
+            if db.execute(statement, params).rowcount == 0:
+                return False
+            db.execute(schema.DROP_TOMBSTONES, params)
+        return True
 
-    def add_usage(self, name: str, bytes_delta: int, files_delta: int, changes_delta: int) -> None:
+    def add_usage(
+        self, name, bytes_delta, files_delta, changes_delta, op: str | None = None, done: Sequence[str] = ()
+    ) -> None:
+        row = (bytes_delta, files_delta, changes_delta, changes_delta, name)
+        if op is not None:
+            # A local write either lands or raises with nothing changed, but
+            # the contract is the one a store over a network needs (see
+            # UserStore.add_usage), and it costs one more row write.
+            with self._usage_transaction() as db:
+                db.executemany(schema.DELETE_USAGE_OP, [{"op": done_op} for done_op in done])
+                if db.execute(schema.INSERT_USAGE_OP, {"op": op, "now": time.time()}).rowcount:
+                    db.execute(schema.ADD_USAGE, row)
+            return
         with self._usage_lock:
             try:
                 if self._usage_db is None:
                     self._usage_db = self._usage_connection()
-                self._usage_db.execute(schema.ADD_USAGE, (bytes_delta, files_delta, changes_delta, changes_delta, name))
+                self._usage_db.execute(schema.ADD_USAGE, row)
             except sqlite3.Error as exc:  # disk full, locked, I/O, refused: never the upload's failure
                 raise StoreError(f"account database {self.path}: {exc}") from exc
 
@@ -258,7 +277,7 @@ class SqliteUserStore(UserStore):
     def reserve(self, name, lease_id, node, size, files, replaces, expires) -> QuotaState | None:
         params = {"name": name, "id": lease_id, "node": node, "bytes": size, "files": files}
         with self._usage_transaction() as db:
-            if db.execute(schema.RESERVE, {**params, "replaces": replaces, "changes": 1}).rowcount == 0:
+            if db.execute(schema.RESERVE, {**params, "replaces": replaces}).rowcount == 0:
                 return None
             db.execute(schema.INSERT_LEASE, {**params, "expires": expires})
             return QuotaState(*db.execute(schema.SELECT_QUOTA_STATE, {"name": name}).fetchone())
@@ -271,36 +290,49 @@ class SqliteUserStore(UserStore):
             db.execute(schema.GROW_LEASE, params)
             return True
 
-    def finish(self, name, lease_id, bytes_delta, files_delta) -> None:
+    def finish(self, name, lease_id, bytes_delta, files_delta) -> bool | None:
         with self._usage_transaction() as db:
             held = db.execute(schema.SELECT_LEASE, {"id": lease_id}).fetchone()
             if held is None:
-                return  # ended already, or given back as expired (see schema.FINISH)
+                return None  # ended already (see schema.FINISH)
+            size, files, reaped = held
             db.execute(schema.DELETE_LEASE, {"id": lease_id})
-            db.execute(
-                schema.FINISH,
-                {
-                    "name": name,
-                    "lease_bytes": held[0],
-                    "lease_files": held[1],
-                    "bytes": bytes_delta,
-                    "files": files_delta,
-                    "changes": -1,
-                },
-            )
+            params = {"name": name, "bytes": bytes_delta, "files": files_delta, "cut": 1 if reaped else 0}
+            lease = {"lease_bytes": 0, "lease_files": 0} if reaped else {"lease_bytes": size, "lease_files": files}
+            db.execute(schema.FINISH, {**params, **lease})
+            return not reaped
 
-    def renew(self, lease_ids, expires) -> None:
+    def renew(self, lease_ids, expires) -> set[str]:
+        live = set()
         if lease_ids:
             with self._usage_transaction() as db:
-                db.executemany(schema.RENEW_LEASE, [{"id": i, "expires": expires} for i in lease_ids])
+                for lease_id in lease_ids:
+                    if db.execute(schema.RENEW_LEASE, {"id": lease_id, "expires": expires}).rowcount:
+                        live.add(lease_id)
+        return live
 
     def reap(self, now) -> list[tuple[str, int, int]]:
+        return self._give_back(now, schema.SELECT_EXPIRED_LEASES, [{"now": now}])
+
+    def lease_nodes(self) -> set[str]:
+        return {row[0] for row in self._query(schema.SELECT_LEASE_NODES)}
+
+    def reap_nodes(self, nodes, now) -> list[tuple[str, int, int]]:
+        return self._give_back(now, schema.SELECT_NODE_LEASES, [{"node": node} for node in nodes])
+
+    def _give_back(self, now, select: str, selections: list[dict]) -> list[tuple[str, int, int]]:
+        """Make the leases *select* finds tombstones (see schema.RELEASE_EXPIRED)."""
+        given = []
         with self._usage_transaction() as db:
-            expired = db.execute(schema.SELECT_EXPIRED_LEASES, {"now": now}).fetchall()
-            for lease_id, name, size, files in expired:
-                db.execute(schema.DELETE_LEASE, {"id": lease_id})
-                db.execute(schema.RELEASE_EXPIRED, {"name": name, "bytes": size, "files": files})
-        return [(name, size, files) for _id, name, size, files in expired]
+            for selection in selections:
+                for lease_id, name, size, files in db.execute(select, selection).fetchall():
+                    db.execute(schema.MARK_REAPED, {"id": lease_id})
+                    db.execute(schema.RELEASE_EXPIRED, {"name": name, "bytes": size, "files": files})
+                    given.append((name, size, files))
+            forget = {"forget": now - schema.FORGET_AFTER}
+            db.execute(schema.FORGET_TOMBSTONES, forget)
+            db.execute(schema.FORGET_USAGE_OPS, forget)
+        return given
 
     def quota_state(self, name) -> QuotaState | None:
         rows = self._query(schema.SELECT_QUOTA_STATE, {"name": name})

@@ -77,11 +77,20 @@ def _check_user_name(ctx, param, value: str) -> str:
 
 
 def admin_command(func):
-    """Give a ``sockftp user`` command the same --root and --db as serve
-    (passed on as *root*, never None, and *db*), and turn its failures into one line on stderr:
-    status 1 when the account database refuses (no such user, exists), 4
-    when a local file or the database itself fails."""
+    """Give a ``sockftp user`` command the same --root, --db and --config as
+    serve (passed on as *root*, never None, and *db*), and turn its
+    failures into one line on stderr: status 1 when the account database
+    refuses (no such user, exists), 4 when a local file or the database
+    itself fails. As for serve, --db wins over the config file's ``db``,
+    which wins over $SOCKFTP_DB; the same for --root and ``root``."""
 
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The server's TOML config file, for its root and db (see docs/CONFIG.md).",
+    )
     @click.option(
         "--root",
         type=click.Path(file_okay=False),
@@ -95,12 +104,19 @@ def admin_command(func):
         help="The account database: postgresql://... or a SQLite file. Default: $SOCKFTP_DB or ROOT/.sockftp/users.db.",
     )
     @functools.wraps(func)
-    def run(root, db, **kwargs):
+    def run(root, db, config_file, **kwargs):
         import sqlite3
 
         from ..accounts import StoreError
         from ..accounts.stores import describe
+        from ..server.config import ConfigError, load_config
 
+        if config_file is not None:
+            try:
+                config = load_config(config_file, {"root": root, "db": db})
+            except ConfigError as exc:
+                raise click.UsageError(str(exc)) from None
+            root, db = config.root, config.db  # the file's, unless given here; then $SOCKFTP_DB
         root = root or default_root()
         db = db or os.environ.get("SOCKFTP_DB") or None
         try:

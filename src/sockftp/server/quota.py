@@ -57,10 +57,10 @@ from dataclasses import dataclass
 
 from ..accounts import StoreError, UserStore
 from ..accounts.base import RESERVED_NAMES
-from ..protocol.errors import QuotaExceeded
+from ..protocol.errors import Busy, QuotaExceeded
 from ..protocol.paths import RemotePath
 from ..storage import Storage, Usage
-from .leases import Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
+from .leases import Fenced, Lease, LeaseBook, Refused, Unreachable, UsageKeeper, human, refusal
 
 log = logging.getLogger("sockftp.quota")
 
@@ -102,6 +102,12 @@ class QuotaLedger:
         #: Where the home is measured: (storage, home); None: nowhere.
         self.source: tuple[Storage, RemotePath] | None = None
         self._unsaved = False  # measured, but the store refused the measure
+        #: StoredUsage.version as read before the last measure: the store
+        #: takes the measure only if no server changed the usage since.
+        self._version: int | None = None
+        #: What this server's uploads under leases changed in memory and the
+        #: store learns only at their ends: (used, reserved) bytes.
+        self._pending = [0, 0]
         #: Reservations in the account store, shared by every server on it
         #: (see sockftp.server.leases); None: in memory only.
         self.book: LeaseBook | None = None
@@ -213,28 +219,72 @@ class QuotaLedger:
             keeper.flush()  # the store is back: what it missed meanwhile
         self._done()
 
+    def check_lease(self, lease: Lease) -> None:
+        """Before an upload under *lease* commits: refuse it if its
+        reservation may have been given back (this server was cut off from
+        the store for longer than the lease time, and another server took
+        it for dead), rather than store a file no reservation made room
+        for. Asks the store only if the lease was not renewed lately."""
+        try:
+            self.book.check(lease)
+        except Fenced as exc:
+            raise Busy(
+                f"{exc} while this server was cut off from the account database; nothing was stored "
+                "and the partial upload is kept: send it again to resume"
+            ) from None
+
     def check_commit(self, replaced: int | None, credited: int, reserved_file: bool) -> None:
         """Refuse a commit that no longer fits because the file credited at
         its reservation (*credited* bytes; a file slot unless
-        *reserved_file*) is not the one it replaces now."""
+        *reserved_file*) is not the one it replaces now. Checked against
+        the account store's figures when it keeps them (every server's
+        changes, and this upload's bytes still in its reservation), else
+        against this server's: a round trip only in that rare case."""
+        bytes_due = self.quota_bytes is not None and (replaced or 0) < credited
+        file_due = self.max_files is not None and replaced is None and not reserved_file
+        if not (bytes_due or file_due):
+            return
+        state = self._shared_state()
         with self.lock:
-            if self.quota_bytes is not None and (replaced or 0) < credited:
-                # Our written bytes are in used_bytes already.
-                if self.used_bytes - (replaced or 0) + self.reserved_bytes > self.quota_bytes:
-                    raise QuotaExceeded(
-                        f"quota of {human(self.quota_bytes)} exceeded: the file this upload was to replace "
-                        "was moved or removed meanwhile; nothing was stored",
-                        quota_bytes=self.quota_bytes,
-                        used_bytes=self.used_bytes,
-                    )
-            if self.max_files is not None and replaced is None and not reserved_file:
-                if self.used_files + self.reserved_files + 1 > self.max_files:
-                    raise QuotaExceeded(
-                        f"file limit of {self.max_files} reached: the file this upload was to replace "
-                        "was moved or removed meanwhile; nothing was stored",
-                        max_files=self.max_files,
-                        used_files=self.used_files,
-                    )
+            if state is None:  # our written bytes are in used_bytes already
+                figures = (self.used_bytes, self.used_files, self.reserved_bytes, self.reserved_files)
+            else:
+                figures = (state.used_bytes or 0, state.used_files or 0, state.reserved_bytes, state.reserved_files)
+        used_bytes, used_files, reserved_bytes, reserved_files = figures
+        if bytes_due and used_bytes - (replaced or 0) + reserved_bytes > self.quota_bytes:
+            raise QuotaExceeded(
+                f"quota of {human(self.quota_bytes)} exceeded: the file this upload was to replace "
+                "was moved or removed meanwhile; nothing was stored",
+                quota_bytes=self.quota_bytes,
+                used_bytes=used_bytes,
+            )
+        if file_due and used_files + reserved_files + 1 > self.max_files:
+            raise QuotaExceeded(
+                f"file limit of {self.max_files} reached: the file this upload was to replace "
+                "was moved or removed meanwhile; nothing was stored",
+                max_files=self.max_files,
+                used_files=used_files,
+            )
+
+    def _shared_state(self):
+        """The account's usage and reservations as the store has them, if it
+        keeps them for every server and is not behind this one (an end or a
+        usage write it owes); else None: this server's figures are the truth."""
+        book, keeper = self.book, self.keeper
+        if book is None or keeper is None or keeper.owes or book.owes:
+            return None
+        try:
+            state = self.users.quota_state(self.name)
+        except StoreError:
+            return None
+        return state if state is not None and state.used_bytes is not None else None
+
+    def pend(self, used: int, reserved: int) -> None:
+        """An upload under a lease changed this server's figures by this
+        much ahead of the store (see :meth:`to_wire`)."""
+        with self.lock:
+            self._pending[0] += used
+            self._pending[1] += reserved
 
     def wrote(self, count: int) -> None:
         """*count* reserved bytes were written: they are usage now."""
@@ -254,16 +304,27 @@ class QuotaLedger:
             self.used_files += files_delta
 
     def to_wire(self) -> dict:
-        """The ``quota`` reply. A usage not known is sent as 0 with
+        """The ``quota`` reply: from the account store when it keeps the
+        usage for every server, so every server agrees on it, plus what this
+        server's own uploads under way wrote (the store learns it at their
+        ends; another server's count as reserved until then); else this
+        server's figures. A usage not known is sent as 0 with
         ``usage_known`` false: clients that predate the field still get
         integers."""
+        state = self._shared_state() if self.known else None
         with self.lock:
+            if state is not None:
+                used_bytes = state.used_bytes + self._pending[0]
+                used_files = state.used_files
+                reserved = state.reserved_bytes + self._pending[1]
+            else:
+                used_bytes, used_files, reserved = self.used_bytes, self.used_files, self.reserved_bytes
             return {
                 "user": self.name,
-                "used_bytes": self.used_bytes if self.known else 0,
-                "used_files": self.used_files if self.known else 0,
+                "used_bytes": used_bytes if self.known else 0,
+                "used_files": used_files if self.known else 0,
                 "usage_known": self.known,
-                "reserved_bytes": self.reserved_bytes,
+                "reserved_bytes": reserved,
                 "quota_bytes": self.quota_bytes,
                 "max_files": self.max_files,
             }
@@ -338,7 +399,7 @@ class QuotaLedger:
                 self._measure()
         finally:
             self.let_go()
-        return True
+        return self.known
 
     def load(self) -> None:
         """Read the usage from the account store again, measuring the home
@@ -360,6 +421,8 @@ class QuotaLedger:
         except StoreError as exc:
             log.warning("could not read the usage of %s from the account store: %s", self.name, exc)
             stored = None
+        if stored is not None:
+            self._version = stored.version
         if stored is not None and stored.known:
             with self.lock:
                 self.used_bytes, self.used_files, self.known = stored.used_bytes, stored.used_files, True
@@ -378,8 +441,22 @@ class QuotaLedger:
             self._store_measure(None)
 
     def _measure(self) -> None:
-        """Walk the home and take what it holds as usage (held, nothing under way)."""
+        """Walk the home and take what it holds as usage (held, nothing under
+        way on this server). Another server's change may be under way: then
+        the store refuses the measure (see :meth:`UserStore.set_usage`)."""
         storage, home = self.source
+        if self.users is not None:
+            try:
+                stored = self.users.usage(self.name)
+            except StoreError:
+                stored = None
+            if stored is not None:
+                self._version = stored.version
+                if stored.known:  # another server measured it meanwhile
+                    with self.lock:
+                        self.used_bytes, self.used_files, self.known = stored.used_bytes, stored.used_files, True
+                    self.keeper = UsageKeeper(self.users, self.name)
+                    return
         usage = storage.usage(home)
         with self.lock:
             self.used_bytes, self.used_files, self.known = usage.bytes, usage.files, True
@@ -391,20 +468,34 @@ class QuotaLedger:
         if self.users is None:
             return
         self.keeper = None
-        if self._store_measure(Usage(self.used_bytes, self.used_files)):
+        stored = self._store_measure(Usage(self.used_bytes, self.used_files))
+        if stored:
             self.keeper = UsageKeeper(self.users, self.name)
+        elif stored is None:
+            # Another server changed the usage while this one walked the
+            # home: the walk may have counted its change, or missed it.
+            # Unknown again; measured at the next upload that needs it.
+            log.info("the measure of %s's usage overlapped another server's change; it is measured again", self.name)
+            with self.lock:
+                self.known = False
 
-    def _store_measure(self, usage: Usage | None) -> bool:
+    def _store_measure(self, usage: Usage | None) -> bool | None:
+        """True if stored; False if the store could not be written (kept to
+        store later); None if it refused (no account, or changed since)."""
         try:
             if usage is None:
-                return self.users.set_usage(self.name, None, None)
-            return self.users.set_usage(self.name, usage.bytes, usage.files)
+                stored = self.users.set_usage(self.name, None, None, version=self._version)
+            else:
+                stored = self.users.set_usage(self.name, usage.bytes, usage.files, version=self._version)
         except StoreError as exc:
             self._unsaved = usage is not None
             log.warning(
                 "could not store the usage of %s; it is kept in memory and stored again later: %s", self.name, exc
             )
             return False
+        if stored:
+            self._version = None if self._version is None else self._version + 1
+        return True if stored else None
 
 
 def ledger_of(session) -> QuotaLedger:
@@ -450,6 +541,8 @@ class QuotaRegistry:
         ledger = self.join(name, quota_bytes, max_files)
         if ledger is not None:
             return ledger
+        if self.book is not None:
+            self.book.start()  # this server reaps every server's expired leases, uploading or not
         with self._lock:
             ledger = self._ledgers.get(name)
             if ledger is None:

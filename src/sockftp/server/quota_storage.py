@@ -141,7 +141,9 @@ class QuotaStorage(Storage):
             self._unreserve(keeper, lease, announced, new_file)
             raise
         self.ledger.adjust(-upload.dropped)  # opening cut an old partial back
-        return QuotaUpload(upload, self.ledger, new_file, credited, keeper, -upload.dropped, lease)
+        wrapped = QuotaUpload(upload, self.ledger, new_file, credited, keeper, -upload.dropped, lease)
+        wrapped.pend(-upload.dropped, 0)
+        return wrapped
 
     def _reserve(self, size: int, new_file: bool, replaces: int) -> tuple[UsageKeeper | None, Lease | None]:
         """Reserve, and begin the change: in the account store if the ledger
@@ -179,7 +181,9 @@ class QuotaStorage(Storage):
             raise
         self.ledger.adjust(-upload.dropped)
         self.ledger.wrote(kept)  # the copy is on disk now
-        return QuotaUpload(upload, self.ledger, False, replaces, keeper, kept - upload.dropped, lease)
+        wrapped = QuotaUpload(upload, self.ledger, False, replaces, keeper, kept - upload.dropped, lease)
+        wrapped.pend(kept - upload.dropped, -kept)
+        return wrapped
 
     def close(self) -> None:
         pass  # the inner storage belongs to the server
@@ -210,7 +214,15 @@ class QuotaUpload(Upload):
         self._keeper = keeper  # from ledger.begin(): the change's end goes to it
         self._changed = changed  # bytes this upload added to usage (or took away) so far
         self._lease = lease  # its reservation in the account store, if the ledger keeps them there
+        self._pended = [0, 0]  # (used, reserved) changed in memory that the store learns at the end
         self._open = True
+
+    def pend(self, used: int, reserved: int) -> None:
+        """Memory is ahead of the store by this much until the end (leases only)."""
+        if self._lease is not None:
+            self._pended[0] += used
+            self._pended[1] += reserved
+            self.ledger.pend(used, reserved)
 
     @property
     def offset(self) -> int:
@@ -235,6 +247,7 @@ class QuotaUpload(Upload):
             self._reserved -= written
             self._changed += written
             self.ledger.wrote(written)
+            self.pend(written, -written)
 
     def write(self, data) -> None:
         if self.size is None:
@@ -252,11 +265,14 @@ class QuotaUpload(Upload):
             self._reserved -= written
             self._changed += written
             self.ledger.wrote(written)
+            self.pend(written, -written)
 
     def replaced_size(self) -> int | None:
         return self.inner.replaced_size()
 
     def commit(self, checksum: str | None) -> int | None:
+        if self._lease is not None:
+            self.ledger.check_lease(self._lease)  # fencing: raises Busy, and the caller keeps the partial
         if self.ledger.limited:
             # Measured now, where the file will land: the file credited at
             # the start may have been moved or removed since, and then the
@@ -310,5 +326,6 @@ class QuotaUpload(Upload):
         self.ledger.adjust(bytes_delta, files_delta)
         if self._lease is not None:
             self.ledger.end_lease(self._lease, self._changed + bytes_delta, files_delta)
+            self.ledger.pend(-self._pended[0], -self._pended[1])  # the store has it now
         else:
             self.ledger.end(self._keeper, self._changed + bytes_delta, files_delta)
