@@ -17,7 +17,7 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
@@ -62,6 +62,8 @@ MIGRATIONS = {
         _shared.LEASES_INDEX,
     ],
     3: [_shared.BANS_TABLE],
+    # Multipart uploads of S3 storage. (Renumber at merge if another step took 4.)
+    4: [_shared.MULTIPART_UPLOADS_TABLE, _shared.MULTIPART_PARTS_TABLE],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
