@@ -156,16 +156,20 @@ class Seaweed:
                 time.sleep(0.2)
         raise RuntimeError(f"weed mini not ready after {timeout}s ({last}): {self.log_tail()}")
 
-    def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL); its data stays for a restart."""
+    def stop(self, gracefully: bool = True) -> None:
+        """Stop it (SIGTERM, then SIGKILL after a few seconds; at once
+        unless *gracefully*); its data stays for a restart."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+        if gracefully:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=15)
 
     def restart(self) -> None:
         """Stop, then start again on the same ports over the same data."""
@@ -199,7 +203,7 @@ def seaweed():
     try:
         yield store
     finally:
-        store.stop()
+        store.stop(gracefully=False)  # its data goes with it
         shutil.rmtree(store.base, ignore_errors=True)
 
 

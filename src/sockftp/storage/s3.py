@@ -141,6 +141,11 @@ class S3Storage(Storage):
         if spool_dir:
             os.makedirs(spool_dir, exist_ok=True)
         self._botocore_errors = _botocore_errors()
+        # SeaweedFS 4.48 answers an empty PUT sent with "Expect: 100-continue"
+        # (a directory's marker) twice, and the stray answer is read as the
+        # next request's on that connection, which then waits out its read
+        # timeout (60 s). Parts are sent whole anyway: never ask.
+        self.client.meta.events.register_first("before-sign.s3", _no_expect)
         #: Until the store (or an older botocore) says it has no RenameObject.
         self._can_rename = hasattr(self.client, "rename_object")
 
@@ -685,6 +690,11 @@ class S3Storage(Storage):
                 log.warning("could not expire the partial of %s: %s", "/".join(where), exc)
                 continue
             yield where[:-1], freed
+
+
+def _no_expect(request, **_) -> None:
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
 
 
 def _botocore_errors():
