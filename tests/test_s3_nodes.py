@@ -171,9 +171,10 @@ def test_two_nodes_resuming_one_upload_at_once_one_wins_and_the_file_is_exact(no
     assert sorted(keys) == ["", "f"]  # the home's marker and the file: no partial left
 
 
-def test_the_object_store_stopped_mid_transfer_gives_a_clear_error_then_resumes(nodes, s3_env, files):
+def test_the_object_store_stopped_mid_transfer_gives_a_clear_error_then_resumes(nodes, s3_env, files, monkeypatch):
     data = os.urandom(3 * PART + 5)
     local = files("data", data)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the error at once, without botocore's retries
     node = nodes("--session-rate", "4M")
     errors: list[SockftpError] = []
 
@@ -187,7 +188,7 @@ def test_the_object_store_stopped_mid_transfer_gives_a_clear_error_then_resumes(
     thread = threading.Thread(target=upload)
     thread.start()
     wait_until(lambda: held(node, "f", len(data)) >= PART, timeout=20, what="a part recorded")
-    s3_env.stop()
+    s3_env.stop(gracefully=False)
     try:
         thread.join(60)
         assert errors and "object store" in errors[0].message, errors

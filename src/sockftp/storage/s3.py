@@ -89,9 +89,11 @@ def make_client(max_connections: int = 64):
     except ImportError:
         raise ImportError("s3:// storage needs boto3: pip install 'sockftp[s3]'") from None
     custom = bool(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3"))
+    # Retries as AWS_MAX_ATTEMPTS and AWS_RETRY_MODE say, else 3 attempts.
+    retries = {} if os.environ.get("AWS_MAX_ATTEMPTS") else {"retries": {"max_attempts": 3, "mode": "standard"}}
     config = Config(
         s3={"addressing_style": "path"} if custom else {},
-        retries={"max_attempts": 3, "mode": "standard"},
+        **retries,
         max_pool_connections=max_connections,
         connect_timeout=5,
         read_timeout=60,
