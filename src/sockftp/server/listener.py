@@ -33,8 +33,8 @@ byte of a session is the handler's.
 from __future__ import annotations
 
 import errno
-import os
 import logging
+import os
 import socket
 import socketserver
 import ssl

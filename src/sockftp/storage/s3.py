@@ -183,12 +183,12 @@ class S3Storage(Storage):
         if isinstance(exc, client_error):
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchUpload":
+                return IOFailure("the object store has no upload of {path} any more; resume it again", path=path)
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 return NotFound("no such file or directory: {path}", path=path)
             if code == "PreconditionFailed" or status == 412:
                 return IOFailure("{path} changed while it was used; try again", path=path)
-            if code == "NoSuchUpload":
-                return IOFailure("the store lost the upload of {path}; start it again", path=path)
             log.warning("object store error on %s: %s", "/".join(path), exc)
             return IOFailure(f"object store error on {{path}}: {code or status}", path=path)
         if isinstance(exc, unreachable):

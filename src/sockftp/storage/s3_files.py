@@ -324,7 +324,15 @@ class S3Upload(Upload):
         if self.upload_id is None:
             self._start()
         number = len(self.parts) + 1
-        etag = self.storage.upload_part(self.path, self.partial, self.upload_id, number, self._rewound(), self.spooled)
+        try:
+            etag = self.storage.upload_part(
+                self.path, self.partial, self.upload_id, number, self._rewound(), self.spooled
+            )
+        except IOFailure:
+            # Sealed by the node that took this upload over? Then say so.
+            if self.generation is not None and not self.storage.renew(self):
+                raise Busy("the upload of {path} was taken over by another; resume it again", path=self.path) from None
+            raise
         self._record(number, self.spooled, etag, f"xxh3-128:{self._part_hash.hexdigest()}")
         self.spool.seek(0)
         self.spool.truncate()
