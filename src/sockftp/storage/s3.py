@@ -370,9 +370,9 @@ class S3Storage(Storage):
         its bytes can be read back. Returns the bytes the partial holds."""
         partial = self.partial_key(path)
         held = record.held
-        if record.parts and record.in_parts >= record.copied:
+        if record.run and record.in_parts >= record.copied:
             try:
-                self.complete(path, partial, record.upload_id, [(p.number, p.etag) for p in record.parts])
+                self.complete(path, partial, record.upload_id, [(p.number, p.etag) for p in record.run])
             except IOFailure:
                 # Completed already by a node that died before recording it?
                 head = self.head(path, partial)

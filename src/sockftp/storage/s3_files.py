@@ -25,8 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import xxhash
@@ -46,6 +49,22 @@ META_CHECKSUM = "sockftp-checksum"
 _READ_AHEAD = 64 * 1024 * 1024
 #: The largest range one UploadPartCopy copies (S3 allows 5 GiB).
 _COPY_CHUNK = 1024 * 1024 * 1024
+#: Parts of one upload travelling to the store at once, each from a spool
+#: file of its own, while the next one is received: one at a time left the
+#: link idle during each part's round trip.
+IN_FLIGHT = 3
+#: Threads sending parts, shared by every upload of the process.
+SENDERS = 32
+_senders_pool: ThreadPoolExecutor | None = None
+_senders_lock = threading.Lock()
+
+
+def _senders() -> ThreadPoolExecutor:
+    global _senders_pool
+    with _senders_lock:
+        if _senders_pool is None:
+            _senders_pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="s3-part")
+        return _senders_pool
 
 
 class S3Download(Download):
@@ -161,6 +180,8 @@ class S3Upload(Upload):
         self.parts: list[tuple[int, str]] = []  # (number, etag), in order
         self.spool = None
         self.spooled = 0
+        #: Parts sent and not yet recorded: (number, size, digest, spool, future).
+        self._pending: deque = deque()
         self._part_hash = xxhash.xxh3_128()
         self._renewed = time.monotonic()
         self._done = False
@@ -229,6 +250,8 @@ class S3Upload(Upload):
         self._prime()
         self._renew()
         self.written = True
+        while self._pending and self._pending[0][4].done():
+            self._land_oldest()  # a part's failure is told at the next write
         view = memoryview(data).cast("B")
         while view:
             room = self.part_size - self.spooled
@@ -321,23 +344,46 @@ class S3Upload(Upload):
             position += count
 
     def _send_part(self) -> None:
+        """Send the spooled part in the background, and take the next part
+        into a new spool meanwhile; at most IN_FLIGHT parts travel at once."""
         if self.upload_id is None:
             self._start()
-        number = len(self.parts) + 1
+        number = len(self.parts) + len(self._pending) + 1
+        spool, size = self._rewound(), self.spooled
+        digest = f"xxh3-128:{self._part_hash.hexdigest()}"
+        future = _senders().submit(self._send, number, spool, size, digest)
+        self._pending.append((number, size, digest, spool, future))
+        self.spool, self.spooled, self._part_hash = None, 0, xxhash.xxh3_128()
+        while len(self._pending) >= IN_FLIGHT:
+            self._land_oldest()
+
+    def _send(self, number: int, spool, size: int, digest: str) -> str:
+        """Send one part and record it as soon as the store has it (in a
+        sender thread). Its ETag."""
         try:
-            etag = self.storage.upload_part(
-                self.path, self.partial, self.upload_id, number, self._rewound(), self.spooled
-            )
+            etag = self.storage.upload_part(self.path, self.partial, self.upload_id, number, spool, size)
         except IOFailure:
             # Sealed by the node that took this upload over? Then say so.
             if self.generation is not None and not self.storage.renew(self):
                 raise Busy("the upload of {path} was taken over by another; resume it again", path=self.path) from None
             raise
-        self._record(number, self.spooled, etag, f"xxh3-128:{self._part_hash.hexdigest()}")
-        self.spool.seek(0)
-        self.spool.truncate()
-        self.spooled = 0
-        self._part_hash = xxhash.xxh3_128()
+        if self.generation is not None and not self.storage.record_part(self, number, size, etag, digest):
+            raise Busy("the upload of {path} was taken over by another; resume it again", path=self.path)
+        return etag
+
+    def _land_oldest(self) -> None:
+        """Wait for the oldest part sent to be stored and recorded."""
+        number, _size, _digest, spool, future = self._pending.popleft()
+        try:
+            etag = future.result()
+        finally:
+            spool.close()
+        self.parts.append((number, etag))
+        self._renewed = time.monotonic()
+
+    def _land_all(self) -> None:
+        while self._pending:
+            self._land_oldest()
 
     def _record(self, number: int, size: int, etag: str, digest: str) -> None:
         if self.generation is not None and not self.storage.record_part(self, number, size, etag, digest):
@@ -349,8 +395,9 @@ class S3Upload(Upload):
         """Complete what this upload holds into the sealed partial."""
         if self.upload_id is None:
             self._start()
-        if self.spooled or not self.parts:
+        if self.spooled or not (self.parts or self._pending):
             self._send_part()
+        self._land_all()
         self.storage.complete(self.path, self.partial, self.upload_id, self.parts)
         self.upload_id = None
         self.parts = []
@@ -372,6 +419,13 @@ class S3Upload(Upload):
         self._done = True
         spool, self.spool = self.spool, None
         if spool is not None:
+            spool.close()
+        while self._pending:  # parts still travelling after a failure: let them end
+            _, _, _, spool, future = self._pending.popleft()
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the upload failed already
+                pass
             spool.close()
 
 
