@@ -28,6 +28,9 @@ Workloads, each in its own module:
 * ``ftp_parallel`` (``--only ftp-parallel``): lftp ``mirror -R`` of the
   small files over 1 connection and over 4, sockftp's FTP front door
   against vsftpd (issue 21).
+* ``s3``: ``sockftp serve --storage s3://...`` on a SeaweedFS against boto3
+  straight to it: the big file put and got, many clients, small files,
+  RSS with uploads in flight (issue 18).
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -72,6 +75,7 @@ from . import (
     logins,
     replace,
     results,
+    s3,
     small_files,
     sync_rsync,
 )
@@ -91,6 +95,7 @@ WORKLOADS = (
     "home",
     "sync",
     "ftp-parallel",
+    "s3",
 )
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
@@ -107,6 +112,7 @@ SIZING = (
     "home_seconds",
     "sync_tree",
     "sync_size",
+    "s3_in_flight",
 )
 
 #: --quick: every workload, tiny, once. Seconds in all.
@@ -125,6 +131,7 @@ QUICK = {
     "home_seconds": 1.0,
     "sync_tree": 200,
     "sync_size": parse_size("32M"),
+    "s3_in_flight": 4,
 }
 
 
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sync-size", type=parse_size, default=parse_size("1G"), help="sync's big file and --checksum set (1G)"
     )
+    parser.add_argument("--s3-in-flight", type=int, default=50, help="S3 uploads in flight for the RSS (default 50)")
     parser.add_argument("--client-procs", type=int, default=os.cpu_count() or 2, help="client worker processes")
     parser.add_argument("--only", type=_workloads, default=list(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
     parser.add_argument("--no-prewarm", action="store_true", help="skip the page-cache prewarm before each variant")
@@ -306,6 +314,9 @@ def main(argv=None) -> int:
         "home": lambda: big_home.run(env, args.home_files, args.home_clients, args.home_seconds),
         "sync": lambda: sync_rsync.run(env, args.files, args.file_size, args.sync_tree, args.sync_size),
         "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
+        "s3": lambda: s3.run(
+            env, args.size, min(args.clients), args.crowd_size, args.files, args.s3_in_flight, 8 * args.settle
+        ),
     }
     started = time.monotonic()
     try:

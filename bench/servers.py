@@ -132,6 +132,7 @@ class SockftpServer(ServerProcess):
         idle_timeout: seconds an idle session is kept.
         ftp: also open the FTP front door (``--ftp-port 0``); its port is
             ``ftp_port``.
+        extra: more options of ``sockftp serve`` (``--storage s3://...``).
     """
 
     name = "sockftp"
@@ -145,6 +146,7 @@ class SockftpServer(ServerProcess):
         sessions: int = 256,
         idle_timeout: float = 300.0,
         ftp: bool = False,
+        extra: tuple[str, ...] = (),
     ):
         os.makedirs(root, exist_ok=True)
         add_sockftp_user(root)
@@ -158,6 +160,7 @@ class SockftpServer(ServerProcess):
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         if ftp:
             argv += ["--ftp-port", "0"]
+        argv += extra
         self.root = root
         self.tls = tls is not None
         super().__init__(argv, root.rstrip("/") + ".log", listeners=2 if ftp else 1)
