@@ -51,6 +51,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "against a home of N files",
         "sockftp sync against an rsync daemon",
         "lftp mirror -R of 20 files",
+        "S3 storage on SeaweedFS",
     ):
         assert section in out, out
     has_rsync = shutil.which("rsync") is not None
@@ -69,6 +70,8 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "sockftp FTP / pyftpdlib, RETR GB/s",
         "anonymous, 2,000 files: p99",
         "p99, user with a quota, by token",
+        "sockftp / boto3 upload_file",
+        "sockftp / boto3 download_file",
         *(
             (
                 "sync up, first sync, 20 x 4 KiB",
@@ -90,9 +93,9 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     assert "**Not a run of record (--quick):**" in markdown, markdown
     targets = int(re.search(r"\d+ of (\d+) targets met", text).group(1))
     # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
-    # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
-    # (first up and down, two re-syncs, bytes and time up and down, --checksum).
-    assert len(table_rows(markdown)) == targets == 15 + (9 if has_rsync else 0), markdown
+    # and idle (2), 2 for the big home (anonymous, and a user with a quota) and 2 for S3 storage (put,
+    # get); with rsync, 9 for sync (first up and down, two re-syncs, bytes and time up and down, --checksum).
+    assert len(table_rows(markdown)) == targets == 17 + (9 if has_rsync else 0), markdown
     assert DOC.read_bytes() == doc_before
     # Nothing left behind in the work directory.
     assert list(tmp_path.iterdir()) == []
