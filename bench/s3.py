@@ -285,8 +285,22 @@ def main(argv=None) -> int:
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--settle", type=float, default=8.0, help="seconds before the RSS with uploads in flight")
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--resume", action="store_true", help="only what a cut and a resume cost, in this process")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="sockftp-s3-bench-", dir=args.dir)
+    if args.resume:
+        import shutil
+        import statistics
+
+        try:
+            results = resume_cost(work, args.size, args.runs)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        cut = f"{human_size(args.size)} + 3 MiB"
+        print(f"S3Storage on SeaweedFS, a cut {cut} into an upload; {args.runs} runs, medians (min-max)")
+        for name, values in results.items():
+            print(f"  {name:24} {statistics.median(values):.3f}  ({min(values):.3f}-{max(values):.3f})")
+        return 0
     env = Env(work, args.runs, Prewarm(work, enabled=True))
     section, checks = run(env, args.size, args.clients, args.client_size, args.files, args.in_flight, args.settle)
     from .report import Report
@@ -300,3 +314,51 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- what a resume costs: python -m bench.s3 --resume --------------------------------------
+
+
+def resume_cost(work: str, size: int, runs: int) -> dict[str, list[float]]:
+    """Seconds, per run, of what S3Storage does around a cut (in this
+    process, without a server or a socket): an upload of *size* bytes and 3
+    MiB more written whole; the keep of the tail (under a part) after a
+    cut there; a resume's read-back of the held bytes (the prefix check);
+    and the rest of the resumed upload (the store's copy of the whole parts,
+    the tail sent again from the spool, the commit)."""
+    from sockftp.accounts.sqlite import SqliteUserStore
+    from sockftp.protocol import checksum
+    from sockftp.storage.s3 import S3Storage
+
+    store = weed.start()
+    state = SqliteUserStore(os.path.join(work, "users.db"))
+    spool = os.path.join(work, "spool")
+    storage = S3Storage(weed.BUCKET, "resume", state=state, client=store.client(), spool_dir=spool)
+    cut = size + 3 * MiB
+    chunk = os.urandom(4 * MiB)
+    results: dict[str, list[float]] = {"upload (s)": [], "keep at the cut (s)": [], "read-back (s)": [], "rest (s)": []}
+    try:
+        for run in range(runs):
+            path = (f"f{run}",)
+            start = time.perf_counter()
+            up = storage.open_upload(path, cut + 1)
+            for offset in range(0, cut, len(chunk)):
+                up.write(memoryview(chunk)[: cut - offset])
+            kept = time.perf_counter()
+            up.keep()
+            resumed = time.perf_counter()
+            up = storage.open_upload(path, cut + 1, offset=cut)
+            hasher = checksum.Hasher()
+            up.hash_existing(hasher)
+            read_back = time.perf_counter()
+            up.write(b"!")
+            up.commit(None)
+            done = time.perf_counter()
+            storage.remove(path)
+            measured = (kept - start, resumed - kept, read_back - resumed, done - read_back)
+            for name, value in zip(results, measured, strict=True):
+                results[name].append(value)
+    finally:
+        state.close()
+        weed.remove(store)
+    return results

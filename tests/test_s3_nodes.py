@@ -232,3 +232,36 @@ def _swallow(call, *args):
         call(*args)
     except (SockftpError, OSError):
         pass
+
+
+def test_quotas_hold_on_s3_as_on_a_disk_partials_included(server, s3_env, s3_prefix, files, tmp_path):
+    from conftest import add_user, login
+
+    from sockftp.protocol.errors import QuotaExceeded
+
+    root = tmp_path / "quota-root"
+    add_user(root, "alice", quota_bytes=4 * PART)
+    running = server(root=root, anonymous=False, storage=f"s3://{BUCKET}/{s3_prefix}", s3_part_size=PART)
+    alice = login(running, "alice")
+    two_parts = os.urandom(2 * PART)
+    alice.put(files("a", two_parts), "a")
+    with pytest.raises(QuotaExceeded):
+        alice.put(files("b", os.urandom(2 * PART + 1)), "b")
+    alice.put(files("a2", two_parts + b"x" * 1000), "a")  # a replace is credited with what it replaces
+    quota = alice.quota()
+    assert quota["used_bytes"] == 2 * PART + 1000 and quota["used_files"] == 1
+    # A partial kept (its client cut) counts until it is resumed or expires.
+    alice.close()
+    header = {"cmd": "put", "path": "c", "size": PART, "checksum": "trailer"}
+    sock = running.raw(timeout=10)
+    sock.sendall(encode_frame({"cmd": "auth", "user": "alice", "password": "secret"}))
+    assert recv_frame(sock)["ok"]
+    sock.sendall(encode_frame(header) + b"y" * (PART // 2))
+    sock.close()
+    alice = login(running, "alice")
+    # (Until the server reads to the end of what was sent, the upload runs on.)
+    wait_until(lambda: alice.request({"cmd": "resume", "path": "c", "size": PART})["offset"] == PART // 2)
+    assert alice.quota()["used_bytes"] == 2 * PART + 1000 + PART // 2
+    with pytest.raises(QuotaExceeded):
+        alice.put(files("d", os.urandom(3 * PART // 2)), "d")  # 1000 bytes too many, with the partial
+    alice.close()
