@@ -132,9 +132,15 @@ def _run(env: Env, store, size, clients, client_size, files, in_flight, settle) 
                 )
             )
         os.unlink(source)
-        _crowd(env, section, server, s3, transfer, clients, client_size)
-        _small(env, section, server, s3, files)
-        _rss(env, section, server, in_flight, settle)
+        if clients:
+            _crowd(env, section, server, s3, transfer, clients, client_size)
+        if files:
+            _small(env, section, server, s3, files)
+    if in_flight:
+        # A server of its own: the crowd's sessions left the other one's
+        # buffer pools grown.
+        with SockftpServer(env.path("s3-rss"), sessions=in_flight + 8, extra=extra) as server:
+            _rss(env, section, server, in_flight, settle)
     section.notes.append(
         "sockftp: the library's verified put and get through `sockftp serve --storage s3://...` (8 MiB parts); "
         "boto3: upload_file / download_file / put_object with their defaults, to the same SeaweedFS"
