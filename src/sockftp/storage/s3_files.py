@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import tempfile
 import threading
 import time
@@ -48,11 +47,6 @@ log = logging.getLogger("sockftp.storage")
 META_CHECKSUM = "sockftp-checksum"
 #: The largest range one UploadPartCopy copies (S3 allows 5 GiB).
 _COPY_CHUNK = 1024 * 1024 * 1024
-#: A download's read-ahead: chunks of this size, at most this many waiting.
-_READ_CHUNK = 1024 * 1024
-READ_AHEAD = 4
-#: Seconds a read waits for the next chunk (botocore's own read timeout is 60).
-_READ_TIMEOUT = 120.0
 #: Parts of one upload travelling to the store at once, each from a spool
 #: file of its own, while the next one is received: one at a time left the
 #: link idle during each part's round trip.
@@ -73,8 +67,7 @@ def _senders() -> ThreadPoolExecutor:
 
 class S3Download(Download):
     """An object opened for reading: one streaming GET from the offset
-    asked (read ahead by a thread), re-opened only when a read is not where
-    the last one ended.
+    asked, re-opened only when a read is not where the last one ended.
     Every GET carries the ETag seen at opening, so an object replaced
     meanwhile fails clearly instead of mixing two versions."""
 
@@ -112,11 +105,10 @@ class S3Download(Download):
             return 0
         if self._body is None or offset != self._position:
             self._close_body()
-            body = self.storage.get_range(self.path, self.key, offset, self.size, self.etag)
-            self._body = _ReadAhead(body, self.size - offset)
+            self._body = self.storage.get_range(self.path, self.key, offset, self.size, self.etag)
             self._position = offset
         try:
-            n = self._body.readinto(buffer)
+            n = _read_into(self._body, buffer)
         except Exception as exc:  # noqa: BLE001 - the connection broke mid-body
             self._close_body()
             raise self.storage.error(exc, self.path) from None
@@ -129,71 +121,13 @@ class S3Download(Download):
     def _close_body(self) -> None:
         body, self._body = self._body, None
         if body is not None:
-            body.close()
+            try:
+                body.close()
+            except Exception:  # noqa: BLE001 - closing a broken stream
+                pass
 
     def close(self) -> None:
         self._close_body()
-
-
-class _ReadAhead:
-    """A GET's body read by a thread of its own, up to READ_AHEAD chunks
-    ahead of the session that sends it: the store and the client's socket
-    are then busy at the same time, as boto3's parallel ranged GETs keep
-    its download busy. Memory: at most READ_AHEAD + 2 chunks."""
-
-    def __init__(self, body, count: int):
-        self.body = body
-        self.chunks: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
-        self.stopped = False
-        self.current = memoryview(b"")
-        threading.Thread(target=self._read, args=(count,), name="s3-read-ahead", daemon=True).start()
-
-    def _read(self, count: int) -> None:
-        try:
-            while count > 0 and not self.stopped:
-                chunk = memoryview(bytearray(min(_READ_CHUNK, count)))
-                got = 0
-                while got < len(chunk):
-                    n = _read_into(self.body, chunk[got:])
-                    if not n:
-                        break
-                    got += n
-                if got:
-                    self._put(chunk[:got])
-                    count -= got
-                if got < len(chunk):
-                    self._put(b"")  # ended early: the reader says so
-                    return
-        except Exception as exc:  # noqa: BLE001 - handed to the reader
-            self._put(exc)
-
-    def _put(self, item) -> None:
-        while not self.stopped:
-            try:
-                self.chunks.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def readinto(self, buffer) -> int:
-        if not self.current:
-            item = self.chunks.get(timeout=_READ_TIMEOUT)
-            if isinstance(item, BaseException):
-                raise item
-            self.current = memoryview(item)
-            if not item:
-                return 0
-        n = min(len(buffer), len(self.current))
-        buffer[:n] = self.current[:n]
-        self.current = self.current[n:]
-        return n
-
-    def close(self) -> None:
-        self.stopped = True
-        try:
-            self.body.close()
-        except Exception:  # noqa: BLE001 - closing a broken stream
-            pass
 
 
 def _read_into(body, buffer) -> int:
