@@ -318,10 +318,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # -- what a resume costs: python -m bench.s3 --resume --------------------------------------
 
 
@@ -368,3 +364,7 @@ def resume_cost(work: str, size: int, runs: int) -> dict[str, list[float]]:
         state.close()
         weed.remove(store)
     return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())
