@@ -177,3 +177,15 @@ def test_parse_url():
     for bad in ("http://x/y", "s3:///prefix"):
         with pytest.raises(ValueError):
             s3_module.parse_url(bad)
+
+
+@pytest.mark.timeout(30)
+def test_an_empty_put_leaves_the_connection_usable_for_the_next_request(store):
+    # SeaweedFS 4.48 answered an empty PUT sent with "Expect: 100-continue"
+    # (a directory's marker) twice; the next request on that connection
+    # read the stray answer and then waited out its 60 s read timeout.
+    for round_ in range(3):
+        store.mkdir((f"d{round_}",))
+        upload(store, (f"kept{round_}",), b"xx", size=10).keep()
+        put(store, (f"d{round_}", "f"), b"y")
+    assert store.partial_size(("kept2",), 10) == 2
