@@ -48,18 +48,23 @@ def s3_env(seaweed, monkeypatch):
 @pytest.fixture
 def nodes(tmp_path, s3_env, s3_prefix, spawn_server):
     """Factory of server processes on one bucket prefix and one account
-    store, each with a data directory (and a spool) of its own."""
+    store (a SQLite file; ``nodes.use_db(url)`` for another), each with a
+    data directory (and a spool) of its own."""
     config = tmp_path / "node.toml"
-    config.write_text(
-        f'storage = "s3://{BUCKET}/{s3_prefix}"\ns3_part_size = "5M"\nlease_time = {LEASE}\n'
-        f'db = "{tmp_path / "users.db"}"\n'
-    )
+
+    def use_db(db: str) -> None:
+        config.write_text(
+            f'storage = "s3://{BUCKET}/{s3_prefix}"\ns3_part_size = "5M"\nlease_time = {LEASE}\ndb = "{db}"\n'
+        )
+
+    use_db(str(tmp_path / "users.db"))
     count = iter(range(100))
 
     def start(*extra: str):
         return spawn_server(tmp_path / f"node{next(count)}", "--config", str(config), *extra)
 
     start.prefix = s3_prefix
+    start.use_db = use_db
     return start
 
 
@@ -117,6 +122,15 @@ def test_a_client_cut_at_random_offsets_resumes_through_a_new_server_process(nod
 
 
 def test_kill9_of_a_node_mid_part_then_resume_through_another(nodes, s3_env, files):
+    kill9_mid_part_then_resume(nodes, s3_env, files)
+
+
+def test_kill9_mid_part_then_resume_through_another_node_on_postgresql(nodes, s3_env, files, pg_url):
+    nodes.use_db(pg_url)  # the upload records shared as nodes on several machines share them
+    kill9_mid_part_then_resume(nodes, s3_env, files)
+
+
+def kill9_mid_part_then_resume(nodes, s3_env, files) -> None:
     data = os.urandom(3 * PART + 12345)
     local = files("data", data)
     node = nodes("--session-rate", "4M")
