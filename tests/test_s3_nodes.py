@@ -279,3 +279,29 @@ def test_quotas_hold_on_s3_as_on_a_disk_partials_included(server, s3_env, s3_pre
     with pytest.raises(QuotaExceeded):
         alice.put(files("d", os.urandom(3 * PART // 2)), "d")  # 1000 bytes too many, with the partial
     alice.close()
+
+
+def test_the_admin_commands_measure_homes_in_the_bucket(server, s3_env, s3_prefix, files, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from conftest import add_user, login
+
+    from sockftp.cli import main
+
+    root = tmp_path / "admin-root"
+    url = f"s3://{BUCKET}/{s3_prefix}"
+    add_user(root, "alice")
+    running = server(root=root, anonymous=False, storage=url, s3_part_size=PART)
+    alice = login(running, "alice")
+    alice.put(files("a", os.urandom(PART + 1024)), "a")
+    alice.close()
+    runner = CliRunner()
+    listed = runner.invoke(main, ["user", "list", "--json", "--root", str(root), "--storage", url])
+    assert listed.exit_code == 0, listed.output
+    assert (json.loads(listed.output)["used_bytes"], json.loads(listed.output)["used_files"]) == (PART + 1024, 1)
+    rescanned = runner.invoke(main, ["user", "rescan", "alice", "--root", str(root)], env={"SOCKFTP_STORAGE": url})
+    assert rescanned.exit_code == 0, rescanned.output
+    assert "5.0 MiB in 1 file" in rescanned.output, rescanned.output
+    refused = runner.invoke(main, ["user", "del", "alice", "--delete-files", "--root", str(root), "--storage", url])
+    assert refused.exit_code != 0 and "S3 bucket" in refused.output

@@ -116,6 +116,17 @@ def admin_command(func):
     return run
 
 
+def storage_option(func):
+    """``--storage``: where the homes are, as ``serve --storage`` takes it."""
+    return click.option(
+        "--storage",
+        metavar="s3://BUCKET/PREFIX",
+        envvar="SOCKFTP_STORAGE",
+        default=None,
+        help="The server's --storage, if its files are in an S3 bucket.  [env var: SOCKFTP_STORAGE]",
+    )(func)
+
+
 class _Accounts:
     """The account store of data directory *root*, opened on entry (and
     created only if *create*) and closed on exit."""
@@ -236,14 +247,17 @@ def user_add(root, db, name, quota, max_files, read_only, password_stdin) -> Non
 @user.command("del")
 @name_argument
 @click.option("--delete-files", is_flag=True, help="Also delete the user's home and every file in it.")
+@storage_option
 @admin_command
-def user_del(root, db, name, delete_files) -> None:
+def user_del(root, db, name, delete_files, storage) -> None:
     """Delete user NAME. Their files stay, unless --delete-files.
 
     Sessions already logged in as NAME go on until they end.
     """
     import shutil
 
+    if storage and delete_files:
+        raise click.UsageError("--delete-files cannot delete a home in an S3 bucket yet: delete its keys there")
     home = home_directory(root, name)
     with _Accounts(root, db) as accounts:
         accounts.get(name)
@@ -259,26 +273,27 @@ def user_del(root, db, name, delete_files) -> None:
 
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user and line.")
+@storage_option
 @admin_command
-def user_list(root, db, as_json) -> None:
+def user_list(root, db, as_json, storage) -> None:
     """List the users with their limits and what they store.
 
     Usage is measured by reading each home, partial uploads included.
     """
     from ..server.config import user_home
-    from ..storage import LocalStorage
+    from ..server.rescan import open_homes
 
     with _Accounts(root, db) as accounts:
         users = accounts.list()
-    if not users:
-        if not as_json:
-            click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)
-        return
-    storage = LocalStorage(root)
-    try:
-        usages = [storage.usage(user_home(account.name)) for account in users]
-    finally:
-        storage.close()
+        if not users:
+            if not as_json:
+                click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)
+            return
+        homes = open_homes(root, storage, accounts.store)
+        try:
+            usages = [homes.usage(user_home(account.name)) for account in users]
+        finally:
+            homes.close()
     if as_json:
         for account, usage in zip(users, usages, strict=True):
             record = {
@@ -460,8 +475,9 @@ def _check_optional_user_name(ctx, param, value):
 @user.command("rescan")
 @click.argument("name", required=False, callback=_check_optional_user_name)
 @click.option("--all", "everyone", is_flag=True, help="Every user.")
+@storage_option
 @admin_command
-def user_rescan(root, db, name, everyone) -> None:
+def user_rescan(root, db, name, everyone, storage) -> None:
     """Measure what NAME's home holds (every user's with --all) and store
     it as their usage.
 
@@ -477,7 +493,7 @@ def user_rescan(root, db, name, everyone) -> None:
     if (name is None) == (not everyone):
         raise click.UsageError("give a user NAME, or --all")
     measured = 0
-    for result in rescan_root(root, name, db):
+    for result in rescan_root(root, name, db, storage):
         click.echo(result.describe())
         measured += 1
     if everyone and not measured:
