@@ -31,11 +31,13 @@ Workloads, each in its own module:
   as 1 and as vsftpd's 4 (rows that say why when lftp or vsftpd is missing).
 * ``http`` (``--only http``): curl's GET and PUT of the big file through
   the HTTP door, against the native get and put and the raw limits (issue 20).
-
 * ``stores`` (``--only stores``): PostgreSQL against SQLite as the account
   store: the logins, the small files over one session and the crowd's
   puts, and the database round trips per upload (issue 17). Without
   PostgreSQL, its round-trip row says so.
+* ``s3``: ``sockftp serve --storage s3://...`` on a SeaweedFS against boto3
+  straight to it: the big file put and got, many clients, small files,
+  RSS with uploads in flight (issue 18).
 
 Variants are interleaved (A B, then B A) and each is run ``--runs`` times;
 the table gives medians with the min-max spread, then every target of the
@@ -81,6 +83,7 @@ from . import (
     logins,
     replace,
     results,
+    s3,
     small_files,
     stores,
     sync_rsync,
@@ -102,8 +105,8 @@ WORKLOADS = (
     "sync",
     "ftp-parallel",
     "http",
-
     "stores",
+    "s3",
 )
 
 #: The options that size the workloads: a run of record keeps their defaults, the issue's sizes.
@@ -120,6 +123,7 @@ SIZING = (
     "home_seconds",
     "sync_tree",
     "sync_size",
+    "s3_in_flight",
 )
 
 #: --quick: every workload, tiny, once. Seconds in all.
@@ -138,6 +142,7 @@ QUICK = {
     "home_seconds": 1.0,
     "sync_tree": 200,
     "sync_size": parse_size("32M"),
+    "s3_in_flight": 4,
 }
 
 
@@ -164,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sync-size", type=parse_size, default=parse_size("1G"), help="sync's big file and --checksum set (1G)"
     )
+    parser.add_argument("--s3-in-flight", type=int, default=50, help="S3 uploads in flight for the RSS (default 50)")
     parser.add_argument("--client-procs", type=int, default=os.cpu_count() or 2, help="client worker processes")
     parser.add_argument("--only", type=_workloads, default=list(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
     parser.add_argument("--no-prewarm", action="store_true", help="skip the page-cache prewarm before each variant")
@@ -320,8 +326,10 @@ def main(argv=None) -> int:
         "sync": lambda: sync_rsync.run(env, args.files, args.file_size, args.sync_tree, args.sync_size),
         "ftp-parallel": lambda: ftp_parallel.run(env, args.files, args.file_size),
         "http": lambda: http.run(env, args.size),
-
         "stores": lambda: stores.run(env, args.logins, args.files, min(args.clients), args.crowd_size),
+        "s3": lambda: s3.run(
+            env, args.size, min(args.clients), args.crowd_size, args.files, args.s3_in_flight, 8 * args.settle
+        ),
     }
     started = time.monotonic()
     try:

@@ -134,6 +134,7 @@ class SockftpServer(ServerProcess):
             ``ftp_port``.
         http: also open the HTTP front door (``--http-port 0``); its port
             is ``http_port``.
+        extra: more options of ``sockftp serve`` (``--storage s3://...``).
     """
 
     name = "sockftp"
@@ -148,6 +149,7 @@ class SockftpServer(ServerProcess):
         idle_timeout: float = 300.0,
         ftp: bool = False,
         http: bool = False,
+        extra: tuple[str, ...] = (),
     ):
         os.makedirs(root, exist_ok=True)
         add_sockftp_user(root)
@@ -163,6 +165,7 @@ class SockftpServer(ServerProcess):
             argv += ["--ftp-port", "0"]
         if http:
             argv += ["--http-port", "0"]
+        argv += extra
         self.root = root
         self.tls = tls is not None
         # The listening lines come in this order: native, FTP, HTTP.

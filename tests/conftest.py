@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from pg_support import pg_relay, pg_url, postgres_cluster  # noqa: F401 - fixtures for the tests that need PostgreSQL
+from s3_support import s3_prefix, seaweed  # noqa: F401 - fixtures for the tests that need SeaweedFS
 
 from sockftp.client import Client
 from sockftp.server import SockftpServer

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
 
-@pytest.mark.timeout(330)  # thirteen workloads; each logs in with argon2 (~0.1-1 s a check here)
+@pytest.mark.timeout(390)  # fourteen workloads; each logs in with argon2 (~0.1-1 s a check here)
 def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     doc_before = DOC.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -52,6 +52,7 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "sockftp sync against an rsync daemon",
         "lftp mirror -R of 20 files",
         "HTTP door: curl against the native protocol",
+        "S3 storage on SeaweedFS",
     ):
         assert section in out, out
     has_rsync = shutil.which("rsync") is not None
@@ -72,6 +73,8 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
         "p99, user with a quota, by token",
         "curl GET / native get",
         "curl PUT / native put",
+        "sockftp / boto3 upload_file",
+        "sockftp / boto3 download_file",
         *(
             (
                 "sync up, first sync, 20 x 4 KiB",
@@ -103,10 +106,10 @@ def test_quick_bench_runs_every_workload_and_prints_the_table(tmp_path):
     # --quick: 4 big-file targets, 1 fresh get, 1 replace, 2 small files, 1 logins, one count each of crowd (2)
     # and idle (2), and 2 for the big home (anonymous, and a user with a quota); with rsync, 9 for sync
     # (first up and down, two re-syncs, bytes and time up and down, --checksum); 2 for lftp mirror --parallel=4
-    # (against its 1 connection, and against vsftpd), measured or not; 2 for the HTTP door (get, put); 1 for the
-    # account stores' round trips
-    # per upload, measured or not, beside 3 timings with no target (without PostgreSQL, not there).
-    expected = 19 + (9 if has_rsync else 0) + 1
+    # (against its 1 connection, and against vsftpd), measured or not; 2 for the HTTP door (get, put); 2 for S3
+    # storage (put, get); 1 for the account stores' round trips per upload, measured or not, beside 3 timings
+    # with no target (without PostgreSQL, not there).
+    expected = 21 + (9 if has_rsync else 0) + 1
     has_pg = stores_missing() is None
     rows = table_rows(markdown)
     assert targets == expected, markdown

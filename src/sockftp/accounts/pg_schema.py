@@ -17,7 +17,7 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
@@ -87,6 +87,8 @@ MIGRATIONS = {
             FOR EACH ROW EXECUTE PROCEDURE sockftp_account_changed()""",
     ],
     6: [_shared.SHARES_TABLE, _shared.SHARES_INDEX],
+    # Multipart uploads of S3 storage.
+    7: [_shared.MULTIPART_UPLOADS_TABLE, _shared.MULTIPART_PARTS_TABLE],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"

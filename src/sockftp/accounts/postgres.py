@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from ..protocol.errors import Exists, NotFound
 from . import pg_schema as sql
 from .base import Account, AccountListener, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
+from .multipart import MultipartRecords
 
 #: Connections open at most per process. Queries take well under a
 #: millisecond on a LAN; a thread that finds all in use waits up to
@@ -61,7 +62,7 @@ def redact(url: str) -> str:
         return "the PostgreSQL database"
 
 
-class PostgresUserStore(UserStore):
+class PostgresUserStore(MultipartRecords, UserStore):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT):
         self.url = url
         self.where = redact(url)
@@ -89,6 +90,10 @@ class PostgresUserStore(UserStore):
         except BaseException:
             self._pool.close()
             raise
+
+    def _sql(self, statement: str) -> str:
+        """A statement of accounts/schema.py in psycopg's placeholders."""
+        return sql.pg(statement)
 
     # -- connections -------------------------------------------------------------------
 

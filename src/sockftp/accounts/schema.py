@@ -8,7 +8,7 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: Failed logins per client address, and the ban they earned, shared by
 #: every server on the store: spreading guesses over servers gains nothing,
@@ -77,6 +77,37 @@ FENCING_STEPS = [
     USAGE_OPS_TABLE,
 ]
 
+
+#: The resumable uploads of an object store (storage/s3.py), shared by every
+#: node on this database: one row per object key with an upload under way
+#: or a partial kept. ``upload_id`` is the open multipart upload (NULL:
+#: none), ``base`` the bytes of the sealed partial object, ``copied`` the
+#: bytes of it the open upload's first parts copy, ``size`` the
+#: announced size (NULL: unknown). Whoever holds the lease (``owner``, until
+#: ``lease_until``, Unix seconds) is the one writer; each claim bumps
+#: ``generation``, and a write is recorded only under the generation that
+#: made it, so a node wrongly thought dead records nothing.
+MULTIPART_UPLOADS_TABLE = """CREATE TABLE IF NOT EXISTS multipart_uploads (
+    object_key  TEXT PRIMARY KEY,
+    upload_id   TEXT,
+    size        BIGINT,
+    base        BIGINT NOT NULL DEFAULT 0,
+    copied      BIGINT NOT NULL DEFAULT 0,
+    owner       TEXT NOT NULL,
+    generation  BIGINT NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL,
+    touched     DOUBLE PRECISION NOT NULL
+)"""
+#: Each part of an open multipart upload, written only once the store has it.
+MULTIPART_PARTS_TABLE = """CREATE TABLE IF NOT EXISTS multipart_parts (
+    object_key TEXT NOT NULL,
+    number     INTEGER NOT NULL,
+    size       BIGINT NOT NULL,
+    etag       TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    PRIMARY KEY (object_key, number)
+)"""
+
 MIGRATIONS = {
     1: [
         """CREATE TABLE IF NOT EXISTS users (
@@ -124,6 +155,8 @@ MIGRATIONS = {
     5: [BANS_TABLE],
     6: FENCING_STEPS,
     7: [SHARES_TABLE, SHARES_INDEX],
+    # Multipart uploads of S3 storage.
+    8: [MULTIPART_UPLOADS_TABLE, MULTIPART_PARTS_TABLE],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -272,3 +305,34 @@ SELECT_USER_SHARES = (
 )
 DELETE_USER_SHARE = "DELETE FROM shares WHERE owner = ? AND id = ?"
 DELETE_USER_SHARES = "DELETE FROM shares WHERE owner = ?"
+
+# -- multipart uploads of an object store (accounts/multipart.py) ----------------------------
+
+MP_INSERT = """INSERT INTO multipart_uploads (object_key, owner, generation, lease_until, touched)
+    VALUES (:key, :owner, 0, 0, :now) ON CONFLICT (object_key) DO NOTHING"""
+#: The lease: taken only if it is free (expired, or released) or already ours.
+MP_CLAIM = """UPDATE multipart_uploads SET owner = :owner, generation = generation + 1, lease_until = :until
+    WHERE object_key = :key AND (lease_until < :now OR owner = :owner)
+    RETURNING generation, upload_id, size, base, copied, lease_until, touched"""
+MP_SELECT = """SELECT generation, upload_id, size, base, copied, lease_until, touched FROM multipart_uploads
+    WHERE object_key = :key"""
+MP_PARTS = "SELECT number, size, etag, hash FROM multipart_parts WHERE object_key = :key ORDER BY number"
+#: Every write below is guarded by the generation that claimed the lease.
+MP_TOUCH = """UPDATE multipart_uploads SET lease_until = :until, touched = :now
+    WHERE object_key = :key AND generation = :generation"""
+MP_RECORD_PART = """INSERT INTO multipart_parts (object_key, number, size, etag, hash)
+    VALUES (:key, :number, :size, :etag, :hash)
+    ON CONFLICT (object_key, number) DO UPDATE SET size = excluded.size, etag = excluded.etag, hash = excluded.hash"""
+MP_SET = """UPDATE multipart_uploads
+    SET upload_id = :upload_id, size = :size, base = :base, copied = :copied, touched = :now
+    WHERE object_key = :key AND generation = :generation"""
+MP_DROP_PARTS = "DELETE FROM multipart_parts WHERE object_key = :key"
+MP_RENEW = "UPDATE multipart_uploads SET lease_until = :until WHERE object_key = :key AND generation = :generation"
+MP_RELEASE = "UPDATE multipart_uploads SET lease_until = 0 WHERE object_key = :key AND generation = :generation"
+MP_FORGET = "DELETE FROM multipart_uploads WHERE object_key = :key AND generation = :generation"
+#: Keys under a prefix: substr, not LIKE, so that no character of a key is
+#: a wildcard.
+MP_EXPIRED = """SELECT object_key FROM multipart_uploads
+    WHERE substr(object_key, 1, :length) = :prefix AND lease_until < :now AND touched < :cutoff"""
+MP_HELD = """SELECT COALESCE(SUM(size), 0) FROM multipart_parts WHERE substr(object_key, 1, :length) = :prefix"""
+MP_UNDER = "SELECT object_key FROM multipart_uploads WHERE substr(object_key, 1, :length) = :prefix"

@@ -33,6 +33,7 @@ from dataclasses import astuple
 from ..protocol.errors import Exists, NotFound, WouldBlock
 from . import schema
 from .base import Account, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
+from .multipart import MultipartRecords
 
 #: Connections open at most; a thread that finds all in use waits. A query
 #: takes microseconds, but under load the thread holding a connection waits
@@ -43,7 +44,7 @@ from .base import Account, QuotaState, ShareRecord, StoredUsage, StoreError, Tok
 POOL_SIZE = 32
 
 
-class SqliteUserStore(UserStore):
+class SqliteUserStore(MultipartRecords, UserStore):
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # Password hashes: for the server's user only. SQLite gives its -wal

@@ -132,6 +132,17 @@ def admin_command(func):
     return run
 
 
+def storage_option(func):
+    """``--storage``: where the homes are, as ``serve --storage`` takes it."""
+    return click.option(
+        "--storage",
+        metavar="s3://BUCKET/PREFIX",
+        envvar="SOCKFTP_STORAGE",
+        default=None,
+        help="The server's --storage, if its files are in an S3 bucket.  [env var: SOCKFTP_STORAGE]",
+    )(func)
+
+
 class _Accounts:
     """The account store of data directory *root*, opened on entry (and
     created only if *create*) and closed on exit."""
@@ -256,14 +267,17 @@ def user_add(root, db, name, quota, max_files, read_only, password_stdin) -> Non
 @user.command("del")
 @name_argument
 @click.option("--delete-files", is_flag=True, help="Also delete the user's home and every file in it.")
+@storage_option
 @admin_command
-def user_del(root, db, name, delete_files) -> None:
+def user_del(root, db, name, delete_files, storage) -> None:
     """Delete user NAME. Their files stay, unless --delete-files.
 
     Sessions already logged in as NAME go on until they end.
     """
     import shutil
 
+    if storage and delete_files:
+        raise click.UsageError("--delete-files cannot delete a home in an S3 bucket yet: delete its keys there")
     home = home_directory(root, name)
     with _Accounts(root, db) as accounts:
         accounts.get(name)
@@ -280,8 +294,9 @@ def user_del(root, db, name, delete_files) -> None:
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user and line.")
 @click.option("--measure", is_flag=True, help="Read every home for its usage, instead of the stored figures.")
+@storage_option
 @admin_command
-def user_list(root, db, as_json, measure) -> None:
+def user_list(root, db, as_json, measure, storage) -> None:
     """List the users with their limits and what they store.
 
     Usage comes from the account database, which the server keeps exact as
@@ -292,11 +307,11 @@ def user_list(root, db, as_json, measure) -> None:
     with _Accounts(root, db) as accounts:
         users = accounts.list()
         stored = [None if measure else accounts.usage(account.name) for account in users]
-    if not users:
-        if not as_json:
-            click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)
-        return
-    usages = _usages(root, users, stored)
+        if not users:
+            if not as_json:
+                click.echo(f"no users in {root}; add one with: sockftp user add NAME", err=True)
+            return
+        usages = _usages(root, storage, accounts.store, users, stored)
     if as_json:
         for account, (used_bytes, used_files, source) in zip(users, usages, strict=True):
             record = {
@@ -320,26 +335,27 @@ def user_list(root, db, as_json, measure) -> None:
     echo_table(rows)
 
 
-def _usages(root, users, stored) -> list[tuple[int, int, str]]:
+def _usages(root, storage, store, users, stored) -> list[tuple[int, int, str]]:
     """(bytes, files, "stored" or "measured") for each of *users*: the
-    stored usage where there is one, else what their home holds now."""
+    stored usage where there is one, else what their home holds now, in
+    the data directory *root* or the ``s3://`` URL *storage*."""
     from ..server.config import user_home
-    from ..storage import LocalStorage
+    from ..server.rescan import open_homes
 
-    storage = None
+    homes = None
     result = []
     try:
         for account, usage in zip(users, stored, strict=True):
             if usage is not None and usage.used_bytes is not None and usage.used_files is not None:
                 result.append((usage.used_bytes, usage.used_files, "stored"))
                 continue
-            if storage is None:
-                storage = LocalStorage(root)
-            measured = storage.usage(user_home(account.name))
+            if homes is None:
+                homes = open_homes(root, storage, store)
+            measured = homes.usage(user_home(account.name))
             result.append((measured.bytes, measured.files, "measured"))
     finally:
-        if storage is not None:
-            storage.close()
+        if homes is not None:
+            homes.close()
     return result
 
 
@@ -502,8 +518,9 @@ def _check_optional_user_name(ctx, param, value):
 @user.command("rescan")
 @click.argument("name", required=False, callback=_check_optional_user_name)
 @click.option("--all", "everyone", is_flag=True, help="Every user.")
+@storage_option
 @admin_command
-def user_rescan(root, db, name, everyone) -> None:
+def user_rescan(root, db, name, everyone, storage) -> None:
     """Measure what NAME's home holds (every user's with --all) and store
     it as their usage.
 
@@ -519,7 +536,7 @@ def user_rescan(root, db, name, everyone) -> None:
     if (name is None) == (not everyone):
         raise click.UsageError("give a user NAME, or --all")
     measured = 0
-    for result in rescan_root(root, name, db):
+    for result in rescan_root(root, name, db, storage):
         click.echo(result.describe())
         measured += 1
     if everyone and not measured:

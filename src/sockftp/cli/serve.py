@@ -9,6 +9,7 @@ reach into a running server beyond starting and stopping it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -49,6 +50,19 @@ from .base import main
     default=None,
     help="The account database: postgresql://... (shared by every node on it) or a SQLite file."
     "  [default: $SOCKFTP_DB, or ROOT/.sockftp/users.db]",
+)
+@click.option(
+    "--storage",
+    metavar="s3://BUCKET/PREFIX",
+    default=None,
+    help="Keep files in an S3 bucket instead of ROOT (endpoint and credentials from AWS_ENDPOINT_URL,"
+    " AWS_ACCESS_KEY_ID... as for any AWS tool). See docs/DEPLOY.md.",
+)
+@click.option(
+    "--s3-part-size",
+    metavar="SIZE",
+    default=None,
+    help="Part size of S3 multipart uploads (at least 5M).  [default: 8M]",
 )
 @click.option(
     "--anonymous/--no-anonymous",
@@ -382,6 +396,9 @@ def _run(config, announce: bool, ready=None) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
     say(f"sockftp {__version__}: data directory {config.root}")
+    if config.storage:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the AWS endpoint"
+        say(f"files in {config.storage} at {endpoint}")
     if config.db:
         from ..accounts.stores import describe
 

@@ -59,6 +59,11 @@ class ServerConfig:
     #: The account database: a postgresql:// URL, or a SQLite file; None:
     #: $SOCKFTP_DB, else ROOT/.sockftp/users.db (see accounts.stores).
     db: str | None = None
+    #: Where files live: None for the data directory, or an S3 bucket as
+    #: ``s3://BUCKET/PREFIX`` (storage/s3.py; docs/DEPLOY.md).
+    storage: str | None = None
+    #: Bytes per part of an S3 multipart upload; None: 8 MiB.
+    s3_part_size: int | None = None
     host: str = limits.DEFAULT_HOST
     port: int = limits.DEFAULT_PORT
     anonymous: bool = False
@@ -260,7 +265,8 @@ class ConfigError(ValueError):
 class Setting:
     """How one ServerConfig field is read from a file or a flag, and its valid range."""
 
-    kind: str  # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4", "db"
+    # "str", "int", "seconds", "bool", "size", "reserve", "path", "file", "choice", "ports", "ipv4", "db", "storage"
+    kind: str
     minimum: float | None = None
     maximum: float | None = None
     above: bool = False  # the minimum itself is not allowed
@@ -294,6 +300,10 @@ class Setting:
             if value.split(":", 1)[0].lower() in ("postgresql", "postgres"):
                 return value  # a URL: as written
             kind = "path"  # a SQLite file, taken from the config file's directory
+        if kind == "storage":
+            if not isinstance(value, str) or not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+                raise ValueError(f"expected s3://BUCKET/PREFIX, got {_show(value)}")
+            return value
         if kind == "size":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f'expected a size (bytes, or a string such as "10M"), got {_show(value)}')
@@ -346,6 +356,8 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     "root": Setting("path"),
     "db": Setting("db"),
+    "storage": Setting("storage"),
+    "s3_part_size": Setting("size", 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024),
     "host": Setting("str"),
     "port": Setting("int", 0, 65535),
     "anonymous": Setting("bool"),

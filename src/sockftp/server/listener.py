@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import socketserver
 import ssl
@@ -49,7 +50,7 @@ from ..protocol.frames import encode_header
 from ..protocol.limits import LISTEN_BACKLOG, SESSION_STACK_SIZE, WORKER_LINGER
 from ..storage import LocalStorage, Storage
 from .auth import Authenticator
-from .config import USERS_DIR, ServerConfig, user_home
+from .config import STATE_DIR, USERS_DIR, ServerConfig, user_home
 from .handler import QUICK_WHILE_BUSY, SessionHandler
 from .janitor import Janitor
 from .proxied import Arrival, ProxyError, is_trusted, networks, receive
@@ -135,6 +136,24 @@ class SessionRegistry:
             return self._empty.wait_for(lambda: not self._sessions, timeout)
 
 
+def open_storage(config: ServerConfig, users: UserStore) -> Storage:
+    """The storage *config* names: the data directory, or an S3 bucket
+    (whose uploads keep their state in *users*, the account store)."""
+    if config.storage is None:
+        return LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
+    from ..storage.s3 import PART_SIZE, S3Storage, parse_url
+
+    bucket, prefix = parse_url(config.storage)
+    return S3Storage(
+        bucket,
+        prefix,
+        state=users,
+        part_size=config.s3_part_size or PART_SIZE,
+        lease_time=config.lease_time,
+        spool_dir=os.path.join(config.root, STATE_DIR, "spool"),
+    )
+
+
 class SockftpServer(socketserver.TCPServer):
     """A sockftp server. ``serve_forever()`` runs it; ``stop()`` ends it."""
 
@@ -151,8 +170,8 @@ class SockftpServer(socketserver.TCPServer):
                 raise ValueError(f"{name} must be above 0 bytes per second (or None for no limit)")
         self._user_rates: dict[str, RateLimit] = {}
         self._user_rates_lock = threading.Lock()
-        self.storage = storage or LocalStorage(config.root, fsync=config.fsync, min_free=config.min_free)
         self.users = users or open_store(config.db, config.root)
+        self.storage = storage or open_storage(config, self.users)
         self.authenticator = Authenticator(self.users, config, make_identity=self.identity_for)
         self.authenticator.bans.start()  # the bans earned before a restart, and on other servers
         self.quotas = QuotaRegistry(self.storage, self.users, config.lease_time)

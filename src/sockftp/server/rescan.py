@@ -67,15 +67,18 @@ def rescan(storage: Storage, users: UserStore, names: Iterable[str]) -> Iterator
         yield Rescan(name, before, after)
 
 
-def rescan_root(root: str, name: str | None = None, db: str | None = None) -> Iterator[Rescan]:
+def rescan_root(
+    root: str, name: str | None = None, db: str | None = None, storage: str | None = None
+) -> Iterator[Rescan]:
     """:func:`rescan` for the command line: user *name* (None: every user)
-    of the data directory *root*, on its local storage and account store
-    (*db*: see accounts.stores; None: the data directory's SQLite file).
+    of the data directory *root*, on its storage (*storage*: an
+    ``s3://`` URL as ``serve --storage`` takes; None: the data directory)
+    and account store (*db*: see accounts.stores; None: the data
+    directory's SQLite file).
     Creates nothing: without an account store there is no user to rescan.
     Raises NotFound for an unknown *name*; StoreError or sqlite3.Error if
     the store fails; OSError if a home cannot be read."""
     from ..accounts.stores import is_url, open_store, sqlite_path
-    from ..storage import LocalStorage
 
     if not is_url(db) and not os.path.exists(sqlite_path(db, root)):
         if name is not None:
@@ -83,14 +86,24 @@ def rescan_root(root: str, name: str | None = None, db: str | None = None) -> It
         return
     with open_store(db, root) as users:
         names = [account.name for account in users.list()] if name is None else [name]
-        storage = LocalStorage(root)
+        store = open_homes(root, storage, users)
         try:
             try:
-                yield from rescan(storage, users, names)
+                yield from rescan(store, users, names)
             except NotFound as exc:
                 raise NotFound(f"{exc.message} (in {root})") from None
         finally:
-            storage.close()
+            store.close()
 
 
-__all__ = ["Rescan", "rescan", "rescan_root"]
+def open_homes(root: str, storage: str | None, users: UserStore) -> Storage:
+    """The storage the homes of data directory *root* are in, for the
+    admin commands: the directory itself, or the ``s3://`` URL *storage*
+    (whose uploads' records are in *users*)."""
+    from .config import ServerConfig
+    from .listener import open_storage
+
+    return open_storage(ServerConfig(root=root, storage=storage), users)
+
+
+__all__ = ["Rescan", "open_homes", "rescan", "rescan_root"]
