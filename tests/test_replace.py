@@ -11,6 +11,7 @@ holds shows there as ``PATH (deleted)``.
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -242,3 +243,33 @@ def test_a_file_with_another_link_is_not_held_when_removed(store, tmp_path):
         store.remove(("f",))
         assert DROPPER.pending == 0  # it keeps a name: nothing is freed
     assert (tmp_path / "elsewhere").stat().st_size == LARGE
+
+
+def test_space_freed_by_a_remove_is_there_for_the_next_upload_even_before_the_dropper_ran(tmp_path):
+    # rm hands the file to the dropper; an upload right after must not be
+    # told the disk is full because the blocks come back a moment later.
+    from faults import small_disk
+
+    with small_disk(tmp_path / "disk", 6 * MiB) as disk:
+        storage = LocalStorage(disk / "root", min_free=0)
+        try:
+            put(storage, "ballast", os.urandom(5 * MiB))
+            data = os.urandom(4 * MiB)
+            entered, release = threading.Event(), threading.Event()
+
+            def hold_the_dropper():
+                with DROPPER.paused():
+                    entered.set()
+                    release.wait(10)
+
+            holder = threading.Thread(target=hold_the_dropper)
+            holder.start()
+            entered.wait(5)
+            storage.remove(("ballast",))
+            assert DROPPER.pending == 1
+            threading.Timer(0.3, release.set).start()  # the dropper gets its turn a moment later
+            assert put(storage, "new", data) is None
+            holder.join(10)
+            assert (disk / "root" / "new").read_bytes() == data
+        finally:
+            storage.close()

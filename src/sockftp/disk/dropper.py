@@ -53,6 +53,11 @@ from contextlib import contextmanager
 #: each with the file handed over, 308 µs freed at once).
 DROP_LATER_AT = 1024 * 1024
 
+#: Seconds a caller short of disk space waits for the dropper to free what
+#: it holds before it says the disk is full (storage's space checks and
+#: writes): a file removed a moment ago is still on its queue.
+DROPPER_WAIT = 5.0
+
 #: Linux only; elsewhere nothing is held and replaced files are freed at once.
 _O_PATH = getattr(os, "O_PATH", None)
 
@@ -176,4 +181,4 @@ DROPPER = Dropper()
 # A forked child has none of the parent's threads: it starts its own.
 os.register_at_fork(after_in_child=DROPPER._reset)
 
-__all__ = ["DROPPER", "DROP_LATER_AT", "Dropper", "hold"]
+__all__ = ["DROPPER", "DROPPER_WAIT", "DROP_LATER_AT", "Dropper", "hold", "hold_large", "let_go"]

@@ -284,6 +284,13 @@ class LeaseBook:
         """Ends the store has not taken yet: its usage is behind this server's."""
         return bool(self._unfinished)
 
+    def owed(self, name: str) -> tuple[int, int]:
+        """The bytes and files that the ends of *name*'s uploads the store has
+        not taken yet will add to its usage there."""
+        with self._lock:
+            ends = [(used, files) for lease, used, files in self._unfinished.values() if lease.name == name]
+        return sum(used for used, _ in ends), sum(files for _, files in ends)
+
     @property
     def live(self) -> int:
         return len(self._live)

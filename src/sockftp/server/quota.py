@@ -424,8 +424,13 @@ class QuotaLedger:
         if stored is not None:
             self._version = stored.version
         if stored is not None and stored.known:
+            # Ends of this user's uploads that this server could not write
+            # yet (the store was down or full) are not in the stored figure.
+            owed_bytes, owed_files = self.book.owed(self.name) if self.book is not None else (0, 0)
             with self.lock:
-                self.used_bytes, self.used_files, self.known = stored.used_bytes, stored.used_files, True
+                self.used_bytes = stored.used_bytes + owed_bytes
+                self.used_files = stored.used_files + owed_files
+                self.known = True
             if self.keeper is None:
                 self.keeper = UsageKeeper(self.users, self.name)
             return

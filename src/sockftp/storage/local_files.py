@@ -28,7 +28,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from ..disk.dropper import DROP_LATER_AT, DROPPER, hold
+from ..disk.dropper import DROP_LATER_AT, DROPPER, DROPPER_WAIT, hold
 from ..disk.prealloc import Preallocation
 from ..disk.syscalls import empty_path_linker, link_by_descriptor
 from ..protocol import checksum as checksums
@@ -336,13 +336,21 @@ class LocalUpload(Upload):
             self._storage.space.check(len(view))
         if self._ahead is not None:
             self._ahead.cover(self.offset + len(view))
-        try:
-            while view:
+        waited = False
+        while view:
+            try:
                 written = os.write(self._fd, view)
-                view = view[written:]
-                self.offset += written
-        except OSError as exc:
-            raise _error(exc, self.path) from None
+            except OSError as exc:
+                # Files removed or replaced a moment ago may still be on the
+                # dropper's queue, their blocks not yet given back: wait for
+                # it once before calling the disk full.
+                if exc.errno == errno.ENOSPC and not waited and DROPPER.pending:
+                    waited = True
+                    DROPPER.wait(DROPPER_WAIT)
+                    continue
+                raise _error(exc, self.path) from None
+            view = view[written:]
+            self.offset += written
 
     def replaced_size(self) -> int | None:
         self._let_go()  # an earlier look may have held another file

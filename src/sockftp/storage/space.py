@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 
+from ..disk.dropper import DROPPER, DROPPER_WAIT
 from ..protocol.errors import InsufficientStorage
 from ..protocol.units import human_size as human
 
@@ -69,6 +70,10 @@ class DiskSpace:
         """Claim *count* bytes for an upload, or raise InsufficientStorage."""
         if count <= 0:
             return Promise(self, 0)
+        if count > self.available() and DROPPER.pending:
+            # Files just removed or replaced, still held by the dropper,
+            # give their blocks back in a moment: let it finish first.
+            DROPPER.wait(DROPPER_WAIT)
         with self._lock:
             left = self._free() - self.promised
             if count > left:
@@ -83,6 +88,9 @@ class DiskSpace:
         """Raise InsufficientStorage unless *count* more bytes fit now (an
         upload that announced no size, before each chunk)."""
         left = self.available()
+        if count > left and DROPPER.pending:
+            DROPPER.wait(DROPPER_WAIT)
+            left = self.available()
         if count > left:
             raise InsufficientStorage(
                 f"not enough free space on the server for the next {human(count)}: {human(max(0, left))} free",
