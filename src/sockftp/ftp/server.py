@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import socketserver
 import ssl
 import time
 
@@ -27,7 +26,7 @@ from ..protocol import tls
 from ..protocol.errors import SockftpError, Timeout
 from ..protocol.wire import ConnectionClosed
 from ..server import audit
-from ..server.doors import FrontDoor
+from ..server.doors import DoorHandler, FrontDoor
 from ..server.ratelimit import RateLimit
 from ..server.session import Identity, Session
 from ..server.sockets import _peer  # and log peers alike
@@ -95,16 +94,10 @@ def start(main) -> FtpServer | None:
     return FtpServer(main).open()
 
 
-class FtpHandler(socketserver.BaseRequestHandler, Link):
+class FtpHandler(DoorHandler, Link):
     """One control connection, from the greeting to QUIT."""
 
     server: FtpServer
-
-    def __init__(self, request, client_address, server: FtpServer, record, quiet: bool = False):
-        self.record = record
-        #: A balancer's own connection (PROXY LOCAL, a health check): not logged as a session.
-        self.quiet = quiet
-        super().__init__(request, client_address, server)
 
     def setup(self) -> None:
         main = self.server.main

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
-import socketserver
 import ssl
 import time
 from urllib.parse import unquote_to_bytes
@@ -32,7 +31,7 @@ import h11
 from ..protocol.errors import Banned, SockftpError, Timeout, TlsRequired, TooManySessions
 from ..protocol.wire import ConnectionClosed
 from ..server import audit
-from ..server.doors import FrontDoor
+from ..server.doors import DoorHandler, FrontDoor
 from ..server.ratelimit import RateLimit
 from ..server.session import Session
 from ..server.sockets import _peer
@@ -90,17 +89,10 @@ def start(main) -> HttpServer | None:
     return HttpServer(main).open()
 
 
-class HttpHandler(socketserver.BaseRequestHandler):
+class HttpHandler(DoorHandler):
     """One connection, from its first request to its close."""
 
     server: HttpServer
-
-    def __init__(self, request, client_address, server: HttpServer, record, quiet: bool = False):
-        self.record = record
-        #: A balancer's health check (a PROXY LOCAL connection): answered as
-        #: any other, but not a client's session.
-        self.quiet = quiet
-        super().__init__(request, client_address, server)
 
     def setup(self) -> None:
         main = self.server.main

@@ -26,6 +26,19 @@ from .sockets import _peer
 log = logging.getLogger("sockftp.server")
 
 
+class DoorHandler(socketserver.BaseRequestHandler):
+    """The base of a door's connection handler: what :class:`FrontDoor`
+    hands every handler besides the socket."""
+
+    def __init__(self, request, client_address, server, record, quiet: bool = False):
+        #: The session registry's slot (its ``busy`` flag, its socket for a stop).
+        self.record = record
+        #: A balancer's own connection (PROXY LOCAL, a health check):
+        #: answered as any other, but not logged as a client's session.
+        self.quiet = quiet
+        super().__init__(request, client_address, server)
+
+
 class FrontDoor(socketserver.TCPServer):
     """A listener on *host*:*port* whose connections are *main*'s sessions,
     each run by ``handler(request, client_address, door, record, quiet)``
