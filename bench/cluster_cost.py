@@ -61,9 +61,12 @@ class Haproxy:
     def __init__(self, node_port: int, work: str):
         self.port = free_port()
         with open(HAPROXY_CFG) as file:
-            text = file.read().replace("*:2021", f"127.0.0.1:{self.port}").replace("*:2121", f"127.0.0.1:{free_port()}")
+            text = file.read().replace("*:2021", f"127.0.0.1:{self.port}")
+        for unused in ("*:2121", "*:8080"):  # FTP and HTTP: no servers here, but never on every address
+            text = text.replace(unused, f"127.0.0.1:{free_port()}")
         text = _servers(text, "native", f"    server n1 127.0.0.1:{node_port}\n")
-        text = _servers(text, "ftp", "")  # no FTP here
+        text = _servers(text, "ftp", "")
+        text = _servers(text, "http", "")
         path = os.path.join(work, "haproxy.cfg")
         with open(path, "w") as file:
             file.write(text)
