@@ -286,6 +286,22 @@ def test_records_an_older_server_kept_as_files_are_adopted(http_server):
     assert (second.home("alice") / "u").read_bytes() == b"abcdefgh"
 
 
+def test_processes_sharing_the_store_take_turns_on_one_upload(http_server):
+    """With --workers (or PostgreSQL), a PATCH may reach another process
+    than the last: each lets go of the upload after a request, and one
+    that served it before sees what the other did (here: finished it)."""
+    first = http_server(workers=2)
+    first.add_user("alice")
+    second = http_server(root=first.root, workers=2)
+    url = create(first, 8, filename="w")
+    assert patch(first, url, 0, b"abcd")[0] == 204
+    assert head_offset(second, url) == 4
+    assert patch(second, url, 4, b"efgh")[0] == 204
+    assert head_offset(first, url) == 8
+    assert patch(first, url, 8, b"x")[0] == 409  # complete, as the other process left it
+    assert (first.home("alice") / "w").read_bytes() == b"abcdefgh"
+
+
 def test_expired_uploads_go(http_server):
     srv = http_server(tus_expiry=0.5)
     srv.add_user("alice")
