@@ -108,6 +108,10 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
         for sock in (source, target):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                sock.close()
+                # A close alone leaves the connection open while the other
+                # pump's thread sits in recv() on it (Linux): its client
+                # would wait for its own timeout instead of seeing the cut.
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            sock.close()

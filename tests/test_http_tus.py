@@ -260,6 +260,48 @@ def test_an_upload_survives_a_restart(http_server, tmp_path):
     assert (second.home("alice") / "r").read_bytes() == b"abcdefgh"
 
 
+def test_records_an_older_server_kept_as_files_are_adopted(http_server):
+    """Before the records moved into the account store they were files in
+    ROOT/.sockftp/tus: an upload under way across the upgrade resumes, and
+    the files go (an unreadable one too)."""
+    import json
+
+    first = http_server()
+    first.add_user("alice")
+    url = create(first, 8, filename="u")
+    assert patch(first, url, 0, b"abcd")[0] == 204
+    upload_id = url.rsplit("/", 1)[1]
+    record = first.main.users.load_tus(upload_id)
+    first.main.stop(0)
+    first.main.users.forget_tus(upload_id)  # as the older server left it: a file only
+    files = first.root / ".sockftp" / "tus"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / f"{upload_id}.json").write_text(record)
+    (files / f"{'0' * 32}.json").write_text("{not json")
+    assert json.loads(record)["id"] == upload_id
+    second = http_server(root=first.root)
+    assert os.listdir(files) == []
+    assert head_offset(second, url) == 4
+    assert patch(second, url, 4, b"efgh")[0] == 204
+    assert (second.home("alice") / "u").read_bytes() == b"abcdefgh"
+
+
+def test_processes_sharing_the_store_take_turns_on_one_upload(http_server):
+    """With --workers (or PostgreSQL), a PATCH may reach another process
+    than the last: each lets go of the upload after a request, and one
+    that served it before sees what the other did (here: finished it)."""
+    first = http_server(workers=2)
+    first.add_user("alice")
+    second = http_server(root=first.root, workers=2)
+    url = create(first, 8, filename="w")
+    assert patch(first, url, 0, b"abcd")[0] == 204
+    assert head_offset(second, url) == 4
+    assert patch(second, url, 4, b"efgh")[0] == 204
+    assert head_offset(first, url) == 8
+    assert patch(first, url, 8, b"x")[0] == 409  # complete, as the other process left it
+    assert (first.home("alice") / "w").read_bytes() == b"abcdefgh"
+
+
 def test_expired_uploads_go(http_server):
     srv = http_server(tus_expiry=0.5)
     srv.add_user("alice")

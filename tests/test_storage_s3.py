@@ -189,3 +189,14 @@ def test_an_empty_put_leaves_the_connection_usable_for_the_next_request(store):
         upload(store, (f"kept{round_}",), b"xx", size=10).keep()
         put(store, (f"d{round_}", "f"), b"y")
     assert store.partial_size(("kept2",), 10) == 2
+
+
+def test_the_requests_sent_are_counted_by_operation(store):
+    """What bench/cluster_cost.py reports: a put under a part is one
+    PutObject; a stat one HeadObject."""
+    store.requests.clear()
+    put(store, ("small",), b"x" * 1000)
+    assert store.requests["PutObject"] == 1
+    store.requests.clear()
+    store.stat(("small",))
+    assert dict(store.requests) == {"HeadObject": 1}

@@ -129,6 +129,10 @@ class AccountListener(ABC):
 class UserStore(ABC):
     """Where accounts are kept. Safe to use from several threads."""
 
+    #: Other machines' servers may use this store at once (PostgreSQL):
+    #: what one node holds in memory, another cannot see.
+    shared = False
+
     @abstractmethod
     def get(self, name: str) -> Account | None:
         """The account called *name*, or None."""

@@ -17,7 +17,7 @@ import re
 
 from . import schema as _shared
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: Any constant of our own: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x50C4F7
@@ -89,6 +89,8 @@ MIGRATIONS = {
     6: [_shared.SHARES_TABLE, _shared.SHARES_INDEX],
     # Multipart uploads of S3 storage.
     7: [_shared.MULTIPART_UPLOADS_TABLE, _shared.MULTIPART_PARTS_TABLE],
+    # tus records shared by every node (they were files in ROOT/.sockftp/tus).
+    8: [_shared.TUS_UPLOADS_TABLE],
 }
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"

@@ -38,6 +38,7 @@ from ..protocol.errors import Exists, NotFound
 from . import pg_schema as sql
 from .base import Account, AccountListener, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
 from .multipart import MultipartRecords
+from .tus_records import TusRecords
 
 #: Connections open at most per process. Queries take well under a
 #: millisecond on a LAN; a thread that finds all in use waits up to
@@ -62,7 +63,9 @@ def redact(url: str) -> str:
         return "the PostgreSQL database"
 
 
-class PostgresUserStore(MultipartRecords, UserStore):
+class PostgresUserStore(MultipartRecords, TusRecords, UserStore):
+    shared = True
+
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT):
         self.url = url
         self.where = redact(url)

@@ -8,7 +8,7 @@ Times in the ``tokens`` table are Unix times in seconds (UTC), as numbers:
 both databases compare them, and no time zone can creep in.
 """
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: Failed logins per client address, and the ban they earned, shared by
 #: every server on the store: spreading guesses over servers gains nothing,
@@ -107,6 +107,14 @@ MULTIPART_PARTS_TABLE = """CREATE TABLE IF NOT EXISTS multipart_parts (
     hash       TEXT NOT NULL,
     PRIMARY KEY (object_key, number)
 )"""
+#: The tus uploads of the HTTP door (accounts/tus_records.py): what each
+#: upload's creation said, as JSON, so that any node can resume it.
+TUS_UPLOADS_TABLE = """CREATE TABLE IF NOT EXISTS tus_uploads (
+    id        TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    record    TEXT NOT NULL,
+    expires   DOUBLE PRECISION NOT NULL
+)"""
 
 MIGRATIONS = {
     1: [
@@ -157,6 +165,8 @@ MIGRATIONS = {
     7: [SHARES_TABLE, SHARES_INDEX],
     # Multipart uploads of S3 storage.
     8: [MULTIPART_UPLOADS_TABLE, MULTIPART_PARTS_TABLE],
+    # tus records shared by every node (they were files in ROOT/.sockftp/tus).
+    9: [TUS_UPLOADS_TABLE],
 }
 
 COLUMNS = ("name", "password_hash", "quota_bytes", "max_files", "read_only", "disabled")
@@ -336,3 +346,11 @@ MP_EXPIRED = """SELECT object_key FROM multipart_uploads
     WHERE substr(object_key, 1, :length) = :prefix AND lease_until < :now AND touched < :cutoff"""
 MP_HELD = """SELECT COALESCE(SUM(size), 0) FROM multipart_parts WHERE substr(object_key, 1, :length) = :prefix"""
 MP_UNDER = "SELECT object_key FROM multipart_uploads WHERE substr(object_key, 1, :length) = :prefix"
+
+# -- tus uploads of the HTTP door (accounts/tus_records.py) -------------------------------
+
+TUS_SAVE = """INSERT INTO tus_uploads (id, user_name, record, expires) VALUES (:id, :user, :record, :expires)
+    ON CONFLICT (id) DO UPDATE SET record = excluded.record, expires = excluded.expires"""
+TUS_LOAD = "SELECT record FROM tus_uploads WHERE id = :id"
+TUS_FORGET = "DELETE FROM tus_uploads WHERE id = :id"
+TUS_EXPIRED = "SELECT id FROM tus_uploads WHERE expires <= :now"

@@ -34,6 +34,7 @@ from ..protocol.errors import Exists, NotFound, WouldBlock
 from . import schema
 from .base import Account, QuotaState, ShareRecord, StoredUsage, StoreError, TokenRecord, UserStore
 from .multipart import MultipartRecords
+from .tus_records import TusRecords
 
 #: Connections open at most; a thread that finds all in use waits. A query
 #: takes microseconds, but under load the thread holding a connection waits
@@ -44,7 +45,7 @@ from .multipart import MultipartRecords
 POOL_SIZE = 32
 
 
-class SqliteUserStore(MultipartRecords, UserStore):
+class SqliteUserStore(MultipartRecords, TusRecords, UserStore):
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # Password hashes: for the server's user only. SQLite gives its -wal

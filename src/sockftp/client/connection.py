@@ -37,6 +37,12 @@ TOKEN_MARGIN = 60.0
 #: The first pause before a reconnect, and the longest: each doubles the one before.
 RETRY_DELAY = 0.2
 RETRY_DELAY_MAX = 5.0
+#: How long a retry keeps asking while the server answers busy: the
+#: transfer's own previous attempt is held by a node that died without
+#: letting go (kill -9, a power cut), and another node may take it over
+#: only when that node's lease runs out (``lease_time``, 60 s by default).
+#: Those retries do not count against ``retries``.
+BUSY_WAIT = 90.0
 
 #: OpenSSL's verify code for a certificate that does not name the host.
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
@@ -79,6 +85,7 @@ class Connection:
         self.port = port
         self.timeout = timeout
         self.retries = retries
+        self.busy_wait = BUSY_WAIT
         self.user = user
         self.password = password
         self.token = token

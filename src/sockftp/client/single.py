@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat as statmod
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -376,6 +377,7 @@ class SingleTransfers:
         again (it resumes from what the server holds, which may be another
         node behind a balancer), up to ``retries`` times, backing off."""
         attempts = 0
+        busy_until = None  # time.monotonic() past which busy ends the retries
         while True:
             try:
                 if self._wire is None:
@@ -385,11 +387,20 @@ class SingleTransfers:
                 # A lost connection, or one the server has just ended (idle
                 # timeout, shutdown): reconnect and resume. After one, busy
                 # is most likely this transfer's own previous attempt, which
-                # its server (a draining node, say) has not let go of yet.
+                # its server (a draining node, say) has not let go of yet,
+                # or a dead node's lease has not yet run out: busy_wait.
                 lost = isinstance(exc, ConnectionLost) or (exc.code in FATAL_CODES and self._wire is None)
-                lost = lost or (attempts > 0 and exc.code == ErrorCode.BUSY)
+                busy = attempts > 0 and exc.code == ErrorCode.BUSY
+                if busy:
+                    now = time.monotonic()
+                    busy_until = busy_until or now + self.busy_wait
+                    if now < busy_until:
+                        self.pause_before_retry(attempts, exc)
+                        continue
+                lost = lost or busy
                 if not lost or attempts >= self.retries:
                     raise
+                busy_until = None
                 attempts += 1
                 self.pause_before_retry(attempts, exc)
 

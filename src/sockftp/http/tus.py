@@ -216,7 +216,10 @@ def patch(request: Request, store: TusStore) -> Response:
         request.state["audit"] = ("put", {"path": upload.record.shown})
         offset = _receive(request, store, upload, _integer(request, "upload-offset"))
     finally:
-        upload.lock.release()
+        try:
+            store.let_go(upload)
+        finally:
+            upload.lock.release()
     return Response(204, [("Upload-Offset", str(offset)), ("Upload-Expires", _http_date(upload.record.expires))], None)
 
 

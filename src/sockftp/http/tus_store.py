@@ -5,10 +5,13 @@ storage's hidden partial of the target path (so a native ``put`` of the
 same path meets it as it would another ``put``: busy while it is held,
 atomic at the end). What tus adds is a name for it (the id in its URL)
 and what its creation said (the target, the length, the metadata, the
-checksum to verify). That record is a small JSON file in the server's
-state directory (``ROOT/.sockftp/tus/ID.json``, written whole and renamed
-into place), so an upload survives a restart of the server: its bytes are
-in the partial, its record here, and the next PATCH reopens the partial.
+checksum to verify). That record is a small JSON text in the account
+store (accounts/tus_records.py; written whole), so an upload survives a
+restart of the server and, behind a balancer, resumes on any node that
+shares the store and the storage: its bytes are in the partial, its record
+there, and the next PATCH reopens the partial (held by one node at a time:
+the storage upload's lease or lock). Records a server kept as files in
+``ROOT/.sockftp/tus`` before are moved into the store at start.
 
 While the server runs, an upload holds its storage upload open between
 PATCHes, with the quota its creation reserved, and a login of its own (the
@@ -100,51 +103,57 @@ class TusStore:
 
     def __init__(self, main):
         self.main = main
-        self.directory = os.path.join(main.config.root, STATE_DIR, "tus")
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.records = main.users  # the account store: save_tus, load_tus... (accounts/tus_records.py)
         self.expiry = main.config.tus_expiry
+        #: Other processes serve these uploads too (nodes sharing a
+        #: PostgreSQL store, or --workers): an upload must not stay held
+        #: here between requests, since its next PATCH may reach another
+        #: process, which could not take it over while it is (see let_go).
+        self.shared = main.users.shared or main.config.workers > 1
         self._uploads: dict[str, Upload] = {}
         self._lock = threading.Lock()
+        self._adopt_files(os.path.join(main.config.root, STATE_DIR, "tus"))
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="tus expiry", daemon=True)
         self._sweeper.start()
 
-    # -- records on disk ---------------------------------------------------------------
-
-    def _file(self, upload_id: str) -> str:
-        return os.path.join(self.directory, upload_id + ".json")
+    # -- records in the account store ---------------------------------------------------
 
     def save(self, record: Record) -> None:
-        """Write *record* whole, then rename it into place: a crash leaves
-        the old record or the new one, never half of one."""
-        final = self._file(record.id)
-        temporary = final + ".tmp"
-        data = json.dumps(asdict(record)).encode()
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            if self.main.config.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, final)
+        """Write *record* whole: a crash leaves the old record or the new one."""
+        self.records.save_tus(record.id, record.user, json.dumps(asdict(record)), record.expires)
 
     def _load(self, upload_id: str) -> Record | None:
-        try:
-            with open(self._file(upload_id), "rb") as file:
-                return Record(**json.loads(file.read()))
-        except FileNotFoundError:
+        text = self.records.load_tus(upload_id)
+        if text is None:
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        try:
+            return Record(**json.loads(text))
+        except (ValueError, TypeError) as exc:
             log.warning("tus upload %s: unreadable record, dropped: %s", upload_id, exc)
             self._forget(upload_id)
             return None
 
     def _forget(self, upload_id: str) -> None:
+        self.records.forget_tus(upload_id)
+
+    def _adopt_files(self, directory: str) -> None:
+        """Move the records an older server kept as files into the store,
+        so that uploads under way across an upgrade still resume."""
         try:
-            os.unlink(self._file(upload_id))
+            names = os.listdir(directory)
         except FileNotFoundError:
-            pass
+            return
+        for name in names:
+            path = os.path.join(directory, name)
+            upload_id = name.removesuffix(".json")
+            if name.endswith(".json") and _ID.match(upload_id):
+                try:
+                    with open(path, "rb") as file:
+                        self.save(Record(**json.loads(file.read())))
+                except (OSError, ValueError, TypeError) as exc:
+                    log.warning("tus upload %s: unreadable record file, dropped: %s", upload_id, exc)
+            os.unlink(path)  # adopted, unreadable, or a temporary left by a crash
 
     # -- uploads ------------------------------------------------------------------------
 
@@ -164,6 +173,7 @@ class TusStore:
         except BaseException:
             upload.close(keep=False)
             raise
+        self.let_go(upload)
         with self._lock:
             self._uploads[record.id] = upload
         return upload
@@ -175,13 +185,29 @@ class TusStore:
             raise NotFound("no such upload")
         with self._lock:
             upload = self._uploads.get(upload_id)
-            if upload is None:
+            if upload is not None and self.shared and upload.upload is None:
+                # Another process may have moved it on, finished or dropped it.
+                record = self._load(upload_id)
+                if record is None:
+                    self._uploads.pop(upload_id, None)
+                    upload = None
+                else:
+                    upload.record = record
+            elif upload is None:
                 record = self._load(upload_id)
                 if record is not None:
                     upload = self._uploads[upload_id] = Upload(record)
         if upload is None or upload.record.user != user:
             raise NotFound("no such upload (finished long ago, expired, or terminated)")
         return upload
+
+    def let_go(self, upload: Upload) -> None:
+        """After a request, when other processes serve these uploads too:
+        let go of the storage upload, keeping its bytes, so that the next
+        PATCH may take it wherever it lands. One process alone keeps it
+        open (with its hasher) for the next PATCH instead."""
+        if self.shared and upload.upload is not None:
+            upload.close(keep=True)
 
     def acquire(self, upload: Upload) -> None:
         """Take *upload*'s turn; raise Busy if another request keeps it."""
@@ -303,9 +329,8 @@ class TusStore:
         now = time.time()
         with self._lock:
             known = dict(self._uploads)
-        for name in os.listdir(self.directory):
-            upload_id = name.removesuffix(".json")
-            if name.endswith(".json") and upload_id not in known and _ID.match(upload_id):
+        for upload_id in self.records.expired_tus(now):
+            if upload_id not in known and _ID.match(upload_id):
                 record = self._load(upload_id)
                 if record is not None and record.expires <= now:
                     known[upload_id] = Upload(record)
@@ -324,7 +349,7 @@ class TusStore:
         while not self._stop.wait(min(SWEEP, self.expiry / 4)):
             try:
                 self.sweep()
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - the store unreachable a while (StoreError): next sweep
                 log.warning("tus expiry: %s", exc)
 
     def close(self) -> None:

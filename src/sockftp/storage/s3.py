@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -148,8 +150,18 @@ class S3Storage(Storage):
         # next request's on that connection, which then waits out its read
         # timeout (60 s). Parts are sent whole anyway: never ask.
         self.client.meta.events.register_first("before-sign.s3", _no_expect)
+        #: Requests sent to the store so far, by operation (PutObject,
+        #: UploadPart...), each retry counted: what an operation costs in
+        #: S3 requests (bench/cluster_cost.py, docs/DEPLOY.md).
+        self.requests: Counter[str] = Counter()
+        self._counting = threading.Lock()
+        self.client.meta.events.register("before-send.s3", self._count)
         #: Until the store (or an older botocore) says it has no RenameObject.
         self._can_rename = hasattr(self.client, "rename_object")
+
+    def _count(self, event_name: str, **_) -> None:
+        with self._counting:
+            self.requests[event_name.rsplit(".", 1)[-1]] += 1
 
     # -- keys ---------------------------------------------------------------------------------
 
