@@ -9,13 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
+import pytest
 from click.testing import CliRunner
 from conftest import wait_until
 from test_sync import build, tree_of
 
 from sockftp.cli import main
+from sockftp.server import SockftpServer
+from sockftp.server.config import ServerConfig
 
 MiB = 1024 * 1024
 
@@ -111,7 +115,19 @@ def test_no_server_exits_3(tmp_path):
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("sockftp: ")
 
 
-def test_ctrl_c_at_random_points_then_a_rerun_gives_the_same_tree(anonymous_server, remote_root, tmp_path):
+@pytest.fixture
+def paced_server(tmp_path):
+    """An anonymous server whose sessions move at most 64 MiB/s: a sync of
+    the tree below then lasts about a second however fast the machine, so
+    a Ctrl-C within its first 0.4 s always finds it under way."""
+    server = SockftpServer(ServerConfig(root=str(tmp_path / "paced"), port=0, anonymous=True, session_rate=64 * MiB))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.stop(0)
+
+
+def test_ctrl_c_at_random_points_then_a_rerun_gives_the_same_tree(paced_server, tmp_path):
+    anonymous_server, remote_root = paced_server, tmp_path / "paced" / "anonymous"
     files = {f"many/{i:04}.bin": os.urandom(random.randint(0, 20000)) for i in range(600)}
     files["big/one.bin"] = os.urandom(40 * MiB)
     files["big/two.bin"] = os.urandom(6 * MiB)
